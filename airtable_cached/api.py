@@ -1,0 +1,244 @@
+"""The drop-in: pyairtable's ``Api``, ``Base`` and ``Table`` with record traffic served by the cache.
+
+The classes keep pyairtable's names (pyairtable derives URL context keys from
+``type(obj).__name__``). ``Api.request`` is the one choke point every record call passes through
+(Table methods, the ORM, ``iterate_requests``): record endpoints go to the engine, everything else
+(comments, schema, webhooks, attachments) goes to Airtable as plain pyairtable sends it.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+import threading
+import time
+from typing import Any, Callable
+
+import pyairtable
+import pyairtable.api.base
+import pyairtable.api.table
+import requests
+from pyairtable.api.params import options_to_params
+
+from airtable_cached import outbox
+from airtable_cached.config import Settings
+from airtable_cached.engine import Engine, Route, route
+from airtable_cached.errors import AirtableResponseError
+from airtable_cached.store import Store
+from airtable_cached.sync import FlushResult, Sync
+
+__all__ = ["Api", "Base", "Table", "open_store"]
+
+_stores: dict[str, Store] = {}
+_runtimes: dict[tuple, tuple[Engine, Sync]] = {}
+_registry_lock = threading.Lock()
+
+
+def open_store(path) -> Store:
+    """The process's one :class:`Store` for a database file."""
+    from airtable_cached.formula_bridge import register_sql_functions
+
+    key = str(path)
+    with _registry_lock:
+        store = _stores.get(key)
+        if store is None:
+            store = _stores[key] = Store(path, on_connect=register_sql_functions)
+        return store
+
+
+def _runtime(settings: Settings, token: str, timeout: Any, clock: Callable | None, sleep: Callable | None) -> tuple[Engine, Sync]:
+    """Engines and syncs are shared per (settings, token) in a process: an ORM model builds a new
+    Api on every access, and they must not each start a flusher thread."""
+    key = (settings, token, timeout, clock, sleep)
+    with _registry_lock:
+        found = _runtimes.get(key)
+    if found is not None:
+        return found
+    store = open_store(settings.path)
+    engine = Engine(store, settings, clock=clock or time.time)
+    sync = Sync(engine, token, timeout=timeout, clock=clock or time.time, sleep=sleep or time.sleep)
+    engine.sync = sync
+    with _registry_lock:
+        return _runtimes.setdefault(key, (engine, sync))
+
+
+class Api(pyairtable.Api):
+    """``pyairtable.Api`` with a local cache and a durable write queue.
+
+    Every keyword of ``pyairtable.Api`` is accepted. The cache's settings come from
+    ``AIRTABLE_CACHED_*`` environment variables, each overridable here: ``path``, ``max_age``,
+    ``mode`` (cache | write-through | passthrough | offline), ``flush`` (auto | manual),
+    ``exit_timeout``, ``rate_limit``, ``penalty``, ``retries``, ``claim_timeout``.
+    ``endpoint_url`` defaults to ``AIRTABLE_CACHED_ENDPOINT_URL`` or Airtable's.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        timeout: Any = None,
+        retry_strategy: Any = True,
+        endpoint_url: str | None = None,
+        use_field_ids: bool = False,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] | None = None,
+        **cache_settings: Any,
+    ):
+        self.settings = Settings.from_env(endpoint_url=endpoint_url, **cache_settings)
+        super().__init__(
+            api_key,
+            timeout=timeout,
+            retry_strategy=retry_strategy,
+            endpoint_url=self.settings.endpoint_url,
+            use_field_ids=use_field_ids,
+        )
+        self._clock = clock
+        self._sleep = sleep
+
+    def __repr__(self) -> str:
+        return f"<airtable_cached.Api mode={self.settings.mode!r} path={str(self.settings.path)!r}>"
+
+    @property
+    def engine(self) -> Engine:
+        return _runtime(self.settings, self.api_key, self.timeout, self._clock, self._sleep)[0]
+
+    @property
+    def sync(self) -> Sync:
+        return _runtime(self.settings, self.api_key, self.timeout, self._clock, self._sleep)[1]
+
+    # -- pyairtable's factories, returning the cached classes ------------------------------------
+    def base(self, base_id: str, *, validate: bool = False, force: bool = False) -> "Base":
+        if validate:
+            info = self._base_info(force=force).base(base_id)
+            return self._base_from_info(info)
+        return Base(self, base_id)
+
+    def _base_from_info(self, base_info: Any) -> "Base":
+        return Base(self, base_info.id, name=base_info.name, permission_level=base_info.permission_level)
+
+    def table(self, base_id: str, table_name: str, *, validate: bool = False, force: bool = False) -> "Table":
+        return self.base(base_id, validate=validate, force=force).table(table_name, validate=validate, force=force)
+
+    # -- the choke point ---------------------------------------------------------------------------
+    def request(self, method: str, url: str, fallback: Any = None, options: dict | None = None,
+                params: dict | None = None, json: dict | None = None) -> Any:
+        found = route(method, url)
+        if found is None:
+            return super().request(method, url, fallback=fallback, options=options, params=params, json=json)
+        # pyairtable's own conversion: unknown options raise InvalidParameterError as they always did.
+        request_params = {**options_to_params(options or {}), **(params or {})}
+        if self.settings.mode == "passthrough":
+            result = super().request(method, url, fallback=fallback, options=options, params=params, json=json)
+            self._fill_cache(found, result)
+            return result
+        try:
+            return self.engine.dispatch(found, request_params, json)
+        except AirtableResponseError as exc:
+            raise self._http_error(method, url, exc) from None
+
+    def _http_error(self, method: str, url: str, exc: AirtableResponseError) -> requests.HTTPError:
+        """The exact ``requests.HTTPError`` pyairtable raises for this status and body."""
+        response = requests.Response()
+        response.status_code = exc.status
+        response._content = jsonlib.dumps(exc.body).encode()
+        response.headers["Content-Type"] = "application/json; charset=utf-8"
+        response.url = url
+        response.reason = _REASONS.get(exc.status, "Error")
+        response.request = requests.Request(method.upper(), url).prepare()
+        try:
+            self._process_response(response)
+        except requests.HTTPError as error:
+            return error
+        return requests.HTTPError(str(exc), response=response)
+
+    def _fill_cache(self, found: Route, result: Any) -> None:
+        """Passthrough: Airtable answered; keep what it said about records."""
+        if not isinstance(result, dict):
+            return
+        engine = self.engine
+        if result.get("deleted") and "id" in result:
+            engine.forget(found.base_id, found.table, [result["id"]])
+        elif "records" in result:
+            deleted = [r["id"] for r in result["records"] if r.get("deleted")]
+            if deleted:
+                engine.forget(found.base_id, found.table, deleted)
+            else:
+                engine.absorb(found.base_id, found.table, result["records"])
+        elif "id" in result and "fields" in result:
+            engine.absorb(found.base_id, found.table, [result])
+
+    # -- extras ------------------------------------------------------------------------------------
+    def flush(self, base_id: str | None = None) -> FlushResult:
+        """Push the queued writes now. Returns what was sent, what failed and why."""
+        return self.sync.flush(base_id)
+
+    def pending(self) -> list[dict]:
+        """The queued and dead-lettered writes, with attempts and last error."""
+        return [op.as_dict() for op in outbox.list_ops(self.engine.store.conn)]
+
+    def close(self) -> None:
+        self.sync.close()
+
+
+class Base(pyairtable.api.base.Base):
+    """``pyairtable.Base`` whose tables are cached."""
+
+    api: Api
+
+    def table(self, id_or_name: str, *, validate: bool = False, force: bool = False) -> "Table":
+        if validate:
+            schema = self.schema(force=force).table(id_or_name)
+            return Table(None, self, schema)
+        return Table(None, self, id_or_name)
+
+    def tables(self, *, force: bool = False) -> list["Table"]:
+        return [Table(None, self, table_schema) for table_schema in self.schema(force=force).tables]
+
+
+class Table(pyairtable.api.table.Table):
+    """``pyairtable.Table`` answered from the cache, with ``flush``, ``refresh`` and ``is_fresh``."""
+
+    def __init__(self, api_key: str | None, base_id: Any, table_name: Any, **kwargs: Any):
+        if isinstance(api_key, str) and isinstance(base_id, str):
+            # pyairtable's deprecated constructor builds a plain Api; build a cached one instead.
+            import warnings
+
+            warnings.warn(
+                "Passing API keys or base IDs to pyairtable.Table is deprecated;"
+                " use Api.table() or Base.table() instead.",
+                category=DeprecationWarning,
+                stacklevel=2,
+            )
+            base_id = Api(api_key, **kwargs).base(base_id)
+            api_key = None
+        super().__init__(api_key, base_id, table_name)
+
+    @property
+    def _table_ref(self) -> str:
+        return self._schema.id if self._schema else self.name
+
+    def flush(self) -> FlushResult:
+        """Push this base's queued writes now."""
+        return self.api.sync.flush(self.base.id)
+
+    def refresh(self, force: bool = False) -> bool:
+        """Pull the table now if it is stale (or always, with ``force``). Returns whether it pulled."""
+        if not force and self.is_fresh():
+            return False
+        self.api.sync.pull(self.base.id, self._table_ref)
+        return True
+
+    def is_fresh(self) -> bool:
+        """Whether reads are served without pulling first."""
+        return self.api.engine.is_fresh(self.base.id, self._table_ref)
+
+
+_REASONS = {
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    413: "Request Entity Too Large",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}

@@ -1,0 +1,116 @@
+"""Settings: ``AIRTABLE_CACHED_*`` environment variables, each overridable by a keyword argument.
+
+``Settings.from_env(**overrides)`` is the only constructor callers need. Every value is validated
+when the settings are built, so a setting that makes no sense fails at start with a message naming
+it, never later in the middle of a run.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from airtable_cached.errors import ConfigurationError
+
+ENV_PREFIX = "AIRTABLE_CACHED_"
+
+MODES = ("cache", "write-through", "passthrough", "offline")
+FLUSH_MODES = ("auto", "manual")
+
+
+def default_path() -> Path:
+    """The per-user default database: ``$XDG_CACHE_HOME/airtable_cached/cache.sqlite3``."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "airtable_cached" / "cache.sqlite3"
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: The SQLite file holding the cache and the write queue.
+    path: Path
+    #: Seconds a table's cache is served before a read refreshes it.
+    max_age: float = 300.0
+    #: cache | write-through | passthrough | offline
+    mode: str = "cache"
+    #: auto (background thread + bounded wait at exit) | manual (only on flush())
+    flush: str = "auto"
+    #: The Airtable the cache syncs with.
+    endpoint_url: str = "https://api.airtable.com"
+    #: Seconds the interpreter waits at exit for the queue to drain (auto flush).
+    exit_timeout: float = 30.0
+    #: Requests per second per base, shared by every process using the cache file.
+    rate_limit: float = 5.0
+    #: Seconds Airtable locks a base out after a 429.
+    penalty: float = 30.0
+    #: Attempts per request for transient failures (429, 5xx, connection errors) within one flush.
+    retries: int = 5
+    #: Seconds a flusher's claim on a batch lasts before another flusher may take it over.
+    claim_timeout: float = 120.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Build settings from ``env`` (default ``os.environ``), then apply keyword overrides."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = (raw, ENV_PREFIX + f.name.upper())
+        for name, value in overrides.items():
+            if name not in {f.name for f in fields(cls)}:
+                raise ConfigurationError(f"unknown setting {name!r}")
+            if value is not None:
+                values[name] = (value, name)
+        if "path" not in values:
+            values["path"] = (default_path(), "default path")
+        return cls(**{name: _convert(name, value, source) for name, (value, source) in values.items()})
+
+    def replace(self, **changes: Any) -> "Settings":
+        return replace(self, **changes)
+
+    @property
+    def locks_dir(self) -> Path:
+        """Folder of the cross-process locks and throttles (diskcache) beside the database."""
+        return self.path.with_name(self.path.name + ".locks")
+
+
+def _convert(name: str, value: Any, source: str) -> Any:
+    def fail(why: str) -> ConfigurationError:
+        return ConfigurationError(f"setting {source}={value!r} is invalid: {why}")
+
+    if name == "path":
+        return Path(os.path.expanduser(str(value)))
+    if name in ("max_age", "exit_timeout", "rate_limit", "penalty", "claim_timeout"):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise fail("expected a number of seconds") from None
+        if number < 0 or number != number:
+            raise fail("must be zero or more")
+        if name == "rate_limit" and number == 0:
+            raise fail("must be more than zero requests per second")
+        return number
+    if name == "retries":
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise fail("expected a whole number") from None
+        if number < 1:
+            raise fail("must be at least 1")
+        return number
+    if name == "mode":
+        if value not in MODES:
+            raise fail(f"expected one of {', '.join(MODES)}")
+        return value
+    if name == "flush":
+        if value not in FLUSH_MODES:
+            raise fail(f"expected one of {', '.join(FLUSH_MODES)}")
+        return value
+    if name == "endpoint_url":
+        text = str(value).rstrip("/")
+        if not text.startswith(("http://", "https://")):
+            raise fail("expected an http:// or https:// URL")
+        return text
+    return value

@@ -1,0 +1,811 @@
+"""The local Airtable: answers the record endpoints from the cache and the queue.
+
+``Engine.handle(method, url, params, body)`` returns the JSON Airtable would return, or raises
+:class:`AirtableResponseError` with the status and body Airtable would send. The pyairtable front-end
+(``api.py``) and the plain-HTTP front-end (``http.py``) are thin wrappers around it, so paging,
+sorting, filtering, write semantics and errors exist once.
+
+What the cache holds (see DESIGN.md §2): per record the last state Airtable reported (``remote``)
+and what reads see (``fields``: remote with the pending writes applied). Every write applies to
+``fields`` and appends to the outbox in one transaction; a pull replaces ``remote`` and replays the
+pending writes on top.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from urllib.parse import unquote, urlsplit
+
+from airtable_cached import outbox
+from airtable_cached.config import Settings
+from airtable_cached.errors import AirtableResponseError, OfflineError, WriteRejectedError
+from airtable_cached.policy import Read, TableState, Write, decide_read, decide_write
+from airtable_cached.query import ListQuery
+from airtable_cached.records import (
+    COMPUTED_TYPES,
+    apply_write,
+    check_serialisable,
+    clean_fields,
+    dumps,
+    is_provisional,
+    new_provisional_id,
+    now_iso,
+    project,
+    rename_to_ids,
+    sort_records,
+)
+from airtable_cached.store import Store
+
+if TYPE_CHECKING:
+    from airtable_cached.sync import Sync
+
+log = logging.getLogger("airtable_cached")
+
+MAX_RECORDS_PER_WRITE = 10
+#: Offsets (list iterators) expire like Airtable's do after some idle minutes.
+OFFSET_TTL = 300.0
+MAX_SNAPSHOTS = 256
+
+
+# -- routing ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    """A request to one of Airtable's record endpoints."""
+
+    action: str  # list | get | create | update | replace | delete
+    base_id: str
+    table: str
+    record_id: str | None = None
+    list_by_post: bool = False
+
+
+def route(method: str, url: str) -> Route | None:
+    """The record endpoint a request addresses, or ``None`` for anything else (passed through)."""
+    parts = [unquote(p) for p in urlsplit(url).path.split("/") if p]
+    if len(parts) < 3 or parts[0] != "v0" or parts[1] == "meta" or not parts[1].startswith("app"):
+        return None
+    method = method.upper()
+    base_id, table, rest = parts[1], parts[2], parts[3:]
+    if not rest:
+        action = {"GET": "list", "POST": "create", "PATCH": "update", "PUT": "replace", "DELETE": "delete"}.get(method)
+        return Route(action, base_id, table) if action else None
+    if len(rest) == 1:
+        if rest[0] == "listRecords":
+            return Route("list", base_id, table, list_by_post=True) if method == "POST" else None
+        action = {"GET": "get", "PATCH": "update", "PUT": "replace", "DELETE": "delete"}.get(method)
+        return Route(action, base_id, table, rest[0]) if action else None
+    return None
+
+
+# -- list snapshots (offsets) ----------------------------------------------------------------------
+
+
+class _Snapshots:
+    """Record ids of a listing, kept so later pages neither skip nor repeat records while the agent
+    writes between pages. Offsets look like Airtable's (``itr.../rec...``) and expire after a while."""
+
+    def __init__(self) -> None:
+        self._items: OrderedDict[str, tuple[float, list[str]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, ids: list[str], now: float) -> str:
+        token = "itr" + secrets.token_hex(7)
+        with self._lock:
+            self._items[token] = (now, ids)
+            while len(self._items) > MAX_SNAPSHOTS:
+                self._items.popitem(last=False)
+        return token
+
+    def get(self, token: str, now: float) -> list[str] | None:
+        with self._lock:
+            item = self._items.get(token)
+            if item is None or now - item[0] > OFFSET_TTL:
+                self._items.pop(token, None)
+                return None
+            self._items[token] = (now, item[1])
+            return item[1]
+
+
+def _offset_token(snapshot: str, position: int) -> str:
+    return f"{snapshot}/{position}"
+
+
+def _parse_offset(offset: str) -> tuple[str, int] | None:
+    token, _, position = offset.partition("/")
+    if not position.isdigit():
+        return None
+    return token, int(position)
+
+
+# -- the engine ------------------------------------------------------------------------------------
+
+
+@dataclass
+class TableInfo:
+    tid: int
+    base_id: str
+    table_id: str | None
+    name: str | None
+    schema: dict | None
+    pulled_at: float | None
+
+    @property
+    def fields_by_name(self) -> dict[str, dict]:
+        return {f["name"]: f for f in (self.schema or {}).get("fields", [])}
+
+    @property
+    def name_for_id(self) -> dict[str, str]:
+        return {f["id"]: f["name"] for f in (self.schema or {}).get("fields", []) if "id" in f}
+
+    @property
+    def id_for_name(self) -> dict[str, str]:
+        return {f["name"]: f["id"] for f in (self.schema or {}).get("fields", []) if "id" in f}
+
+    @property
+    def computed_fields(self) -> set[str]:
+        return {f["name"] for f in (self.schema or {}).get("fields", []) if f.get("type") in COMPUTED_TYPES}
+
+    def view_id(self, view: str) -> str | None:
+        for v in (self.schema or {}).get("views", []):
+            if view in (v.get("id"), v.get("name")):
+                return v.get("id")
+        return None
+
+
+class Engine:
+    """The local Airtable over one cache file."""
+
+    def __init__(self, store: Store, settings: Settings, sync: "Sync | None" = None, *, clock: Callable[[], float] = time.time):
+        self.store = store
+        self.settings = settings
+        self.sync = sync
+        self.clock = clock
+        self.snapshots = _Snapshots()
+        self.stats = StatsRecorder(store)
+
+    # -- entry point -------------------------------------------------------------------------------
+    def handle(self, method: str, url: str, params: Mapping[str, Any] | None = None, body: Any = None) -> Any:
+        found = route(method, url)
+        if found is None:
+            raise ValueError(f"not a record endpoint: {method} {url}")
+        return self.dispatch(found, params or {}, body)
+
+    def dispatch(self, r: Route, params: Mapping[str, Any], body: Any) -> Any:
+        if r.action == "list":
+            query = ListQuery.from_json(body, params) if r.list_by_post else ListQuery.from_params(params)
+            return self.list_records(r.base_id, r.table, query)
+        if r.action == "get":
+            return self.get_record(r.base_id, r.table, r.record_id, ListQuery.from_params(params))
+        if r.action == "create":
+            return self.create(r.base_id, r.table, _json_body(body))
+        if r.action in ("update", "replace"):
+            return self.update(r.base_id, r.table, r.record_id, _json_body(body), replace=r.action == "replace")
+        if r.action == "delete":
+            if r.record_id:
+                return self.delete(r.base_id, r.table, [r.record_id], single=True)
+            ids = params.get("records[]", params.get("records"))
+            if isinstance(ids, str):
+                ids = [ids]
+            return self.delete(r.base_id, r.table, list(ids or []), single=False)
+        raise AssertionError(r.action)
+
+    # -- tables ------------------------------------------------------------------------------------
+    def table_info(self, base_id: str, table: str, *, create: bool = True) -> TableInfo | None:
+        conn = self.store.conn
+        row = conn.execute(
+            "SELECT t.* FROM table_aliases a JOIN tables t USING (tid) WHERE a.base_id = ? AND a.alias = ?",
+            (base_id, table),
+        ).fetchone()
+        if row is None:
+            if not create:
+                return None
+            with self.store.transaction() as conn:
+                row = conn.execute(
+                    "SELECT t.* FROM table_aliases a JOIN tables t USING (tid) WHERE a.base_id = ? AND a.alias = ?",
+                    (base_id, table),
+                ).fetchone()
+                if row is None:
+                    is_id = table.startswith("tbl") and len(table) == 17
+                    cur = conn.execute(
+                        "INSERT INTO tables (base_id, table_id, name) VALUES (?, ?, ?)",
+                        (base_id, table if is_id else None, None if is_id else table),
+                    )
+                    conn.execute(
+                        "INSERT INTO table_aliases (base_id, alias, tid) VALUES (?, ?, ?)", (base_id, table, cur.lastrowid)
+                    )
+                    row = conn.execute("SELECT * FROM tables WHERE tid = ?", (cur.lastrowid,)).fetchone()
+        return TableInfo(
+            tid=row["tid"],
+            base_id=row["base_id"],
+            table_id=row["table_id"],
+            name=row["name"],
+            schema=json.loads(row["schema_json"]) if row["schema_json"] else None,
+            pulled_at=row["pulled_at"],
+        )
+
+    def is_fresh(self, base_id: str, table: str) -> bool:
+        info = self.table_info(base_id, table)
+        return TableState(info.pulled_at, self.settings.max_age).is_fresh(self.clock())
+
+    def _ensure_fresh(self, info: TableInfo, table: str, remote_reason: str | None) -> tuple[Read, TableInfo]:
+        decision = decide_read(self.settings.mode, TableState(info.pulled_at, self.settings.max_age), self.clock(), remote_reason)
+        if decision is Read.OFFLINE_STALE:
+            why = remote_reason or f"table {table!r} of base {info.base_id} has never been pulled"
+            raise OfflineError(f"offline mode: cannot answer from the cache: {why}")
+        if decision is Read.PULL_THEN_SERVE:
+            self._require_sync().pull(info.base_id, table)
+            info = self.table_info(info.base_id, table)
+        return decision, info
+
+    def _require_sync(self) -> "Sync":
+        if self.sync is None:
+            raise OfflineError("no connection to Airtable is configured for this engine")
+        return self.sync
+
+    # -- reads -------------------------------------------------------------------------------------
+    def list_records(self, base_id: str, table: str, query: ListQuery) -> dict:
+        started = time.perf_counter()
+        info = self.table_info(base_id, table)
+        if query.offset:
+            page = self._next_page(info, query)
+            self.stats.count(info.tid, "list.page", started)
+            return page
+        reason = self._remote_reason(info, query)
+        decision, info = self._ensure_fresh(info, table, reason)
+        if decision is Read.REMOTE:
+            self.stats.count(info.tid, "list.remote", started)
+            return self._require_sync().list_remote(info, table, query)
+        if query.view and not self._view_is_fresh(info, query.view):
+            if self.settings.mode == "offline":
+                raise OfflineError(f"offline mode: view {query.view!r} of table {table!r} has never been pulled")
+            self._require_sync().pull(base_id, table, view=query.view)
+        records = self._select(info, query)
+        if query.max_records is not None:
+            records = records[: query.max_records]
+        page = self._first_page(info, query, records)
+        self.stats.count(info.tid, "list.local", started)
+        return page
+
+    def _remote_reason(self, info: TableInfo, query: ListQuery) -> str | None:
+        """Why this query cannot be answered exactly from the cache (``None``: it can)."""
+        if query.cell_format == "string":
+            return "cellFormat=string renders values the way Airtable's UI does"
+        if query.by_field_ids and not info.schema and info.pulled_at is not None:
+            return "returnFieldsByFieldId needs the table schema, which this token cannot read"
+        if query.formula:
+            from airtable_cached import formula_bridge
+
+            return formula_bridge.remote_reason(self.store.conn, info, query.formula)
+        return None
+
+    def _view_is_fresh(self, info: TableInfo, view: str) -> bool:
+        row = self.store.conn.execute("SELECT pulled_at FROM views WHERE tid = ? AND view = ?", (info.tid, view)).fetchone()
+        return row is not None and TableState(row[0], self.settings.max_age).is_fresh(self.clock())
+
+    def _select(self, info: TableInfo, query: ListQuery) -> list[dict]:
+        """Every record the query matches, in the order Airtable would list them."""
+        conn = self.store.conn
+        where, params, residual = "", [], None
+        if query.formula:
+            from airtable_cached import formula_bridge
+
+            where, params, residual = formula_bridge.sql_filter(info, query.formula)
+        if query.view:
+            sql = (
+                "SELECT r.id, r.created_time, r.modified_time, r.fields, r.comment_count FROM records r"
+                " JOIN view_members v ON v.tid = r.tid AND v.record_id = r.id AND v.view = ?"
+                f" WHERE r.tid = ? AND r.fields IS NOT NULL {where} ORDER BY v.position"
+            )
+            args = [query.view, info.tid, *params]
+        else:
+            sql = (
+                "SELECT r.id, r.created_time, r.modified_time, r.fields, r.comment_count FROM records r"
+                f" WHERE r.tid = ? AND r.fields IS NOT NULL {where} ORDER BY r.position"
+            )
+            args = [info.tid, *params]
+        rows = conn.execute(sql, args).fetchall()
+        records = [_record(row) for row in rows]
+        if residual is not None:
+            records = [r for r in records if residual(r)]
+        if query.sort:
+            records = sort_records(records, [(self._field_name(info, f), d) for f, d in query.sort])
+        return records
+
+    def _field_name(self, info: TableInfo, name_or_id: str) -> str:
+        return info.name_for_id.get(name_or_id, name_or_id)
+
+    def _first_page(self, info: TableInfo, query: ListQuery, records: list[dict]) -> dict:
+        page = records[: query.page_size]
+        result: dict[str, Any] = {"records": [self._shape(info, r, query) for r in page]}
+        if len(records) > query.page_size:
+            token = self.snapshots.put([r["id"] for r in records], self.clock())
+            result["offset"] = _offset_token(token, query.page_size)
+        return result
+
+    def _next_page(self, info: TableInfo, query: ListQuery) -> dict:
+        parsed = _parse_offset(query.offset or "")
+        ids = self.snapshots.get(parsed[0], self.clock()) if parsed else None
+        if ids is None:
+            raise AirtableResponseError.typed(
+                422,
+                "LIST_RECORDS_ITERATOR_NOT_AVAILABLE",
+                "The offset is no longer valid; restart the listing from the beginning",
+            )
+        position = parsed[1]
+        wanted = ids[position : position + query.page_size]
+        rows = self._rows_by_id(info.tid, wanted)
+        page = [rows[i] for i in wanted if i in rows]
+        result: dict[str, Any] = {"records": [self._shape(info, r, query) for r in page]}
+        if position + query.page_size < len(ids):
+            result["offset"] = _offset_token(parsed[0], position + query.page_size)
+        return result
+
+    def _rows_by_id(self, tid: int, ids: list[str]) -> dict[str, dict]:
+        found: dict[str, dict] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self.store.conn.execute(
+                "SELECT id, created_time, modified_time, fields, comment_count FROM records"
+                f" WHERE tid = ? AND fields IS NOT NULL AND id IN ({marks})",
+                [tid, *chunk],
+            ):
+                found[row["id"]] = _record(row)
+        return found
+
+    def _shape(self, info: TableInfo, record: dict, query: ListQuery) -> dict:
+        """A stored record as Airtable returns it for this query."""
+        out = {"id": record["id"], "createdTime": record["createdTime"], "fields": record["fields"]}
+        if query.fields is not None:
+            out = project(out, [self._field_name(info, f) for f in query.fields])
+        if query.by_field_ids:
+            out = rename_to_ids(out, info.id_for_name)
+        if query.comment_count:
+            out["commentCount"] = record.get("commentCount", 0)
+        return out
+
+    def get_record(self, base_id: str, table: str, record_id: str, query: ListQuery) -> dict:
+        started = time.perf_counter()
+        info = self.table_info(base_id, table)
+        reason = self._remote_reason(info, query)
+        decision, info = self._ensure_fresh(info, table, reason)
+        if decision is Read.REMOTE:
+            self.stats.count(info.tid, "get.remote", started)
+            return self._require_sync().get_remote(info, table, record_id, query)
+        rows = self._rows_by_id(info.tid, [self.resolve_id(record_id)])
+        if not rows:
+            self.stats.count(info.tid, "get.miss", started)
+            raise AirtableResponseError.not_found()
+        self.stats.count(info.tid, "get.local", started)
+        return self._shape(info, next(iter(rows.values())), query)
+
+    def resolve_id(self, record_id: str) -> str:
+        """A provisional id keeps working after its create was flushed: follow the id map."""
+        if not is_provisional(record_id):
+            return record_id
+        row = self.store.conn.execute("SELECT real FROM id_map WHERE provisional = ?", (record_id,)).fetchone()
+        return row[0] if row else record_id
+
+    # -- writes ------------------------------------------------------------------------------------
+    def create(self, base_id: str, table: str, body: dict) -> dict:
+        info = self.table_info(base_id, table)
+        single = "fields" in body and "records" not in body
+        items = [{"fields": body.get("fields")}] if single else body.get("records")
+        _check_batch(items, need_id=False)
+        typecast = bool(body.get("typecast"))
+        field_sets = [self._validate_fields(info, item.get("fields") or {}, typecast) for item in items]
+        seqs: list[int] = []
+        created = []
+        now = self.clock()
+        with self.store.transaction() as conn:
+            position = conn.execute("SELECT COALESCE(MAX(position), -1) FROM records WHERE tid = ?", (info.tid,)).fetchone()[0]
+            for fields in field_sets:
+                position += 1
+                record = self._insert_local(conn, info, table, fields, typecast, position, now, merge_on=None)
+                seqs.append(record.pop("_seq"))
+                created.append(record)
+        self._after_write(info, seqs)
+        created = [self._reread(info, r["id"]) for r in created] if self.settings.mode == "write-through" else created
+        shaped = [self._shape_write(info, r, body) for r in created]
+        return shaped[0] if single else {"records": shaped}
+
+    def _insert_local(self, conn: sqlite3.Connection, info: TableInfo, table: str, fields: dict, typecast: bool,
+                      position: int, now: float, merge_on: list[str] | None) -> dict:
+        record_id = new_provisional_id()
+        created_time = now_iso(now)
+        stored = clean_fields(fields)
+        conn.execute(
+            "INSERT INTO records (tid, id, position, created_time, modified_time, remote, fields)"
+            " VALUES (?, ?, ?, ?, ?, NULL, ?)",
+            (info.tid, record_id, position, created_time, created_time, dumps(stored)),
+        )
+        seq = outbox.append(
+            conn, tid=info.tid, base_id=info.base_id, table_ref=table, op="create", record_id=record_id,
+            fields=fields, base=None, typecast=typecast, now=now, merge_on=merge_on,
+        )
+        return {"id": record_id, "createdTime": created_time, "fields": stored, "_seq": seq}
+
+    def update(self, base_id: str, table: str, record_id: str | None, body: dict, *, replace: bool) -> dict:
+        info = self.table_info(base_id, table)
+        typecast = bool(body.get("typecast"))
+        op = "replace" if replace else "update"
+        if record_id is not None:
+            fields = self._validate_fields(info, body.get("fields") or {}, typecast)
+            seqs, records = self._update_many(info, table, [(record_id, fields)], op, typecast)
+            self._after_write(info, seqs)
+            return self._shape_write(info, self._maybe_reread(info, records)[0], body)
+        items = body.get("records")
+        upsert = body.get("performUpsert")
+        _check_batch(items, need_id=upsert is None)
+        if upsert is not None:
+            return self._upsert(info, table, items, upsert, op, typecast, body)
+        pairs = [(item["id"], self._validate_fields(info, item.get("fields") or {}, typecast)) for item in items]
+        seqs, records = self._update_many(info, table, pairs, op, typecast)
+        self._after_write(info, seqs)
+        return {"records": [self._shape_write(info, r, body) for r in self._maybe_reread(info, records)]}
+
+    def _update_many(self, info: TableInfo, table: str, pairs: list[tuple[str, dict]], op: str, typecast: bool) -> tuple[list[int], list[dict]]:
+        now = self.clock()
+        seqs, results = [], []
+        with self.store.transaction() as conn:
+            for record_id, fields in pairs:
+                seq, record = self._update_one(conn, info, table, record_id, fields, op, typecast, now)
+                seqs.append(seq)
+                results.append(record)
+        return seqs, results
+
+    def _update_one(self, conn: sqlite3.Connection, info: TableInfo, table: str, record_id: str, fields: dict,
+                    op: str, typecast: bool, now: float) -> tuple[int, dict]:
+        real_id = self.resolve_id(record_id)
+        row = conn.execute(
+            "SELECT id, created_time, modified_time, fields, comment_count FROM records WHERE tid = ? AND id = ? AND fields IS NOT NULL",
+            (info.tid, real_id),
+        ).fetchone()
+        if row is None:
+            raise AirtableResponseError.not_found()
+        current = json.loads(row["fields"])
+        base = {name: current.get(name) for name in (current if op == "replace" else fields)}
+        new_fields = apply_write(current, op, fields)
+        conn.execute(
+            "UPDATE records SET fields = ?, modified_time = ? WHERE tid = ? AND id = ?",
+            (dumps(new_fields), now_iso(now), info.tid, real_id),
+        )
+        seq = outbox.append(
+            conn, tid=info.tid, base_id=info.base_id, table_ref=table, op=op, record_id=real_id,
+            fields=fields, base=base, typecast=typecast, now=now,
+        )
+        return seq, {"id": real_id, "createdTime": row["created_time"], "fields": new_fields}
+
+    def _upsert(self, info: TableInfo, table: str, items: list[dict], upsert: Any, op: str, typecast: bool, body: dict) -> dict:
+        merge_on = upsert.get("fieldsToMergeOn") if isinstance(upsert, dict) else None
+        if not isinstance(merge_on, list) or not 1 <= len(merge_on) <= 3 or not all(isinstance(f, str) for f in merge_on):
+            raise AirtableResponseError.invalid_request("performUpsert.fieldsToMergeOn must list 1 to 3 field names")
+        merge_on = [self._field_name(info, f) for f in merge_on]
+        prepared = []
+        for item in items:
+            fields = self._validate_fields(info, item.get("fields") or {}, typecast)
+            if "id" not in item:
+                missing = [f for f in merge_on if f not in fields]
+                if missing:
+                    raise AirtableResponseError.typed(
+                        422, "INVALID_VALUE_FOR_COLUMN", f"Field {missing[0]!r} is required by fieldsToMergeOn"
+                    )
+            prepared.append((item.get("id"), fields))
+        now = self.clock()
+        created_ids, updated_ids, records, seqs = [], [], [], []
+        with self.store.transaction() as conn:
+            current = [_record(row) for row in conn.execute(
+                "SELECT id, created_time, modified_time, fields, comment_count FROM records WHERE tid = ? AND fields IS NOT NULL ORDER BY position",
+                (info.tid,),
+            )]
+            position = conn.execute("SELECT COALESCE(MAX(position), -1) FROM records WHERE tid = ?", (info.tid,)).fetchone()[0]
+            for record_id, fields in prepared:
+                if record_id is None:
+                    key = [fields.get(f) for f in merge_on]
+                    matches = [r for r in current if [r["fields"].get(f) for f in merge_on] == key]
+                    if len(matches) > 1:
+                        raise AirtableResponseError.typed(
+                            422, "INVALID_RECORDS",
+                            f"Cannot update more than one record using fieldsToMergeOn {merge_on}: several records match",
+                        )
+                    record_id = matches[0]["id"] if matches else None
+                if record_id is None:
+                    position += 1
+                    record = self._insert_local(conn, info, table, fields, typecast, position, now, merge_on=merge_on)
+                    seqs.append(record.pop("_seq"))
+                    created_ids.append(record["id"])
+                    current.append(record)
+                else:
+                    seq, record = self._update_one(conn, info, table, record_id, fields, op, typecast, now)
+                    seqs.append(seq)
+                    updated_ids.append(record["id"])
+                records.append(record)
+        self._after_write(info, seqs)
+        if self.settings.mode == "write-through":
+            remapped = {r["id"]: self.resolve_id(r["id"]) for r in records}
+            created_ids = [remapped[i] for i in created_ids]
+            updated_ids = [remapped[i] for i in updated_ids]
+            records = self._maybe_reread(info, records)
+        return {
+            "records": [self._shape_write(info, r, body) for r in records],
+            "createdRecords": created_ids,
+            "updatedRecords": updated_ids,
+        }
+
+    def delete(self, base_id: str, table: str, record_ids: list[str], *, single: bool) -> dict:
+        info = self.table_info(base_id, table)
+        if not single:
+            if not record_ids:
+                raise AirtableResponseError.invalid_request("records[] must name at least one record to delete")
+            if len(record_ids) > MAX_RECORDS_PER_WRITE:
+                raise AirtableResponseError.typed(
+                    422, "INVALID_RECORDS", f"You can delete at most {MAX_RECORDS_PER_WRITE} records per request"
+                )
+        now = self.clock()
+        seqs = []
+        with self.store.transaction() as conn:
+            for record_id in record_ids:
+                real_id = self.resolve_id(record_id)
+                changed = conn.execute(
+                    "UPDATE records SET fields = NULL WHERE tid = ? AND id = ? AND fields IS NOT NULL", (info.tid, real_id)
+                ).rowcount
+                if not changed:
+                    raise AirtableResponseError.not_found()
+                seqs.append(outbox.append(
+                    conn, tid=info.tid, base_id=base_id, table_ref=table, op="delete", record_id=real_id,
+                    fields=None, base=None, typecast=False, now=now,
+                ))
+        self._after_write(info, seqs)
+        deleted = [{"id": self.resolve_id(i) if self.settings.mode == "write-through" else i, "deleted": True} for i in record_ids]
+        return deleted[0] if single else {"records": deleted}
+
+    def _validate_fields(self, info: TableInfo, fields: Any, typecast: bool) -> dict:
+        """Refuse at the call what Airtable would refuse, so nothing unsendable is queued."""
+        check_serialisable(fields, where=f"write to table {info.name or info.table_id}")
+        names = info.name_for_id
+        fields = {names.get(k, k): v for k, v in fields.items()}
+        known = info.fields_by_name
+        if known:
+            for name in fields:
+                if name not in known:
+                    raise AirtableResponseError.typed(422, "UNKNOWN_FIELD_NAME", f'Unknown field name: "{name}"')
+                if known[name].get("type") in COMPUTED_TYPES:
+                    raise AirtableResponseError.typed(
+                        422,
+                        "INVALID_VALUE_FOR_COLUMN",
+                        f'Field "{name}" cannot accept a value because the field is computed',
+                    )
+        return fields
+
+    def _shape_write(self, info: TableInfo, record: dict, body: dict) -> dict:
+        out = {"id": record["id"], "createdTime": record["createdTime"], "fields": record["fields"]}
+        if body.get("returnFieldsByFieldId"):
+            out = rename_to_ids(out, info.id_for_name)
+        return out
+
+    def _after_write(self, info: TableInfo, seqs: list[int]) -> None:
+        """Write-through sends the writes now and fails the call if Airtable refused them."""
+        if decide_write(self.settings.mode) is not Write.WRITE_THROUGH or not seqs:
+            if self.sync is not None:
+                self.sync.notify_write()
+            return
+        self._require_sync().flush(info.base_id)
+        marks = ",".join("?" * len(seqs))
+        left = self.store.conn.execute(
+            f"SELECT seq, record_id, last_error, state FROM outbox WHERE seq IN ({marks})", seqs
+        ).fetchall()
+        refused = [row for row in left if row["state"] == "dead"]
+        if refused:
+            # The call fails as it would in pyairtable, and the refused writes do not linger in the queue.
+            with self.store.transaction() as conn:
+                outbox.ack(conn, [row["seq"] for row in refused])
+                self.recompute(conn, info.tid, {row["record_id"] for row in refused})
+            error = json.loads(refused[0]["last_error"] or "{}")
+            raise AirtableResponseError(error.get("status") or 422, error.get("body") or {})
+        if left:
+            # Airtable could not be reached even after retries: the write stays queued (it is durable
+            # and a later flush sends it) and the call answers from the cache, as cache mode would.
+            log.warning("write-through: Airtable did not confirm %d write(s) yet; they stay queued", len(left))
+
+    def _reread(self, info: TableInfo, record_id: str) -> dict:
+        rows = self._rows_by_id(info.tid, [self.resolve_id(record_id)])
+        return next(iter(rows.values()))
+
+    def _maybe_reread(self, info: TableInfo, records: list[dict]) -> list[dict]:
+        if self.settings.mode != "write-through":
+            return records
+        return [self._reread(info, r["id"]) for r in records]
+
+    # -- state transitions used by the sync ----------------------------------------------------------
+    def recompute(self, conn: sqlite3.Connection, tid: int, record_ids: Iterable[str]) -> None:
+        """Rebuild what reads see for these records: remote state + live queued writes."""
+        for record_id in record_ids:
+            row = conn.execute("SELECT remote FROM records WHERE tid = ? AND id = ?", (tid, record_id)).fetchone()
+            if row is None:
+                continue
+            remote = json.loads(row[0]) if row[0] is not None else None
+            view = outbox.replay(remote, outbox.live_ops_for_record(conn, tid, record_id))
+            conn.execute(
+                "UPDATE records SET fields = ? WHERE tid = ? AND id = ?",
+                (None if view is None else dumps(view), tid, record_id),
+            )
+
+    def apply_pull(self, base_id: str, table: str, records: list[dict], *, started_at: float,
+                   schema: dict | None = None, view: str | None = None, complete: bool = True) -> None:
+        """Swap in a pulled table (or view) in one transaction, then replay the queue on top."""
+        info = self.table_info(base_id, table)
+        now = self.clock()
+        with self.store.transaction() as conn:
+            if schema is not None:
+                self._learn_schema(conn, info, schema)
+            existing = {row[0]: row[1] for row in conn.execute("SELECT id, position FROM records WHERE tid = ?", (info.tid,))}
+            seen = set()
+            for position, record in enumerate(records):
+                seen.add(record["id"])
+                fields_json = dumps(clean_fields(record.get("fields") or {}))
+                if view is None or record["id"] not in existing:
+                    pos = position if view is None else position + 1_000_000_000
+                    conn.execute(
+                        "INSERT INTO records (tid, id, position, created_time, modified_time, remote, fields, comment_count, synced_at)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                        " ON CONFLICT (tid, id) DO UPDATE SET position = excluded.position, remote = excluded.remote,"
+                        " fields = excluded.fields, comment_count = excluded.comment_count, synced_at = excluded.synced_at,"
+                        " modified_time = CASE WHEN records.remote IS excluded.remote THEN records.modified_time ELSE excluded.modified_time END",
+                        (info.tid, record["id"], pos, record.get("createdTime") or now_iso(now), now_iso(now),
+                         fields_json, fields_json, record.get("commentCount", 0), now),
+                    )
+                else:
+                    conn.execute(
+                        "UPDATE records SET remote = ?, fields = ?, synced_at = ?, comment_count = ? WHERE tid = ? AND id = ?",
+                        (fields_json, fields_json, now, record.get("commentCount", 0), info.tid, record["id"]),
+                    )
+            if view is not None:
+                conn.execute("DELETE FROM view_members WHERE tid = ? AND view = ?", (info.tid, view))
+                conn.execute(
+                    "INSERT OR REPLACE INTO views (tid, view, pulled_at) VALUES (?, ?, ?)", (info.tid, view, now)
+                )
+                conn.executemany(
+                    "INSERT INTO view_members (tid, view, record_id, position) VALUES (?, ?, ?, ?)",
+                    [(info.tid, view, r["id"], i) for i, r in enumerate(records)],
+                )
+            elif complete:
+                # Gone from Airtable: drop what was seen before this pull began (a record confirmed by a
+                # flush during the pull is newer than the pull and stays).
+                conn.execute(
+                    "DELETE FROM records WHERE tid = ? AND remote IS NOT NULL AND (synced_at IS NULL OR synced_at < ?)"
+                    f" AND id NOT IN (SELECT value FROM json_each(?))",
+                    (info.tid, started_at, dumps(sorted(seen))),
+                )
+                # Local creates keep their place after the pulled records.
+                offset = len(records)
+                for i, (rid,) in enumerate(conn.execute(
+                    "SELECT id FROM records WHERE tid = ? AND remote IS NULL ORDER BY position", (info.tid,)
+                ).fetchall()):
+                    conn.execute("UPDATE records SET position = ? WHERE tid = ? AND id = ?", (offset + i, info.tid, rid))
+                conn.execute(
+                    "UPDATE tables SET pulled_at = ?, generation = generation + 1 WHERE tid = ?", (now, info.tid)
+                )
+            self.recompute(conn, info.tid, outbox.records_with_live_ops(conn, info.tid))
+
+    def _learn_schema(self, conn: sqlite3.Connection, info: TableInfo, schema: dict) -> None:
+        conn.execute(
+            "UPDATE tables SET schema_json = ?, table_id = ?, name = ? WHERE tid = ?",
+            (dumps(schema), schema.get("id"), schema.get("name"), info.tid),
+        )
+        for alias in (schema.get("id"), schema.get("name")):
+            if alias:
+                other = conn.execute(
+                    "SELECT tid FROM table_aliases WHERE base_id = ? AND alias = ?", (info.base_id, alias)
+                ).fetchone()
+                if other is None:
+                    conn.execute(
+                        "INSERT INTO table_aliases (base_id, alias, tid) VALUES (?, ?, ?)", (info.base_id, alias, info.tid)
+                    )
+
+    def absorb(self, base_id: str, table: str, records: list[dict]) -> None:
+        """Records Airtable returned to a request sent on the agent's behalf: keep them."""
+        info = self.table_info(base_id, table)
+        now = self.clock()
+        with self.store.transaction() as conn:
+            position = conn.execute("SELECT COALESCE(MAX(position), -1) FROM records WHERE tid = ?", (info.tid,)).fetchone()[0]
+            for record in records:
+                if "createdTime" not in record or "fields" not in record:
+                    continue
+                position += 1
+                fields_json = dumps(clean_fields(record["fields"]))
+                conn.execute(
+                    "INSERT INTO records (tid, id, position, created_time, remote, fields, synced_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (tid, id) DO UPDATE SET remote = excluded.remote, fields = excluded.fields, synced_at = excluded.synced_at",
+                    (info.tid, record["id"], position, record["createdTime"], fields_json, fields_json, now),
+                )
+            self.recompute(conn, info.tid, {r["id"] for r in records} & outbox.records_with_live_ops(conn, info.tid))
+
+    def forget(self, base_id: str, table: str, record_ids: list[str]) -> None:
+        info = self.table_info(base_id, table)
+        with self.store.transaction() as conn:
+            conn.executemany("DELETE FROM records WHERE tid = ? AND id = ?", [(info.tid, i) for i in record_ids])
+
+
+def _record(row: sqlite3.Row) -> dict:
+    record = {
+        "id": row["id"],
+        "createdTime": row["created_time"],
+        "fields": json.loads(row["fields"]),
+        "commentCount": row["comment_count"],
+    }
+    if row["modified_time"]:
+        record["lastModifiedTime"] = row["modified_time"]
+    return record
+
+
+def _json_body(body: Any) -> dict:
+    if not isinstance(body, dict):
+        raise AirtableResponseError.invalid_request("the request body must be a JSON object")
+    return body
+
+
+def _check_batch(items: Any, *, need_id: bool) -> None:
+    if not isinstance(items, list) or not items:
+        raise AirtableResponseError.invalid_request("records must be a non-empty list")
+    if len(items) > MAX_RECORDS_PER_WRITE:
+        raise AirtableResponseError.typed(
+            422, "INVALID_RECORDS", f"You can create, update or upsert at most {MAX_RECORDS_PER_WRITE} records per request"
+        )
+    for item in items:
+        if not isinstance(item, dict):
+            raise AirtableResponseError.invalid_request("each record must be a JSON object")
+        if need_id and not isinstance(item.get("id"), str):
+            raise AirtableResponseError.invalid_request("each record to update needs an id")
+
+
+class StatsRecorder:
+    """Read statistics kept in memory and written out in one transaction now and then, so that
+    counting stays cheap enough to leave on."""
+
+    FLUSH_EVERY = 5.0
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._counts: dict[tuple[int, str], list[float]] = {}
+        self._latencies: list[tuple[int, str, float]] = []
+        self._lock = threading.Lock()
+        self._last_write = time.monotonic()
+
+    def count(self, tid: int, kind: str, started: float | None = None) -> None:
+        ms = (time.perf_counter() - started) * 1000 if started is not None else 0.0
+        with self._lock:
+            entry = self._counts.setdefault((tid, kind), [0, 0.0])
+            entry[0] += 1
+            entry[1] += ms
+            if len(self._latencies) < 10_000:
+                self._latencies.append((tid, kind, ms))
+        if time.monotonic() - self._last_write > self.FLUSH_EVERY:
+            self.write()
+
+    def write(self) -> None:
+        with self._lock:
+            counts, self._counts = self._counts, {}
+            latencies, self._latencies = self._latencies, []
+            self._last_write = time.monotonic()
+        if not counts:
+            return
+        try:
+            with self.store.transaction() as conn:
+                conn.executemany(
+                    "INSERT INTO stats (tid, kind, count, total_ms) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (tid, kind) DO UPDATE SET count = count + excluded.count, total_ms = total_ms + excluded.total_ms",
+                    [(tid, kind, c, ms) for (tid, kind), (c, ms) in counts.items()],
+                )
+                conn.executemany("INSERT INTO latencies (tid, kind, ms) VALUES (?, ?, ?)", latencies)
+        except sqlite3.Error as exc:  # statistics must never fail a read
+            log.debug("could not write statistics: %s", exc)

@@ -1,0 +1,80 @@
+"""Exceptions raised by airtable_cached.
+
+Every exception derives from :class:`AirtableCachedError` and, where callers already catch a builtin
+for the same situation, from that builtin too (as pyairtable does with ``MissingRecordError``).
+"""
+
+from __future__ import annotations
+
+
+class AirtableCachedError(Exception):
+    """Base class of every error raised by airtable_cached."""
+
+
+class ConfigurationError(AirtableCachedError, ValueError):
+    """A setting makes no sense; the message names the setting and the value."""
+
+
+class OfflineError(AirtableCachedError, ConnectionError):
+    """The answer needs Airtable but the cache runs in offline mode."""
+
+
+class WriteRejectedError(AirtableCachedError, ValueError):
+    """A write cannot be queued (value not JSON-serialisable, unknown field...). Nothing was queued."""
+
+
+class AirtableResponseError(AirtableCachedError):
+    """An answer Airtable would give with an error status, produced by the local engine.
+
+    Front-ends turn it into what their callers expect: pyairtable's ``requests.HTTPError`` (with
+    Airtable's error dict appended to ``args``) or an HTTP response with this status and body.
+    """
+
+    def __init__(self, status: int, body: dict):
+        super().__init__(status, body)
+        self.status = status
+        self.body = body
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.body!r}"
+
+    @classmethod
+    def typed(cls, status: int, type_: str, message: str | None = None) -> "AirtableResponseError":
+        error: dict = {"type": type_}
+        if message is not None:
+            error["message"] = message
+        return cls(status, {"error": error})
+
+    @classmethod
+    def not_found(cls) -> "AirtableResponseError":
+        return cls(404, {"error": "NOT_FOUND"})
+
+    @classmethod
+    def invalid_request(cls, message: str) -> "AirtableResponseError":
+        return cls.typed(422, "INVALID_REQUEST_UNKNOWN", message)
+
+    @classmethod
+    def table_not_found(cls, table: str) -> "AirtableResponseError":
+        return cls.typed(
+            404,
+            "TABLE_NOT_FOUND",
+            f'Could not find table {table} in application',
+        )
+
+
+class RemoteError(AirtableCachedError):
+    """Airtable answered a request sent by the sync with an error (or did not answer)."""
+
+    def __init__(self, status: int | None, body: object, *, retry_after: float | None = None):
+        super().__init__(status, body)
+        self.status = status
+        self.body = body
+        self.retry_after = retry_after
+
+    @property
+    def transient(self) -> bool:
+        """429, 5xx and network errors (status None) are worth retrying; other 4xx are not."""
+        return self.status is None or self.status == 429 or self.status >= 500
+
+    def __str__(self) -> str:
+        return f"{self.status or 'network error'}: {self.body}"

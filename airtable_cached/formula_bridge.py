@@ -1,0 +1,165 @@
+"""Wiring between the engine's reads and the formula engine (``airtable_cached.formula``).
+
+Decides whether a ``filterByFormula`` can be answered exactly from the cache, and if so turns it
+into a SQL condition plus a Python residual. A formula the cache cannot answer exactly goes to
+Airtable; that fallback is counted and logged once per formula.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Callable
+
+from airtable_cached.errors import AirtableResponseError
+
+if TYPE_CHECKING:
+    from airtable_cached.engine import TableInfo
+
+log = logging.getLogger("airtable_cached")
+
+#: Field types whose formula value is not what the API returns for them (links show the linked
+#: records' primary values, attachments and collaborators their names...), or is computed by
+#: Airtable: a formula over them is sent to Airtable.
+INEXACT_TYPES = frozenset(
+    {
+        "multipleRecordLinks",
+        "multipleAttachments",
+        "singleCollaborator",
+        "multipleCollaborators",
+        "createdBy",
+        "lastModifiedBy",
+        "barcode",
+        "button",
+        "formula",
+        "rollup",
+        "count",
+        "lookup",
+        "multipleLookupValues",
+        "lastModifiedTime",
+        "aiText",
+        "duration",
+        "currency",
+        "percent",
+        "rating",
+        "externalSyncSource",
+    }
+)
+#: Functions whose value the cache cannot know exactly.
+INEXACT_FUNCTIONS = frozenset({"LAST_MODIFIED_TIME"})
+
+_logged: set[str] = set()
+
+
+def _formula():
+    from airtable_cached import formula
+
+    return formula
+
+
+@lru_cache(maxsize=512)
+def _parse(text: str):
+    return _formula().parse(text)
+
+
+def remote_reason(conn: sqlite3.Connection, info: "TableInfo", text: str) -> str | None:
+    """Why ``text`` must go to Airtable (``None``: the cache answers it exactly).
+
+    Raises Airtable's 422 ``INVALID_FILTER_BY_FORMULA`` for a field the schema does not have.
+    """
+    reason = _reason(conn, info, text)
+    if reason and text not in _logged:
+        _logged.add(text)
+        log.info("formula sent to Airtable (%s): %s", reason, text)
+    return reason
+
+
+def _reason(conn: sqlite3.Connection, info: "TableInfo", text: str) -> str | None:
+    try:
+        module = _formula()
+    except ImportError:
+        return "the formula engine is not available"
+    try:
+        node = _parse(text)
+    except module.FormulaError as exc:
+        return f"the formula is not understood locally ({exc})"
+    functions = module.function_names(node) & INEXACT_FUNCTIONS
+    if functions:
+        return f"uses {', '.join(sorted(functions))}, which the cache cannot know"
+    schema_fields = info.fields_by_name
+    name_for_id = info.name_for_id
+    for ref in sorted(module.field_names(node)):
+        name = name_for_id.get(ref, ref)
+        if schema_fields:
+            if name not in schema_fields:
+                raise AirtableResponseError.typed(
+                    422, "INVALID_FILTER_BY_FORMULA", f"Unknown field names: {name.lower()}"
+                )
+            if schema_fields[name].get("type") in INEXACT_TYPES:
+                return f"field {name!r} is a {schema_fields[name]['type']} field, computed or shown differently by Airtable"
+        elif not _field_seen(conn, info, name):
+            return f"field {name!r} has never been seen in the cache"
+    return None
+
+
+def _field_seen(conn: sqlite3.Connection, info: "TableInfo", name: str) -> bool:
+    """Whether any cached record of the table has a value for ``name`` (the path is bound)."""
+    if info.pulled_at is None:
+        return True  # not pulled yet: the pull that precedes serving will tell
+    row = conn.execute(
+        "SELECT 1 FROM records WHERE tid = ? AND json_extract(remote, ?) IS NOT NULL LIMIT 1",
+        (info.tid, json_path(name)),
+    ).fetchone()
+    return row is not None
+
+
+def json_path(name: str) -> str:
+    return '$."' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def sql_filter(info: "TableInfo", text: str) -> tuple[str, list, Callable[[dict], bool] | None]:
+    """``(sql, params, residual)``: an ``AND ...`` fragment over ``r.fields`` and a Python check."""
+    module = _formula()
+    ids = info.name_for_id or None
+    compiled = _compile(text)
+    sql = f" AND ({compiled.sql})" if compiled.sql else ""
+    residual = None
+    if compiled.residual is not None:
+        rest = compiled.residual
+
+        def residual(record: dict, _rest=rest) -> bool:
+            return module.matches(_rest, record, field_ids=ids)
+
+    return sql, list(compiled.params), residual
+
+
+@lru_cache(maxsize=512)
+def _compile(text: str):
+    return _formula().compile_where(_parse(text), fields_column="r.fields", id_column="r.id", created_column="r.created_time")
+
+
+def equality_formula(fields: dict) -> str | None:
+    """A formula matching records with these scalar values (to find a create whose answer was lost)."""
+    parts = []
+    for name, value in fields.items():
+        ref = "{" + name.replace("}", "\\}") + "}"
+        if isinstance(value, bool):
+            parts.append(f"{ref}={'TRUE()' if value else 'FALSE()'}")
+        elif isinstance(value, (int, float)):
+            parts.append(f"{ref}={json.dumps(value)}")
+        elif isinstance(value, str) and value:
+            parts.append(f"{ref}='" + value.replace("\\", "\\\\").replace("'", "\\'") + "'")
+    if not parts:
+        return None
+    return "AND(" + ",".join(parts) + ")"
+
+
+def register_sql_functions(conn: sqlite3.Connection) -> None:
+    """Give a new connection the SQL functions compiled formulas may call."""
+    try:
+        register = _formula().register_sql_functions
+    except (ImportError, AttributeError):
+        return
+    register(conn)

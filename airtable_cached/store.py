@@ -1,0 +1,252 @@
+"""SQLite connections, transactions and schema migrations.
+
+One :class:`Store` per database file and process. Connections are per thread and re-opened after a
+fork (a SQLite connection must never cross a fork). Writes run under ``BEGIN IMMEDIATE`` so two
+processes never both believe they hold the write lock; ``busy_timeout`` makes the loser wait instead
+of failing. The schema version lives in ``PRAGMA user_version``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Callable, Iterator
+
+from airtable_cached.errors import AirtableCachedError
+
+#: Applied to every connection, in order. Data, so they can be read and tested at a glance.
+PRAGMAS: tuple[tuple[str, object], ...] = (
+    ("journal_mode", "wal"),
+    ("synchronous", "NORMAL"),  # WAL + NORMAL: a committed write survives a process kill
+    ("busy_timeout", 30_000),
+    ("foreign_keys", 1),
+    ("cache_size", -16_000),
+)
+
+SCHEMA_VERSION = 1
+
+MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE tables (
+        tid          INTEGER PRIMARY KEY AUTOINCREMENT,
+        base_id      TEXT NOT NULL,
+        table_id     TEXT,            -- tbl... once known
+        name         TEXT,            -- the table's name once known
+        schema_json  TEXT,            -- Airtable's table schema, when the token could read it
+        pulled_at    REAL,            -- epoch seconds of the last complete pull
+        generation   INTEGER NOT NULL DEFAULT 0  -- bumped by every pull
+    );
+    -- Every spelling an agent used for a table (name or id) resolves to one tid.
+    CREATE TABLE table_aliases (
+        base_id TEXT NOT NULL,
+        alias   TEXT NOT NULL,
+        tid     INTEGER NOT NULL REFERENCES tables(tid) ON DELETE CASCADE,
+        PRIMARY KEY (base_id, alias)
+    );
+    -- remote: the record as Airtable last reported it (NULL: not on Airtable yet).
+    -- fields: what reads see, remote with the pending writes applied (NULL: deleted locally).
+    CREATE TABLE records (
+        tid           INTEGER NOT NULL REFERENCES tables(tid) ON DELETE CASCADE,
+        id            TEXT NOT NULL,
+        position      INTEGER NOT NULL,
+        created_time  TEXT NOT NULL,
+        modified_time TEXT,
+        remote        TEXT,
+        fields        TEXT,
+        comment_count INTEGER NOT NULL DEFAULT 0,
+        synced_at     REAL,            -- when remote was last set from Airtable
+        PRIMARY KEY (tid, id)
+    );
+    CREATE INDEX records_order ON records (tid, position);
+    CREATE TABLE views (
+        tid       INTEGER NOT NULL REFERENCES tables(tid) ON DELETE CASCADE,
+        view      TEXT NOT NULL,
+        pulled_at REAL NOT NULL,
+        PRIMARY KEY (tid, view)
+    );
+    CREATE TABLE view_members (
+        tid       INTEGER NOT NULL,
+        view      TEXT NOT NULL,
+        record_id TEXT NOT NULL,
+        position  INTEGER NOT NULL,
+        PRIMARY KEY (tid, view, record_id),
+        FOREIGN KEY (tid, view) REFERENCES views(tid, view) ON DELETE CASCADE
+    );
+    -- The durable write queue. Order is the AUTOINCREMENT seq.
+    CREATE TABLE outbox (
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        tid             INTEGER NOT NULL REFERENCES tables(tid),
+        base_id         TEXT NOT NULL,
+        table_ref       TEXT NOT NULL,     -- table id or name to use in the URL
+        op              TEXT NOT NULL CHECK (op IN ('create', 'update', 'replace', 'delete')),
+        record_id       TEXT NOT NULL,
+        fields          TEXT,              -- JSON object written by the agent
+        base            TEXT,              -- JSON: the values the agent saw before writing
+        typecast        INTEGER NOT NULL DEFAULT 0,
+        merge_on        TEXT,              -- JSON list: key fields, for creates made by an upsert
+        state           TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'inflight', 'dead')),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL DEFAULT 0,
+        claimed_until   REAL,
+        last_error      TEXT,
+        created_at      REAL NOT NULL
+    );
+    CREATE INDEX outbox_by_record ON outbox (tid, record_id, seq);
+    CREATE INDEX outbox_by_state ON outbox (base_id, state, seq);
+    -- Provisional id -> the id Airtable gave the record at flush.
+    CREATE TABLE id_map (
+        provisional TEXT PRIMARY KEY,
+        real        TEXT NOT NULL,
+        tid         INTEGER NOT NULL
+    );
+    -- One row per request sent to Airtable (or answered locally), for status and stats.
+    CREATE TABLE sync_log (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        at       REAL NOT NULL,
+        base_id  TEXT NOT NULL,
+        kind     TEXT NOT NULL,      -- pull | push | passthrough | reconcile
+        method   TEXT NOT NULL,
+        status   INTEGER,            -- HTTP status, NULL for a network error
+        records  INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX sync_log_at ON sync_log (base_id, at);
+    -- Conflicts resolved Airtable-wins: the local value that was dropped.
+    CREATE TABLE conflicts (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        at          REAL NOT NULL,
+        tid         INTEGER NOT NULL,
+        record_id   TEXT NOT NULL,
+        field       TEXT NOT NULL,
+        local_value TEXT,
+        remote_value TEXT
+    );
+    -- Read statistics, kept as counters so they are cheap enough to leave on.
+    CREATE TABLE stats (
+        tid     INTEGER NOT NULL,
+        kind    TEXT NOT NULL,       -- e.g. list.local, list.remote, get.local, formula.fallback
+        count   INTEGER NOT NULL DEFAULT 0,
+        total_ms REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (tid, kind)
+    );
+    CREATE TABLE latencies (
+        tid  INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        ms   REAL NOT NULL
+    );
+    """,
+}
+
+
+class StoreError(AirtableCachedError):
+    """The database cannot be used (wrong schema version, unreadable file)."""
+
+
+class Store:
+    """A SQLite database file: per-thread connections, transactions, migrations."""
+
+    def __init__(self, path: str | os.PathLike[str], *, on_connect: Callable[[sqlite3.Connection], None] | None = None):
+        self.path = Path(path)
+        self._on_connect = on_connect
+        self._local = threading.local()
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._migrated = False
+        self._prepare_file()
+        self.migrate()
+
+    # -- connections ---------------------------------------------------------------------------
+    def _prepare_file(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            # Create the file 0600 before SQLite opens it: it holds a team's data.
+            fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
+            os.close(fd)
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection (re-opened in a forked child)."""
+        if os.getpid() != self._pid:
+            self._local = threading.local()
+            self._pid = os.getpid()
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: we issue BEGIN ourselves, so transactions are explicit.
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        for name, value in PRAGMAS:
+            conn.execute(f"PRAGMA {name} = {value}")
+        conn.row_factory = sqlite3.Row
+        if self._on_connect:
+            self._on_connect(conn)
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- transactions --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (``BEGIN IMMEDIATE``); nested use joins the outer one."""
+        conn = self.conn
+        if conn.in_transaction:
+            yield conn
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every query inside sees one consistent state."""
+        conn = self.conn
+        if conn.in_transaction:
+            yield conn
+            return
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def execute(self, sql: str, params: tuple | list | dict = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+    # -- migrations ----------------------------------------------------------------------------
+    def version(self) -> int:
+        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def migrate(self) -> None:
+        with self._lock:
+            with self.transaction() as conn:
+                current = conn.execute("PRAGMA user_version").fetchone()[0]
+                if current > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"{self.path} has schema version {current}, newer than this airtable_cached "
+                        f"understands ({SCHEMA_VERSION}); upgrade airtable_cached"
+                    )
+                for version in range(current + 1, SCHEMA_VERSION + 1):
+                    for statement in _statements(MIGRATIONS[version]):
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {version}")
+            self._migrated = True
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements (our scripts hold no ';' inside literals)."""
+    lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

@@ -1,0 +1,514 @@
+"""Talking to Airtable: pull tables into the cache, push the queue out.
+
+* :class:`Remote` sends one request: paced under the base's rate limit by a cross-process throttle
+  (diskcache), stopped for the whole base after a 429, retried on transient failures by tenacity
+  with an injectable sleep (tests never sleep for real).
+* :class:`Sync` pulls tables and views and flushes the outbox: claim, coalesce, send 10 records a
+  request, then confirm (remap provisional ids), retry later, or dead-letter.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+from urllib.parse import quote
+
+import diskcache
+import requests
+import tenacity
+
+from airtable_cached import outbox
+from airtable_cached.config import Settings
+from airtable_cached.errors import AirtableResponseError, OfflineError, RemoteError
+from airtable_cached.policy import backoff
+from airtable_cached.query import ListQuery
+from airtable_cached.records import dumps, now_iso, replace_ids
+
+if TYPE_CHECKING:
+    from airtable_cached.engine import Engine, TableInfo
+
+log = logging.getLogger("airtable_cached")
+
+PULL_PAGE_SIZE = 100
+
+
+# -- pacing and retries ----------------------------------------------------------------------------
+
+
+class Pacer:
+    """Keeps every process using one cache file under ``rate_limit`` requests a second per base, and
+    stops them all for ``penalty`` seconds after any of them met a 429."""
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], float], sleep: Callable[[float], None]):
+        self.settings = settings
+        self.clock = clock
+        self.sleep = sleep
+        self.cache = diskcache.Cache(str(settings.locks_dir))
+
+    def wait_turn(self, base_id: str) -> None:
+        interval = 1.0 / self.settings.rate_limit
+        with diskcache.Lock(self.cache, f"pace:{base_id}", expire=10):
+            now = self.clock()
+            slot = max(now, self.cache.get(f"next:{base_id}", 0.0), self.cache.get(f"penalty:{base_id}", 0.0))
+            self.cache.set(f"next:{base_id}", slot + interval, expire=3600)
+        if slot > now:
+            self.sleep(slot - now)
+
+    def penalise(self, base_id: str, seconds: float | None = None) -> None:
+        until = self.clock() + (self.settings.penalty if seconds is None else seconds)
+        self.cache.set(f"penalty:{base_id}", until, expire=3600)
+
+    def flush_lock(self, base_id: str) -> diskcache.Lock:
+        """One flusher at a time per base, across processes (expires if its holder was killed)."""
+        return diskcache.Lock(self.cache, f"flush:{base_id}", expire=self.settings.claim_timeout)
+
+
+class Remote:
+    """One HTTP conversation with Airtable for one token. The token lives only in this object."""
+
+    def __init__(self, token: str, settings: Settings, engine: "Engine", *, timeout: Any = None,
+                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):
+        self.settings = settings
+        self.engine = engine
+        self.timeout = timeout if timeout is not None else (10, 60)
+        self.clock = clock
+        self.sleep = sleep
+        self.pacer = Pacer(settings, clock=clock, sleep=sleep)
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+        self.session.headers["User-Agent"] = "airtable_cached"
+
+    def url(self, *parts: str) -> str:
+        return self.settings.endpoint_url + "/v0/" + "/".join(quote(p, safe="") for p in parts)
+
+    def send(self, base_id: str, method: str, url: str, *, kind: str, params: Any = None, json_body: Any = None) -> Any:
+        """Send with pacing and retries; return the parsed JSON or raise :class:`RemoteError`."""
+        if self.settings.mode == "offline":
+            raise OfflineError(f"offline mode: not sending {method} {url}")
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(lambda e: isinstance(e, RemoteError) and e.transient),
+            stop=tenacity.stop_after_attempt(self.settings.retries),
+            wait=self._wait,
+            sleep=self.sleep,
+            reraise=True,
+        )
+        return retrying(self._send_once, base_id, method, url, kind, params, json_body)
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, RemoteError) and error.status == 429:
+            return 0.0  # the pacer holds every request to this base until the penalty is over
+        delay = min(30.0, 0.5 * 2 ** (state.attempt_number - 1))
+        if isinstance(error, RemoteError) and error.retry_after:
+            delay = max(delay, error.retry_after)
+        return delay
+
+    def _send_once(self, base_id: str, method: str, url: str, kind: str, params: Any, json_body: Any) -> Any:
+        self.pacer.wait_turn(base_id)
+        status: int | None = None
+        try:
+            response = self.session.request(method, url, params=params, json=json_body, timeout=self.timeout)
+            status = response.status_code
+        except requests.RequestException as exc:
+            raise RemoteError(None, f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            self._log(base_id, kind, method, status)
+        if status == 429:
+            self.pacer.penalise(base_id, _retry_after(response))
+        if status >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = response.text[:500]
+            raise RemoteError(status, body, retry_after=_retry_after(response))
+        return response.json() if response.content else None
+
+    def _log(self, base_id: str, kind: str, method: str, status: int | None) -> None:
+        try:
+            with self.engine.store.transaction() as conn:
+                conn.execute(
+                    "INSERT INTO sync_log (at, base_id, kind, method, status) VALUES (?, ?, ?, ?, ?)",
+                    (time.time(), base_id, kind, method.upper(), status),
+                )
+        except Exception as exc:  # the log is for operators; it never fails a request
+            log.debug("could not log request: %s", exc)
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+# -- flush results ---------------------------------------------------------------------------------
+
+
+@dataclass
+class FlushResult:
+    """What a flush did: writes confirmed by Airtable, writes that failed and why, writes left."""
+
+    sent: list[dict] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)
+    requests: int = 0
+    pending: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def merge(self, other: "FlushResult") -> None:
+        self.sent += other.sent
+        self.failed += other.failed
+        self.requests += other.requests
+        self.pending = other.pending
+
+    def as_dict(self) -> dict:
+        return {"sent": self.sent, "failed": self.failed, "requests": self.requests, "pending": self.pending}
+
+
+# -- sync ------------------------------------------------------------------------------------------
+
+
+class Sync:
+    def __init__(self, engine: "Engine", token: str, *, timeout: Any = None,
+                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):
+        self.engine = engine
+        self.settings = engine.settings
+        self.remote = Remote(token, self.settings, engine, timeout=timeout, clock=clock, sleep=sleep)
+        self._schema_denied: set[str] = set()
+        self._flusher: AutoFlusher | None = None
+        if self.settings.flush == "auto" and self.settings.mode in ("cache", "offline"):
+            self._flusher = AutoFlusher(self)
+
+    @property
+    def store(self):
+        return self.engine.store
+
+    # -- pull --------------------------------------------------------------------------------------
+    def pull(self, base_id: str, table: str, *, view: str | None = None) -> int:
+        """Pull a table (or one view's members and order) whole; returns the number of records."""
+        started = self.remote.clock()
+        info = self.engine.table_info(base_id, table)
+        schema = self._fetch_schema(info, table) if info.schema is None else None
+        params: dict[str, Any] = {"pageSize": PULL_PAGE_SIZE, "recordMetadata[]": ["commentCount"]}
+        if view:
+            params["view"] = view
+        records = self._fetch_all(base_id, table, params)
+        self.engine.apply_pull(base_id, table, records, started_at=started, schema=schema, view=view)
+        return len(records)
+
+    def _fetch_all(self, base_id: str, table: str, params: dict) -> list[dict]:
+        for _attempt in range(3):
+            records: list[dict] = []
+            page_params = dict(params)
+            try:
+                while True:
+                    page = self.remote.send(base_id, "GET", self.remote.url(base_id, table), kind="pull", params=page_params)
+                    records.extend(page.get("records", []))
+                    if not page.get("offset"):
+                        return records
+                    page_params["offset"] = page["offset"]
+            except RemoteError as exc:
+                if _error_type(exc.body) == "LIST_RECORDS_ITERATOR_NOT_AVAILABLE":
+                    continue  # the offset expired mid-pull: start again, never replay it
+                raise _as_response_error(exc) from exc
+        raise AirtableResponseError.typed(422, "LIST_RECORDS_ITERATOR_NOT_AVAILABLE", "pull kept losing its offset")
+
+    def _fetch_schema(self, info: "TableInfo", table: str) -> dict | None:
+        if info.base_id in self._schema_denied:
+            return None
+        try:
+            body = self.remote.send(
+                info.base_id, "GET", self.settings.endpoint_url + f"/v0/meta/bases/{info.base_id}/tables", kind="schema"
+            )
+        except RemoteError as exc:
+            if exc.status in (401, 403, 404):
+                self._schema_denied.add(info.base_id)  # a token without schema.bases:read
+                return None
+            raise _as_response_error(exc) from exc
+        for candidate in body.get("tables", []):
+            if table in (candidate.get("id"), candidate.get("name")):
+                return candidate
+        return None
+
+    def list_remote(self, info: "TableInfo", table: str, query: ListQuery) -> dict:
+        """A list only Airtable can answer exactly: send it, keep the full records it returns."""
+        try:
+            page = self.remote.send(info.base_id, "GET", self.remote.url(info.base_id, table), kind="passthrough",
+                                    params=query.to_params())
+        except RemoteError as exc:
+            raise _as_response_error(exc) from exc
+        if query.cell_format == "json" and not query.by_field_ids and query.fields is None:
+            self.engine.absorb(info.base_id, table, page.get("records", []))
+        return page
+
+    def get_remote(self, info: "TableInfo", table: str, record_id: str, query: ListQuery) -> dict:
+        try:
+            return self.remote.send(info.base_id, "GET", self.remote.url(info.base_id, table, record_id),
+                                    kind="passthrough", params=query.to_params())
+        except RemoteError as exc:
+            raise _as_response_error(exc) from exc
+
+    # -- flush -------------------------------------------------------------------------------------
+    def notify_write(self) -> None:
+        if self._flusher is not None:
+            self._flusher.wake()
+
+    def flush(self, base_id: str | None = None) -> FlushResult:
+        """Push the queue now (one base, or every base with queued writes)."""
+        if self.settings.mode == "offline":
+            raise OfflineError("offline mode: flush needs Airtable; the writes stay queued")
+        result = FlushResult()
+        bases = [base_id] if base_id else [
+            r[0] for r in self.store.conn.execute("SELECT DISTINCT base_id FROM outbox WHERE state != 'dead'")
+        ]
+        for base in bases:
+            with self.remote.pacer.flush_lock(base):
+                result.merge(self._flush_base(base))
+        result.pending = self.store.conn.execute("SELECT COUNT(*) FROM outbox WHERE state != 'dead'").fetchone()[0]
+        return result
+
+    def _flush_base(self, base_id: str) -> FlushResult:
+        result = FlushResult()
+        while True:
+            now = self.remote.clock()
+            with self.store.transaction() as conn:
+                ops = outbox.claim(conn, base_id, now=now, lease=self.settings.claim_timeout)
+            if not ops:
+                return result
+            sends = outbox.plan(ops)
+            self._drop_cancelled([s for s in sends if s.kind == "none"], result)
+            for batch in outbox.chunk_requests(sends):
+                self._send_batch(batch, result)
+
+    def _drop_cancelled(self, sends: list[outbox.Send], result: FlushResult) -> None:
+        """A create deleted before it was flushed: nothing to send, nothing to keep."""
+        if not sends:
+            return
+        with self.store.transaction() as conn:
+            for send in sends:
+                outbox.ack(conn, send.seqs)
+                conn.execute("DELETE FROM records WHERE tid = ? AND id = ? AND remote IS NULL", (send.tid, send.record_id))
+                result.sent.append({"op": "none", "record_id": send.record_id, "seqs": send.seqs})
+
+    def _send_batch(self, batch: list[outbox.Send], result: FlushResult) -> None:
+        first = batch[0]
+        try:
+            if first.kind == "create" and first.uncertain and not first.merge_on:
+                batch = self._reconcile_creates(batch, result)
+                if not batch:
+                    return
+            records = self._request(batch)
+            result.requests += 1
+        except RemoteError as exc:
+            result.requests += 1
+            self._handle_failure(batch, exc, result)
+            return
+        self._confirm(batch, records, result)
+
+    def _request(self, batch: list[outbox.Send]) -> list[dict] | None:
+        first = batch[0]
+        url = self.remote.url(first.base_id, first.table_ref)
+        if first.kind == "delete":
+            self.remote.send(first.base_id, "DELETE", url, kind="push", params={"records[]": [s.record_id for s in batch]})
+            return None
+        if first.kind == "create":
+            body: dict[str, Any] = {"records": [{"fields": s.fields} for s in batch], "typecast": first.typecast}
+            if first.merge_on:
+                body["performUpsert"] = {"fieldsToMergeOn": first.merge_on}
+                return self.remote.send(first.base_id, "PATCH", url, kind="push", json_body=body)["records"]
+            return self.remote.send(first.base_id, "POST", url, kind="push", json_body=body)["records"]
+        method = "PUT" if first.kind == "replace" else "PATCH"
+        body = {"records": [{"id": s.record_id, "fields": s.fields} for s in batch], "typecast": first.typecast}
+        return self.remote.send(first.base_id, method, url, kind="push", json_body=body)["records"]
+
+    def _handle_failure(self, batch: list[outbox.Send], exc: RemoteError, result: FlushResult) -> None:
+        first = batch[0]
+        if not exc.transient and len(batch) > 1:
+            # Airtable refuses a whole request for one bad record: send them one by one to find it.
+            for send in batch:
+                self._send_batch([send], result)
+            return
+        error = {"status": exc.status, "body": exc.body}
+        seqs = [seq for s in batch for seq in s.seqs]
+        with self.store.transaction() as conn:
+            if first.kind == "delete" and exc.status == 404:
+                # Already gone from Airtable: the delete has happened.
+                outbox.ack(conn, seqs)
+                conn.executemany("DELETE FROM records WHERE tid = ? AND id = ?", [(s.tid, s.record_id) for s in batch])
+                result.sent.extend({"op": "delete", "record_id": s.record_id, "seqs": s.seqs} for s in batch)
+                return
+            if exc.transient:
+                attempts = max(
+                    conn.execute(f"SELECT MAX(attempts) FROM outbox WHERE seq IN ({','.join('?' * len(seqs))})", seqs).fetchone()[0] or 1,
+                    1,
+                )
+                outbox.retry_later(conn, seqs, error=error, next_attempt_at=self.remote.clock() + backoff(attempts))
+            else:
+                outbox.dead_letter(conn, seqs, error=error)
+                for send in batch:
+                    self.engine.recompute(conn, send.tid, [send.record_id])
+        for send in batch:
+            result.failed.append({
+                "op": send.kind, "record_id": send.record_id, "seqs": send.seqs, "status": exc.status,
+                "error": exc.body, "dead": not exc.transient,
+            })
+
+    def _confirm(self, batch: list[outbox.Send], records: list[dict] | None, result: FlushResult) -> None:
+        now = self.remote.clock()
+        with self.store.transaction() as conn:
+            for i, send in enumerate(batch):
+                if send.kind == "delete":
+                    conn.execute("DELETE FROM records WHERE tid = ? AND id = ?", (send.tid, send.record_id))
+                    outbox.ack(conn, send.seqs)
+                    result.sent.append({"op": "delete", "record_id": send.record_id, "seqs": send.seqs})
+                    continue
+                record = records[i]
+                if send.kind == "create":
+                    self._adopt(conn, send, record, now)
+                else:
+                    conn.execute(
+                        "UPDATE records SET remote = ?, synced_at = ? WHERE tid = ? AND id = ?",
+                        (dumps(record.get("fields", {})), now, send.tid, send.record_id),
+                    )
+                outbox.ack(conn, send.seqs)
+                self.engine.recompute(conn, send.tid, [record["id"]])
+                result.sent.append({"op": send.kind, "record_id": send.record_id, "id": record["id"], "seqs": send.seqs})
+
+    def _adopt(self, conn, send: outbox.Send, record: dict, now: float) -> None:
+        """Airtable made the record: its real id replaces the provisional one everywhere."""
+        provisional, real = send.record_id, record["id"]
+        conn.execute("DELETE FROM records WHERE tid = ? AND id = ?", (send.tid, real))
+        conn.execute(
+            "UPDATE records SET id = ?, remote = ?, created_time = ?, synced_at = ? WHERE tid = ? AND id = ?",
+            (real, dumps(record.get("fields", {})), record.get("createdTime") or now_iso(now), now, send.tid, provisional),
+        )
+        outbox.remap_id(conn, provisional, real, send.tid)
+        mapping = {provisional: real}
+        for tid, rid, fields in conn.execute(
+            "SELECT tid, id, fields FROM records WHERE fields IS NOT NULL AND instr(fields, ?) > 0", (provisional,)
+        ).fetchall():
+            conn.execute(
+                "UPDATE records SET fields = ? WHERE tid = ? AND id = ?",
+                (dumps(replace_ids(json.loads(fields), mapping)), tid, rid),
+            )
+
+    def _reconcile_creates(self, batch: list[outbox.Send], result: FlushResult) -> list[outbox.Send]:
+        """A create was sent before but its answer never arrived: look for the record it would have
+        made before sending it again, so a lost response does not duplicate the record."""
+        still_needed = []
+        for send in batch:
+            found = self._find_created(send)
+            if found is None:
+                still_needed.append(send)
+            else:
+                self._confirm([send], [found], result)
+        return still_needed
+
+    def _find_created(self, send: outbox.Send) -> dict | None:
+        from airtable_cached.formula_bridge import equality_formula
+
+        formula = equality_formula(send.fields or {})
+        if formula is None:
+            return None
+        page = self.remote.send(send.base_id, "GET", self.remote.url(send.base_id, send.table_ref), kind="reconcile",
+                                params={"filterByFormula": formula})
+        known = {r[0] for r in self.store.conn.execute("SELECT id FROM records WHERE tid = ?", (send.tid,))}
+        fresh = [r for r in page.get("records", []) if r["id"] not in known]
+        return fresh[0] if len(fresh) == 1 else None
+
+    def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.stop()
+
+
+def _error_type(body: Any) -> str | None:
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):
+            return error.get("type")
+        return error
+    return None
+
+
+def _as_response_error(exc: RemoteError) -> Exception:
+    if exc.status is None:
+        return requests.ConnectionError(str(exc))
+    return AirtableResponseError(exc.status, exc.body if isinstance(exc.body, dict) else {"error": exc.body})
+
+
+# -- automatic flushing ----------------------------------------------------------------------------
+
+
+class AutoFlusher:
+    """Flushes in a background thread shortly after writes, and once more at interpreter exit with
+    a bounded wait. A flush cut short by exit loses nothing: its claims expire and the next run
+    sends them."""
+
+    DEBOUNCE = 0.2
+    PERIOD = 15.0
+
+    def __init__(self, sync: Sync):
+        self._sync = weakref.ref(sync)
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="airtable_cached-flush", daemon=True)
+        self._thread.start()
+        self._exit_timeout = sync.settings.exit_timeout
+        _register_exit(self)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            self._wake.wait(self.PERIOD)
+            if self._stopped.is_set():
+                return
+            time.sleep(self.DEBOUNCE)
+            self._wake.clear()
+            self._flush_once()
+
+    def _flush_once(self) -> None:
+        sync = self._sync()
+        if sync is None:
+            self._stopped.set()
+            return
+        try:
+            if sync.store.conn.execute("SELECT 1 FROM outbox WHERE state = 'pending' LIMIT 1").fetchone():
+                sync.flush()
+        except Exception as exc:  # the queue keeps the writes; the next round tries again
+            log.warning("background flush failed: %s", exc)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._wake.set()
+
+    def drain(self) -> None:
+        """At exit: one last flush, waiting at most ``exit_timeout`` seconds."""
+        self.stop()
+        worker = threading.Thread(target=self._flush_once, daemon=True)
+        worker.start()
+        worker.join(self._exit_timeout)
+
+
+_exit_flushers: "weakref.WeakSet[AutoFlusher]" = weakref.WeakSet()
+
+
+def _register_exit(flusher: AutoFlusher) -> None:
+    if not _exit_flushers:
+        atexit.register(_drain_all)
+    _exit_flushers.add(flusher)
+
+
+def _drain_all() -> None:
+    for flusher in list(_exit_flushers):
+        flusher.drain()
