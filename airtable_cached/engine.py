@@ -264,6 +264,8 @@ class Engine:
         decision, info = self._ensure_fresh(info, table, reason)
         if decision is Read.REMOTE:
             self.stats.count(info.tid, "list.remote", started)
+            if query.formula and reason and self.settings.mode != "passthrough":
+                self.stats.count(info.tid, "formula.fallback")
             return self._require_sync().list_remote(info, table, query)
         if query.view and not self._view_is_fresh(info, query.view):
             if self.settings.mode == "offline":
