@@ -387,7 +387,7 @@ class Engine:
         rows = self._rows_by_id(info.tid, [self.resolve_id(record_id)])
         if not rows:
             self.stats.count(info.tid, "get.miss", started)
-            raise AirtableResponseError.not_found()
+            raise AirtableResponseError.record_not_found(record_id)
         self.stats.count(info.tid, "get.local", started)
         return self._shape(info, next(iter(rows.values())), query)
 
@@ -443,7 +443,7 @@ class Engine:
         op = "replace" if replace else "update"
         if record_id is not None:
             fields = self._validate_fields(info, body.get("fields") or {}, typecast)
-            seqs, records = self._update_many(info, table, [(record_id, fields)], op, typecast)
+            seqs, records = self._update_many(info, table, [(record_id, fields)], op, typecast, batch=False)
             self._after_write(info, seqs)
             return self._shape_write(info, self._maybe_reread(info, records)[0], body)
         items = body.get("records")
@@ -456,25 +456,26 @@ class Engine:
         self._after_write(info, seqs)
         return {"records": [self._shape_write(info, r, body) for r in self._maybe_reread(info, records)]}
 
-    def _update_many(self, info: TableInfo, table: str, pairs: list[tuple[str, dict]], op: str, typecast: bool) -> tuple[list[int], list[dict]]:
+    def _update_many(self, info: TableInfo, table: str, pairs: list[tuple[str, dict]], op: str, typecast: bool,
+                     *, batch: bool = True) -> tuple[list[int], list[dict]]:
         now = self.clock()
         seqs, results = [], []
         with self.store.transaction() as conn:
             for record_id, fields in pairs:
-                seq, record = self._update_one(conn, info, table, record_id, fields, op, typecast, now)
+                seq, record = self._update_one(conn, info, table, record_id, fields, op, typecast, now, batch=batch)
                 seqs.append(seq)
                 results.append(record)
         return seqs, results
 
     def _update_one(self, conn: sqlite3.Connection, info: TableInfo, table: str, record_id: str, fields: dict,
-                    op: str, typecast: bool, now: float) -> tuple[int, dict]:
+                    op: str, typecast: bool, now: float, *, batch: bool = True) -> tuple[int, dict]:
         real_id = self.resolve_id(record_id)
         row = conn.execute(
             "SELECT id, created_time, modified_time, fields, comment_count FROM records WHERE tid = ? AND id = ? AND fields IS NOT NULL",
             (info.tid, real_id),
         ).fetchone()
         if row is None:
-            raise AirtableResponseError.not_found()
+            raise AirtableResponseError.record_not_found(record_id, batch=batch)
         current = json.loads(row["fields"])
         base = {name: current.get(name) for name in (current if op == "replace" else fields)}
         new_fields = apply_write(current, op, fields)
@@ -562,7 +563,7 @@ class Engine:
                     "UPDATE records SET fields = NULL WHERE tid = ? AND id = ? AND fields IS NOT NULL", (info.tid, real_id)
                 ).rowcount
                 if not changed:
-                    raise AirtableResponseError.not_found()
+                    raise AirtableResponseError.record_not_found(record_id, batch=not single)
                 seqs.append(outbox.append(
                     conn, tid=info.tid, base_id=base_id, table_ref=table, op="delete", record_id=real_id,
                     fields=None, base=None, typecast=False, now=now,
