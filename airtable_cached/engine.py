@@ -320,7 +320,7 @@ class Engine:
         if residual is not None:
             records = [r for r in records if residual(r)]
         if query.sort:
-            records = sort_records(records, [(self._field_name(info, f), d) for f, d in query.sort])
+            records = sort_records(records, [(self._field_name(info, f), d) for f, d in query.sort], info.fields_by_name)
         return records
 
     def _field_name(self, info: TableInfo, name_or_id: str) -> str:
@@ -685,7 +685,7 @@ class Engine:
                 # Gone from Airtable: drop what was seen before this pull began (a record confirmed by a
                 # flush during the pull is newer than the pull and stays).
                 conn.execute(
-                    "DELETE FROM records WHERE tid = ? AND remote IS NOT NULL AND (synced_at IS NULL OR synced_at < ?)"
+                    "DELETE FROM records WHERE tid = ? AND remote IS NOT NULL AND (synced_at IS NULL OR synced_at <= ?)"
                     f" AND id NOT IN (SELECT value FROM json_each(?))",
                     (info.tid, started_at, dumps(sorted(seen))),
                 )

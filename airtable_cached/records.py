@@ -6,7 +6,6 @@ Nothing here does I/O, so the rules that decide what a read returns can be teste
 from __future__ import annotations
 
 import json
-import math
 import re
 import secrets
 import string
@@ -95,54 +94,78 @@ def check_serialisable(fields: Any, *, where: str) -> None:
 
 
 # -- sorting --------------------------------------------------------------------------------------
-# Airtable sorts text case-insensitively, numbers numerically, dates chronologically. Blanks come
-# first when ascending and last when descending (a modelling decision the fake server shares).
+
+DATE_TYPES = frozenset({"date", "dateTime", "createdTime", "lastModifiedTime"})
 
 
-def _value_key(value: Any) -> tuple:
+def parse_iso_datetime(text: str) -> datetime | None:
+    try:
+        t = text.strip()
+        if t.endswith("Z"):
+            t = t[:-1] + "+00:00"
+        moment = datetime.fromisoformat(t)
+    except (ValueError, AttributeError):
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def format_number(value: float | int) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def plain_text(value: Any) -> str:
+    """A cell item as text (select names, attachment file names, numbers without a trailing .0)."""
+    if isinstance(value, dict):
+        return str(value.get("name") or value.get("filename") or value.get("text") or value.get("label") or value.get("id") or "")
+    if isinstance(value, bool):
+        return "checked" if value else ""
+    if isinstance(value, (int, float)):
+        return format_number(value)
+    return str(value)
+
+
+def sort_key(value: Any, field: Mapping[str, Any] | None) -> tuple:
+    """Sort key of one cell, Airtable's order as this project models it.
+
+    MODELLING DECISION (Airtable does not document it): blanks sort FIRST ascending and so LAST
+    descending. Text compares case-insensitively, numbers numerically, dates chronologically (as UTC
+    instants), checkboxes unchecked before checked, single selects by the order of their choices
+    (as Airtable's grid does), multiple selects by their list of choice positions. Values of an
+    unexpected type get their own rank so that sorting never raises. The fake server shares it.
+    """
     if is_empty(value):
         return (0,)
+    ftype = (field or {}).get("type", "singleLineText")
+    if ftype in ("singleSelect", "multipleSelects"):
+        choices = [c.get("name") for c in (((field or {}).get("options") or {}).get("choices") or [])]
+        items = value if isinstance(value, list) else [value]
+        positions = tuple(choices.index(v) if v in choices else len(choices) for v in items)
+        return (1, 0, positions, tuple(str(v).casefold() for v in items))
     if isinstance(value, bool):
-        return (1, int(value))
+        return (1, 1, int(value))
     if isinstance(value, (int, float)):
-        return (1, value if not math.isnan(value) else -math.inf)
+        return (1, 2, float(value))
     if isinstance(value, str):
-        return (2, value.casefold(), value)
+        if ftype in DATE_TYPES:
+            moment = parse_iso_datetime(value)
+            if moment is not None:
+                return (1, 3, moment.timestamp())
+        return (1, 4, value.casefold())
     if isinstance(value, list):
-        return (3, tuple(_value_key(item) for item in value))
-    if isinstance(value, dict):
-        return (4, str(value.get("name") or value.get("email") or value.get("id") or ""))
-    return (5, str(value))
+        return (1, 4, ", ".join(plain_text(v) for v in value).casefold())
+    return (1, 5, json.dumps(value, sort_keys=True))
 
 
-class _Reversed:
-    __slots__ = ("key",)
-
-    def __init__(self, key: tuple):
-        self.key = key
-
-    def __lt__(self, other: "_Reversed") -> bool:
-        return other.key < self.key
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Reversed) and other.key == self.key
-
-
-def sort_records(records: list[dict], sort: Iterable[tuple[str, str]]) -> list[dict]:
-    """Stable multi-key sort; ties keep the incoming (natural) order."""
-    keys = list(sort)
-    if not keys:
-        return records
-
-    def key(record: dict) -> tuple:
-        fields = record["fields"]
-        parts = []
-        for name, direction in keys:
-            k = _value_key(fields.get(name))
-            parts.append(_Reversed(k) if direction == "desc" else k)
-        return tuple(parts)
-
-    return sorted(records, key=key)
+def sort_records(records: list[dict], sort: Iterable[tuple[str, str]], schema_fields: Mapping[str, Mapping] | None = None) -> list[dict]:
+    """Stable multi-key sort (last key first); ties keep the incoming (natural) order."""
+    out = list(records)
+    fields = schema_fields or {}
+    for name, direction in reversed(list(sort)):
+        field = fields.get(name)
+        out.sort(key=lambda r: sort_key(r["fields"].get(name), field), reverse=direction == "desc")
+    return out
 
 
 def project(record: dict, names: list[str] | None) -> dict:

@@ -29,6 +29,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterable
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from airtable_cached.records import DATE_TYPES, format_number, parse_iso_datetime, plain_text, sort_key
+
 __all__ = ["FakeAirtable", "seed_leads", "LEADS_SCHEMA", "FakeAirtableError"]
 
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -43,7 +45,7 @@ COMPUTED_TYPES = frozenset(
     }
 )
 _NUMBER_TYPES = frozenset({"number", "currency", "percent", "rating", "duration", "autoNumber", "count"})
-_DATE_TYPES = frozenset({"date", "dateTime", "createdTime", "lastModifiedTime"})
+_DATE_TYPES = DATE_TYPES
 _TEXT_TYPES = frozenset(
     {"singleLineText", "multilineText", "richText", "email", "url", "phoneNumber"}
 )
@@ -120,17 +122,7 @@ def _iso(instant: _dt.datetime) -> str:
     )
 
 
-def _parse_iso_datetime(text: str) -> _dt.datetime | None:
-    try:
-        t = text.strip()
-        if t.endswith("Z"):
-            t = t[:-1] + "+00:00"
-        d = _dt.datetime.fromisoformat(t)
-    except (ValueError, AttributeError):
-        return None
-    if d.tzinfo is None:
-        d = d.replace(tzinfo=_dt.timezone.utc)
-    return d
+_parse_iso_datetime = parse_iso_datetime
 
 
 def _truthy_param(value: Any) -> bool:
@@ -141,10 +133,7 @@ def _truthy_param(value: Any) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
-def _format_number(value: float | int) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+_format_number = format_number
 
 
 class _IdGen:
@@ -164,47 +153,8 @@ class _IdGen:
 # Sorting -------------------------------------------------------------------------------------
 
 
-def blanks_first_sort_key(value: Any, field: dict | None) -> tuple:
-    """Sort key for one cell.
-
-    MODELLING DECISION: blanks (missing / empty values) sort FIRST in ascending order and hence
-    LAST in descending order (descending is the ascending order reversed). Airtable's exact rule is
-    not documented. Text compares case-insensitively, numbers numerically, dates chronologically
-    (ISO strings normalised to UTC), checkboxes unchecked (blank) < checked, single selects by the
-    order of their choices (as Airtable's grid does), multiple selects by their list of choice
-    positions. Values of an unexpected Python type get their own rank so that sorting never raises.
-    """
-    if _is_empty(value):
-        return (0,)
-    ftype = (field or {}).get("type", "singleLineText")
-    if ftype in ("singleSelect", "multipleSelects"):
-        choices = [c.get("name") for c in ((field.get("options") or {}).get("choices") or [])]
-        items = value if isinstance(value, list) else [value]
-        pos = tuple(choices.index(v) if v in choices else len(choices) for v in items)
-        return (1, 0, pos, tuple(str(v).casefold() for v in items))
-    if isinstance(value, bool):
-        return (1, 1, int(value))
-    if isinstance(value, (int, float)):
-        return (1, 2, float(value))
-    if isinstance(value, str):
-        if ftype in _DATE_TYPES:
-            d = _parse_iso_datetime(value)
-            if d is not None:
-                return (1, 3, d.timestamp())
-        return (1, 4, value.casefold())
-    if isinstance(value, list):
-        return (1, 4, ", ".join(_plain_text(v) for v in value).casefold())
-    return (1, 5, json.dumps(value, sort_keys=True))
-
-
-def _plain_text(v: Any) -> str:
-    if isinstance(v, dict):
-        return str(v.get("name") or v.get("filename") or v.get("text") or v.get("label") or v.get("id") or "")
-    if isinstance(v, bool):
-        return "checked" if v else ""
-    if isinstance(v, (int, float)):
-        return _format_number(v)
-    return str(v)
+blanks_first_sort_key = sort_key  # the rule lives in airtable_cached.records
+_plain_text = plain_text
 
 
 def _sort_records(records: list[dict], sort: list[tuple[dict, str]]) -> list[dict]:

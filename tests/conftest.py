@@ -1,0 +1,122 @@
+"""Shared fixtures: a fake Airtable on loopback, and the api -> base -> table chain over a real
+SQLite file, next to plain pyairtable pointed at the same server.
+
+Cassettes: a test that takes the ``cassette`` fixture replays its traffic from
+``cassettes/<module>/<test>.yaml`` with ``record_mode="none"``. Set ``AIRTABLE_CACHED_RECORD=1`` to
+record them again from the fake server. Requests match on method, path, query and body (not host
+or port: the fake listens on a random port) and the Authorization header is never written.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyairtable
+import pytest
+import vcr
+
+from airtable_cached import Api
+from airtable_cached.testing import LEADS_SCHEMA, FakeAirtable, seed_leads
+
+BASE = "appLEADSbase00001"
+TABLE = "Leads"
+CASSETTES = Path(__file__).resolve().parent.parent / "cassettes"
+RECORDING = os.environ.get("AIRTABLE_CACHED_RECORD") == "1"
+
+
+class FakeClock:
+    """Time that moves only when the code under test sleeps (or a test advances it)."""
+
+    def __init__(self, start: float = 1_800_000_000.0):
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += max(0.0, seconds)
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path):
+    """No test reads the developer's settings or writes to their cache."""
+    for name in list(os.environ):
+        if name.startswith("AIRTABLE_CACHED_") and name != "AIRTABLE_CACHED_RECORD":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+
+
+@pytest.fixture
+def fake():
+    with FakeAirtable(seed=1) as server:
+        server.add_table(BASE, TABLE, LEADS_SCHEMA, seed_leads(250, seed=1))
+        yield server
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def db_path(tmp_path) -> Path:
+    return tmp_path / "cache.sqlite3"
+
+
+@pytest.fixture
+def api(fake, db_path, clock):
+    cached = Api(fake.token, endpoint_url=fake.url, path=db_path, flush="manual", clock=clock, sleep=clock.sleep)
+    yield cached
+    cached.close()
+
+
+@pytest.fixture
+def base(api):
+    return api.base(BASE)
+
+
+@pytest.fixture
+def table(base):
+    return base.table(TABLE)
+
+
+@pytest.fixture
+def plain_api(fake):
+    return pyairtable.Api(fake.token, endpoint_url=fake.url)
+
+
+@pytest.fixture
+def plain(plain_api):
+    return plain_api.table(BASE, TABLE)
+
+
+def _cassette_vcr() -> vcr.VCR:
+    return vcr.VCR(
+        cassette_library_dir=str(CASSETTES),
+        record_mode="all" if RECORDING else "none",
+        match_on=["method", "path", "query", "body"],
+        filter_headers=["authorization"],
+        decode_compressed_response=True,
+    )
+
+
+@pytest.fixture
+def cassette(request):
+    """Replay (or, with AIRTABLE_CACHED_RECORD=1, record) this test's HTTP traffic."""
+    module = request.node.module.__name__.rsplit(".", 1)[-1]
+    name = request.node.name.replace("[", "-").replace("]", "").replace("/", "_")
+    path = f"{module}/{name}.yaml"
+    if not RECORDING and not (CASSETTES / path).exists():
+        pytest.fail(f"cassette {path} is missing: record it with AIRTABLE_CACHED_RECORD=1")
+    with _cassette_vcr().use_cassette(path) as recorded:
+        yield recorded
+
+
+def count_requests(fake: FakeAirtable, **filters) -> int:
+    return fake.request_count(**filters)
