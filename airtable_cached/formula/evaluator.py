@@ -1,0 +1,309 @@
+"""Evaluation of formula trees against Airtable records (compiled once to Python closures)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from functools import lru_cache
+from typing import Callable
+
+from .functions import FUNCTIONS, _Err, f_switch_equal
+from .nodes import BinaryOp, Call, ErrorValue, Field, Literal, UnaryOp
+from .parser import parse
+from .values import ERROR, compare, parse_datetime, to_number, to_text, truthy
+
+__all__ = ["Env", "compile_python", "evaluate", "matches", "field_names", "function_names"]
+
+
+class Env:
+    """What a formula sees of one record."""
+
+    __slots__ = ("record", "fields", "field_ids", "_now", "_names")
+
+    def __init__(self, record, field_ids=None, now=None):
+        self.record = record
+        self.fields = record.get("fields") or {}
+        self.field_ids = field_ids
+        self._now = now
+        self._names = None
+
+    def get(self, name):
+        fields = self.fields
+        if name in fields:
+            return fields[name]
+        ids = self.field_ids
+        if ids:
+            if name in ids:
+                return fields.get(ids[name])
+            if self._names is None:
+                self._names = {v: k for k, v in ids.items()}
+            fid = self._names.get(name)
+            if fid is not None:
+                return fields.get(fid)
+        return None
+
+    def record_id(self):
+        return self.record.get("id") or ""
+
+    def _time(self, key):
+        v = self.record.get(key)
+        if isinstance(v, datetime):
+            return v
+        if isinstance(v, str):
+            d = parse_datetime(v)
+            if d is not None:
+                return d
+        return ERROR
+
+    def created_time(self):
+        return self._time("createdTime")
+
+    def last_modified_time(self):
+        if self.record.get("lastModifiedTime"):
+            return self._time("lastModifiedTime")
+        return self._time("createdTime")
+
+    def now(self):
+        if self._now is None:
+            self._now = datetime.now(timezone.utc)
+        elif self._now.tzinfo is None:
+            self._now = self._now.replace(tzinfo=timezone.utc)
+        return self._now
+
+
+def _arith(op, a, b):
+    if isinstance(a, ErrorValue):
+        return a
+    if isinstance(b, ErrorValue):
+        return b
+    # UNVERIFIED: arithmetic on date values is not supported (use DATEADD / DATETIME_DIFF).
+    if isinstance(a, datetime) or isinstance(b, datetime):
+        return ERROR
+    x, y = to_number(a), to_number(b)
+    if isinstance(x, ErrorValue):
+        return x
+    if isinstance(y, ErrorValue):
+        return y
+    try:
+        if op == "+":
+            r = x + y
+        elif op == "-":
+            r = x - y
+        elif op == "*":
+            r = x * y
+        else:
+            if y == 0:
+                return ERROR  # UNVERIFIED: division by zero is #ERROR!
+            r = x / y
+            if isinstance(r, float) and r.is_integer() and abs(r) < 2 ** 53:
+                r = int(r)
+    except (OverflowError, ValueError):
+        return ERROR
+    if isinstance(r, float) and r != r:
+        return ERROR
+    return r
+
+
+def _concat(a, b):
+    x = to_text(a)
+    if isinstance(x, ErrorValue):
+        return x
+    y = to_text(b)
+    if isinstance(y, ErrorValue):
+        return y
+    return x + y
+
+
+def _neg(v):
+    if isinstance(v, ErrorValue):
+        return v
+    if isinstance(v, datetime):
+        return ERROR
+    n = to_number(v)
+    if isinstance(n, ErrorValue):
+        return n
+    return -n
+
+
+def _build(node) -> Callable:
+    if isinstance(node, Field):
+        name = node.name
+        return lambda env: env.get(name)
+    if isinstance(node, Literal):
+        value = node.value
+        return lambda env: value
+    if isinstance(node, BinaryOp):
+        left, right, op = _build(node.left), _build(node.right), node.op
+        if op == "&":
+            return lambda env: _concat(left(env), right(env))
+        if op in ("+", "-", "*", "/"):
+            return lambda env: _arith(op, left(env), right(env))
+        return lambda env: compare(op, left(env), right(env))
+    if isinstance(node, UnaryOp):
+        operand = _build(node.operand)
+        return lambda env: _neg(operand(env))
+    if isinstance(node, Call):
+        return _build_call(node)
+    raise TypeError(f"not a formula node: {node!r}")
+
+
+def _build_call(node: Call) -> Callable:
+    name = node.name
+    args = [_build(a) for a in node.args]
+    if name == "IF":
+        cond, then = args[0], args[1]
+        other = args[2] if len(args) > 2 else (lambda env: None)
+
+        def f_if(env):
+            c = cond(env)
+            if isinstance(c, ErrorValue):
+                return c
+            return then(env) if truthy(c) else other(env)
+        return f_if
+    if name == "SWITCH":
+        expr, rest = args[0], args[1:]
+        pairs = [(rest[i], rest[i + 1]) for i in range(0, len(rest) - 1, 2)]
+        default = rest[-1] if len(rest) % 2 else (lambda env: None)
+
+        def f_switch(env):
+            v = expr(env)
+            if isinstance(v, ErrorValue):
+                return v
+            for pat, res in pairs:
+                p = pat(env)
+                if isinstance(p, ErrorValue):
+                    return p
+                if f_switch_equal(v, p):
+                    return res(env)
+            return default(env)
+        return f_switch
+    if name == "ISERROR":
+        inner = args[0]
+        return lambda env: isinstance(inner(env), ErrorValue)
+    if name == "OR" and len(node.args) > 3:
+        # OR(RECORD_ID()='rec1', RECORD_ID()='rec2', ...) (pyairtable's ORM): a set lookup
+        ids, others = set(), []
+        for a, fn_ in zip(node.args, args):
+            if (isinstance(a, BinaryOp) and a.op == "=" and isinstance(a.left, Call) and a.left.name == "RECORD_ID"
+                    and isinstance(a.right, Literal) and isinstance(a.right.value, str)):
+                ids.add(a.right.value)
+            else:
+                others.append(fn_)
+        if len(ids) > 1:
+            frozen = frozenset(ids)
+            rest = FUNCTIONS["OR"]
+
+            def f_or_ids(env):
+                values = [a(env) for a in others]
+                for v in values:
+                    if isinstance(v, ErrorValue):
+                        return v
+                return env.record_id() in frozen or rest(env, *values) if values else env.record_id() in frozen
+            return f_or_ids
+    impl = FUNCTIONS[name]
+    if not args:
+        def f0(env):
+            try:
+                return impl(env)
+            except Exception:
+                return ERROR
+        return f0
+    if len(args) == 1:
+        a0 = args[0]
+
+        def f1(env):
+            v = a0(env)
+            if isinstance(v, ErrorValue):
+                return v
+            try:
+                return impl(env, v)
+            except Exception:
+                return ERROR
+        return f1
+
+    def fn(env):
+        values = [a(env) for a in args]
+        for v in values:
+            if isinstance(v, ErrorValue):
+                return v  # UNVERIFIED: errors propagate through every function (incl. AND/OR)
+        try:
+            return impl(env, *values)
+        except Exception:
+            return ERROR
+    return fn
+
+
+@lru_cache(maxsize=2048)
+def _compiled_cached(node) -> Callable:
+    return _build(node)
+
+
+def _compiled(node) -> Callable:
+    # the closure is memoised on the (immutable) node itself: hashing a large tree on every call is slow
+    fn = node.__dict__.get("_compiled_fn")
+    if fn is None:
+        fn = _compiled_cached(node)
+        object.__setattr__(node, "_compiled_fn", fn)
+    return fn
+
+
+def _as_node(node):
+    return parse(node) if isinstance(node, str) or not hasattr(node, "__dataclass_fields__") else node
+
+
+def compile_python(node) -> Callable[..., object]:
+    """Compile a node (or formula text) into ``fn(record, *, field_ids=None, now=None) -> value``."""
+    inner = _compiled(_as_node(node))
+
+    def run(record, *, field_ids=None, now=None):
+        try:
+            return inner(Env(record, field_ids, now))
+        except Exception:  # pragma: no cover - defensive: evaluation never raises
+            return ERROR
+    run.inner = inner
+    return run
+
+
+def evaluate(node, record, *, field_ids=None, now=None):
+    """Evaluate a node (or formula text) for one record; data problems give an ErrorValue."""
+    try:
+        return _compiled(_as_node(node))(Env(record, field_ids, now))
+    except (_Err, ArithmeticError, ValueError, TypeError, RecursionError):
+        return ERROR
+
+
+def matches(node, record, **kw) -> bool:
+    """filterByFormula semantics: True unless the result is 0, false, "", NaN, [], blank or an error."""
+    return truthy(evaluate(node, record, **kw))
+
+
+def field_names(node) -> set:
+    node = _as_node(node)
+    out = set()
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, Field):
+            out.add(n.name)
+        elif isinstance(n, BinaryOp):
+            stack += [n.left, n.right]
+        elif isinstance(n, UnaryOp):
+            stack.append(n.operand)
+        elif isinstance(n, Call):
+            stack.extend(n.args)
+    return out
+
+
+def function_names(node) -> set:
+    node = _as_node(node)
+    out = set()
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, Call):
+            out.add(n.name.upper())
+            stack.extend(n.args)
+        elif isinstance(n, BinaryOp):
+            stack += [n.left, n.right]
+        elif isinstance(n, UnaryOp):
+            stack.append(n.operand)
+    return out

@@ -1,0 +1,461 @@
+"""Compile (parts of) a formula to a SQLite WHERE expression that selects exactly the evaluator's records.
+
+Only shapes whose SQL result provably equals the evaluator's are compiled; the rest is returned as a
+residual node for Python-side evaluation. Values are always bound parameters; field names only ever
+appear as bound JSON paths / keys. Rows whose field JSON contains an escaped NUL, and cells of array
+or object type, are answered by the Python evaluator through the registered ``atc_match`` function,
+so :func:`register_sql_functions` must be called on every connection that runs compiled SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import lru_cache
+
+from .evaluator import evaluate, field_names, matches
+from .functions import RECORD_FUNCTIONS, TIME_FUNCTIONS
+from .nodes import BinaryOp, Call, ErrorValue, Field, Literal, UnaryOp, COMPARISON_OPS, to_formula
+from .parser import parse
+from .values import js_number, parse_datetime
+
+__all__ = ["CompiledFilter", "compile_where", "register_sql_functions"]
+
+_FLIP = {"=": "=", "!=": "!=", "<": ">", ">": "<", "<=": ">=", ">=": "<="}
+_SAFE_NAME = re.compile(r'[ !#-\[\]-~]+\Z')  # printable ASCII without '"' and '\\'
+_NUL_MARK = "\\u0000"
+
+
+@dataclass
+class CompiledFilter:
+    """``sql`` (or None: no SQL condition), its ``params``, and the ``residual`` node (or None)."""
+
+    sql: str | None
+    params: list = field(default_factory=list)
+    residual: object = None
+
+
+class _P:
+    """A bound parameter inside a fragment list."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+
+def _render(parts) -> tuple[str, list]:
+    sql, params = [], []
+    for p in parts:
+        if isinstance(p, _P):
+            sql.append("?")
+            params.append(p.value)
+        else:
+            sql.append(p)
+    return "".join(sql), params
+
+
+def _canonical_iso(d: datetime) -> str:
+    d = d.astimezone(timezone.utc)
+    return (f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}."
+            f"{d.microsecond:06d}Z")
+
+
+# ---------------------------------------------------------------- SQL functions (Python side)
+@lru_cache(maxsize=256)
+def _parse_cached(text):
+    return parse(text)
+
+
+def _atc_match(formula, fields_json, rec_id, created):
+    try:
+        fields = json.loads(fields_json) if fields_json else {}
+        if not isinstance(fields, dict):
+            fields = {}
+        rec = {"id": rec_id or "", "createdTime": created, "fields": fields}
+        return 1 if matches(_parse_cached(formula), rec) else 0
+    except Exception:
+        return 0
+
+
+def _atc_iso(text):
+    if not isinstance(text, str):
+        return None
+    d = parse_datetime(text)
+    return None if d is None else _canonical_iso(d)
+
+
+def _atc_num(text):
+    if not isinstance(text, str):
+        return None
+    n = js_number(text)
+    if n != n:
+        return None
+    if isinstance(n, int) and abs(n) >= 2 ** 63:
+        return float(n)
+    return n
+
+
+def _atc_lower(text):
+    return text.lower() if isinstance(text, str) else text
+
+
+def _atc_upper(text):
+    return text.upper() if isinstance(text, str) else text
+
+
+def register_sql_functions(conn: sqlite3.Connection) -> None:
+    """Define the deterministic helper functions compiled SQL may use (call on every connection)."""
+    conn.create_function("atc_match", 4, _atc_match, deterministic=True)
+    conn.create_function("atc_iso", 1, _atc_iso, deterministic=True)
+    conn.create_function("atc_num", 1, _atc_num, deterministic=True)
+    conn.create_function("atc_lower", 1, _atc_lower, deterministic=True)
+    conn.create_function("atc_upper", 1, _atc_upper, deterministic=True)
+
+
+# ---------------------------------------------------------------- compiler
+_DUMMY = {"id": "", "createdTime": None, "fields": {}}
+
+
+def _is_constant(node) -> bool:
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, Field):
+            return False
+        if isinstance(n, Call):
+            if n.name in RECORD_FUNCTIONS or n.name in TIME_FUNCTIONS:
+                return False
+            stack.extend(n.args)
+        elif isinstance(n, BinaryOp):
+            stack += [n.left, n.right]
+        elif isinstance(n, UnaryOp):
+            stack.append(n.operand)
+    return True
+
+
+def _const_value(node):
+    """(ok, value) for a constant node usable in SQL."""
+    v = evaluate(node, _DUMMY)
+    if isinstance(v, ErrorValue) or isinstance(v, (list, dict)):
+        return False, None
+    if isinstance(v, str) and "\x00" in v:
+        return False, None
+    if isinstance(v, bool):
+        v = int(v)
+    if isinstance(v, int) and abs(v) > 2 ** 53:
+        return False, None
+    if isinstance(v, float) and v != v:
+        return False, None
+    return True, v
+
+
+def _kind(v):
+    if v is None:
+        return "blank"
+    if isinstance(v, str):
+        return "text"
+    if isinstance(v, datetime):
+        return "date"
+    return "num"
+
+
+class _Compiler:
+    def __init__(self, fields_column, id_column, created_column, field_ids, functions):
+        self.F = fields_column
+        self.id = id_column
+        self.created = created_column
+        self.field_ids = field_ids
+        self.functions = functions
+
+    # -- value translation for one field of a known JSON kind -----------------------------------
+    def value(self, node, fname, jv, branch):
+        """(parts, kind) of node's value when field `fname` is a `branch` ('text'|'num') SQL value."""
+        if _is_constant(node):
+            ok, v = _const_value(node)
+            if not ok:
+                return None
+            k = _kind(v)
+            if k == "date":
+                return [], ("date", v)
+            if k == "blank":
+                return [], ("blank", None)
+            return [_P(v)], (k, v)
+        if isinstance(node, Field):
+            return (jv, (branch, None)) if node.name == fname else None
+        if branch != "text":
+            return None
+        if isinstance(node, Call):
+            if node.name in ("LEN", "LOWER", "UPPER") :
+                inner = self.value(node.args[0], fname, jv, branch)
+                if inner is None or inner[1][0] != "text":
+                    return None
+                if node.name == "LEN":
+                    return ["length(", *inner[0], ")"], ("num", None)
+                if not self.functions:
+                    return None
+                fn = "atc_lower(" if node.name == "LOWER" else "atc_upper("
+                return [fn, *inner[0], ")"], ("text", None)
+            if node.name in ("FIND", "SEARCH") and len(node.args) == 2:
+                a = self.value(node.args[0], fname, jv, branch)
+                b = self.value(node.args[1], fname, jv, branch)
+                if a is None or b is None or a[1][0] != "text" or b[1][0] != "text":
+                    return None
+                # SEARCH gives blank where FIND gives 0: the same against numbers, blank and in
+                # truthiness, but not against text ("" vs "0"), hence its own kind.
+                return ["instr(", *b[0], ", ", *a[0], ")"], ("num" if node.name == "FIND" else "snum", None)
+            return None
+        if isinstance(node, BinaryOp) and node.op == "&":
+            a = self.value(node.left, fname, jv, branch)
+            b = self.value(node.right, fname, jv, branch)
+            if a is None or b is None:
+                return None
+            pa = a[0] if a[1][0] == "text" else ([_P("")] if a[1][0] == "blank" else None)
+            pb = b[0] if b[1][0] == "text" else ([_P("")] if b[1][0] == "blank" else None)
+            if pa is None or pb is None:
+                return None
+            return ["(", *pa, " || ", *pb, ")"], ("text", None)
+        return None
+
+    def branch_pred(self, node, fname, jv, branch):
+        """SQL (0/1) for truthy(node) when the field is of `branch` kind, or None."""
+        if isinstance(node, BinaryOp) and node.op in COMPARISON_OPS:
+            a = self.value(node.left, fname, jv, branch)
+            b = self.value(node.right, fname, jv, branch)
+            if a is None or b is None:
+                return None
+            return self.compare(node.op, a, b)
+        v = self.value(node, fname, jv, branch)
+        if v is None:
+            return None
+        parts, (k, _) = v
+        if k == "text":
+            return ["(", *parts, " != '')"]
+        if k in ("num", "snum"):
+            return ["(", *parts, " != 0)"]
+        return None
+
+    def compare(self, op, a, b):
+        (pa, (ka, va)), (pb, (kb, vb)) = a, b
+        if "snum" in (ka, kb):
+            other = kb if ka == "snum" else ka
+            if other not in ("num", "blank", "snum"):
+                return None
+            ka = "num" if ka == "snum" else ka
+            kb = "num" if kb == "snum" else kb
+        if ka == "blank" and kb == "blank":
+            return None
+        if ka == "blank":
+            pa, ka = ([_P("")], "text") if kb == "text" else (([_P(0)], "num") if kb == "num" else (None, None))
+            if pa is None:
+                return None
+        if kb == "blank":
+            pb, kb = ([_P("")], "text") if ka == "text" else (([_P(0)], "num") if ka == "num" else (None, None))
+            if pb is None:
+                return None
+        if ka == kb and ka in ("text", "num"):
+            return ["(", *pa, f" {op} ", *pb, ")"]
+        if {ka, kb} == {"text", "num"}:
+            # text vs number compares numerically; only a constant text side can be converted here
+            if ka == "text" and va is None and kb == "num" and self.functions:
+                return ["IFNULL(atc_num(", *pa, f") {op} ", *pb, ", ", "1" if op == "!=" else "0", ")"]
+            if kb == "text" and vb is None and ka == "num" and self.functions:
+                return ["IFNULL(", *pa, f" {op} atc_num(", *pb, "), ", "1" if op == "!=" else "0", ")"]
+            if ka == "text" and va is not None:
+                n = js_number(va)
+                if isinstance(n, int) and abs(n) > 2 ** 53:
+                    return None
+                if n != n:
+                    return ["1" if op == "!=" else "0"]
+                return ["(", _P(n), f" {op} ", *pb, ")"]
+            if kb == "text" and vb is not None:
+                n = js_number(vb)
+                if isinstance(n, int) and abs(n) > 2 ** 53:
+                    return None
+                if n != n:
+                    return ["1" if op == "!=" else "0"]
+                return ["(", *pa, f" {op} ", _P(n), ")"]
+            return None
+        if "date" in (ka, kb) and self.functions:
+            if ka == "date" and kb == "text" and vb is None:
+                return ["IFNULL(", _P(_canonical_iso(va)), f" {op} atc_iso(", *pb, "), ",
+                        "1" if op == "!=" else "0", ")"]
+            if kb == "date" and ka == "text" and va is None:
+                return ["IFNULL(atc_iso(", *pa, f") {op} ", _P(_canonical_iso(vb)), ", ",
+                        "1" if op == "!=" else "0", ")"]
+        return None
+
+    def field_leaf(self, node, fname):
+        if self.field_ids and (fname in self.field_ids or fname in self.field_ids.values()):
+            return None  # the stored key may be the id or the name: leave it to the evaluator
+        if "\x00" in fname or not fname:
+            return None
+        F = self.F
+        if _SAFE_NAME.match(fname):
+            path = _P('$."' + fname + '"')
+            jt = ["json_type(", F, ", ", path, ")"]
+            jv = ["json_extract(", F, ", ", path, ")"]
+        else:
+            key = _P(fname)
+            jt = ["(SELECT type FROM json_each(", F, ") WHERE key = ", key, ")"]
+            jv = ["(SELECT value FROM json_each(", F, ") WHERE key = ", key, ")"]
+        t_text = self.branch_pred(node, fname, jv, "text")
+        t_num = self.branch_pred(node, fname, jv, "num")
+        if (t_text is None and t_num is None) or not self.functions:
+            return None
+        formula = _P(to_formula(node))
+        fallback = ["atc_match(", formula, ", ", F, ", ", self.id, ", ", self.created, ")"]
+        t_text = fallback if t_text is None else t_text
+        t_num = fallback if t_num is None else t_num
+
+        def const(value):
+            fields = {} if value is _MISSING else {fname: value}
+            return "1" if matches(node, {"id": "", "createdTime": None, "fields": fields}) else "0"
+
+        return ["(CASE WHEN instr(", F, ", ", _P(_NUL_MARK), ") > 0 THEN ", *fallback,
+                " ELSE (CASE ", *jt,
+                " WHEN 'text' THEN ", *t_text,
+                " WHEN 'integer' THEN ", *t_num,
+                " WHEN 'real' THEN ", *t_num,
+                " WHEN 'true' THEN ", const(True),
+                " WHEN 'false' THEN ", const(False),
+                " WHEN 'array' THEN ", *fallback,
+                " WHEN 'object' THEN ", *fallback,
+                " ELSE ", const(_MISSING), " END) END)"]
+
+    def record_id_cmp(self, node):
+        l, r = node.left, node.right
+        op = node.op
+        if _is_rid(r) and not _is_rid(l):
+            l, r, op = r, l, _FLIP[op]
+        if not (_is_rid(l) and _is_constant(r)):
+            return None
+        ok, v = _const_value(r)
+        if not ok:
+            return None
+        if v is None:
+            v = ""
+        if not isinstance(v, str):
+            return None
+        return ["(IFNULL(", self.id, ", '') ", op, " ", _P(v), ")"]
+
+    def pred(self, node, under_not=False):
+        if isinstance(node, Call) and node.name in ("AND", "OR"):
+            if node.name == "OR":
+                ids, rest = [], []
+                for a in node.args:
+                    if (isinstance(a, BinaryOp) and a.op == "=" and _is_rid(a.left)
+                            and isinstance(a.right, Literal) and isinstance(a.right.value, str)
+                            and "\x00" not in a.right.value):
+                        ids.append(a.right.value)
+                    else:
+                        rest.append(a)
+                parts_list = []
+                if len(ids) > 1:
+                    ph = []
+                    for i, v in enumerate(ids):
+                        ph += [", " if i else "", _P(v)]
+                    parts_list.append(["(IFNULL(", self.id, ", '') IN (", *ph, "))"])
+                else:
+                    rest = list(node.args) if ids else rest
+                for a in rest:
+                    p = self.pred(a, under_not)
+                    if p is None:
+                        return None
+                    parts_list.append(p)
+            else:
+                parts_list = []
+                for a in node.args:
+                    p = self.pred(a, under_not)
+                    if p is None:
+                        return None
+                    parts_list.append(p)
+            joiner = " AND " if node.name == "AND" else " OR "
+            out = ["("]
+            for i, p in enumerate(parts_list):
+                if i:
+                    out.append(joiner)
+                out += p
+            return out + [")"]
+        if isinstance(node, Call) and node.name == "NOT":
+            p = self.pred(node.args[0], True)
+            return None if p is None else ["(NOT ", *p, ")"]
+        if _is_constant(node):
+            v = evaluate(node, _DUMMY)
+            if isinstance(v, ErrorValue):
+                return None if under_not else ["0"]
+            return ["1" if matches(node, _DUMMY) else "0"]
+        names = field_names(node)
+        if isinstance(node, BinaryOp) and node.op in COMPARISON_OPS and not names:
+            return self.record_id_cmp(node)
+        if len(names) == 1 and not _uses(node, RECORD_FUNCTIONS | TIME_FUNCTIONS):
+            return self.field_leaf(node, next(iter(names)))
+        return None
+
+
+_MISSING = object()
+
+
+def _is_rid(n):
+    return isinstance(n, Call) and n.name == "RECORD_ID"
+
+
+def _uses(node, names) -> bool:
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, Call):
+            if n.name in names:
+                return True
+            stack.extend(n.args)
+        elif isinstance(n, BinaryOp):
+            stack += [n.left, n.right]
+        elif isinstance(n, UnaryOp):
+            stack.append(n.operand)
+    return False
+
+
+def _conjuncts(node):
+    if isinstance(node, Call) and node.name == "AND":
+        out = []
+        for a in node.args:
+            out.extend(_conjuncts(a))
+        return out
+    return [node]
+
+
+def compile_where(node, *, fields_column="fields", id_column="id", created_column="created_time",
+                  field_ids=None, sql_functions=True) -> CompiledFilter:
+    """Split a formula into a SQLite expression and a residual node.
+
+    A row is selected iff (``sql`` is None or true) and (``residual`` is None or
+    ``matches(residual, record)``). ``fields_column``/``id_column``/``created_column`` are SQL
+    expressions naming the columns (quote them yourself if needed; they are not user data).
+    With ``sql_functions=False`` no registered function is used (and much less is compiled).
+    """
+    if isinstance(node, str) or not hasattr(node, "__dataclass_fields__"):
+        node = parse(node)
+    comp = _Compiler(fields_column, id_column, created_column, field_ids, sql_functions)
+    compiled, residual = [], []
+    for c in _conjuncts(node):
+        try:
+            p = comp.pred(c)
+        except RecursionError:  # pragma: no cover - parser limits depth
+            p = None
+        if p is None:
+            residual.append(c)
+        else:
+            compiled.append(p)
+    if not compiled:
+        return CompiledFilter(None, [], node)
+    parts = []
+    for i, p in enumerate(compiled):
+        if i:
+            parts.append(" AND ")
+        parts += p
+    sql, params = _render(parts)
+    res = None if not residual else (residual[0] if len(residual) == 1 else Call("AND", tuple(residual)))
+    return CompiledFilter(sql, params, res)
