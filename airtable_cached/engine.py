@@ -256,6 +256,12 @@ class Engine:
     def list_records(self, base_id: str, table: str, query: ListQuery) -> dict:
         started = time.perf_counter()
         info = self.table_info(base_id, table)
+        if query.offset and _parse_offset(query.offset) is None:
+            # Airtable's own offset, from a listing it answered: the next page is its to give.
+            if self.settings.mode == "offline":
+                raise OfflineError("offline mode: this offset belongs to a listing Airtable answered")
+            self.stats.count(info.tid, "list.remote", started)
+            return self._require_sync().list_remote(info, table, query)
         if query.offset:
             page = self._next_page(info, query)
             self.stats.count(info.tid, "list.page", started)

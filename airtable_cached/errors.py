@@ -19,8 +19,9 @@ class OfflineError(AirtableCachedError, ConnectionError):
     """The answer needs Airtable but the cache runs in offline mode."""
 
 
-class WriteRejectedError(AirtableCachedError, ValueError):
-    """A write cannot be queued (value not JSON-serialisable, unknown field...). Nothing was queued."""
+class WriteRejectedError(AirtableCachedError, TypeError, ValueError):
+    """A write cannot be queued: a value is not JSON-serialisable, or fields is not a dict. Nothing
+    was queued. A ``TypeError`` as plain pyairtable raises (from JSON encoding) for the same call."""
 
 
 class AirtableResponseError(AirtableCachedError):

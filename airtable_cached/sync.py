@@ -22,6 +22,7 @@ from urllib.parse import quote
 import diskcache
 import requests
 import tenacity
+import urllib3
 
 from airtable_cached import outbox
 from airtable_cached.config import Settings
@@ -88,12 +89,22 @@ class Remote:
     def url(self, *parts: str) -> str:
         return self.settings.endpoint_url + "/v0/" + "/".join(quote(p, safe="") for p in parts)
 
-    def send(self, base_id: str, method: str, url: str, *, kind: str, params: Any = None, json_body: Any = None) -> Any:
-        """Send with pacing and retries; return the parsed JSON or raise :class:`RemoteError`."""
+    def send(self, base_id: str, method: str, url: str, *, kind: str, params: Any = None, json_body: Any = None,
+             idempotent: bool = True) -> Any:
+        """Send with pacing and retries; return the parsed JSON or raise :class:`RemoteError`.
+
+        A request that is not idempotent (a plain create) is retried here only when it surely did
+        not reach Airtable (429, or the connection could not be opened): after a lost response or a
+        5xx the record may exist, and the caller must look for it before sending it again.
+        """
         if self.settings.mode == "offline":
             raise OfflineError(f"offline mode: not sending {method} {url}")
+
+        def worth_retrying(error: BaseException) -> bool:
+            return isinstance(error, RemoteError) and error.transient and (idempotent or not may_have_applied(error))
+
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(lambda e: isinstance(e, RemoteError) and e.transient),
+            retry=tenacity.retry_if_exception(worth_retrying),
             stop=tenacity.stop_after_attempt(self.settings.retries),
             wait=self._wait,
             sleep=self.sleep,
@@ -103,9 +114,13 @@ class Remote:
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
+        return self.retry_delay(state.attempt_number, error)
+
+    def retry_delay(self, attempt_number: int, error: BaseException | None) -> float:
+        """Exponential backoff before attempt ``attempt_number + 1`` (0.5 s, 1 s, 2 s... at most 30 s)."""
         if isinstance(error, RemoteError) and error.status == 429:
             return 0.0  # the pacer holds every request to this base until the penalty is over
-        delay = min(30.0, 0.5 * 2 ** (state.attempt_number - 1))
+        delay = min(30.0, 0.5 * 2 ** (attempt_number - 1))
         if isinstance(error, RemoteError) and error.retry_after:
             delay = max(delay, error.retry_after)
         return delay
@@ -117,7 +132,9 @@ class Remote:
             response = self.session.request(method, url, params=params, json=json_body, timeout=self.timeout)
             status = response.status_code
         except requests.RequestException as exc:
-            raise RemoteError(None, f"{type(exc).__name__}: {exc}") from exc
+            error = RemoteError(None, f"{type(exc).__name__}: {exc}")
+            error.unsent = _never_sent(exc)
+            raise error from exc
         finally:
             self._log(base_id, kind, method, status)
         if status == 429:
@@ -139,6 +156,23 @@ class Remote:
                 )
         except Exception as exc:  # the log is for operators; it never fails a request
             log.debug("could not log request: %s", exc)
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """Whether the request surely never reached the server (the connection could not be opened)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)
+    return isinstance(reason, urllib3.exceptions.NewConnectionError)
+
+
+def may_have_applied(error: RemoteError) -> bool:
+    """Whether a failed request may still have been carried out by Airtable (its answer was lost or
+    was a 5xx). A 429 is refused before anything happens; a refused connection sent nothing."""
+    if error.status is None:
+        return not getattr(error, "unsent", False)
+    return error.status >= 500
 
 
 def _retry_after(response: requests.Response) -> float | None:
@@ -186,7 +220,7 @@ class Sync:
         self.remote = Remote(token, self.settings, engine, timeout=timeout, clock=clock, sleep=sleep)
         self._schema_denied: set[str] = set()
         self._flusher: AutoFlusher | None = None
-        if self.settings.flush == "auto" and self.settings.mode in ("cache", "offline"):
+        if self.settings.flush == "auto" and self.settings.mode == "cache":
             self._flusher = AutoFlusher(self)
 
     @property
@@ -301,19 +335,30 @@ class Sync:
                 result.sent.append({"op": "none", "record_id": send.record_id, "seqs": send.seqs})
 
     def _send_batch(self, batch: list[outbox.Send], result: FlushResult) -> None:
-        first = batch[0]
-        try:
-            if first.kind == "create" and first.uncertain and not first.merge_on:
-                batch = self._reconcile_creates(batch, result)
-                if not batch:
-                    return
-            records = self._request(batch)
-            result.requests += 1
-        except RemoteError as exc:
-            result.requests += 1
-            self._handle_failure(batch, exc, result)
+        attempt = 0
+        while True:
+            try:
+                if batch[0].kind == "create" and batch[0].uncertain and not batch[0].merge_on:
+                    batch = self._reconcile_creates(batch, result)
+                    if not batch:
+                        return
+                records = self._request(batch)
+                result.requests += 1
+            except RemoteError as exc:
+                result.requests += 1
+                if _is_plain_create(batch) and exc.transient and may_have_applied(exc):
+                    # The records may exist now although no answer said so: look for them before
+                    # sending them again (within this flush after a backoff, or in a later one).
+                    for send in batch:
+                        send.uncertain = True
+                    attempt += 1
+                    if attempt < self.settings.retries:
+                        self.remote.sleep(self.remote.retry_delay(attempt, exc))
+                        continue
+                self._handle_failure(batch, exc, result)
+                return
+            self._confirm(batch, records, result)
             return
-        self._confirm(batch, records, result)
 
     def _request(self, batch: list[outbox.Send]) -> list[dict] | None:
         first = batch[0]
@@ -326,7 +371,7 @@ class Sync:
             if first.merge_on:
                 body["performUpsert"] = {"fieldsToMergeOn": first.merge_on}
                 return self.remote.send(first.base_id, "PATCH", url, kind="push", json_body=body)["records"]
-            return self.remote.send(first.base_id, "POST", url, kind="push", json_body=body)["records"]
+            return self.remote.send(first.base_id, "POST", url, kind="push", json_body=body, idempotent=False)["records"]
         method = "PUT" if first.kind == "replace" else "PATCH"
         body = {"records": [{"id": s.record_id, "fields": s.fields} for s in batch], "typecast": first.typecast}
         return self.remote.send(first.base_id, method, url, kind="push", json_body=body)["records"]
@@ -338,7 +383,9 @@ class Sync:
             for send in batch:
                 self._send_batch([send], result)
             return
-        error = {"status": exc.status, "body": exc.body}
+        error: dict[str, Any] = {"status": exc.status, "body": exc.body}
+        if any(s.uncertain for s in batch) and _is_plain_create(batch):
+            error["uncertain"] = True  # the next flush looks for the record before re-sending it
         seqs = [seq for s in batch for seq in s.seqs]
         with self.store.transaction() as conn:
             if first.kind == "delete" and exc.status == 404:
@@ -429,6 +476,11 @@ class Sync:
     def close(self) -> None:
         if self._flusher is not None:
             self._flusher.stop()
+
+
+def _is_plain_create(batch: list[outbox.Send]) -> bool:
+    """A POST of new records: not idempotent (an upsert on key fields is)."""
+    return bool(batch) and batch[0].kind == "create" and not batch[0].merge_on
 
 
 def _error_type(body: Any) -> str | None:
