@@ -95,25 +95,34 @@ class _Snapshots:
     writes between pages. Offsets look like Airtable's (``itr.../rec...``) and expire after a while."""
 
     def __init__(self) -> None:
-        self._items: OrderedDict[str, tuple[float, list[str]]] = OrderedDict()
+        self._items: OrderedDict[str, _Snapshot] = OrderedDict()
         self._lock = threading.Lock()
 
-    def put(self, ids: list[str], now: float) -> str:
+    def put(self, records: list[dict], marker: tuple, now: float) -> str:
         token = "itr" + secrets.token_hex(7)
         with self._lock:
-            self._items[token] = (now, ids)
+            self._items[token] = _Snapshot(now, [r["id"] for r in records], records, marker)
             while len(self._items) > MAX_SNAPSHOTS:
                 self._items.popitem(last=False)
         return token
 
-    def get(self, token: str, now: float) -> list[str] | None:
+    def get(self, token: str, now: float) -> "_Snapshot | None":
         with self._lock:
             item = self._items.get(token)
-            if item is None or now - item[0] > OFFSET_TTL:
+            if item is None or now - item.used > OFFSET_TTL:
                 self._items.pop(token, None)
                 return None
-            self._items[token] = (now, item[1])
-            return item[1]
+            item.used = now
+            return item
+
+
+@dataclass
+class _Snapshot:
+    used: float
+    ids: list[str]
+    #: The records as the first page saw them; served as they are while nothing changed since.
+    records: list[dict]
+    marker: tuple
 
 
 def _offset_token(snapshot: str, position: int) -> str:
@@ -336,23 +345,27 @@ class Engine:
         page = records[: query.page_size]
         result: dict[str, Any] = {"records": [self._shape(info, r, query) for r in page]}
         if len(records) > query.page_size:
-            token = self.snapshots.put([r["id"] for r in records], self.clock())
+            token = self.snapshots.put(records, self.store.change_marker(), self.clock())
             result["offset"] = _offset_token(token, query.page_size)
         return result
 
     def _next_page(self, info: TableInfo, query: ListQuery) -> dict:
         parsed = _parse_offset(query.offset or "")
-        ids = self.snapshots.get(parsed[0], self.clock()) if parsed else None
-        if ids is None:
+        snapshot = self.snapshots.get(parsed[0], self.clock()) if parsed else None
+        if snapshot is None:
             raise AirtableResponseError.typed(
                 422,
                 "LIST_RECORDS_ITERATOR_NOT_AVAILABLE",
                 "The offset is no longer valid; restart the listing from the beginning",
             )
         position = parsed[1]
-        wanted = ids[position : position + query.page_size]
-        rows = self._rows_by_id(info.tid, wanted)
-        page = [rows[i] for i in wanted if i in rows]
+        ids = snapshot.ids
+        if snapshot.marker == self.store.change_marker():
+            page = snapshot.records[position : position + query.page_size]
+        else:  # written to since the first page: same records, current contents, deleted ones skipped
+            wanted = ids[position : position + query.page_size]
+            rows = self._rows_by_id(info.tid, wanted)
+            page = [rows[i] for i in wanted if i in rows]
         result: dict[str, Any] = {"records": [self._shape(info, r, query) for r in page]}
         if position + query.page_size < len(ids):
             result["offset"] = _offset_token(parsed[0], position + query.page_size)

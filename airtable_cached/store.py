@@ -154,6 +154,8 @@ class Store:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._migrated = False
+        #: Write transactions committed through this Store (any thread) since it was opened.
+        self.commits = 0
         self._prepare_file()
         self.migrate()
 
@@ -209,6 +211,11 @@ class Store:
             raise
         else:
             conn.execute("COMMIT")
+            self.commits += 1
+
+    def change_marker(self) -> tuple[int, int]:
+        """Changes whenever the database may have changed: a commit here, or in another process."""
+        return self.commits, self.conn.execute("PRAGMA data_version").fetchone()[0]
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
