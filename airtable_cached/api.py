@@ -231,6 +231,14 @@ class Table(pyairtable.api.table.Table):
         """Whether reads are served without pulling first."""
         return self.api.engine.is_fresh(self.base.id, self._table_ref)
 
+    def search(self, text: str, fields: list[str] | None = None, *, max_records: int | None = None) -> list[dict]:
+        """Full-text search over the table's text fields (any case, word prefixes), best first.
+
+        >>> leads.search("ada lovelace")
+        >>> leads.search("acme", fields=["Company", "Email"])
+        """
+        return self.api.engine.search(self.base.id, self._table_ref, text, fields=fields, max_records=max_records)
+
 
 _REASONS = {
     401: "Unauthorized",

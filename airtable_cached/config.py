@@ -48,6 +48,10 @@ class Settings:
     retries: int = 5
     #: Seconds a flusher's claim on a batch lasts before another flusher may take it over.
     claim_timeout: float = 120.0
+    #: Fields to index from the start (comma-separated in the environment).
+    index_fields: tuple[str, ...] = ()
+    #: A text field filtered by equality this many times gets an index of its own.
+    index_after: int = 3
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -92,7 +96,10 @@ def _convert(name: str, value: Any, source: str) -> Any:
         if name == "rate_limit" and number == 0:
             raise fail("must be more than zero requests per second")
         return number
-    if name == "retries":
+    if name == "index_fields":
+        items = value.split(",") if isinstance(value, str) else list(value)
+        return tuple(item.strip() for item in items if str(item).strip())
+    if name in ("retries", "index_after"):
         try:
             number = int(value)
         except (TypeError, ValueError):

@@ -13,8 +13,10 @@ pending writes on top.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import secrets
 import sqlite3
 import threading
@@ -181,6 +183,8 @@ class Engine:
         self.clock = clock
         self.snapshots = _Snapshots()
         self.stats = StatsRecorder(store)
+        self._filter_uses: dict[str, int] = {}
+        self._indexed: set[str] = self._load_indexes()
 
     # -- entry point -------------------------------------------------------------------------------
     def handle(self, method: str, url: str, params: Mapping[str, Any] | None = None, body: Any = None) -> Any:
@@ -312,11 +316,19 @@ class Engine:
     def _select(self, info: TableInfo, query: ListQuery) -> list[dict]:
         """Every record the query matches, in the order Airtable would list them."""
         conn = self.store.conn
-        where, params, residual = "", [], None
+        where, params, residual, source = "", [], None, "records r"
         if query.formula:
             from airtable_cached import formula_bridge
 
-            where, params, residual = formula_bridge.sql_filter(info, query.formula)
+            self._index_filtered_fields(info, query.formula)
+            where, params, residual, equalities = formula_bridge.sql_filter(info, query.formula)
+            usable = [self._index_name(f) for f in equalities if self._index_name(f) in self._indexed]
+            if formula_bridge.record_id_lookup(query.formula):
+                usable.insert(0, "sqlite_autoindex_records_1")  # the primary key (tid, id)
+            if usable and not query.view:
+                # The planner would walk the natural-order index instead; this one finds the rows.
+                source = f'records r INDEXED BY "{usable[0]}"'
+
         if query.view:
             sql = (
                 "SELECT r.id, r.created_time, r.modified_time, r.fields, r.comment_count FROM records r"
@@ -326,7 +338,7 @@ class Engine:
             args = [query.view, info.tid, *params]
         else:
             sql = (
-                "SELECT r.id, r.created_time, r.modified_time, r.fields, r.comment_count FROM records r"
+                f"SELECT r.id, r.created_time, r.modified_time, r.fields, r.comment_count FROM {source}"
                 f" WHERE r.tid = ? AND r.fields IS NOT NULL {where} ORDER BY r.position"
             )
             args = [info.tid, *params]
@@ -337,6 +349,63 @@ class Engine:
         if query.sort:
             records = sort_records(records, [(self._field_name(info, f), d) for f, d in query.sort], info.fields_by_name)
         return records
+
+    # -- indexes and search ------------------------------------------------------------------------
+    def _index_filtered_fields(self, info: TableInfo, formula: str) -> None:
+        """Index a text field once agents filter on it by equality often enough (or as configured)."""
+        from airtable_cached import formula_bridge
+
+        for name, _value in formula_bridge.indexable_equalities(info, formula):
+            uses = self._filter_uses[name] = self._filter_uses.get(name, 0) + 1
+            if uses >= self.settings.index_after or name in self.settings.index_fields:
+                self.ensure_index(name)
+
+    def ensure_index(self, field: str) -> str | None:
+        """An expression index on one field's value; returns its name (``None``: not indexable)."""
+        from airtable_cached.formula_bridge import literal_path
+
+        path = literal_path(field)
+        if path is None:
+            return None
+        index = self._index_name(field)
+        if index not in self._indexed:
+            with self.store.transaction() as conn:
+                conn.execute(f'CREATE INDEX IF NOT EXISTS "{index}" ON records (tid, json_extract(fields, {path}))')
+            self._indexed.add(index)
+        return index
+
+    @staticmethod
+    def _index_name(field: str) -> str:
+        return "records_by_" + hashlib.sha1(field.encode()).hexdigest()[:16]
+
+    def _load_indexes(self) -> set[str]:
+        rows = self.store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'records_by_%'")
+        return {row[0] for row in rows}
+
+    def search(self, base_id: str, table: str, text: str, *, fields: list[str] | None = None,
+               max_records: int | None = None) -> list[dict]:
+        """Records whose text contains every word of ``text`` (as word prefixes, any case), best
+        matches first (FTS5's bm25), in Airtable's shape. ``fields`` limits where words may match."""
+        info = self.table_info(base_id, table)
+        _decision, info = self._ensure_fresh(info, table, None)
+        words = re.findall(r"\w+", text)
+        if not words:
+            return []
+        # Each word is made only of word characters, quoted as an FTS5 string, and bound.
+        match = " ".join(f'"{w}"*' for w in words)
+        rows = self.store.conn.execute(
+            "SELECT r.id, r.created_time, r.modified_time, r.fields, r.comment_count FROM records_fts f"
+            " JOIN records r ON r.tid = f.tid AND r.id = f.id"
+            " WHERE records_fts MATCH ? AND f.tid = ? AND r.fields IS NOT NULL ORDER BY f.rank",
+            (match, info.tid),
+        ).fetchall()
+        records = [_record(row) for row in rows]
+        if fields is not None:
+            names = [self._field_name(info, f) for f in fields]
+            records = [r for r in records if _words_in_fields(r, names, words)]
+        if max_records is not None:
+            records = records[:max_records]
+        return [self._shape(info, r, ListQuery()) for r in records]
 
     def _field_name(self, info: TableInfo, name_or_id: str) -> str:
         return info.name_for_id.get(name_or_id, name_or_id)
@@ -768,6 +837,21 @@ def _record(row: sqlite3.Row) -> dict:
     if row["modified_time"]:
         record["lastModifiedTime"] = row["modified_time"]
     return record
+
+
+def _words_in_fields(record: dict, names: list[str], words: list[str]) -> bool:
+    """Every word starts a word somewhere in the text of the named fields (any case)."""
+    text = " ".join(_text_of(record["fields"].get(name)) for name in names).casefold()
+    present = set(re.findall(r"\w+", text))
+    return all(any(p.startswith(w.casefold()) for p in present) for w in words)
+
+
+def _text_of(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return " ".join(_text_of(v) for v in value)
+    return ""
 
 
 def _json_body(body: Any) -> dict:

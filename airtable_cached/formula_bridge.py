@@ -119,12 +119,17 @@ def json_path(name: str) -> str:
     return '$."' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def sql_filter(info: "TableInfo", text: str) -> tuple[str, list, Callable[[dict], bool] | None]:
-    """``(sql, params, residual)``: an ``AND ...`` fragment over ``r.fields`` and a Python check."""
+def sql_filter(info: "TableInfo", text: str) -> tuple[str, list, Callable[[dict], bool] | None, list[str]]:
+    """``(sql, params, residual, equality_fields)``: an ``AND ...`` fragment over ``r.fields``, a
+    Python check for what SQL cannot answer exactly, and the text fields the formula requires to
+    equal a value (an index on one of them answers the query without a scan)."""
     module = _formula()
     ids = info.name_for_id or None
     compiled = _compile(text)
     sql = f" AND ({compiled.sql})" if compiled.sql else ""
+    equalities = indexable_equalities(info, text)
+    for name, value in equalities:
+        sql += f" AND json_extract(r.fields, {literal_path(name)}) = ?"
     residual = None
     if compiled.residual is not None:
         rest = compiled.residual
@@ -132,7 +137,90 @@ def sql_filter(info: "TableInfo", text: str) -> tuple[str, list, Callable[[dict]
         def residual(record: dict, _rest=rest) -> bool:
             return module.matches(_rest, record, field_ids=ids)
 
-    return sql, list(compiled.params), residual
+    return sql, list(compiled.params) + [value for _name, value in equalities], residual, [n for n, _v in equalities]
+
+
+#: Field types whose values are plain JSON strings: ``{F} = 'x'`` (x not empty) holds exactly when
+#: the stored value is the string 'x', so an index on the field can answer it.
+TEXT_TYPES = frozenset({"singleLineText", "multilineText", "email", "url", "phoneNumber", "singleSelect", "richText"})
+
+
+def indexable_equalities(info: "TableInfo", text: str) -> list[tuple[str, str]]:
+    """``(field, value)`` of the top-level ``{Text field} = 'value'`` conjuncts of a formula."""
+    module = _formula()
+    try:
+        node = _parse(text)
+    except module.FormulaError:
+        return []
+    conjuncts = list(_conjuncts(module, node))
+    found = []
+    schema_fields = info.fields_by_name
+    for item in conjuncts:
+        if not (isinstance(item, module.BinaryOp) and item.op == "="):
+            continue
+        pair = (item.left, item.right)
+        if isinstance(pair[1], module.Field):
+            pair = (pair[1], pair[0])
+        field, literal = pair
+        if not (isinstance(field, module.Field) and isinstance(literal, module.Literal)):
+            continue
+        if not isinstance(literal.value, str) or literal.value == "":
+            continue
+        name = info.name_for_id.get(field.name, field.name)
+        if (schema_fields.get(name) or {}).get("type") in TEXT_TYPES and literal_path(name) is not None:
+            found.append((name, literal.value))
+    return found
+
+
+def record_id_lookup(text: str) -> bool:
+    """Whether the formula is (or requires) ``RECORD_ID() = 'rec...'`` for a few literal ids, as
+    pyairtable's ORM writes it: the primary key then finds the rows without a scan."""
+    module = _formula()
+    try:
+        node = _parse(text)
+    except module.FormulaError:
+        return False
+    return any(_only_record_ids(module, part) for part in _conjuncts(module, node))
+
+
+def _only_record_ids(module, node) -> bool:
+    if isinstance(node, module.Call) and node.name == "OR" and node.args:
+        return all(_only_record_ids(module, arg) for arg in node.args)
+    if isinstance(node, module.BinaryOp) and node.op == "=":
+        sides = {type(node.left), type(node.right)}
+        call = node.left if isinstance(node.left, module.Call) else node.right
+        return sides == {module.Call, module.Literal} and call.name == "RECORD_ID" and not call.args
+    return False
+
+
+def _conjuncts(module, node):
+    if isinstance(node, module.Call) and node.name == "AND":
+        for arg in node.args:
+            yield from _conjuncts(module, arg)
+    else:
+        yield node
+
+
+def literal_path(name: str) -> str | None:
+    """The JSON path of a field as SQL literal text, or ``None`` where it cannot be exact.
+
+    Expression indexes only match expressions written identically, so this path is spliced into
+    the SQL as a quoted literal (never an identifier). SQLite compares path labels with the raw
+    JSON key, so names needing JSON escapes (quotes, backslashes, control or non-ASCII characters)
+    are left to the full scan.
+    """
+    if not name or not all(32 <= ord(ch) < 127 for ch in name) or '"' in name or "\\" in name:
+        return None
+    return "'" + ('$."' + name + '"').replace("'", "''") + "'"
+
+
+def register_sql_functions(conn: sqlite3.Connection) -> None:
+    """Give a new connection the SQL functions compiled formulas may call."""
+    try:
+        register = _formula().register_sql_functions
+    except (ImportError, AttributeError):
+        return
+    register(conn)
 
 
 @lru_cache(maxsize=512)
@@ -154,12 +242,3 @@ def equality_formula(fields: dict) -> str | None:
     if not parts:
         return None
     return "AND(" + ",".join(parts) + ")"
-
-
-def register_sql_functions(conn: sqlite3.Connection) -> None:
-    """Give a new connection the SQL functions compiled formulas may call."""
-    try:
-        register = _formula().register_sql_functions
-    except (ImportError, AttributeError):
-        return
-    register(conn)

@@ -217,7 +217,7 @@ def plan(ops: Iterable[Op]) -> list[Send]:
                 typecast=op.typecast,
                 merge_on=op.merge_on,
                 seqs=[op.seq],
-                uncertain=op.op == "create" and op.state == "inflight",
+                uncertain=op.op == "create" and (op.state == "inflight" or _left_uncertain(op)),
             )
             continue
         send.seqs.append(op.seq)
@@ -235,6 +235,17 @@ def plan(ops: Iterable[Op]) -> list[Send]:
             merged.update(op.fields or {})
             send.fields = merged
     return list(sends.values())
+
+
+def _left_uncertain(op: Op) -> bool:
+    """A create whose last attempt may have made the record although no answer said so."""
+    if not op.last_error:
+        return False
+    try:
+        error = json.loads(op.last_error)
+    except ValueError:
+        return False
+    return isinstance(error, dict) and bool(error.get("uncertain"))
 
 
 def chunk_requests(sends: Iterable[Send]) -> list[list[Send]]:

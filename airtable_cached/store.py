@@ -26,7 +26,7 @@ PRAGMAS: tuple[tuple[str, object], ...] = (
     ("cache_size", -16_000),
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -136,6 +136,27 @@ MIGRATIONS: dict[int, str] = {
         kind TEXT NOT NULL,
         ms   REAL NOT NULL
     );
+    """,
+    # Full-text search over every text value of a record (nested ones too: multiple selects),
+    # kept in step with what reads see by triggers, in the same transactions.
+    2: """
+    CREATE VIRTUAL TABLE records_fts USING fts5(tid UNINDEXED, id UNINDEXED, body, tokenize = 'unicode61 remove_diacritics 2');
+    CREATE TRIGGER records_fts_insert AFTER INSERT ON records WHEN NEW.fields IS NOT NULL BEGIN
+        INSERT INTO records_fts (tid, id, body)
+        SELECT NEW.tid, NEW.id, group_concat(value, ' ') FROM json_tree(NEW.fields) WHERE type = 'text';
+    END;
+    CREATE TRIGGER records_fts_update AFTER UPDATE OF id, fields ON records BEGIN
+        DELETE FROM records_fts WHERE tid = OLD.tid AND id = OLD.id;
+        INSERT INTO records_fts (tid, id, body)
+        SELECT NEW.tid, NEW.id, group_concat(value, ' ') FROM json_tree(NEW.fields) WHERE type = 'text' AND NEW.fields IS NOT NULL
+        HAVING NEW.fields IS NOT NULL;
+    END;
+    CREATE TRIGGER records_fts_delete AFTER DELETE ON records BEGIN
+        DELETE FROM records_fts WHERE tid = OLD.tid AND id = OLD.id;
+    END;
+    INSERT INTO records_fts (tid, id, body)
+    SELECT r.tid, r.id, (SELECT group_concat(value, ' ') FROM json_tree(r.fields) WHERE type = 'text')
+    FROM records r WHERE r.fields IS NOT NULL;
     """,
 }
 
@@ -254,6 +275,15 @@ class Store:
 
 
 def _statements(script: str) -> list[str]:
-    """Split a migration script into statements (our scripts hold no ';' inside literals)."""
-    lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+    """Split a migration script into complete statements (triggers hold ';' inside BEGIN...END)."""
+    statements, buffer = [], ""
+    for line in script.splitlines():
+        if line.strip().startswith("--"):
+            continue
+        buffer += line + "\n"
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        statements.append(buffer.strip())
+    return statements
