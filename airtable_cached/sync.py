@@ -556,9 +556,14 @@ class AutoFlusher:
 _exit_flushers: "weakref.WeakSet[AutoFlusher]" = weakref.WeakSet()
 
 
+_exit_hook_installed = False
+
+
 def _register_exit(flusher: AutoFlusher) -> None:
-    if not _exit_flushers:
+    global _exit_hook_installed
+    if not _exit_hook_installed:
         atexit.register(_drain_all)
+        _exit_hook_installed = True
     _exit_flushers.add(flusher)
 
 
