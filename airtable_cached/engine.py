@@ -21,6 +21,7 @@ import secrets
 import sqlite3
 import threading
 import time
+import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
@@ -840,10 +841,15 @@ def _record(row: sqlite3.Row) -> dict:
 
 
 def _words_in_fields(record: dict, names: list[str], words: list[str]) -> bool:
-    """Every word starts a word somewhere in the text of the named fields (any case)."""
-    text = " ".join(_text_of(record["fields"].get(name)) for name in names).casefold()
-    present = set(re.findall(r"\w+", text))
-    return all(any(p.startswith(w.casefold()) for p in present) for w in words)
+    """Every word starts a word somewhere in the text of the named fields, folded as the FTS index
+    folds them (any case, accents removed)."""
+    present = set(re.findall(r"\w+", _fold(" ".join(_text_of(record["fields"].get(name)) for name in names))))
+    return all(any(p.startswith(_fold(w)) for p in present) for w in words)
+
+
+def _fold(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
 def _text_of(value: Any) -> str:

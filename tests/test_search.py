@@ -73,3 +73,10 @@ def test_configured_index_is_created_at_first_filter(fake, db_path):
     assert len(table.all(formula=f"{{Email}} = '{email}'")) == 1
     names = [r[0] for r in api.engine.store.conn.execute("SELECT sql FROM sqlite_master WHERE type='index'") if r[0]]
     assert any("Email" in sql for sql in names)
+
+
+def test_accents_fold_the_same_with_and_without_fields(table):
+    created = table.create({"Full Name": "Zoë Quixotá"})
+    assert [r["id"] for r in table.search("quixota")] == [created["id"]]
+    assert [r["id"] for r in table.search("zoe quixota", fields=["Full Name"])] == [created["id"]]
+    assert [r["id"] for r in table.search("QUIXOTÁ", fields=["Full Name"])] == [created["id"]]
