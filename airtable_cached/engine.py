@@ -526,8 +526,18 @@ class Engine:
         )
         return {"id": record_id, "createdTime": created_time, "fields": stored, "_seq": seq}
 
-    def update(self, base_id: str, table: str, record_id: str | None, body: dict, *, replace: bool) -> dict:
+    def _table_for_write(self, base_id: str, table: str) -> TableInfo:
+        """An update, upsert or delete needs the records it names: pull a table never read before."""
         info = self.table_info(base_id, table)
+        if info.pulled_at is None:
+            if self.settings.mode == "offline":
+                raise OfflineError(f"offline mode: table {table!r} of base {base_id} has never been pulled")
+            self._require_sync().pull(base_id, table)
+            info = self.table_info(base_id, table)
+        return info
+
+    def update(self, base_id: str, table: str, record_id: str | None, body: dict, *, replace: bool) -> dict:
+        info = self._table_for_write(base_id, table)
         typecast = bool(body.get("typecast"))
         op = "replace" if replace else "update"
         if record_id is not None:
@@ -635,7 +645,7 @@ class Engine:
         }
 
     def delete(self, base_id: str, table: str, record_ids: list[str], *, single: bool) -> dict:
-        info = self.table_info(base_id, table)
+        info = self._table_for_write(base_id, table)
         if not single:
             if not record_ids:
                 raise AirtableResponseError.invalid_request("records[] must name at least one record to delete")

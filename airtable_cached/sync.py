@@ -219,6 +219,7 @@ class Sync:
         self.settings = engine.settings
         self.remote = Remote(token, self.settings, engine, timeout=timeout, clock=clock, sleep=sleep)
         self._schema_denied: set[str] = set()
+        self._holding: set[str] = set()  # bases whose flush lock this process holds
         self._flusher: AutoFlusher | None = None
         if self.settings.flush == "auto" and self.settings.mode == "cache":
             self._flusher = AutoFlusher(self)
@@ -307,22 +308,48 @@ class Sync:
         ]
         for base in bases:
             with self.remote.pacer.flush_lock(base):
-                result.merge(self._flush_base(base))
+                self._holding.add(base)
+                try:
+                    result.merge(self._flush_base(base))
+                finally:
+                    self._holding.discard(base)
         result.pending = self.store.conn.execute("SELECT COUNT(*) FROM outbox WHERE state != 'dead'").fetchone()[0]
         return result
 
     def _flush_base(self, base_id: str) -> FlushResult:
         result = FlushResult()
+        lease = self.settings.claim_timeout
         while True:
             now = self.remote.clock()
             with self.store.transaction() as conn:
-                ops = outbox.claim(conn, base_id, now=now, lease=self.settings.claim_timeout)
+                ops = outbox.claim(conn, base_id, now=now, lease=lease)
             if not ops:
                 return result
             sends = outbox.plan(ops)
             self._drop_cancelled([s for s in sends if s.kind == "none"], result)
-            for batch in outbox.chunk_requests(sends):
+            renewed = now
+            batches = outbox.chunk_requests(sends)
+            for i, batch in enumerate(batches):
+                if self.remote.clock() - renewed > lease / 3:
+                    # A long flush (penalties, retries) keeps its claims and its lock: otherwise another
+                    # flusher would take them over and send them a second time.
+                    renewed = self.remote.clock()
+                    self._renew(base_id, [seq for b in batches[i:] for s in b for seq in s.seqs], renewed + lease)
                 self._send_batch(batch, result)
+
+    def _renew(self, base_id: str, seqs: list[int], until: float) -> None:
+        with self.store.transaction() as conn:
+            conn.executemany(
+                "UPDATE outbox SET claimed_until = ? WHERE seq = ? AND state = 'inflight'", [(until, seq) for seq in seqs]
+            )
+        self.remote.pacer.cache.touch(f"flush:{base_id}", expire=self.settings.claim_timeout)
+
+    def abandon_flush_locks(self) -> None:
+        """At exit, when a flush could not finish in time: let other processes flush this base now.
+        The writes this process had claimed stay claimed until their lease expires, so nobody sends
+        them twice meanwhile."""
+        for base in list(self._holding):
+            self.remote.pacer.cache.delete(f"flush:{base}")
 
     def _drop_cancelled(self, sends: list[outbox.Send], result: FlushResult) -> None:
         """A create deleted before it was flushed: nothing to send, nothing to keep."""
@@ -388,7 +415,7 @@ class Sync:
             error["uncertain"] = True  # the next flush looks for the record before re-sending it
         seqs = [seq for s in batch for seq in s.seqs]
         with self.store.transaction() as conn:
-            if first.kind == "delete" and exc.status == 404:
+            if first.kind == "delete" and (exc.status == 404 or _error_type(exc.body) == "ROW_DOES_NOT_EXIST"):
                 # Already gone from Airtable: the delete has happened.
                 outbox.ack(conn, seqs)
                 conn.executemany("DELETE FROM records WHERE tid = ? AND id = ?", [(s.tid, s.record_id) for s in batch])
@@ -513,6 +540,7 @@ class AutoFlusher:
         self._sync = weakref.ref(sync)
         self._wake = threading.Event()
         self._stopped = threading.Event()
+        self._busy = threading.Lock()  # held while this flusher flushes (the thread or the exit drain)
         self._thread = threading.Thread(target=self._run, name="airtable_cached-flush", daemon=True)
         self._thread.start()
         self._exit_timeout = sync.settings.exit_timeout
@@ -535,22 +563,29 @@ class AutoFlusher:
         if sync is None:
             self._stopped.set()
             return
-        try:
-            if sync.store.conn.execute("SELECT 1 FROM outbox WHERE state = 'pending' LIMIT 1").fetchone():
-                sync.flush()
-        except Exception as exc:  # the queue keeps the writes; the next round tries again
-            log.warning("background flush failed: %s", exc)
+        with self._busy:
+            try:
+                if sync.store.conn.execute("SELECT 1 FROM outbox WHERE state = 'pending' LIMIT 1").fetchone():
+                    sync.flush()
+            except Exception as exc:  # the queue keeps the writes; the next round tries again
+                log.warning("background flush failed: %s", exc)
 
     def stop(self) -> None:
         self._stopped.set()
         self._wake.set()
 
     def drain(self) -> None:
-        """At exit: one last flush, waiting at most ``exit_timeout`` seconds."""
+        """At exit: let a background flush in progress finish, then one last flush, waiting at most
+        ``exit_timeout`` seconds in all. If time runs out, the cross-process flush lock is given up
+        (the daemon threads die with the interpreter and would otherwise hold it until it expires)."""
         self.stop()
         worker = threading.Thread(target=self._flush_once, daemon=True)
         worker.start()
         worker.join(self._exit_timeout)
+        sync = self._sync()
+        if worker.is_alive() and sync is not None:
+            log.warning("exit: the queue did not drain within %ss; the next run flushes the rest", self._exit_timeout)
+            sync.abandon_flush_locks()
 
 
 _exit_flushers: "weakref.WeakSet[AutoFlusher]" = weakref.WeakSet()

@@ -201,3 +201,10 @@ def test_offline_never_touches_the_network(fake, api, db_path, table):
         offline.flush()
     assert fake.request_count() == 0
     assert [op["op"] for op in offline.pending()] == ["create"]
+
+
+def test_update_and_delete_of_a_table_never_read_pull_it_first(fake, table):
+    first, second = fake.records(BASE, TABLE)[:2]
+    assert table.update(first["id"], {"Status": "Lost"})["fields"]["Status"] == "Lost"
+    assert table.delete(second["id"]) == {"id": second["id"], "deleted": True}
+    assert len(table.all()) == 249
