@@ -66,6 +66,14 @@ class Pacer:
         until = self.clock() + (self.settings.penalty if seconds is None else seconds)
         self.cache.set(f"penalty:{base_id}", until, expire=3600)
 
+    def try_flush_lock(self, base_id: str) -> str | None:
+        """Take a base's flush lock without waiting; its key (release with ``release``), or None."""
+        key = f"flush:{base_id}"
+        return key if self.cache.add(key, None, expire=self.settings.claim_timeout, retry=True) else None
+
+    def release(self, key: str) -> None:
+        self.cache.delete(key, retry=True)
+
     def flush_lock(self, base_id: str) -> diskcache.Lock:
         """One flusher at a time per base, across processes (expires if its holder was killed)."""
         return diskcache.Lock(self.cache, f"flush:{base_id}", expire=self.settings.claim_timeout)
