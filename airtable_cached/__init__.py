@@ -7,6 +7,7 @@ sends to Airtable, paced and retried.
 
 from airtable_cached.api import Api, Base, Table
 from airtable_cached.config import Settings
+from airtable_cached.http import install, uninstall
 from airtable_cached.errors import (
     AirtableCachedError,
     ConfigurationError,
@@ -21,6 +22,8 @@ __all__ = [
     "Base",
     "Table",
     "Settings",
+    "install",
+    "uninstall",
     "AirtableCachedError",
     "ConfigurationError",
     "OfflineError",

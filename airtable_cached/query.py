@@ -97,8 +97,9 @@ class ListQuery:
                 f"pageSize must be between 1 and {MAX_PAGE_SIZE}, got {page_size}"
             )
         max_records = _int_option(options, "maxRecords", None)
-        if max_records is not None and max_records < 0:
-            raise AirtableResponseError.invalid_request(f"maxRecords must be 0 or more, got {max_records}")
+        if max_records is not None and max_records < 1:
+            # As the fake server models it; Airtable's answer to maxRecords=0 is not documented.
+            raise AirtableResponseError.invalid_request(f"maxRecords must be 1 or more, got {max_records}")
         cell_format = str(options.get("cellFormat") or "json")
         if cell_format not in ("json", "string"):
             raise AirtableResponseError.invalid_request(f"cellFormat must be json or string, got {cell_format!r}")

@@ -93,6 +93,9 @@ class Remote:
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
         self.session.headers["User-Agent"] = "airtable_cached"
+        # Marked so that airtable_cached.http's interception of requests never answers the sync
+        # from the cache it is filling.
+        self.session._airtable_cached_direct = True  # type: ignore[attr-defined]
 
     def url(self, *parts: str) -> str:
         return self.settings.endpoint_url + "/v0/" + "/".join(quote(p, safe="") for p in parts)

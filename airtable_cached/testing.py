@@ -623,7 +623,7 @@ class FakeAirtable:
                 return 429, standard_error_body(429), {}
             recent.append(now)
         if body_error:
-            return 422, _invalid_request("Could not parse request body as JSON"), {}
+            return 422, _invalid_request("Could not parse request body as JSON").body, {}
         try:
             return 200, self._dispatch(method, segments, query, body), {}
         except FakeAirtableError as exc:
