@@ -114,10 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     out(f"  requests sent while the agent ran   : {cached['requests_during_agent']} (plain pyairtable: {plain['requests_during_agent']})")
     saved = plain["requests_total"] - cached["requests_total"]
     out(f"  requests saved in all               : {saved} of {plain['requests_total']}")
-    out(f"  writes queued, then flushed         : {len(flush.sent)} records in {flush.requests} requests"
-        f" ({cached['enriched']} updates, {cached['created']} creates; {len(flush.failed)} failed)")
+    writes = cached["enriched"] + cached["created"]
+    out(f"  writes queued, then flushed         : {writes} writes ({cached['enriched']} updates, {cached['created']} creates)"
+        f" reached Airtable as {len(flush.sent)} records in {flush.requests} requests; {len(flush.failed)} failed")
     speedup = plain["agent_seconds"] / max(cached["agent_seconds"], 1e-9)
-    out(f"  agent time                          : {cached['agent_seconds']:.2f} s vs {plain['agent_seconds']:.2f} s ({speedup:.0f}x faster)")
+    out(f"  agent time                          : {cached['agent_seconds']:.2f} s vs {plain['agent_seconds']:.2f} s ({speedup:.1f}x as fast)")
     out(f"  Airtable's final state              : {'identical to the plain run' if same else 'DIFFERENT from the plain run'}")
     out(f"  cache file                          : {path}")
     api.close()
