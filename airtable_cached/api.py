@@ -22,7 +22,7 @@ from pyairtable.api.params import options_to_params
 from airtable_cached import outbox
 from airtable_cached.config import Settings
 from airtable_cached.engine import Engine, Route, route
-from airtable_cached.errors import AirtableResponseError
+from airtable_cached.errors import AirtableResponseError, reason_phrase
 from airtable_cached.store import Store
 from airtable_cached.sync import FlushResult, Sync
 
@@ -142,7 +142,7 @@ class Api(pyairtable.Api):
         response._content = jsonlib.dumps(exc.body).encode()
         response.headers["Content-Type"] = "application/json; charset=utf-8"
         response.url = url
-        response.reason = _REASONS.get(exc.status, "Error")
+        response.reason = reason_phrase(exc.status)
         response.request = requests.Request(method.upper(), url).prepare()
         try:
             self._process_response(response)
@@ -239,14 +239,3 @@ class Table(pyairtable.api.table.Table):
         """
         return self.api.engine.search(self.base.id, self._table_ref, text, fields=fields, max_records=max_records)
 
-
-_REASONS = {
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    413: "Request Entity Too Large",
-    422: "Unprocessable Entity",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}

@@ -6,6 +6,8 @@ for the same situation, from that builtin too (as pyairtable does with ``Missing
 
 from __future__ import annotations
 
+from http import HTTPStatus
+
 
 class AirtableCachedError(Exception):
     """Base class of every error raised by airtable_cached."""
@@ -90,3 +92,11 @@ class RemoteError(AirtableCachedError):
 
     def __str__(self) -> str:
         return f"{self.status or 'network error'}: {self.body}"
+
+
+def reason_phrase(status: int) -> str:
+    """The standard reason phrase of an HTTP status ("Unprocessable Entity" for 422)."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"

@@ -45,7 +45,7 @@ from urllib3.response import HTTPResponse
 
 from airtable_cached.config import Settings
 from airtable_cached.engine import Engine, Route, route
-from airtable_cached.errors import AirtableResponseError, OfflineError, WriteRejectedError
+from airtable_cached.errors import AirtableResponseError, OfflineError, WriteRejectedError, reason_phrase
 
 __all__ = ["install", "uninstall", "is_installed", "CachedAdapter", "DIRECT_ATTR", "mark_direct"]
 
@@ -55,19 +55,6 @@ log = logging.getLogger("airtable_cached")
 DIRECT_ATTR = "_airtable_cached_direct"
 AIRTABLE_HOST = "api.airtable.com"
 
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    413: "Request Entity Too Large",
-    422: "Unprocessable Entity",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-}
 
 #: Headers Airtable sends with every API answer (besides Content-Type and Content-Length).
 _COMMON_HEADERS = {
@@ -250,7 +237,7 @@ class CachedAdapter(BaseAdapter):
     def _respond(self, request: requests.PreparedRequest, status: int, payload: Any) -> requests.Response:
         data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         headers = {"Content-Type": "application/json; charset=utf-8", **_COMMON_HEADERS, "Content-Length": str(len(data))}
-        reason = _REASONS.get(status, "Error")
+        reason = reason_phrase(status)
         raw = HTTPResponse(
             body=io.BytesIO(data), headers=headers, status=status, reason=reason,
             preload_content=False, decode_content=False, request_url=request.url, request_method=request.method,

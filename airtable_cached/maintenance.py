@@ -843,6 +843,16 @@ def _engine(store: Store):
     return Engine(store, Settings.from_env(path=store.path))
 
 
+def _existing_seqs(conn: sqlite3.Connection, ids: Iterable[int]) -> list[int]:
+    """The given queue ids, sorted; an error naming any that is not in the queue."""
+    wanted = sorted(set(int(i) for i in ids))
+    known = {r[0] for r in conn.execute("SELECT seq FROM outbox")}
+    unknown = [s for s in wanted if s not in known]
+    if unknown:
+        raise MaintenanceError(f"no queued write with id {', '.join(map(str, unknown))}")
+    return wanted
+
+
 def queue_retry(store: Store, ids: Iterable[int] | None = None) -> dict:
     """Put dead-lettered writes back in the queue (``None``: all of them) and make waiting ones
     due now. Reads see the retried writes again at once. Returns the seqs touched."""
@@ -851,11 +861,7 @@ def queue_retry(store: Store, ids: Iterable[int] | None = None) -> dict:
         if ids is None:
             wanted = [r[0] for r in conn.execute("SELECT seq FROM outbox WHERE state = 'dead' ORDER BY seq")]
         else:
-            wanted = sorted(set(int(i) for i in ids))
-            known = {r[0] for r in conn.execute("SELECT seq FROM outbox")}
-            unknown = [s for s in wanted if s not in known]
-            if unknown:
-                raise MaintenanceError(f"no queued write with id {', '.join(map(str, unknown))}")
+            wanted = _existing_seqs(conn, ids)
         dead = [r[0] for r in conn.execute(
             f"SELECT seq FROM outbox WHERE state = 'dead' AND seq IN ({','.join('?' * len(wanted))})", wanted)] if wanted else []
         outbox.requeue(conn, dead)
@@ -880,11 +886,7 @@ def queue_drop(store: Store, ids: Iterable[int] | None = None, *, include_pendin
             sql = "SELECT seq FROM outbox" + ("" if include_pending else " WHERE state = 'dead'")
             wanted = [r[0] for r in conn.execute(sql)]
         else:
-            wanted = sorted(set(int(i) for i in ids))
-            known = {r[0] for r in conn.execute("SELECT seq FROM outbox")}
-            unknown = [s for s in wanted if s not in known]
-            if unknown:
-                raise MaintenanceError(f"no queued write with id {', '.join(map(str, unknown))}")
+            wanted = _existing_seqs(conn, ids)
         if not wanted:
             return {"dropped": [], "records": []}
         marks = ",".join("?" * len(wanted))
