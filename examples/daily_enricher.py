@@ -27,16 +27,14 @@ To run it through airtable_cached, change the import line below and nothing else
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
-import unicodedata
 from collections import Counter
-from urllib.parse import urlsplit
 
 from pyairtable import Api
 from pyairtable.formulas import match
+
+from enrichment import guess_email, lookup_company
 
 #: Leads that still need an email. Opted-out leads are never touched.
 TODO_FORMULA = "AND({Email} = '', NOT({Opted Out}))"
@@ -45,12 +43,6 @@ CHUNK_SIZE = 25
 #: The tag that puts a lead on the outbound sequence.
 PROCESSED_TAG = "Outbound"
 
-_INDUSTRIES = ["analytics", "logistics", "payments", "security", "healthcare", "energy", "retail", "robotics"]
-_FIRST = ["Alex", "Sam", "Jordan", "Morgan", "Robin", "Taylor", "Charlie", "Jamie"]
-_LAST = ["Keller", "Moreau", "Novak", "Okafor", "Silva", "Lindqvist", "Haddad", "Sato"]
-_ROLES = ["Head of Sales", "COO", "VP Operations", "CTO"]
-
-
 def open_table():
     """The leads table, from the environment."""
     options = {}
@@ -58,52 +50,6 @@ def open_table():
         options["endpoint_url"] = os.environ["AIRTABLE_ENDPOINT_URL"]
     api = Api(os.environ["AIRTABLE_API_KEY"], **options)
     return api.table(os.environ["AIRTABLE_BASE_ID"], os.environ.get("AIRTABLE_TABLE", "Leads"))
-
-
-# -- the "web lookups" (deterministic stand-ins) -----------------------------------------------------
-
-def _digest(text: str) -> int:
-    return int(hashlib.sha256(text.encode("utf-8")).hexdigest(), 16)
-
-
-def slug(text: str) -> str:
-    """'Chloé O'Brien' -> 'chloeobrien': what goes left of the @."""
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    return re.sub(r"[^a-z0-9]+", "", ascii_text.lower())
-
-
-def domain_of(website: str | None) -> str | None:
-    if not website:
-        return None
-    host = urlsplit(website if "://" in website else "https://" + website).hostname or ""
-    return host.removeprefix("www.") or None
-
-
-def lookup_company(company: str, website: str | None) -> dict:
-    """Stands in for the web search + scraping a real enricher does: same input, same answer."""
-    h = _digest(company)
-    contacts = []
-    domain = domain_of(website)
-    if domain and h % 4 == 0:
-        first, last = _FIRST[h % len(_FIRST)], _LAST[(h // 7) % len(_LAST)]
-        contacts.append({
-            "Full Name": f"{first} {last}",
-            "Email": f"{slug(first)}.{slug(last)}@{domain}",
-            "Company": company,
-            "Website": website,
-            "Company Description": f"{_ROLES[(h // 11) % len(_ROLES)]} at {company}.",
-        })
-    return {
-        "domain": domain,
-        "description": f"{company} is a {_INDUSTRIES[h % len(_INDUSTRIES)]} company (enriched).",
-        "score_bonus": 5 + h % 10,
-        "contacts": contacts,
-    }
-
-
-def guess_email(full_name: str, domain: str) -> str:
-    parts = [slug(p) for p in full_name.split() if slug(p)]
-    return f"{parts[0]}.{parts[-1]}@{domain}" if len(parts) > 1 else f"{parts[0]}@{domain}"
 
 
 def colleague_domain(table, company: str, lead_id: str) -> str | None:

@@ -67,7 +67,7 @@ def _env(fake: FakeAirtable, tmp_path: Path) -> dict[str, str]:
         AIRTABLE_CACHED_PATH=str(tmp_path / "cache.sqlite3"),
         AIRTABLE_CACHED_ENDPOINT_URL=fake.url,
         AIRTABLE_CACHED_RATE_LIMIT="1000",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), str(EXAMPLES), env.get("PYTHONPATH")])),
     )
     return env
 
