@@ -261,3 +261,34 @@ def test_demo_delegates_to_the_demo_module(monkeypatch):
     monkeypatch.setitem(sys.modules, "airtable_cached.demo", types.SimpleNamespace(main=fake_main))
     result = run("demo", "--steps", "2")
     assert result.exit_code == 3 and seen["argv"] == ["--steps", "2"]
+
+
+def _read_all(fd: int) -> str:
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # the terminal's other end closed
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_pull_shows_a_progress_bar_on_a_terminal_and_stays_quiet_otherwise(env, fake):
+    import pty
+
+    command = [sys.executable, "-m", "airtable_cached", "pull", BASE, TABLE, "--force"]
+    controller, terminal = pty.openpty()
+    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=terminal, timeout=60)
+    os.close(terminal)
+    on_terminal = _read_all(controller)
+    os.close(controller)
+    assert done.returncode == 0
+    assert "pulling" in on_terminal
+    piped = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert piped.returncode == 0 and "pulling" not in piped.stderr
+    quiet = subprocess.run(command + ["--json"], capture_output=True, text=True, timeout=60)
+    assert quiet.returncode == 0 and "pulling" not in quiet.stderr
+    json.loads(quiet.stdout)

@@ -208,3 +208,12 @@ def test_update_and_delete_of_a_table_never_read_pull_it_first(fake, table):
     assert table.update(first["id"], {"Status": "Lost"})["fields"]["Status"] == "Lost"
     assert table.delete(second["id"]) == {"id": second["id"], "deleted": True}
     assert len(table.all()) == 249
+
+
+def test_offline_formula_that_needs_airtable_is_a_clear_error(fake, api, db_path, table):
+    table.all()
+    offline = Api(fake.token, endpoint_url=fake.url, path=db_path, mode="offline")
+    t = offline.table(BASE, TABLE)
+    assert len(t.all(formula="{Status}='New'")) == len(table.all(formula="{Status}='New'"))
+    with pytest.raises(OfflineError, match="LAST_MODIFIED_TIME"):
+        t.all(formula="IS_AFTER(LAST_MODIFIED_TIME(), '2000-01-01')")
