@@ -751,6 +751,7 @@ class Engine:
             if schema is not None:
                 self._learn_schema(conn, info, schema)
             existing = {row[0]: row[1] for row in conn.execute("SELECT id, position FROM records WHERE tid = ?", (info.tid,))}
+            self._resolve_conflicts(conn, info.tid, records, now)
             seen = set()
             for position, record in enumerate(records):
                 seen.add(record["id"])
@@ -798,6 +799,43 @@ class Engine:
                     "UPDATE tables SET pulled_at = ?, generation = generation + 1 WHERE tid = ?", (now, info.tid)
                 )
             self.recompute(conn, info.tid, outbox.records_with_live_ops(conn, info.tid))
+
+    def _resolve_conflicts(self, conn: sqlite3.Connection, tid: int, pulled: list[dict], now: float) -> None:
+        """Airtable wins (DESIGN.md §2): a field that changed in Airtable since the cache last saw it,
+        and that a queued update also writes, keeps Airtable's value. The update no longer sends
+        that field; the dropped local value goes to the ``conflicts`` log. Writes a flusher is
+        sending right now are left alone, and so are PUTs (the agent replaced the whole record)."""
+        queued: dict[str, list[sqlite3.Row]] = {}
+        for row in conn.execute(
+            "SELECT seq, record_id, fields FROM outbox WHERE tid = ? AND op = 'update' AND state = 'pending'", (tid,)
+        ):
+            queued.setdefault(row["record_id"], []).append(row)
+        if not queued:
+            return
+        for record in pulled:
+            ops = queued.get(record["id"])
+            if not ops:
+                continue
+            row = conn.execute("SELECT remote FROM records WHERE tid = ? AND id = ?", (tid, record["id"])).fetchone()
+            if row is None or row[0] is None:
+                continue
+            before, after = json.loads(row[0]), clean_fields(record.get("fields") or {})
+            changed = {name for name in set(before) | set(after) if before.get(name) != after.get(name)}
+            for op in ops:
+                written = json.loads(op["fields"] or "{}")
+                lost = changed & set(written)
+                if not lost:
+                    continue
+                conn.executemany(
+                    "INSERT INTO conflicts (at, tid, record_id, field, local_value, remote_value) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(now, tid, record["id"], name, dumps(written[name]), dumps(after.get(name))) for name in sorted(lost)],
+                )
+                kept = {name: value for name, value in written.items() if name not in lost}
+                if kept:
+                    conn.execute("UPDATE outbox SET fields = ? WHERE seq = ?", (dumps(kept), op["seq"]))
+                else:
+                    outbox.ack(conn, [op["seq"]])
+                log.warning("conflict on %s: Airtable changed %s meanwhile; its value wins", record["id"], ", ".join(sorted(lost)))
 
     def _learn_schema(self, conn: sqlite3.Connection, info: TableInfo, schema: dict) -> None:
         conn.execute(

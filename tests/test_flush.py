@@ -497,3 +497,31 @@ def test_a_long_flush_keeps_its_claims(fake, tmp_path, clock):
     assert stolen == []
     other.close()
     api.close()
+
+
+def test_airtable_wins_a_conflict_and_the_dropped_value_is_logged(fake, api, table):
+    from tests.conftest import BASE as base_id, TABLE as table_name
+
+    record = next(r for r in table.all() if r["fields"].get("Status") not in ("Lost", "Contacted"))
+    table.update(record["id"], {"Status": "Lost", "Score": 7})
+    fake.set_fields(base_id, table_name, record["id"], {"Status": "Contacted"})  # a person, meanwhile
+    table.refresh(force=True)
+    seen = table.get(record["id"])["fields"]
+    assert seen["Status"] == "Contacted" and seen["Score"] == 7  # Airtable's value; the rest of the write
+    conflicts = api.engine.store.conn.execute("SELECT record_id, field, local_value, remote_value FROM conflicts").fetchall()
+    assert [tuple(c) for c in conflicts] == [(record["id"], "Status", '"Lost"', '"Contacted"')]
+    api.flush()
+    at_airtable = next(r for r in fake.records(base_id, table_name) if r["id"] == record["id"])["fields"]
+    assert at_airtable["Status"] == "Contacted" and at_airtable["Score"] == 7
+
+
+def test_a_field_airtable_did_not_change_keeps_the_local_write(fake, api, table):
+    from tests.conftest import BASE as base_id, TABLE as table_name
+
+    record = table.all()[0]
+    table.update(record["id"], {"Status": "Lost"})
+    fake.set_fields(base_id, table_name, record["id"], {"Company": "Renamed Co"})
+    table.refresh(force=True)
+    assert table.get(record["id"])["fields"]["Status"] == "Lost"
+    assert table.get(record["id"])["fields"]["Company"] == "Renamed Co"
+    assert api.engine.store.conn.execute("SELECT COUNT(*) FROM conflicts").fetchone()[0] == 0
