@@ -21,7 +21,7 @@ from pyairtable.api.params import options_to_params
 
 from airtable_cached import outbox
 from airtable_cached.config import Settings
-from airtable_cached.engine import Engine, Route, route
+from airtable_cached.engine import Engine, route
 from airtable_cached.errors import AirtableResponseError, reason_phrase
 from airtable_cached.store import Store
 from airtable_cached.sync import FlushResult, Sync
@@ -127,8 +127,9 @@ class Api(pyairtable.Api):
         # pyairtable's own conversion: unknown options raise InvalidParameterError as they always did.
         request_params = {**options_to_params(options or {}), **(params or {})}
         if self.settings.mode == "passthrough":
+            sent_at = time.time()
             result = super().request(method, url, fallback=fallback, options=options, params=params, json=json)
-            self._fill_cache(found, result)
+            self.engine.absorb_answer(found, request_params, json, result, sent_at=sent_at)
             return result
         try:
             return self.engine.dispatch(found, request_params, json)
@@ -149,22 +150,6 @@ class Api(pyairtable.Api):
         except requests.HTTPError as error:
             return error
         return requests.HTTPError(str(exc), response=response)
-
-    def _fill_cache(self, found: Route, result: Any) -> None:
-        """Passthrough: Airtable answered; keep what it said about records."""
-        if not isinstance(result, dict):
-            return
-        engine = self.engine
-        if result.get("deleted") and "id" in result:
-            engine.forget(found.base_id, found.table, [result["id"]])
-        elif "records" in result:
-            deleted = [r["id"] for r in result["records"] if r.get("deleted")]
-            if deleted:
-                engine.forget(found.base_id, found.table, deleted)
-            else:
-                engine.absorb(found.base_id, found.table, result["records"])
-        elif "id" in result and "fields" in result:
-            engine.absorb(found.base_id, found.table, [result])
 
     # -- extras ------------------------------------------------------------------------------------
     def flush(self, base_id: str | None = None) -> FlushResult:

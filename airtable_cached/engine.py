@@ -29,7 +29,7 @@ from urllib.parse import unquote, urlsplit
 
 from airtable_cached import outbox
 from airtable_cached.config import Settings
-from airtable_cached.errors import AirtableResponseError, OfflineError, WriteRejectedError
+from airtable_cached.errors import AirtableResponseError, OfflineError
 from airtable_cached.policy import Read, TableState, Write, decide_read, decide_write
 from airtable_cached.query import ListQuery
 from airtable_cached.records import (
@@ -751,7 +751,7 @@ class Engine:
             if schema is not None:
                 self._learn_schema(conn, info, schema)
             existing = {row[0]: row[1] for row in conn.execute("SELECT id, position FROM records WHERE tid = ?", (info.tid,))}
-            self._resolve_conflicts(conn, info.tid, records, now)
+            self._resolve_conflicts(conn, info.tid, records, now, started_at)
             seen = set()
             for position, record in enumerate(records):
                 seen.add(record["id"])
@@ -763,14 +763,17 @@ class Engine:
                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                         " ON CONFLICT (tid, id) DO UPDATE SET position = excluded.position, remote = excluded.remote,"
                         " fields = excluded.fields, comment_count = excluded.comment_count, synced_at = excluded.synced_at,"
-                        " modified_time = CASE WHEN records.remote IS excluded.remote THEN records.modified_time ELSE excluded.modified_time END",
+                        " modified_time = CASE WHEN records.remote IS excluded.remote THEN records.modified_time ELSE excluded.modified_time END"
+                        # A flush confirmed this record after the pull began: its state is newer than the page's.
+                        " WHERE records.synced_at IS NULL OR records.synced_at <= ?",
                         (info.tid, record["id"], pos, record.get("createdTime") or now_iso(now), now_iso(now),
-                         fields_json, fields_json, record.get("commentCount", 0), now),
+                         fields_json, fields_json, record.get("commentCount", 0), now, started_at),
                     )
                 else:
                     conn.execute(
-                        "UPDATE records SET remote = ?, fields = ?, synced_at = ?, comment_count = ? WHERE tid = ? AND id = ?",
-                        (fields_json, fields_json, now, record.get("commentCount", 0), info.tid, record["id"]),
+                        "UPDATE records SET remote = ?, fields = ?, synced_at = ?, comment_count = ? WHERE tid = ? AND id = ?"
+                        " AND (synced_at IS NULL OR synced_at <= ?)",
+                        (fields_json, fields_json, now, record.get("commentCount", 0), info.tid, record["id"], started_at),
                     )
             if view is not None:
                 conn.execute("DELETE FROM view_members WHERE tid = ? AND view = ?", (info.tid, view))
@@ -786,7 +789,7 @@ class Engine:
                 # flush during the pull is newer than the pull and stays).
                 conn.execute(
                     "DELETE FROM records WHERE tid = ? AND remote IS NOT NULL AND (synced_at IS NULL OR synced_at <= ?)"
-                    f" AND id NOT IN (SELECT value FROM json_each(?))",
+                    " AND id NOT IN (SELECT value FROM json_each(?))",
                     (info.tid, started_at, dumps(sorted(seen))),
                 )
                 # Local creates keep their place after the pulled records.
@@ -800,11 +803,13 @@ class Engine:
                 )
             self.recompute(conn, info.tid, outbox.records_with_live_ops(conn, info.tid))
 
-    def _resolve_conflicts(self, conn: sqlite3.Connection, tid: int, pulled: list[dict], now: float) -> None:
+    def _resolve_conflicts(self, conn: sqlite3.Connection, tid: int, pulled: list[dict], now: float, started_at: float) -> None:
         """Airtable wins (DESIGN.md §2): a field that changed in Airtable since the cache last saw it,
-        and that a queued update also writes, keeps Airtable's value. The update no longer sends
-        that field; the dropped local value goes to the ``conflicts`` log. Writes a flusher is
-        sending right now are left alone, and so are PUTs (the agent replaced the whole record)."""
+        to a value other than the agent's, and that a queued update also writes, keeps Airtable's
+        value. The update no longer sends that field; the dropped local value goes to the
+        ``conflicts`` log. Left alone: writes a flusher is sending right now, PUTs (the agent
+        replaced the whole record), and records a flush confirmed after this pull began (the
+        pulled copy is older than what the cache knows)."""
         queued: dict[str, list[sqlite3.Row]] = {}
         for row in conn.execute(
             "SELECT seq, record_id, fields FROM outbox WHERE tid = ? AND op = 'update' AND state = 'pending'", (tid,)
@@ -816,14 +821,14 @@ class Engine:
             ops = queued.get(record["id"])
             if not ops:
                 continue
-            row = conn.execute("SELECT remote FROM records WHERE tid = ? AND id = ?", (tid, record["id"])).fetchone()
-            if row is None or row[0] is None:
+            row = conn.execute("SELECT remote, synced_at FROM records WHERE tid = ? AND id = ?", (tid, record["id"])).fetchone()
+            if row is None or row[0] is None or (row[1] is not None and row[1] > started_at):
                 continue
             before, after = json.loads(row[0]), clean_fields(record.get("fields") or {})
             changed = {name for name in set(before) | set(after) if before.get(name) != after.get(name)}
             for op in ops:
                 written = json.loads(op["fields"] or "{}")
-                lost = changed & set(written)
+                lost = {name for name in changed & set(written) if after.get(name) != written[name]}
                 if not lost:
                     continue
                 conn.executemany(
@@ -852,10 +857,12 @@ class Engine:
                         "INSERT INTO table_aliases (base_id, alias, tid) VALUES (?, ?, ?)", (info.base_id, alias, info.tid)
                     )
 
-    def absorb(self, base_id: str, table: str, records: list[dict]) -> None:
-        """Records Airtable returned to a request sent on the agent's behalf: keep them."""
+    def absorb(self, base_id: str, table: str, records: list[dict], *, sent_at: float | None = None) -> None:
+        """Records Airtable returned to a request sent on the agent's behalf (at ``sent_at``): keep
+        them, unless a flush confirmed a newer state of the record meanwhile."""
         info = self.table_info(base_id, table)
         now = self.clock()
+        sent_at = now if sent_at is None else sent_at
         with self.store.transaction() as conn:
             position = conn.execute("SELECT COALESCE(MAX(position), -1) FROM records WHERE tid = ?", (info.tid,)).fetchone()[0]
             for record in records:
@@ -865,10 +872,36 @@ class Engine:
                 fields_json = dumps(clean_fields(record["fields"]))
                 conn.execute(
                     "INSERT INTO records (tid, id, position, created_time, remote, fields, synced_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (tid, id) DO UPDATE SET remote = excluded.remote, fields = excluded.fields, synced_at = excluded.synced_at",
-                    (info.tid, record["id"], position, record["createdTime"], fields_json, fields_json, now),
+                    " ON CONFLICT (tid, id) DO UPDATE SET remote = excluded.remote, fields = excluded.fields, synced_at = excluded.synced_at"
+                    " WHERE records.synced_at IS NULL OR records.synced_at <= ?",
+                    (info.tid, record["id"], position, record["createdTime"], fields_json, fields_json, now, sent_at),
                 )
             self.recompute(conn, info.tid, {r["id"] for r in records} & outbox.records_with_live_ops(conn, info.tid))
+
+    def absorb_answer(self, r: Route, params: Mapping[str, Any], body: Any, result: Any, *, sent_at: float) -> None:
+        """Passthrough: Airtable answered a record request sent as the agent made it; keep what it
+        said about whole records (never a projection, string cells or field-id keys)."""
+        if not isinstance(result, dict):
+            return
+        try:
+            if r.action == "list":
+                query = ListQuery.from_json(body, params) if r.list_by_post else ListQuery.from_params(params)
+            else:
+                query = ListQuery.from_params(params)
+        except AirtableResponseError:
+            return
+        if not query.returns_full_records or (isinstance(body, dict) and body.get("returnFieldsByFieldId")):
+            return
+        if result.get("deleted") and "id" in result:
+            self.forget(r.base_id, r.table, [result["id"]])
+        elif isinstance(result.get("records"), list):
+            deleted = [x["id"] for x in result["records"] if x.get("deleted")]
+            if deleted:
+                self.forget(r.base_id, r.table, deleted)
+            else:
+                self.absorb(r.base_id, r.table, result["records"], sent_at=sent_at)
+        elif "id" in result and "fields" in result:
+            self.absorb(r.base_id, r.table, [result], sent_at=sent_at)
 
     def forget(self, base_id: str, table: str, record_ids: list[str]) -> None:
         info = self.table_info(base_id, table)

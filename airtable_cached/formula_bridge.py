@@ -11,7 +11,7 @@ import json
 import logging
 import sqlite3
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from airtable_cached.errors import AirtableResponseError
 
@@ -124,20 +124,38 @@ def sql_filter(info: "TableInfo", text: str) -> tuple[str, list, Callable[[dict]
     Python check for what SQL cannot answer exactly, and the text fields the formula requires to
     equal a value (an index on one of them answers the query without a scan)."""
     module = _formula()
-    ids = info.name_for_id or None
-    compiled = _compile(text)
+    ids = tuple(sorted(info.name_for_id.items()))
+    compiled = _compile(text, ids)
     sql = f" AND ({compiled.sql})" if compiled.sql else ""
     equalities = indexable_equalities(info, text)
-    for name, value in equalities:
+    for name, _value in equalities:
         sql += f" AND json_extract(r.fields, {literal_path(name)}) = ?"
-    residual = None
-    if compiled.residual is not None:
-        rest = compiled.residual
+    rest = compiled.residual
+    check = None if rest is None else (lambda record: module.matches(rest, record))
+    return sql, list(compiled.params) + [value for _name, value in equalities], check, [n for n, _v in equalities]
 
-        def residual(record: dict, _rest=rest) -> bool:
-            return module.matches(_rest, record, field_ids=ids)
 
-    return sql, list(compiled.params) + [value for _name, value in equalities], residual, [n for n, _v in equalities]
+@lru_cache(maxsize=512)
+def _compile(text: str, field_ids: tuple[tuple[str, str], ...]):
+    """Compile once per formula and table schema. Field ids (``{fldXXX}``) are rewritten to the
+    names the cache stores records by, so SQL and the evaluator see the same fields."""
+    module = _formula()
+    node = _with_names(module, _parse(text), dict(field_ids))
+    return module.compile_where(node, fields_column="r.fields", id_column="r.id", created_column="r.created_time")
+
+
+def _with_names(module, node, name_for_id: dict[str, str]):
+    if not name_for_id:
+        return node
+    if isinstance(node, module.Field):
+        return module.Field(name_for_id.get(node.name, node.name))
+    if isinstance(node, module.Call):
+        return module.Call(node.name, tuple(_with_names(module, arg, name_for_id) for arg in node.args))
+    if isinstance(node, module.BinaryOp):
+        return module.BinaryOp(node.op, _with_names(module, node.left, name_for_id), _with_names(module, node.right, name_for_id))
+    if isinstance(node, module.UnaryOp):
+        return module.UnaryOp(node.op, _with_names(module, node.operand, name_for_id))
+    return node
 
 
 #: Field types whose values are plain JSON strings: ``{F} = 'x'`` (x not empty) holds exactly when
@@ -221,11 +239,6 @@ def register_sql_functions(conn: sqlite3.Connection) -> None:
     except (ImportError, AttributeError):
         return
     register(conn)
-
-
-@lru_cache(maxsize=512)
-def _compile(text: str):
-    return _formula().compile_where(_parse(text), fields_column="r.fields", id_column="r.id", created_column="r.created_time")
 
 
 def equality_formula(fields: dict) -> str | None:

@@ -32,7 +32,7 @@ import io
 import json
 import logging
 import threading
-import types
+import time
 from typing import Any, Iterator
 from urllib.parse import parse_qs, urlsplit
 
@@ -218,6 +218,7 @@ class CachedAdapter(BaseAdapter):
 
     def _passthrough(self, token: str | None, found: Route, request: requests.PreparedRequest, timeout: Any,
                      verify: Any, cert: Any, proxies: Any) -> requests.Response:
+        sent_at = time.time()
         response = self.fallback.send(request, stream=False, timeout=timeout, verify=verify, cert=cert, proxies=proxies)
         if response.status_code != 200 or token is None:
             return response
@@ -225,11 +226,10 @@ class CachedAdapter(BaseAdapter):
             result = response.json()
         except ValueError:
             return response
-        from airtable_cached.api import Api
-
         try:
             engine, _sync = self.interceptor.runtime(token)
-            Api._fill_cache(types.SimpleNamespace(engine=engine), found, result)  # type: ignore[arg-type]
+            body = _json_body(request.body)
+            engine.absorb_answer(found, _query_params(request.url), body, result, sent_at=sent_at)
         except Exception as exc:  # keeping a copy must never fail the agent's request
             log.debug("passthrough: could not keep the records: %s", exc)
         return response

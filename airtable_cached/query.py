@@ -122,6 +122,12 @@ class ListQuery:
             extra=extra,
         )
 
+    @property
+    def returns_full_records(self) -> bool:
+        """Whether Airtable's answer holds whole records as stored (JSON cells, every field, keyed
+        by name), so that the cache may keep them."""
+        return self.cell_format == "json" and not self.by_field_ids and self.fields is None
+
     def to_params(self) -> dict[str, Any]:
         """Back to Airtable's query parameters (for a query sent on to Airtable)."""
         params: dict[str, Any] = {}
@@ -149,12 +155,6 @@ class ListQuery:
             params["recordMetadata[]"] = ["commentCount"]
         params.update(dict(self.extra))
         return params
-
-    def first_page(self) -> "ListQuery":
-        """The same query without its offset (what a snapshot is keyed by)."""
-        from dataclasses import replace
-
-        return replace(self, offset=None)
 
 
 _KNOWN = {

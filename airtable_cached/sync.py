@@ -288,13 +288,14 @@ class Sync:
 
     def list_remote(self, info: "TableInfo", table: str, query: ListQuery) -> dict:
         """A list only Airtable can answer exactly: send it, keep the full records it returns."""
+        sent_at = self.remote.clock()
         try:
             page = self.remote.send(info.base_id, "GET", self.remote.url(info.base_id, table), kind="passthrough",
                                     params=query.to_params())
         except RemoteError as exc:
             raise _as_response_error(exc) from exc
-        if query.cell_format == "json" and not query.by_field_ids and query.fields is None:
-            self.engine.absorb(info.base_id, table, page.get("records", []))
+        if query.returns_full_records:
+            self.engine.absorb(info.base_id, table, page.get("records", []), sent_at=sent_at)
         return page
 
     def get_remote(self, info: "TableInfo", table: str, record_id: str, query: ListQuery) -> dict:

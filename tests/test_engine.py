@@ -217,3 +217,14 @@ def test_offline_formula_that_needs_airtable_is_a_clear_error(fake, api, db_path
     assert len(t.all(formula="{Status}='New'")) == len(table.all(formula="{Status}='New'"))
     with pytest.raises(OfflineError, match="LAST_MODIFIED_TIME"):
         t.all(formula="IS_AFTER(LAST_MODIFIED_TIME(), '2000-01-01')")
+
+
+def test_formula_naming_fields_by_id_matches_plain_pyairtable(fake, table, plain):
+    email_id = next(f.id for f in plain.schema().fields if f.name == "Email")
+    formulas = [f"{{{email_id}}} = ''", f"{{{email_id}}} != ''", f"AND({{{email_id}}} != '', {{Status}} = 'New')"]
+    expected = {f: plain.all(formula=f) for f in formulas}
+    table.all()
+    fake.reset_log()
+    for formula in formulas:
+        assert table.all(formula=formula) == expected[formula], formula
+    assert fake.request_count() == 0
