@@ -298,8 +298,32 @@ class Engine:
         self.stats.count(info.tid, "list.local", started)
         return page
 
+    def _refresh_schema(self, info: TableInfo) -> bool:
+        """Read the table's schema again (it names a field the cached schema lacks); updates
+        ``info`` in place. Returns whether a schema came back."""
+        if self.settings.mode == "offline" or self.sync is None:
+            return False
+        schema = self.sync.fetch_schema(info)
+        if schema is None:
+            return False
+        with self.store.transaction() as conn:
+            self._learn_schema(conn, info, schema)
+        info.schema = schema
+        return True
+
     def _remote_reason(self, info: TableInfo, query: ListQuery) -> str | None:
-        """Why this query cannot be answered exactly from the cache (``None``: it can)."""
+        """Why this query cannot be answered exactly from the cache (``None``: it can).
+
+        A formula naming a field the cached schema lacks reads the schema again before Airtable's
+        422 is given: the field may have been added since."""
+        try:
+            return self._query_remote_reason(info, query)
+        except AirtableResponseError as exc:
+            if exc.body.get("error", {}).get("type") != "INVALID_FILTER_BY_FORMULA" or not self._refresh_schema(info):
+                raise
+            return self._query_remote_reason(info, query)
+
+    def _query_remote_reason(self, info: TableInfo, query: ListQuery) -> str | None:
         if query.cell_format == "string":
             return "cellFormat=string renders values the way Airtable's UI does"
         if query.by_field_ids and not info.schema and info.pulled_at is not None:
@@ -676,6 +700,8 @@ class Engine:
         check_serialisable(fields, where=f"write to table {info.name or info.table_id}")
         names = info.name_for_id
         fields = {names.get(k, k): v for k, v in fields.items()}
+        if info.fields_by_name and not all(name in info.fields_by_name for name in fields):
+            self._refresh_schema(info)  # a field added in Airtable since the schema was read?
         known = info.fields_by_name
         if known:
             for name in fields:

@@ -269,6 +269,10 @@ class Sync:
                 raise _as_response_error(exc) from exc
         raise AirtableResponseError.typed(422, "LIST_RECORDS_ITERATOR_NOT_AVAILABLE", "pull kept losing its offset")
 
+    def fetch_schema(self, info: "TableInfo") -> dict | None:
+        """The table's schema as Airtable has it now (``None``: the token cannot read schemas)."""
+        return self._fetch_schema(info, info.table_id or info.name or "")
+
     def _fetch_schema(self, info: "TableInfo", table: str) -> dict | None:
         if info.base_id in self._schema_denied:
             return None

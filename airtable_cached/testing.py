@@ -442,6 +442,14 @@ class FakeAirtable:
             t.views.append({"id": vid, "name": name, "type": "grid", "formula": formula, "sort": list(sort)})
             return vid
 
+    def add_field(self, base_id: str, table: str, field: dict) -> str:
+        """Simulate a field added in Airtable's UI (``{"name", "type", "options"?}``); returns its id."""
+        with self._lock:
+            t = self._table_or_raise(base_id, table)
+            added = {"id": self._ids.new("fld"), **copy.deepcopy(field)}
+            t.fields.append(added)
+            return added["id"]
+
     def records(self, base_id: str, table: str) -> list[dict]:
         with self._lock:
             t = self._table_or_raise(base_id, table)

@@ -142,7 +142,8 @@ def test_formula_with_unknown_field_is_422_like_airtable(fake, table, plain):
     assert error.value.response.status_code == 422
     assert "INVALID_FILTER_BY_FORMULA" in error.value.args[-1]
     assert plain_error.value.response.status_code == 422
-    assert fake.request_count() == 0
+    # Only the schema is read again (the field might have been added since); no records are sent.
+    assert [r["path"] for r in fake.requests] == [f"/v0/meta/bases/{BASE}/tables"]
 
 
 def test_formula_the_cache_cannot_answer_goes_to_airtable(fake, api, table, plain):
@@ -228,3 +229,17 @@ def test_formula_naming_fields_by_id_matches_plain_pyairtable(fake, table, plain
     for formula in formulas:
         assert table.all(formula=formula) == expected[formula], formula
     assert fake.request_count() == 0
+
+
+def test_a_field_added_in_airtable_is_learnt_before_a_422(fake, table, plain):
+    table.all()
+    fake.add_field(BASE, TABLE, {"name": "Priority", "type": "singleLineText"})
+    record = plain.all(max_records=1)[0]
+    plain.update(record["id"], {"Priority": "High"})
+    table.refresh(force=True)
+    assert table.all(formula="{Priority} = 'High'") == plain.all(formula="{Priority} = 'High'")
+    updated = table.update(table.all()[1]["id"], {"Priority": "Low"})
+    assert updated["fields"]["Priority"] == "Low"
+    with pytest.raises(requests.HTTPError) as error:
+        table.all(formula="{Still Missing} = 'x'")
+    assert error.value.response.status_code == 422
