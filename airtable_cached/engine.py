@@ -341,30 +341,30 @@ class Engine:
     def _select(self, info: TableInfo, query: ListQuery) -> list[dict]:
         """Every record the query matches, in the order Airtable would list them."""
         conn = self.store.conn
-        where, params, residual, source = "", [], None, "records r"
+        where, params, residual, order = "", [], None, "r.position"
         if query.formula:
             from airtable_cached import formula_bridge
 
             self._index_filtered_fields(info, query.formula)
             where, params, residual, equalities = formula_bridge.sql_filter(info, query.formula)
-            usable = [self._index_name(f) for f in equalities if self._index_name(f) in self._indexed]
-            if formula_bridge.record_id_lookup(query.formula):
-                usable.insert(0, "sqlite_autoindex_records_1")  # the primary key (tid, id)
-            if usable and not query.view:
-                # The planner would walk the natural-order index instead; this one finds the rows.
-                source = f'records r INDEXED BY "{usable[0]}"'
-
+            if equalities or formula_bridge.record_id_lookup(query.formula):
+                # An index (a field's, or the primary key) finds these rows; "+" keeps the planner
+                # from walking the natural-order index instead just to skip a sort.
+                order = "+r.position"
         if query.view:
+            # The view's members in its order, then the agent's own creates not flushed yet (the
+            # view's filter cannot be evaluated here; after a flush the view is pulled again).
             sql = (
                 "SELECT r.id, r.created_time, r.modified_time, r.fields, r.comment_count FROM records r"
-                " JOIN view_members v ON v.tid = r.tid AND v.record_id = r.id AND v.view = ?"
-                f" WHERE r.tid = ? AND r.fields IS NOT NULL {where} ORDER BY v.position"
+                " LEFT JOIN view_members v ON v.tid = r.tid AND v.record_id = r.id AND v.view = ?"
+                " WHERE r.tid = ? AND r.fields IS NOT NULL AND (v.record_id IS NOT NULL OR r.remote IS NULL)"
+                f" {where} ORDER BY v.position IS NULL, v.position, r.position"
             )
             args = [query.view, info.tid, *params]
         else:
             sql = (
-                f"SELECT r.id, r.created_time, r.modified_time, r.fields, r.comment_count FROM {source}"
-                f" WHERE r.tid = ? AND r.fields IS NOT NULL {where} ORDER BY r.position"
+                "SELECT r.id, r.created_time, r.modified_time, r.fields, r.comment_count FROM records r"
+                f" WHERE r.tid = ? AND r.fields IS NOT NULL {where} ORDER BY {order}"
             )
             args = [info.tid, *params]
         rows = conn.execute(sql, args).fetchall()
@@ -785,15 +785,15 @@ class Engine:
                 if view is None or record["id"] not in existing:
                     pos = position if view is None else position + 1_000_000_000
                     conn.execute(
-                        "INSERT INTO records (tid, id, position, created_time, modified_time, remote, fields, comment_count, synced_at)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                        "INSERT INTO records (tid, id, position, created_time, modified_time, remote, fields, comment_count, synced_at, first_seen)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                         " ON CONFLICT (tid, id) DO UPDATE SET position = excluded.position, remote = excluded.remote,"
                         " fields = excluded.fields, comment_count = excluded.comment_count, synced_at = excluded.synced_at,"
                         " modified_time = CASE WHEN records.remote IS excluded.remote THEN records.modified_time ELSE excluded.modified_time END"
                         # A flush confirmed this record after the pull began: its state is newer than the page's.
                         " WHERE records.synced_at IS NULL OR records.synced_at <= ?",
                         (info.tid, record["id"], pos, record.get("createdTime") or now_iso(now), now_iso(now),
-                         fields_json, fields_json, record.get("commentCount", 0), now, started_at),
+                         fields_json, fields_json, record.get("commentCount", 0), now, now, started_at),
                     )
                 else:
                     conn.execute(
@@ -897,10 +897,10 @@ class Engine:
                 position += 1
                 fields_json = dumps(clean_fields(record["fields"]))
                 conn.execute(
-                    "INSERT INTO records (tid, id, position, created_time, remote, fields, synced_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    "INSERT INTO records (tid, id, position, created_time, remote, fields, synced_at, first_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (tid, id) DO UPDATE SET remote = excluded.remote, fields = excluded.fields, synced_at = excluded.synced_at"
                     " WHERE records.synced_at IS NULL OR records.synced_at <= ?",
-                    (info.tid, record["id"], position, record["createdTime"], fields_json, fields_json, now, sent_at),
+                    (info.tid, record["id"], position, record["createdTime"], fields_json, fields_json, now, now, sent_at),
                 )
             self.recompute(conn, info.tid, {r["id"] for r in records} & outbox.records_with_live_ops(conn, info.tid))
 

@@ -26,7 +26,7 @@ PRAGMAS: tuple[tuple[str, object], ...] = (
     ("cache_size", -16_000),
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -157,6 +157,11 @@ MIGRATIONS: dict[int, str] = {
     INSERT INTO records_fts (tid, id, body)
     SELECT r.tid, r.id, (SELECT group_concat(value, ' ') FROM json_tree(r.fields) WHERE type = 'text')
     FROM records r WHERE r.fields IS NOT NULL;
+    """,
+    # When the cache first saw a record from Airtable: a record seen before a create was queued
+    # cannot be what that create made (used to find a create whose answer was lost).
+    3: """
+    ALTER TABLE records ADD COLUMN first_seen REAL;
     """,
 }
 

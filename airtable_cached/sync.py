@@ -368,9 +368,17 @@ class Sync:
             self.remote.pacer.cache.delete(f"flush:{base}")
 
     def _drop_cancelled(self, sends: list[outbox.Send], result: FlushResult) -> None:
-        """A create deleted before it was flushed: nothing to send, nothing to keep."""
+        """A create deleted before it was flushed: nothing to send, nothing to keep; unless the
+        create was sent before and its answer lost, in which case the record it made is deleted."""
         if not sends:
             return
+        for send in sends:
+            if send.uncertain:
+                made = self._find_created(send)
+                if made is not None:
+                    url = self.remote.url(send.base_id, send.table_ref)
+                    self.remote.send(send.base_id, "DELETE", url, kind="push", params={"records[]": [made["id"]]})
+                    result.requests += 1
         with self.store.transaction() as conn:
             for send in sends:
                 outbox.ack(conn, send.seqs)
@@ -473,6 +481,8 @@ class Sync:
                 outbox.ack(conn, send.seqs)
                 self.engine.recompute(conn, send.tid, [record["id"]])
                 result.sent.append({"op": send.kind, "record_id": send.record_id, "id": record["id"], "seqs": send.seqs})
+            # Airtable has new state: which records its views hold, and in what order, is pulled again.
+            conn.executemany("DELETE FROM views WHERE tid = ?", [(t,) for t in {send.tid for send in batch}])
 
     def _adopt(self, conn, send: outbox.Send, record: dict, now: float) -> None:
         """Airtable made the record: its real id replaces the provisional one everywhere."""
@@ -512,8 +522,18 @@ class Sync:
             return None
         page = self.remote.send(send.base_id, "GET", self.remote.url(send.base_id, send.table_ref), kind="reconcile",
                                 params={"filterByFormula": formula})
-        known = {r[0] for r in self.store.conn.execute("SELECT id FROM records WHERE tid = ?", (send.tid,))}
-        fresh = [r for r in page.get("records", []) if r["id"] not in known]
+        conn = self.store.conn
+        queued_at = conn.execute(
+            f"SELECT MIN(created_at) FROM outbox WHERE seq IN ({','.join('?' * len(send.seqs))})", send.seqs
+        ).fetchone()[0]
+        # Not it: a record another create already adopted, or one the cache saw before this create
+        # was queued. A record a pull brought in since (the lost create's, pulled first) still is.
+        taken = {r[0] for r in conn.execute("SELECT real FROM id_map WHERE tid = ?", (send.tid,))}
+        older = {r[0] for r in conn.execute(
+            "SELECT id FROM records WHERE tid = ? AND remote IS NOT NULL AND (first_seen IS NULL OR first_seen < ?)",
+            (send.tid, queued_at if queued_at is not None else float("inf")),
+        )}
+        fresh = [r for r in page.get("records", []) if r["id"] not in taken and r["id"] not in older]
         return fresh[0] if len(fresh) == 1 else None
 
     def close(self) -> None:

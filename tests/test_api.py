@@ -143,3 +143,14 @@ def test_iterating_while_writing_neither_skips_nor_repeats(table):
             seen.append(record["id"])
             table.update(record["id"], {"Status": "Lost"})
     assert len(seen) == len(set(seen)) == 250
+
+
+def test_view_shows_own_creates_and_is_pulled_again_after_a_flush(fake, api, table, plain):
+    fake.add_view(BASE, TABLE, "Newest first", sort=[("Score", "desc")])
+    before = table.all(view="Newest first")
+    created = table.create({"Full Name": "Viewed Vera", "Score": 1000})
+    listed = table.all(view="Newest first")
+    assert [r["id"] for r in listed] == [r["id"] for r in before] + [created["id"]]  # own create, at the end
+    api.flush()
+    assert table.all(view="Newest first") == plain.all(view="Newest first")  # Airtable's order again
+    assert table.all(view="Newest first")[0]["fields"]["Full Name"] == "Viewed Vera"
