@@ -20,7 +20,7 @@ import requests
 from pyairtable.api.params import options_to_params
 
 from airtable_cached import outbox
-from airtable_cached.config import Settings
+from airtable_cached.config import Settings, check_token
 from airtable_cached.engine import Engine, route
 from airtable_cached.errors import AirtableResponseError, reason_phrase
 from airtable_cached.store import Store
@@ -83,6 +83,7 @@ class Api(pyairtable.Api):
         sleep: Callable[[float], None] | None = None,
         **cache_settings: Any,
     ):
+        check_token(api_key)
         self.settings = Settings.from_env(endpoint_url=endpoint_url, **cache_settings)
         super().__init__(
             api_key,

@@ -46,8 +46,9 @@ class Settings:
     penalty: float = 30.0
     #: Attempts per request for transient failures (429, 5xx, connection errors) within one flush.
     retries: int = 5
-    #: Seconds a flusher's claim on a batch lasts before another flusher may take it over.
-    claim_timeout: float = 120.0
+    #: Seconds a flusher's claim on a batch lasts before another flusher may take it over. Longer
+    #: than one batch can take while retrying (5 attempts, 30 s penalties after 429s).
+    claim_timeout: float = 300.0
     #: Fields to index from the start (comma-separated in the environment).
     index_fields: tuple[str, ...] = ()
     #: A text field filtered by equality this many times gets an index of its own.
@@ -78,6 +79,18 @@ class Settings:
     def locks_dir(self) -> Path:
         """Folder of the cross-process locks and throttles (diskcache) beside the database."""
         return self.path.with_name(self.path.name + ".locks")
+
+
+def check_token(token: Any) -> str:
+    """A token that can go in an ``Authorization`` header; the error never repeats the token."""
+    if not isinstance(token, str) or not token:
+        raise ConfigurationError("the Airtable token must be a non-empty string")
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in token):
+        raise ConfigurationError(
+            "the Airtable token contains whitespace or control characters (a trailing newline from a"
+            " secrets file?); strip it before passing it"
+        )
+    return token
 
 
 def _convert(name: str, value: Any, source: str) -> Any:

@@ -163,16 +163,6 @@ class TableInfo:
     def id_for_name(self) -> dict[str, str]:
         return {f["name"]: f["id"] for f in (self.schema or {}).get("fields", []) if "id" in f}
 
-    @property
-    def computed_fields(self) -> set[str]:
-        return {f["name"] for f in (self.schema or {}).get("fields", []) if f.get("type") in COMPUTED_TYPES}
-
-    def view_id(self, view: str) -> str | None:
-        for v in (self.schema or {}).get("views", []):
-            if view in (v.get("id"), v.get("name")):
-                return v.get("id")
-        return None
-
 
 class Engine:
     """The local Airtable over one cache file."""

@@ -55,11 +55,11 @@ class AirtableResponseError(AirtableCachedError):
     @classmethod
     def record_not_found(cls, record_id: str, *, batch: bool = False) -> "AirtableResponseError":
         """Airtable's answers for a missing record: 404 for one, 422 inside a batch write."""
-        import re
+        from airtable_cached.records import RECORD_ID_RE
 
         if batch:
             return cls.typed(422, "ROW_DOES_NOT_EXIST", f"Record ID {record_id} does not exist")
-        if re.fullmatch(r"rec[A-Za-z0-9]{14}", record_id or ""):
+        if RECORD_ID_RE.match(record_id or ""):
             return cls.typed(404, "MODEL_ID_NOT_FOUND", "Record not found")
         return cls.not_found()
 

@@ -346,11 +346,6 @@ def is_installed() -> bool:
     return _installed is not None
 
 
-def installed_settings() -> Settings | None:
-    """The settings :func:`install` is using, or ``None``."""
-    return _installed.settings if _installed is not None else None
-
-
 def _unwrap(owner: type, name: str) -> None:
     current = owner.__dict__.get(name)
     if isinstance(current, wrapt.FunctionWrapper) and current._self_wrapper is _get_adapter_wrapper:

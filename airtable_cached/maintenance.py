@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from airtable_cached import outbox
+from airtable_cached.policy import TableState
 from airtable_cached.config import Settings
 from airtable_cached.errors import AirtableCachedError
 from airtable_cached.records import is_provisional, referenced_provisional_ids
@@ -168,7 +169,7 @@ def status(store: Store, settings: Settings, *, now: float | None = None) -> dic
             "last_pull": pulled_at,
             "age": age,
             "max_age": settings.max_age,
-            "fresh": age is not None and age <= settings.max_age,
+            "fresh": TableState(pulled_at, settings.max_age).is_fresh(now),
             "pending": queue["pending"] + queue["inflight"],
             "inflight": queue["inflight"],
             "dead": queue["dead"],
@@ -744,8 +745,7 @@ def pull(store: Store, settings: Settings, token: str, base: str | None = None, 
     results = []
     for base_id, ref in targets:
         info = sync.engine.table_info(base_id, ref)
-        fresh = info.pulled_at is not None and now - info.pulled_at <= settings.max_age
-        if fresh and not force:
+        if TableState(info.pulled_at, settings.max_age).is_fresh(now) and not force:
             results.append({"base_id": base_id, "table": info.name or ref, "pulled": False, "records": None})
             continue
         count = sync.pull(base_id, ref)

@@ -151,6 +151,15 @@ def list_ops(conn: sqlite3.Connection, *, base_id: str | None = None, states: Se
 # -- claiming --------------------------------------------------------------------------------------
 
 
+def has_ready(conn: sqlite3.Connection, now: float) -> bool:
+    """Whether any write could be claimed now: due, or claimed by a flusher whose lease ran out."""
+    return conn.execute(
+        "SELECT 1 FROM outbox WHERE (state = 'pending' AND next_attempt_at <= ?)"
+        " OR (state = 'inflight' AND claimed_until < ?) LIMIT 1",
+        (now, now),
+    ).fetchone() is not None
+
+
 def claim(conn: sqlite3.Connection, base_id: str, *, now: float, lease: float, limit: int = 500) -> list[Op]:
     """Claim the writes of ``base_id`` that can be sent now. Call inside ``BEGIN IMMEDIATE``.
 

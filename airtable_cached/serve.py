@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from airtable_cached import maintenance
+from airtable_cached import outbox
 from airtable_cached.config import Settings
 from airtable_cached.errors import AirtableCachedError
 
@@ -204,12 +205,7 @@ class SyncService:
             self._next_pull[key] = self.clock() + self.pull_every
 
     def flush(self) -> None:
-        ready = self.store.conn.execute(
-            "SELECT 1 FROM outbox WHERE (state = 'pending' AND next_attempt_at <= ?)"
-            " OR (state = 'inflight' AND claimed_until < ?) LIMIT 1",
-            (self.clock(), self.clock()),
-        ).fetchone()
-        if not ready:
+        if not outbox.has_ready(self.store.conn, self.clock()):
             return
         result = self.sync.flush()
         self.stats.flushes += 1

@@ -179,7 +179,6 @@ class Store:
         self._local = threading.local()
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._migrated = False
         #: Write transactions committed through this Store (any thread) since it was opened.
         self.commits = 0
         self._prepare_file()
@@ -239,22 +238,11 @@ class Store:
             conn.execute("COMMIT")
             self.commits += 1
 
-    def change_marker(self) -> tuple[int, int]:
-        """Changes whenever the database may have changed: a commit here, or in another process."""
-        return self.commits, self.conn.execute("PRAGMA data_version").fetchone()[0]
-
-    @contextlib.contextmanager
-    def snapshot(self) -> Iterator[sqlite3.Connection]:
-        """A read transaction: every query inside sees one consistent state."""
+    def change_marker(self) -> tuple[int, int, int]:
+        """Changes whenever the database may have changed: a commit through this Store, or one by
+        another process. ``data_version`` counts per connection, so the connection is part of it."""
         conn = self.conn
-        if conn.in_transaction:
-            yield conn
-            return
-        conn.execute("BEGIN")
-        try:
-            yield conn
-        finally:
-            conn.execute("COMMIT")
+        return self.commits, id(conn), conn.execute("PRAGMA data_version").fetchone()[0]
 
     def execute(self, sql: str, params: tuple | list | dict = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)
@@ -276,7 +264,6 @@ class Store:
                     for statement in _statements(MIGRATIONS[version]):
                         conn.execute(statement)
                     conn.execute(f"PRAGMA user_version = {version}")
-            self._migrated = True
 
 
 def _statements(script: str) -> list[str]:

@@ -25,7 +25,7 @@ import tenacity
 import urllib3
 
 from airtable_cached import outbox
-from airtable_cached.config import Settings
+from airtable_cached.config import Settings, check_token
 from airtable_cached.errors import AirtableResponseError, OfflineError, RemoteError
 from airtable_cached.policy import backoff
 from airtable_cached.query import ListQuery
@@ -91,7 +91,8 @@ class Remote:
         self.sleep = sleep
         self.pacer = Pacer(settings, clock=clock, sleep=sleep)
         self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {token}"
+        self.session.headers["Authorization"] = f"Bearer {check_token(token)}"
+        self._token = token  # only to scrub it from error messages before they are stored
         self.session.headers["User-Agent"] = "airtable_cached"
         # Marked so that airtable_cached.http's interception of requests never answers the sync
         # from the cache it is filling.
@@ -143,7 +144,7 @@ class Remote:
             response = self.session.request(method, url, params=params, json=json_body, timeout=self.timeout)
             status = response.status_code
         except requests.RequestException as exc:
-            error = RemoteError(None, f"{type(exc).__name__}: {exc}")
+            error = RemoteError(None, f"{type(exc).__name__}: {exc}".replace(self._token, "***"))
             error.unsent = _never_sent(exc)
             raise error from exc
         finally:
@@ -601,7 +602,7 @@ class AutoFlusher:
             return
         with self._busy:
             try:
-                if sync.store.conn.execute("SELECT 1 FROM outbox WHERE state = 'pending' LIMIT 1").fetchone():
+                if outbox.has_ready(sync.store.conn, sync.remote.clock()):
                     sync.flush()
             except Exception as exc:  # the queue keeps the writes; the next round tries again
                 log.warning("background flush failed: %s", exc)

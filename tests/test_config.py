@@ -55,3 +55,10 @@ def test_api_rejects_bad_keyword_settings_at_start(tmp_path):
         Api("token", path=tmp_path / "c.db", mode="turbo")
     with pytest.raises(ConfigurationError, match="colour"):
         Api("token", path=tmp_path / "c.db", colour="blue")
+
+
+@pytest.mark.parametrize("token", ["patSECRET.token\n", " patSECRET", "pat\tSECRET", ""])
+def test_a_token_that_cannot_be_sent_is_refused_without_echoing_it(token, tmp_path):
+    with pytest.raises(ConfigurationError) as error:
+        Api(token, path=tmp_path / "c.db")
+    assert "SECRET" not in str(error.value)
