@@ -12,6 +12,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -19,9 +20,9 @@ from airtable_cached.errors import AirtableCachedError
 
 #: Applied to every connection, in order. Data, so they can be read and tested at a glance.
 PRAGMAS: tuple[tuple[str, object], ...] = (
+    ("busy_timeout", 30_000),  # first: the pragmas below may have to wait for another process
     ("journal_mode", "wal"),
     ("synchronous", "NORMAL"),  # WAL + NORMAL: a committed write survives a process kill
-    ("busy_timeout", 30_000),
     ("foreign_keys", 1),
     ("cache_size", -16_000),
 )
@@ -208,7 +209,10 @@ class Store:
         # isolation_level=None: we issue BEGIN ourselves, so transactions are explicit.
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         for name, value in PRAGMAS:
-            conn.execute(f"PRAGMA {name} = {value}")
+            if name == "journal_mode":
+                _enable_wal(conn)
+            else:
+                conn.execute(f"PRAGMA {name} = {value}")
         conn.row_factory = sqlite3.Row
         if self._on_connect:
             self._on_connect(conn)
@@ -264,6 +268,22 @@ class Store:
                     for statement in _statements(MIGRATIONS[version]):
                         conn.execute(statement)
                     conn.execute(f"PRAGMA user_version = {version}")
+
+
+def _enable_wal(conn: sqlite3.Connection, attempts: int = 50) -> None:
+    """Switch the file to WAL (persistent: once per file). Two processes opening a new file at once
+    can both try; the switch needs a moment alone with the file and SQLite does not always wait
+    for it, so a busy answer is retried here."""
+    for attempt in range(attempts):
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                return
+            conn.execute("PRAGMA journal_mode = wal")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.02 * (attempt + 1))
 
 
 def _statements(script: str) -> list[str]:
