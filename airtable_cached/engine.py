@@ -174,6 +174,8 @@ class Engine:
         self.clock = clock
         self.snapshots = _Snapshots()
         self.stats = StatsRecorder(store)
+        #: Bases this engine's token has been seen to read (a pull or a probe answered), in memory.
+        self.authorized: set[str] = set()
         self._filter_uses: dict[str, int] = {}
         self._indexed: set[str] = self._load_indexes()
 
@@ -219,6 +221,15 @@ class Engine:
                     (base_id, table),
                 ).fetchone()
                 if row is None:
+                    # The other spelling of a table whose schema is known (its id for its name, or
+                    # the reverse): the same cached table, not a second one.
+                    row = conn.execute(
+                        "SELECT * FROM tables WHERE base_id = ? AND (table_id = ? OR name = ?) ORDER BY tid LIMIT 1",
+                        (base_id, table, table),
+                    ).fetchone()
+                    if row is not None:
+                        conn.execute("INSERT INTO table_aliases (base_id, alias, tid) VALUES (?, ?, ?)", (base_id, table, row["tid"]))
+                if row is None:
                     is_id = table.startswith("tbl") and len(table) == 17
                     cur = conn.execute(
                         "INSERT INTO tables (base_id, table_id, name) VALUES (?, ?, ?)",
@@ -249,7 +260,20 @@ class Engine:
         if decision is Read.PULL_THEN_SERVE:
             self._require_sync().pull(info.base_id, table)
             info = self.table_info(info.base_id, table)
+        elif decision is Read.SERVE:
+            self._authorize(info, table)
         return decision, info
+
+    def _authorize(self, info: TableInfo, table: str) -> None:
+        """Serve a base from the cache only to a token Airtable lets read it.
+
+        Another token may have filled the cache file. The first time this engine's token meets a
+        base it has not pulled, one small request asks Airtable; its refusal (401, 403, 404) is
+        the answer. If Airtable cannot be asked (offline, network down), the cache answers."""
+        if info.base_id in self.authorized or self.settings.mode == "offline" or self.sync is None:
+            return
+        self.sync.probe(info.base_id, table)
+        self.authorized.add(info.base_id)
 
     def _require_sync(self) -> "Sync":
         if self.sync is None:
@@ -504,6 +528,7 @@ class Engine:
     # -- writes ------------------------------------------------------------------------------------
     def create(self, base_id: str, table: str, body: dict) -> dict:
         info = self.table_info(base_id, table)
+        self._authorize(info, table)
         single = "fields" in body and "records" not in body
         items = [{"fields": body.get("fields")}] if single else body.get("records")
         _check_batch(items, need_id=False)
@@ -548,6 +573,8 @@ class Engine:
                 raise OfflineError(f"offline mode: table {table!r} of base {base_id} has never been pulled")
             self._require_sync().pull(base_id, table)
             info = self.table_info(base_id, table)
+        else:
+            self._authorize(info, table)
         return info
 
     def update(self, base_id: str, table: str, record_id: str | None, body: dict, *, replace: bool) -> dict:

@@ -243,3 +243,31 @@ def test_a_field_added_in_airtable_is_learnt_before_a_422(fake, table, plain):
     with pytest.raises(requests.HTTPError) as error:
         table.all(formula="{Still Missing} = 'x'")
     assert error.value.response.status_code == 422
+
+
+def test_a_token_airtable_refuses_is_not_served_from_another_tokens_cache(fake, db_path, table):
+    table.all()  # the cache file is filled with the good token
+    intruder = Api("patSOMEONE.else", endpoint_url=fake.url, path=db_path, flush="manual")
+    with pytest.raises(requests.HTTPError) as error:
+        intruder.table(BASE, TABLE).all()
+    assert error.value.response.status_code == 401
+    with pytest.raises(requests.HTTPError):
+        intruder.table(BASE, TABLE).create({"Full Name": "Should not be queued"})
+    assert [op for op in intruder.pending()] == []
+
+
+def test_another_accepted_token_is_checked_once_then_served_locally(fake, db_path, table):
+    table.all()
+    fake.reset_log()
+    colleague = Api(fake.token, endpoint_url=fake.url, path=db_path, flush="manual", max_age=600)
+    for _ in range(3):
+        assert len(colleague.table(BASE, TABLE).all()) == 250
+    assert fake.request_count() == 1  # one small probe, then the cache
+
+
+def test_a_table_named_by_id_and_by_name_is_one_cached_table(fake, api, table):
+    table.first()  # the pull learns the table's id from its schema
+    created = table.create({"Full Name": "Seen Both Ways"})
+    by_id = api.table(BASE, table.schema().id)
+    assert by_id.get(created["id"])["fields"]["Full Name"] == "Seen Both Ways"
+    assert api.engine.store.conn.execute("SELECT COUNT(*) FROM tables").fetchone()[0] == 1
