@@ -361,7 +361,7 @@ class Engine:
 
             self._index_filtered_fields(info, query.formula)
             where, params, residual, equalities = formula_bridge.sql_filter(info, query.formula)
-            if equalities or formula_bridge.record_id_lookup(query.formula):
+            if equalities or formula_bridge.record_ids_required(query.formula):
                 # An index (a field's, or the primary key) finds these rows; "+" keeps the planner
                 # from walking the natural-order index instead just to skip a sort.
                 order = "+r.position"

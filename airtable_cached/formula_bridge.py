@@ -124,15 +124,20 @@ def sql_filter(info: "TableInfo", text: str) -> tuple[str, list, Callable[[dict]
     Python check for what SQL cannot answer exactly, and the text fields the formula requires to
     equal a value (an index on one of them answers the query without a scan)."""
     module = _formula()
-    ids = tuple(sorted(info.name_for_id.items()))
-    compiled = _compile(text, ids)
+    field_ids = tuple(sorted(info.name_for_id.items()))
+    compiled = _compile(text, field_ids)
     sql = f" AND ({compiled.sql})" if compiled.sql else ""
     equalities = indexable_equalities(info, text)
     for name, _value in equalities:
         sql += f" AND json_extract(r.fields, {literal_path(name)}) = ?"
+    # Implied by the formula, but in a form the primary key (tid, id) can answer.
+    ids = record_ids_required(text) or []
+    if ids:
+        sql += f" AND r.id IN ({','.join('?' * len(ids))})"
     rest = compiled.residual
     check = None if rest is None else (lambda record: module.matches(rest, record))
-    return sql, list(compiled.params) + [value for _name, value in equalities], check, [n for n, _v in equalities]
+    params = list(compiled.params) + [value for _name, value in equalities] + ids
+    return sql, params, check, [n for n, _v in equalities]
 
 
 @lru_cache(maxsize=512)
@@ -190,15 +195,26 @@ def indexable_equalities(info: "TableInfo", text: str) -> list[tuple[str, str]]:
     return found
 
 
-def record_id_lookup(text: str) -> bool:
-    """Whether the formula is (or requires) ``RECORD_ID() = 'rec...'`` for a few literal ids, as
-    pyairtable's ORM writes it: the primary key then finds the rows without a scan."""
+def record_ids_required(text: str) -> list[str] | None:
+    """The ids a formula is limited to when it is (or requires) ``RECORD_ID() = 'rec...'`` for
+    literal ids, as pyairtable's ORM writes it; the primary key then finds the rows without a scan.
+    ``None`` when the formula does not limit the ids."""
     module = _formula()
     try:
         node = _parse(text)
     except module.FormulaError:
-        return False
-    return any(_only_record_ids(module, part) for part in _conjuncts(module, node))
+        return None
+    for part in _conjuncts(module, node):
+        if _only_record_ids(module, part):
+            return sorted(_record_id_literals(module, part))
+    return None
+
+
+def _record_id_literals(module, node) -> set[str]:
+    if isinstance(node, module.Call):  # OR(...)
+        return set().union(*(_record_id_literals(module, arg) for arg in node.args))
+    literal = node.right if isinstance(node.right, module.Literal) else node.left
+    return {str(literal.value)}
 
 
 def _only_record_ids(module, node) -> bool:
