@@ -175,10 +175,10 @@ def indexable_equalities(info: "TableInfo", text: str) -> list[tuple[str, str]]:
         node = _parse(text)
     except module.FormulaError:
         return []
-    conjuncts = list(_conjuncts(module, node))
+    parts = module.conjuncts(node)
     found = []
     schema_fields = info.fields_by_name
-    for item in conjuncts:
+    for item in parts:
         if not (isinstance(item, module.BinaryOp) and item.op == "="):
             continue
         pair = (item.left, item.right)
@@ -204,7 +204,7 @@ def record_ids_required(text: str) -> list[str] | None:
         node = _parse(text)
     except module.FormulaError:
         return None
-    for part in _conjuncts(module, node):
+    for part in module.conjuncts(node):
         if _only_record_ids(module, part):
             return sorted(_record_id_literals(module, part))
     return None
@@ -225,14 +225,6 @@ def _only_record_ids(module, node) -> bool:
         call = node.left if isinstance(node.left, module.Call) else node.right
         return sides == {module.Call, module.Literal} and call.name == "RECORD_ID" and not call.args
     return False
-
-
-def _conjuncts(module, node):
-    if isinstance(node, module.Call) and node.name == "AND":
-        for arg in node.args:
-            yield from _conjuncts(module, arg)
-    else:
-        yield node
 
 
 def literal_path(name: str) -> str | None:

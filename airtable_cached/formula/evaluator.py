@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Callable
 
 from .functions import FUNCTIONS, _Err, f_switch_equal
-from .nodes import BinaryOp, Call, ErrorValue, Field, Literal, UnaryOp
+from .nodes import BinaryOp, Call, ErrorValue, Field, Literal, UnaryOp, walk
 from .parser import parse
 from .values import ERROR, compare, parse_datetime, to_number, to_text, truthy
 
@@ -277,33 +277,8 @@ def matches(node, record, **kw) -> bool:
 
 
 def field_names(node) -> set:
-    node = _as_node(node)
-    out = set()
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, Field):
-            out.add(n.name)
-        elif isinstance(n, BinaryOp):
-            stack += [n.left, n.right]
-        elif isinstance(n, UnaryOp):
-            stack.append(n.operand)
-        elif isinstance(n, Call):
-            stack.extend(n.args)
-    return out
+    return {n.name for n in walk(_as_node(node)) if isinstance(n, Field)}
 
 
 def function_names(node) -> set:
-    node = _as_node(node)
-    out = set()
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, Call):
-            out.add(n.name.upper())
-            stack.extend(n.args)
-        elif isinstance(n, BinaryOp):
-            stack += [n.left, n.right]
-        elif isinstance(n, UnaryOp):
-            stack.append(n.operand)
-    return out
+    return {n.name.upper() for n in walk(_as_node(node)) if isinstance(n, Call)}

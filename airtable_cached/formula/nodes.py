@@ -106,3 +106,24 @@ def to_formula(node) -> str:
             right = "(" + right + ")"
         return left + node.op + right
     raise TypeError(f"not a formula node: {node!r}")
+
+
+def walk(node):
+    """Every node of a tree, the root first."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        yield n
+        if isinstance(n, Call):
+            stack.extend(reversed(n.args))
+        elif isinstance(n, BinaryOp):
+            stack += [n.right, n.left]
+        elif isinstance(n, UnaryOp):
+            stack.append(n.operand)
+
+
+def conjuncts(node) -> list:
+    """The parts a formula requires all of: the arguments of (nested) top-level ANDs."""
+    if isinstance(node, Call) and node.name == "AND":
+        return [part for arg in node.args for part in conjuncts(arg)]
+    return [node]

@@ -18,7 +18,7 @@ from functools import lru_cache
 
 from .evaluator import evaluate, field_names, matches
 from .functions import RECORD_FUNCTIONS, TIME_FUNCTIONS
-from .nodes import BinaryOp, Call, ErrorValue, Field, Literal, UnaryOp, COMPARISON_OPS, to_formula
+from .nodes import BinaryOp, Call, ErrorValue, Field, Literal, COMPARISON_OPS, conjuncts, to_formula, walk
 from .parser import parse
 from .values import js_number, parse_datetime
 
@@ -121,20 +121,10 @@ _DUMMY = {"id": "", "createdTime": None, "fields": {}}
 
 
 def _is_constant(node) -> bool:
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, Field):
-            return False
-        if isinstance(n, Call):
-            if n.name in RECORD_FUNCTIONS or n.name in TIME_FUNCTIONS:
-                return False
-            stack.extend(n.args)
-        elif isinstance(n, BinaryOp):
-            stack += [n.left, n.right]
-        elif isinstance(n, UnaryOp):
-            stack.append(n.operand)
-    return True
+    return not any(
+        isinstance(n, Field) or (isinstance(n, Call) and (n.name in RECORD_FUNCTIONS or n.name in TIME_FUNCTIONS))
+        for n in walk(node)
+    )
 
 
 def _const_value(node):
@@ -404,27 +394,7 @@ def _is_rid(n):
 
 
 def _uses(node, names) -> bool:
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, Call):
-            if n.name in names:
-                return True
-            stack.extend(n.args)
-        elif isinstance(n, BinaryOp):
-            stack += [n.left, n.right]
-        elif isinstance(n, UnaryOp):
-            stack.append(n.operand)
-    return False
-
-
-def _conjuncts(node):
-    if isinstance(node, Call) and node.name == "AND":
-        out = []
-        for a in node.args:
-            out.extend(_conjuncts(a))
-        return out
-    return [node]
+    return any(isinstance(n, Call) and n.name in names for n in walk(node))
 
 
 def compile_where(node, *, fields_column="fields", id_column="id", created_column="created_time",
@@ -440,7 +410,7 @@ def compile_where(node, *, fields_column="fields", id_column="id", created_colum
         node = parse(node)
     comp = _Compiler(fields_column, id_column, created_column, field_ids, sql_functions)
     compiled, residual = [], []
-    for c in _conjuncts(node):
+    for c in conjuncts(node):
         try:
             p = comp.pred(c)
         except RecursionError:  # pragma: no cover - parser limits depth
