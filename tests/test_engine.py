@@ -116,6 +116,16 @@ def test_more_than_ten_records_in_one_request_is_refused(api, table):
 # -- formulas ----------------------------------------------------------------------------------------
 
 
+def assert_answered_locally_as_airtable(cassette, fake, table, plain, formulas: list[str]) -> None:
+    """Each formula gives plain pyairtable's records, from the cache (no request after the pull)."""
+    expected = {f: plain.all(formula=f) for f in formulas}
+    table.all()
+    sent = requests_so_far(cassette, fake)
+    for formula in formulas:
+        assert table.all(formula=formula) == expected[formula], formula
+    assert requests_so_far(cassette, fake) == sent
+
+
 def test_formula_reads_are_answered_locally(cassette, fake, table, plain):
     formulas = [
         "AND({Website} != '', {Company Description} = '')",
@@ -124,12 +134,7 @@ def test_formula_reads_are_answered_locally(cassette, fake, table, plain):
         "{Status}='New'",
         "AND({Score}>=50, FIND('Acme', {Company}))",
     ]
-    expected = {f: plain.all(formula=f) for f in formulas}
-    table.all()
-    sent = requests_so_far(cassette, fake)
-    for formula in formulas:
-        assert table.all(formula=formula) == expected[formula], formula
-    assert requests_so_far(cassette, fake) == sent  # answered from the cache
+    assert_answered_locally_as_airtable(cassette, fake, table, plain, formulas)
 
 
 def test_formula_with_unknown_field_is_422_like_airtable(fake, table, plain):
@@ -223,12 +228,7 @@ def test_offline_formula_that_needs_airtable_is_a_clear_error(fake, api, db_path
 def test_formula_naming_fields_by_id_matches_plain_pyairtable(cassette, fake, table, plain):
     email_id = next(f.id for f in plain.schema().fields if f.name == "Email")
     formulas = [f"{{{email_id}}} = ''", f"{{{email_id}}} != ''", f"AND({{{email_id}}} != '', {{Status}} = 'New')"]
-    expected = {f: plain.all(formula=f) for f in formulas}
-    table.all()
-    sent = requests_so_far(cassette, fake)
-    for formula in formulas:
-        assert table.all(formula=formula) == expected[formula], formula
-    assert requests_so_far(cassette, fake) == sent  # answered from the cache
+    assert_answered_locally_as_airtable(cassette, fake, table, plain, formulas)
 
 
 def test_a_field_added_in_airtable_is_learnt_before_a_422(fake, table, plain):
