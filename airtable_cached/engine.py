@@ -24,6 +24,7 @@ import time
 import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 from urllib.parse import unquote, urlsplit
 
@@ -151,17 +152,23 @@ class TableInfo:
     schema: dict | None
     pulled_at: float | None
 
-    @property
+    # Derived once per TableInfo (they are read several times on every read); set_schema resets them.
+    @cached_property
     def fields_by_name(self) -> dict[str, dict]:
         return {f["name"]: f for f in (self.schema or {}).get("fields", [])}
 
-    @property
+    @cached_property
     def name_for_id(self) -> dict[str, str]:
         return {f["id"]: f["name"] for f in (self.schema or {}).get("fields", []) if "id" in f}
 
-    @property
+    @cached_property
     def id_for_name(self) -> dict[str, str]:
         return {f["name"]: f["id"] for f in (self.schema or {}).get("fields", []) if "id" in f}
+
+    def set_schema(self, schema: dict) -> None:
+        self.schema = schema
+        for derived in ("fields_by_name", "name_for_id", "id_for_name"):
+            self.__dict__.pop(derived, None)
 
 
 class Engine:
@@ -322,7 +329,7 @@ class Engine:
             return False
         with self.store.transaction() as conn:
             self._learn_schema(conn, info, schema)
-        info.schema = schema
+        info.set_schema(schema)
         return True
 
     def _remote_reason(self, info: TableInfo, query: ListQuery) -> str | None:
@@ -359,9 +366,10 @@ class Engine:
         if query.formula:
             from airtable_cached import formula_bridge
 
-            self._index_filtered_fields(info, query.formula)
-            where, params, residual, equalities = formula_bridge.sql_filter(info, query.formula)
-            if equalities or formula_bridge.record_ids_required(query.formula):
+            compiled = formula_bridge.sql_filter(info, query.formula)
+            self._index_filtered_fields(compiled.equality_fields)
+            where, params, residual = compiled.sql, compiled.params, compiled.check
+            if compiled.indexed:
                 # An index (a field's, or the primary key) finds these rows; "+" keeps the planner
                 # from walking the natural-order index instead just to skip a sort.
                 order = "+r.position"
@@ -390,11 +398,9 @@ class Engine:
         return records
 
     # -- indexes and search ------------------------------------------------------------------------
-    def _index_filtered_fields(self, info: TableInfo, formula: str) -> None:
+    def _index_filtered_fields(self, names: list[str]) -> None:
         """Index a text field once agents filter on it by equality often enough (or as configured)."""
-        from airtable_cached import formula_bridge
-
-        for name, _value in formula_bridge.indexable_equalities(info, formula):
+        for name in names:
             uses = self._filter_uses[name] = self._filter_uses.get(name, 0) + 1
             if uses >= self.settings.index_after or name in self.settings.index_fields:
                 self.ensure_index(name)

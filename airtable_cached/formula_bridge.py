@@ -8,6 +8,7 @@ Airtable; that fallback is counted and logged once per formula.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 import logging
 import sqlite3
 from functools import lru_cache
@@ -119,10 +120,23 @@ def json_path(name: str) -> str:
     return '$."' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def sql_filter(info: "TableInfo", text: str) -> tuple[str, list, Callable[[dict], bool] | None, list[str]]:
-    """``(sql, params, residual, equality_fields)``: an ``AND ...`` fragment over ``r.fields``, a
-    Python check for what SQL cannot answer exactly, and the text fields the formula requires to
-    equal a value (an index on one of them answers the query without a scan)."""
+@dataclass(frozen=True)
+class SqlFilter:
+    """A formula as the engine runs it."""
+
+    #: ``AND ...`` fragment over ``r.fields`` / ``r.id`` (empty: no condition), and its parameters.
+    sql: str
+    params: list
+    #: Python check for what SQL cannot answer exactly (``None``: SQL says it all).
+    check: Callable[[dict], bool] | None
+    #: Text fields the formula requires to equal a value: an index on one answers it.
+    equality_fields: list[str]
+    #: Whether an index (a field's, or the primary key for literal record ids) finds the rows.
+    indexed: bool
+
+
+def sql_filter(info: "TableInfo", text: str) -> SqlFilter:
+    """The SQL condition and Python residual that answer ``text`` exactly over the cached table."""
     module = _formula()
     field_ids = tuple(sorted(info.name_for_id.items()))
     compiled = _compile(text, field_ids)
@@ -137,7 +151,8 @@ def sql_filter(info: "TableInfo", text: str) -> tuple[str, list, Callable[[dict]
     rest = compiled.residual
     check = None if rest is None else (lambda record: module.matches(rest, record))
     params = list(compiled.params) + [value for _name, value in equalities] + ids
-    return sql, params, check, [n for n, _v in equalities]
+    names = [n for n, _v in equalities]
+    return SqlFilter(sql, params, check, names, bool(names or ids))
 
 
 @lru_cache(maxsize=512)

@@ -12,6 +12,8 @@ import string
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
+from airtable_cached.errors import WriteRejectedError
+
 #: Provisional ids look like Airtable's (``rec`` + 14 alphanumerics) and carry a fixed marker.
 PROVISIONAL_PREFIX = "recLOCAL"
 _ALPHABET = string.ascii_letters + string.digits
@@ -78,8 +80,6 @@ def dumps(value: Any) -> str:
 
 def check_serialisable(fields: Any, *, where: str) -> None:
     """Raise a clear error for a value Airtable could never receive."""
-    from airtable_cached.errors import WriteRejectedError
-
     if not isinstance(fields, Mapping):
         raise WriteRejectedError(f"{where}: fields must be a dict of field name to value, got {type(fields).__name__}")
     for name, value in fields.items():
