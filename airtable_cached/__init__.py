@@ -7,13 +7,13 @@ sends to Airtable, paced and retried.
 
 from airtable_cached.api import Api, Base, Table
 from airtable_cached.config import Settings
-from airtable_cached.http import install, uninstall
 from airtable_cached.errors import (
     AirtableCachedError,
     ConfigurationError,
     OfflineError,
     WriteRejectedError,
 )
+from airtable_cached.http import install, uninstall
 
 __version__ = "0.1.0"
 

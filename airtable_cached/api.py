@@ -11,7 +11,8 @@ from __future__ import annotations
 import json as jsonlib
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pyairtable
 import pyairtable.api.base
@@ -107,16 +108,16 @@ class Api(pyairtable.Api):
         return _runtime(self.settings, self.api_key, self.timeout, self._clock, self._sleep)[1]
 
     # -- pyairtable's factories, returning the cached classes ------------------------------------
-    def base(self, base_id: str, *, validate: bool = False, force: bool = False) -> "Base":
+    def base(self, base_id: str, *, validate: bool = False, force: bool = False) -> Base:
         if validate:
             info = self._base_info(force=force).base(base_id)
             return self._base_from_info(info)
         return Base(self, base_id)
 
-    def _base_from_info(self, base_info: Any) -> "Base":
+    def _base_from_info(self, base_info: Any) -> Base:
         return Base(self, base_info.id, name=base_info.name, permission_level=base_info.permission_level)
 
-    def table(self, base_id: str, table_name: str, *, validate: bool = False, force: bool = False) -> "Table":
+    def table(self, base_id: str, table_name: str, *, validate: bool = False, force: bool = False) -> Table:
         return self.base(base_id, validate=validate, force=force).table(table_name, validate=validate, force=force)
 
     # -- the choke point ---------------------------------------------------------------------------
@@ -170,13 +171,13 @@ class Base(pyairtable.api.base.Base):
 
     api: Api
 
-    def table(self, id_or_name: str, *, validate: bool = False, force: bool = False) -> "Table":
+    def table(self, id_or_name: str, *, validate: bool = False, force: bool = False) -> Table:
         if validate:
             schema = self.schema(force=force).table(id_or_name)
             return Table(None, self, schema)
         return Table(None, self, id_or_name)
 
-    def tables(self, *, force: bool = False) -> list["Table"]:
+    def tables(self, *, force: bool = False) -> list[Table]:
         return [Table(None, self, table_schema) for table_schema in self.schema(force=force).tables]
 
 

@@ -15,15 +15,15 @@ import importlib
 import json
 import sqlite3
 import sys
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
 from airtable_cached import maintenance
 from airtable_cached.config import Settings
-
 
 # -- shared options and rendering --------------------------------------------------------------------
 
@@ -86,7 +86,7 @@ def _emit_json(data: Any) -> None:
 def _when(epoch: float | None) -> str:
     if epoch is None:
         return "never"
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _ago(seconds: float | None) -> str:
@@ -108,7 +108,7 @@ class _Quiet:
     def update(self, n: int, *_: Any) -> None:
         pass
 
-    def __enter__(self) -> "_Quiet":
+    def __enter__(self) -> _Quiet:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -8,9 +8,10 @@ it, never later in the middle of a run.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from airtable_cached.errors import ConfigurationError
 
@@ -55,7 +56,7 @@ class Settings:
     index_after: int = 3
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from ``env`` (default ``os.environ``), then apply keyword overrides."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
@@ -72,7 +73,7 @@ class Settings:
             values["path"] = (default_path(), "default path")
         return cls(**{name: _convert(name, value, source) for name, (value, source) in values.items()})
 
-    def replace(self, **changes: Any) -> "Settings":
+    def replace(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 
     @property

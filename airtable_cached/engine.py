@@ -23,9 +23,10 @@ import threading
 import time
 import unicodedata
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from airtable_cached import outbox
@@ -110,7 +111,7 @@ class _Snapshots:
                 self._items.popitem(last=False)
         return token
 
-    def get(self, token: str, now: float) -> "_Snapshot | None":
+    def get(self, token: str, now: float) -> _Snapshot | None:
         with self._lock:
             item = self._items.get(token)
             if item is None or now - item.used > OFFSET_TTL:
@@ -174,7 +175,7 @@ class TableInfo:
 class Engine:
     """The local Airtable over one cache file."""
 
-    def __init__(self, store: Store, settings: Settings, sync: "Sync | None" = None, *, clock: Callable[[], float] = time.time):
+    def __init__(self, store: Store, settings: Settings, sync: Sync | None = None, *, clock: Callable[[], float] = time.time):
         self.store = store
         self.settings = settings
         self.sync = sync
@@ -282,7 +283,7 @@ class Engine:
         self.sync.probe(info.base_id, table)
         self.authorized.add(info.base_id)
 
-    def _require_sync(self) -> "Sync":
+    def _require_sync(self) -> Sync:
         if self.sync is None:
             raise OfflineError("no connection to Airtable is configured for this engine")
         return self.sync

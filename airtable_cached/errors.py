@@ -42,18 +42,18 @@ class AirtableResponseError(AirtableCachedError):
         return f"{self.status} {self.body!r}"
 
     @classmethod
-    def typed(cls, status: int, type_: str, message: str | None = None) -> "AirtableResponseError":
+    def typed(cls, status: int, type_: str, message: str | None = None) -> AirtableResponseError:
         error: dict = {"type": type_}
         if message is not None:
             error["message"] = message
         return cls(status, {"error": error})
 
     @classmethod
-    def not_found(cls) -> "AirtableResponseError":
+    def not_found(cls) -> AirtableResponseError:
         return cls(404, {"error": "NOT_FOUND"})
 
     @classmethod
-    def record_not_found(cls, record_id: str, *, batch: bool = False) -> "AirtableResponseError":
+    def record_not_found(cls, record_id: str, *, batch: bool = False) -> AirtableResponseError:
         """Airtable's answers for a missing record: 404 for one, 422 inside a batch write."""
         from airtable_cached.records import RECORD_ID_RE
 
@@ -64,11 +64,11 @@ class AirtableResponseError(AirtableCachedError):
         return cls.not_found()
 
     @classmethod
-    def invalid_request(cls, message: str) -> "AirtableResponseError":
+    def invalid_request(cls, message: str) -> AirtableResponseError:
         return cls.typed(422, "INVALID_REQUEST_UNKNOWN", message)
 
     @classmethod
-    def table_not_found(cls, table: str) -> "AirtableResponseError":
+    def table_not_found(cls, table: str) -> AirtableResponseError:
         return cls.typed(
             404,
             "TABLE_NOT_FOUND",

@@ -8,11 +8,12 @@ Airtable; that fallback is counted and logged once per formula.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 import logging
 import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from airtable_cached.errors import AirtableResponseError
 
@@ -65,7 +66,7 @@ def _parse(text: str):
     return _formula().parse(text)
 
 
-def remote_reason(conn: sqlite3.Connection, info: "TableInfo", text: str) -> str | None:
+def remote_reason(conn: sqlite3.Connection, info: TableInfo, text: str) -> str | None:
     """Why ``text`` must go to Airtable (``None``: the cache answers it exactly).
 
     Raises Airtable's 422 ``INVALID_FILTER_BY_FORMULA`` for a field the schema does not have.
@@ -77,7 +78,7 @@ def remote_reason(conn: sqlite3.Connection, info: "TableInfo", text: str) -> str
     return reason
 
 
-def _reason(conn: sqlite3.Connection, info: "TableInfo", text: str) -> str | None:
+def _reason(conn: sqlite3.Connection, info: TableInfo, text: str) -> str | None:
     try:
         module = _formula()
     except ImportError:
@@ -105,7 +106,7 @@ def _reason(conn: sqlite3.Connection, info: "TableInfo", text: str) -> str | Non
     return None
 
 
-def _field_seen(conn: sqlite3.Connection, info: "TableInfo", name: str) -> bool:
+def _field_seen(conn: sqlite3.Connection, info: TableInfo, name: str) -> bool:
     """Whether any cached record of the table has a value for ``name`` (the path is bound)."""
     if info.pulled_at is None:
         return True  # not pulled yet: the pull that precedes serving will tell
@@ -135,7 +136,7 @@ class SqlFilter:
     indexed: bool
 
 
-def sql_filter(info: "TableInfo", text: str) -> SqlFilter:
+def sql_filter(info: TableInfo, text: str) -> SqlFilter:
     """The SQL condition and Python residual that answer ``text`` exactly over the cached table."""
     module = _formula()
     field_ids = tuple(sorted(info.name_for_id.items()))
@@ -183,7 +184,7 @@ def _with_names(module, node, name_for_id: dict[str, str]):
 TEXT_TYPES = frozenset({"singleLineText", "multilineText", "email", "url", "phoneNumber", "singleSelect", "richText"})
 
 
-def indexable_equalities(info: "TableInfo", text: str) -> list[tuple[str, str]]:
+def indexable_equalities(info: TableInfo, text: str) -> list[tuple[str, str]]:
     """``(field, value)`` of the top-level ``{Text field} = 'value'`` conjuncts of a formula."""
     module = _formula()
     try:

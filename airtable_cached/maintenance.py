@@ -13,15 +13,15 @@ import os
 import sqlite3
 import stat
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from airtable_cached import outbox
-from airtable_cached.policy import TableState
 from airtable_cached.config import Settings
 from airtable_cached.errors import AirtableCachedError
+from airtable_cached.policy import TableState
 from airtable_cached.records import is_provisional, referenced_provisional_ids
 from airtable_cached.store import SCHEMA_VERSION, Store
 
@@ -77,7 +77,7 @@ def _store(store_or_path: Store | str | os.PathLike) -> Store:
 
 
 def _utc_stamp(now: float | None = None) -> str:
-    moment = datetime.now(timezone.utc) if now is None else datetime.fromtimestamp(now, timezone.utc)
+    moment = datetime.now(UTC) if now is None else datetime.fromtimestamp(now, UTC)
     return moment.strftime("%Y%m%dT%H%M%S.") + f"{moment.microsecond:06d}Z"
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from airtable_cached.records import apply_write, dumps, is_provisional, referenced_provisional_ids
 
@@ -38,7 +39,7 @@ class Op:
     claimed_until: float | None = None
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> "Op":
+    def from_row(cls, row: sqlite3.Row) -> Op:
         return cls(
             seq=row["seq"],
             tid=row["tid"],

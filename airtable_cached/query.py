@@ -8,8 +8,9 @@ same parameters in the URL or in a ``listRecords`` JSON body.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from airtable_cached.errors import AirtableResponseError
 
@@ -34,7 +35,7 @@ class ListQuery:
     extra: tuple[tuple[str, str], ...] = field(default=())
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> "ListQuery":
+    def from_params(cls, params: Mapping[str, Any]) -> ListQuery:
         """From query parameters (values: a str, a number, or a list of them)."""
         values = {key: _as_list(value) for key, value in params.items()}
         sort_parts: dict[int, dict[str, str]] = {}
@@ -59,7 +60,7 @@ class ListQuery:
         return cls._build(options, sort, tuple(extra))
 
     @classmethod
-    def from_json(cls, body: Mapping[str, Any] | None, params: Mapping[str, Any] | None = None) -> "ListQuery":
+    def from_json(cls, body: Mapping[str, Any] | None, params: Mapping[str, Any] | None = None) -> ListQuery:
         """From a ``POST .../listRecords`` body (plus ``timeZone``/``userLocale`` from the URL)."""
         body = dict(body or {})
         if not isinstance(body, dict):
@@ -76,7 +77,7 @@ class ListQuery:
         return cls._build(body, sort, ())
 
     @classmethod
-    def _build(cls, options: dict[str, Any], sort: list[dict], extra: tuple) -> "ListQuery":
+    def _build(cls, options: dict[str, Any], sort: list[dict], extra: tuple) -> ListQuery:
         fields = options.get("fields")
         if fields is not None:
             if isinstance(fields, str):

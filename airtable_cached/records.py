@@ -9,8 +9,9 @@ import json
 import re
 import secrets
 import string
-from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from airtable_cached.errors import WriteRejectedError
 
@@ -49,7 +50,7 @@ def is_provisional(record_id: str) -> bool:
 
 def now_iso(now: float | None = None) -> str:
     """Airtable's timestamp format: ISO-8601 UTC with milliseconds."""
-    moment = datetime.now(timezone.utc) if now is None else datetime.fromtimestamp(now, timezone.utc)
+    moment = datetime.now(UTC) if now is None else datetime.fromtimestamp(now, UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
@@ -106,7 +107,7 @@ def parse_iso_datetime(text: str) -> datetime | None:
         moment = datetime.fromisoformat(t)
     except (ValueError, AttributeError):
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def format_number(value: float | int) -> str:

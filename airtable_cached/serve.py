@@ -20,12 +20,11 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
-from airtable_cached import maintenance
-from airtable_cached import outbox
+from airtable_cached import maintenance, outbox
 from airtable_cached.config import Settings
 from airtable_cached.errors import AirtableCachedError
 

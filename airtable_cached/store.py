@@ -13,8 +13,8 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from airtable_cached.errors import AirtableCachedError
 

@@ -15,8 +15,9 @@ import logging
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import diskcache
@@ -92,7 +93,7 @@ class Pacer:
 class Remote:
     """One HTTP conversation with Airtable for one token. The token lives only in this object."""
 
-    def __init__(self, token: str, settings: Settings, engine: "Engine", *, timeout: Any = None,
+    def __init__(self, token: str, settings: Settings, engine: Engine, *, timeout: Any = None,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):
         self.settings = settings
         self.engine = engine
@@ -221,7 +222,7 @@ class FlushResult:
     def ok(self) -> bool:
         return not self.failed
 
-    def merge(self, other: "FlushResult") -> None:
+    def merge(self, other: FlushResult) -> None:
         self.sent += other.sent
         self.failed += other.failed
         self.requests += other.requests
@@ -235,7 +236,7 @@ class FlushResult:
 
 
 class Sync:
-    def __init__(self, engine: "Engine", token: str, *, timeout: Any = None,
+    def __init__(self, engine: Engine, token: str, *, timeout: Any = None,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):
         self.engine = engine
         self.settings = engine.settings
@@ -294,11 +295,11 @@ class Sync:
                 raise _as_response_error(exc) from exc
         raise AirtableResponseError.typed(422, "LIST_RECORDS_ITERATOR_NOT_AVAILABLE", "pull kept losing its offset")
 
-    def fetch_schema(self, info: "TableInfo") -> dict | None:
+    def fetch_schema(self, info: TableInfo) -> dict | None:
         """The table's schema as Airtable has it now (``None``: the token cannot read schemas)."""
         return self._fetch_schema(info, info.table_id or info.name or "")
 
-    def _fetch_schema(self, info: "TableInfo", table: str) -> dict | None:
+    def _fetch_schema(self, info: TableInfo, table: str) -> dict | None:
         if info.base_id in self._schema_denied:
             return None
         try:
@@ -315,7 +316,7 @@ class Sync:
                 return candidate
         return None
 
-    def list_remote(self, info: "TableInfo", table: str, query: ListQuery) -> dict:
+    def list_remote(self, info: TableInfo, table: str, query: ListQuery) -> dict:
         """A list only Airtable can answer exactly: send it, keep the full records it returns."""
         sent_at = self.remote.clock()
         try:
@@ -327,7 +328,7 @@ class Sync:
             self.engine.absorb(info.base_id, table, page.get("records", []), sent_at=sent_at)
         return page
 
-    def get_remote(self, info: "TableInfo", table: str, record_id: str, query: ListQuery) -> dict:
+    def get_remote(self, info: TableInfo, table: str, record_id: str, query: ListQuery) -> dict:
         try:
             return self.remote.send(info.base_id, "GET", self.remote.url(info.base_id, table, record_id),
                                     kind="passthrough", params=query.to_params())
@@ -649,7 +650,7 @@ class AutoFlusher:
             sync.abandon_flush_locks()
 
 
-_exit_flushers: "weakref.WeakSet[AutoFlusher]" = weakref.WeakSet()
+_exit_flushers: weakref.WeakSet[AutoFlusher] = weakref.WeakSet()
 
 
 _exit_hook_installed = False

@@ -25,8 +25,9 @@ import threading
 import time
 import zlib
 from collections import deque
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from airtable_cached.records import DATE_TYPES, format_number, parse_iso_datetime, plain_text, sort_key
@@ -34,7 +35,7 @@ from airtable_cached.records import DATE_TYPES, format_number, parse_iso_datetim
 __all__ = ["FakeAirtable", "seed_leads", "LEADS_SCHEMA", "FakeAirtableError"]
 
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_BASE_INSTANT = _dt.datetime(2024, 1, 1, tzinfo=_dt.timezone.utc)
+_BASE_INSTANT = _dt.datetime(2024, 1, 1, tzinfo=_dt.UTC)
 _RECORD_ID_RE = re.compile(r"^rec[0-9A-Za-z]{14}$")
 
 #: Field types whose values Airtable computes; writing them is a 422.
@@ -117,7 +118,7 @@ def _is_empty(value: Any) -> bool:
 
 
 def _iso(instant: _dt.datetime) -> str:
-    return instant.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + (
+    return instant.astimezone(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + (
         f"{instant.microsecond // 1000:03d}Z"
     )
 
@@ -321,7 +322,7 @@ class FakeAirtable:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def start(self) -> "FakeAirtable":
+    def start(self) -> FakeAirtable:
         if self._server is not None:
             return self
         fake = self
@@ -346,7 +347,7 @@ class FakeAirtable:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> "FakeAirtable":
+    def __enter__(self) -> FakeAirtable:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -1250,7 +1251,7 @@ def _convert_value(f: dict, value: Any, typecast: bool, pending_choices: dict) -
         raise _cannot_accept(f)
     if ftype == "dateTime":
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return _iso(_dt.datetime.fromtimestamp(value / 1000, tz=_dt.timezone.utc))
+            return _iso(_dt.datetime.fromtimestamp(value / 1000, tz=_dt.UTC))
         if isinstance(value, str):
             d = _parse_iso_datetime(value)
             if d is None:

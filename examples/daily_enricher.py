@@ -31,10 +31,9 @@ import json
 import os
 from collections import Counter
 
+from enrichment import guess_email, lookup_company
 from pyairtable import Api
 from pyairtable.formulas import match
-
-from enrichment import guess_email, lookup_company
 
 #: Leads that still need an email. Opted-out leads are never touched.
 TODO_FORMULA = "AND({Email} = '', NOT({Opted Out}))"

@@ -28,7 +28,7 @@ from airtable_cached import Api, Table
 SEARCH_FIELDS = ["Full Name", "Company", "Email"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def leads_table() -> Table:
     """The leads table named by the environment (built once per process)."""
     options = {}

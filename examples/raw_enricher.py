@@ -25,7 +25,6 @@ from collections import Counter
 from urllib.parse import quote
 
 import requests
-
 from enrichment import guess_email, lookup_company
 
 ENDPOINT = os.environ.get("AIRTABLE_ENDPOINT_URL", "https://api.airtable.com").rstrip("/")

@@ -13,11 +13,10 @@ import types
 
 import pytest
 from click.testing import CliRunner
+from conftest import BASE, TABLE
 
 from airtable_cached import Api
 from airtable_cached.cli import main
-
-from conftest import BASE, TABLE
 
 COMMANDS = [
     ["status"], ["pull"], ["flush"], ["queue"], ["queue", "list"], ["queue", "retry"], ["queue", "drop"],

@@ -500,7 +500,8 @@ def test_a_long_flush_keeps_its_claims(fake, tmp_path, clock):
 
 
 def test_airtable_wins_a_conflict_and_the_dropped_value_is_logged(fake, api, table):
-    from tests.conftest import BASE as base_id, TABLE as table_name
+    from tests.conftest import BASE as base_id
+    from tests.conftest import TABLE as table_name
 
     record = next(r for r in table.all() if r["fields"].get("Status") not in ("Lost", "Contacted"))
     table.update(record["id"], {"Status": "Lost", "Score": 7})
@@ -516,7 +517,8 @@ def test_airtable_wins_a_conflict_and_the_dropped_value_is_logged(fake, api, tab
 
 
 def test_a_field_airtable_did_not_change_keeps_the_local_write(fake, api, table):
-    from tests.conftest import BASE as base_id, TABLE as table_name
+    from tests.conftest import BASE as base_id
+    from tests.conftest import TABLE as table_name
 
     record = table.all()[0]
     table.update(record["id"], {"Status": "Lost"})

@@ -6,14 +6,14 @@ import glob
 import re
 import time
 import urllib.parse
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from airtable_cached.formula import ErrorValue, compile_python, evaluate, matches, parse
 from airtable_cached.formula.functions import ARITY
 
-NOW = datetime(2024, 6, 15, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 6, 15, 12, 0, 0, tzinfo=UTC)
 ERR = ErrorValue("#ERROR!")
 BASE = {"Name": "Jane", "Age": 30, "Zero": 0, "Done": True, "Tags": ["a", "b"], "Nums": [1, 2, 3],
         "D": "2024-03-01", "DT": "2024-03-01T10:30:45.123Z", "Text5": "5", "Pad": "  hi  ",
@@ -70,18 +70,18 @@ CASES = [
     ("ROUNDDOWN(-2.7, 0)", -2), ("ROUNDUP(-2.1, 0)", -3), ("ROUNDUP(2.01, 1)", 2.1), ("SQRT(16)", 4.0),
     ("SQRT(-1)", ERR), ("SUM(1, {Nums}, '2')", 9), ("SUM({Missing})", 0),
     # date/time
-    ("CREATED_TIME()", datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)),
-    ("LAST_MODIFIED_TIME()", datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)), ("NOW()", NOW),
-    ("TODAY()", datetime(2024, 6, 15, tzinfo=timezone.utc)),
-    ("DATEADD({D}, 1, 'months')", datetime(2024, 4, 1, tzinfo=timezone.utc)),
-    ("DATEADD('2024-01-31', 1, 'month')", datetime(2024, 2, 29, tzinfo=timezone.utc)),
-    ("DATEADD({D}, 2, 'days')", datetime(2024, 3, 3, tzinfo=timezone.utc)),
+    ("CREATED_TIME()", datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
+    ("LAST_MODIFIED_TIME()", datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)), ("NOW()", NOW),
+    ("TODAY()", datetime(2024, 6, 15, tzinfo=UTC)),
+    ("DATEADD({D}, 1, 'months')", datetime(2024, 4, 1, tzinfo=UTC)),
+    ("DATEADD('2024-01-31', 1, 'month')", datetime(2024, 2, 29, tzinfo=UTC)),
+    ("DATEADD({D}, 2, 'days')", datetime(2024, 3, 3, tzinfo=UTC)),
     ("DATETIME_DIFF('2024-03-10', {D}, 'days')", 9), ("DATETIME_DIFF({D}, '2024-03-10', 'days')", -9),
     ("DATETIME_DIFF('2024-03-01T01:30:00Z', {D}, 'hours')", 1), ("DATETIME_DIFF('2025-03-01', {D}, 'years')", 1),
     ("DATETIME_DIFF('2024-05-15', {D}, 'months')", 2), ("DATETIME_FORMAT({DT}, 'YYYY-MM-DD HH:mm')", "2024-03-01 10:30"),
     ("DATETIME_FORMAT({D}, 'MMMM Do, YYYY [at] h A')", "March 1st, 2024 at 12 AM"),
     ("DATETIME_FORMAT({DT})", "2024-03-01T10:30:45.123Z"), ("DATETIME_FORMAT({Missing})", ERR),
-    ("DATETIME_PARSE('01/02/2024', 'DD/MM/YYYY')", datetime(2024, 2, 1, tzinfo=timezone.utc)),
+    ("DATETIME_PARSE('01/02/2024', 'DD/MM/YYYY')", datetime(2024, 2, 1, tzinfo=UTC)),
     ("DATETIME_PARSE('x')", ERR), ("DATESTR({DT})", "2024-03-01"), ("TIMESTR({DT})", "10:30:45"),
     ("DAY({D})", 1), ("MONTH({D})", 3), ("YEAR({D})", 2024), ("HOUR({DT})", 10), ("MINUTE({DT})", 30),
     ("SECOND({DT})", 45), ("WEEKDAY({D})", 5), ("WEEKDAY({D}, 'Monday')", 4), ("WEEKNUM('2024-01-07')", 2),
@@ -89,8 +89,8 @@ CASES = [
     ("IS_SAME({DT}, {D}, 'day')", True), ("IS_SAME({DT}, {D})", False), ("IS_SAME({DT}, '2024-03-31', 'month')", True),
     ("TONOW('2024-06-10')", 5), ("FROMNOW('2024-06-20')", 4),
     ("HOUR(SET_TIMEZONE({DT}, 'America/New_York'))", 5), ("DATESTR(SET_LOCALE({D}, 'fr'))", "2024-03-01"),
-    ("WORKDAY('2024-03-01', 1)", datetime(2024, 3, 4, tzinfo=timezone.utc)),
-    ("WORKDAY('2024-03-01', 1, '2024-03-04')", datetime(2024, 3, 5, tzinfo=timezone.utc)),
+    ("WORKDAY('2024-03-01', 1)", datetime(2024, 3, 4, tzinfo=UTC)),
+    ("WORKDAY('2024-03-01', 1, '2024-03-04')", datetime(2024, 3, 5, tzinfo=UTC)),
     ("WORKDAY_DIFF('2024-03-01', '2024-03-08')", 6), ("WORKDAY_DIFF('2024-03-08', '2024-03-01')", -6),
     ("DAY({Missing})", ERR),
     # record / array
@@ -119,7 +119,7 @@ def test_eval(formula, expected):
 
 def test_eval_extra_records():
     r = rec({"X": [1, 2]}, lastModifiedTime="2024-05-05T00:00:00.000Z")
-    assert evaluate("LAST_MODIFIED_TIME()", r) == datetime(2024, 5, 5, tzinfo=timezone.utc)
+    assert evaluate("LAST_MODIFIED_TIME()", r) == datetime(2024, 5, 5, tzinfo=UTC)
     assert evaluate("{fldX}", r, field_ids={"fldX": "X"}) == [1, 2]
     assert evaluate("{X}", rec({"fldX": 3}), field_ids={"fldX": "X"}) == 3
     assert evaluate("NOW()", rec()).tzinfo is not None

@@ -7,11 +7,24 @@ from decimal import Decimal
 from fractions import Fraction
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pyairtable import formulas as F
 
-from airtable_cached.formula import (BinaryOp, Call, Field, FormulaError, FormulaSyntaxError, Literal, UnaryOp,
-                                     UnknownFunctionError, field_names, function_names, parse, to_formula)
+from airtable_cached.formula import (
+    BinaryOp,
+    Call,
+    Field,
+    FormulaError,
+    FormulaSyntaxError,
+    Literal,
+    UnaryOp,
+    UnknownFunctionError,
+    field_names,
+    function_names,
+    parse,
+    to_formula,
+)
 from airtable_cached.formula.functions import ARITY
 
 
@@ -74,7 +87,6 @@ def test_pyairtable_shapes():
 
 
 def test_every_pyairtable_function_is_known():
-    import inspect
     for name, fn in vars(F).items():
         if name.isupper() and callable(fn) and name not in ("EQ", "NE", "GT", "GTE", "LT", "LTE"):
             assert name in ARITY, name

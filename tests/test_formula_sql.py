@@ -6,10 +6,20 @@ import json
 import sqlite3
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from airtable_cached.formula import (BinaryOp, Call, Field, Literal, UnaryOp, compile_where, matches, parse,
-                                     register_sql_functions, to_formula)
+from airtable_cached.formula import (
+    BinaryOp,
+    Call,
+    Field,
+    Literal,
+    compile_where,
+    matches,
+    parse,
+    register_sql_functions,
+    to_formula,
+)
 
 
 def _db(records):

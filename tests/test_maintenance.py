@@ -9,11 +9,10 @@ import threading
 import time
 
 import pytest
+from conftest import BASE, TABLE
 
 from airtable_cached import Api, maintenance
 from airtable_cached.sync import Pacer
-
-from conftest import BASE, TABLE
 
 
 def _mode(path) -> int:

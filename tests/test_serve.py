@@ -12,11 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import BASE, TABLE
 
 from airtable_cached import Api, maintenance
 from airtable_cached.serve import DAY, SyncService
-
-from conftest import BASE, TABLE
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Callable
 
 from .functions import FUNCTIONS, _Err, f_switch_equal
 from .nodes import BinaryOp, Call, ErrorValue, Field, Literal, UnaryOp, walk
@@ -64,9 +64,9 @@ class Env:
 
     def now(self):
         if self._now is None:
-            self._now = datetime.now(timezone.utc)
+            self._now = datetime.now(UTC)
         elif self._now.tzinfo is None:
-            self._now = self._now.replace(tzinfo=timezone.utc)
+            self._now = self._now.replace(tzinfo=UTC)
         return self._now
 
 

@@ -11,12 +11,23 @@ import calendar
 import math
 import re
 import urllib.parse
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_UP, Decimal
 
 from .nodes import ErrorValue
-from .values import (ERROR, compare, flatten, format_datetime, is_number, js_number, parse_datetime,
-                     to_date, to_number, to_text, truthy)
+from .values import (
+    ERROR,
+    compare,
+    flatten,
+    format_datetime,
+    is_number,
+    js_number,
+    parse_datetime,
+    to_date,
+    to_number,
+    to_text,
+    truthy,
+)
 
 # name -> (min args, max args or None for variadic)
 ARITY: dict[str, tuple[int, int | None]] = {
@@ -380,8 +391,8 @@ def f_now(env): return env.now()
 
 def f_today(env):
     # UNVERIFIED: TODAY() is midnight UTC of the current UTC date.
-    n = env.now().astimezone(timezone.utc)
-    return datetime(n.year, n.month, n.day, tzinfo=timezone.utc)
+    n = env.now().astimezone(UTC)
+    return datetime(n.year, n.month, n.day, tzinfo=UTC)
 
 
 _UNITS = {
@@ -527,9 +538,9 @@ def _parse_with_format(text: str, fmt: str) -> datetime:
         raise _Err
     g = m.groupdict()
     if g.get("X"):
-        return datetime.fromtimestamp(float(g["X"]), timezone.utc)
+        return datetime.fromtimestamp(float(g["X"]), UTC)
     if g.get("x"):
-        return datetime.fromtimestamp(int(g["x"]) / 1000, timezone.utc)
+        return datetime.fromtimestamp(int(g["x"]) / 1000, UTC)
     year = int(g["Y"]) if g.get("Y") else (2000 + int(g["y"]) if g.get("y") else 1970)
     if g.get("MN"):
         names = [n.lower() for n in _MONTHS]
@@ -545,12 +556,12 @@ def _parse_with_format(text: str, fmt: str) -> datetime:
         if (g.get("A") or "am").lower() == "pm":
             hour += 12
     ms = g.get("S") or "0"
-    tz = timezone.utc
+    tz = UTC
     if g.get("Z") and g["Z"] != "Z":
         z = g["Z"].replace(":", "")
         tz = timezone((1 if z[0] == "+" else -1) * timedelta(hours=int(z[1:3]), minutes=int(z[3:5])))
     return datetime(year, month, int(g.get("D") or 1), hour, int(g.get("m") or 0), int(g.get("s") or 0),
-                    int(ms.ljust(3, "0")) * 1000, tzinfo=tz).astimezone(timezone.utc)
+                    int(ms.ljust(3, "0")) * 1000, tzinfo=tz).astimezone(UTC)
 
 
 def f_datetime_parse(env, text, fmt=None, locale=None):
@@ -603,7 +614,7 @@ def f_is_before(env, a, b): return _date(a) < _date(b)
 
 
 def f_is_same(env, a, b, unit=None):
-    x, y = _date(a).astimezone(timezone.utc), _date(b).astimezone(timezone.utc)
+    x, y = _date(a).astimezone(UTC), _date(b).astimezone(UTC)
     if unit is None:
         return x == y
     u = _unit(unit)

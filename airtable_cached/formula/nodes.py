@@ -31,7 +31,7 @@ class Field:
 class Literal:
     """A string or number literal (value is ``str``, ``int`` or ``float``)."""
 
-    value: Union[str, int, float]
+    value: str | int | float
 
 
 @dataclass(frozen=True)
@@ -45,14 +45,14 @@ class Call:
 @dataclass(frozen=True)
 class BinaryOp:
     op: str
-    left: "Node"
-    right: "Node"
+    left: Node
+    right: Node
 
 
 @dataclass(frozen=True)
 class UnaryOp:
     op: str
-    operand: "Node"
+    operand: Node
 
 
 Node = Union[Field, Literal, Call, BinaryOp, UnaryOp]

@@ -7,7 +7,7 @@ from functools import lru_cache
 
 from .errors import FormulaSyntaxError, UnknownFunctionError
 from .functions import ARITY
-from .nodes import BinaryOp, Call, Field, Literal, PRECEDENCE, UnaryOp
+from .nodes import PRECEDENCE, BinaryOp, Call, Field, Literal, UnaryOp
 
 __all__ = ["parse", "MAX_DEPTH"]
 

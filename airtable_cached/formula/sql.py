@@ -13,12 +13,12 @@ import json
 import re
 import sqlite3
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from .evaluator import evaluate, field_names, matches
 from .functions import RECORD_FUNCTIONS, TIME_FUNCTIONS
-from .nodes import BinaryOp, Call, ErrorValue, Field, Literal, COMPARISON_OPS, conjuncts, to_formula, walk
+from .nodes import COMPARISON_OPS, BinaryOp, Call, ErrorValue, Field, Literal, conjuncts, to_formula, walk
 from .parser import parse
 from .values import js_number, parse_datetime
 
@@ -59,7 +59,7 @@ def _render(parts) -> tuple[str, list]:
 
 
 def _canonical_iso(d: datetime) -> str:
-    d = d.astimezone(timezone.utc)
+    d = d.astimezone(UTC)
     return (f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}."
             f"{d.microsecond:06d}Z")
 

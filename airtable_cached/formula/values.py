@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from .nodes import ErrorValue
@@ -77,7 +77,7 @@ def js_number(s: str) -> float | int:
 
 
 def format_datetime(d: datetime) -> str:
-    d = d.astimezone(timezone.utc)
+    d = d.astimezone(UTC)
     return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
 
 
@@ -153,7 +153,7 @@ def parse_datetime(s: str) -> datetime | None:
     try:
         if len(t) == 10:
             d = date.fromisoformat(t)
-            return datetime(d.year, d.month, d.day, tzinfo=timezone.utc)
+            return datetime(d.year, d.month, d.day, tzinfo=UTC)
         if t[10] not in "T ":
             return None
         d = datetime.fromisoformat(t)
@@ -161,8 +161,8 @@ def parse_datetime(s: str) -> datetime | None:
         return None
     if d.tzinfo is None:
         # UNVERIFIED: an ISO string without offset is taken as UTC (Airtable's default without SET_TIMEZONE)
-        return d.replace(tzinfo=timezone.utc)
-    return d.astimezone(timezone.utc)
+        return d.replace(tzinfo=UTC)
+    return d.astimezone(UTC)
 
 
 def to_date(v):
