@@ -69,6 +69,7 @@ class Api(pyairtable.Api):
     ``AIRTABLE_CACHED_*`` environment variables, each overridable here: ``path``, ``max_age``,
     ``mode`` (cache | write-through | passthrough | offline), ``flush`` (auto | manual),
     ``exit_timeout``, ``rate_limit``, ``penalty``, ``retries``, ``claim_timeout``.
+    ``on_dead_letter`` is called with a dict describing each call a flush dead-letters.
     ``endpoint_url`` defaults to ``AIRTABLE_CACHED_ENDPOINT_URL`` or Airtable's.
     """
 
@@ -82,6 +83,7 @@ class Api(pyairtable.Api):
         use_field_ids: bool = False,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] | None = None,
+        on_dead_letter: Callable[[dict], Any] | None = None,
         **cache_settings: Any,
     ):
         check_token(api_key)
@@ -95,6 +97,13 @@ class Api(pyairtable.Api):
         )
         self._clock = clock
         self._sleep = sleep
+        if on_dead_letter is not None and not callable(on_dead_letter):
+            raise TypeError(f"on_dead_letter must be callable, got {type(on_dead_letter).__name__}")
+        #: Called with a dict (base_id, tables, record_ids, seqs, status, error, writes) each time
+        #: a flush dead-letters a call's writes.
+        self.on_dead_letter = on_dead_letter
+        if on_dead_letter is not None:
+            self.sync.on_dead_letter = on_dead_letter
 
     def __repr__(self) -> str:
         return f"<airtable_cached.Api mode={self.settings.mode!r} path={str(self.settings.path)!r}>"

@@ -24,12 +24,12 @@ import time
 import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from airtable_cached import outbox
+from airtable_cached import cells, links, outbox
 from airtable_cached.config import Settings
 from airtable_cached.errors import AirtableResponseError, OfflineError
 from airtable_cached.policy import Read, TableState, Write, decide_read, decide_write
@@ -170,6 +170,21 @@ class TableInfo:
         self.schema = schema
         for derived in ("fields_by_name", "name_for_id", "id_for_name"):
             self.__dict__.pop(derived, None)
+
+
+@dataclass
+class _WriteCall:
+    """One write call of the agent: its queued writes share a call id (sent and dead-lettered
+    together), its typecast may add select options, and it may need Airtable's answer at once."""
+
+    call_id: int | None = None
+    new_choices: dict[str, list[str]] = field(default_factory=dict)
+    needs_airtable: str | None = None
+
+    def queued(self, seq: int) -> int:
+        if self.call_id is None:
+            self.call_id = seq
+        return seq
 
 
 class Engine:
@@ -540,24 +555,27 @@ class Engine:
         items = [{"fields": body.get("fields")}] if single else body.get("records")
         _check_batch(items, need_id=False)
         typecast = bool(body.get("typecast"))
-        field_sets = [self._validate_fields(info, item.get("fields") or {}, typecast) for item in items]
+        call = _WriteCall()
+        field_sets = [self._validate_fields(info, item.get("fields") or {}, typecast, call) for item in items]
         seqs: list[int] = []
         created = []
         now = self.clock()
         with self.store.transaction() as conn:
+            self._learn_choices(conn, info, call)
             position = conn.execute("SELECT COALESCE(MAX(position), -1) FROM records WHERE tid = ?", (info.tid,)).fetchone()[0]
             for fields in field_sets:
                 position += 1
-                record = self._insert_local(conn, info, table, fields, typecast, position, now, merge_on=None)
+                record = self._insert_local(conn, info, table, fields, typecast, position, now, merge_on=None, call=call)
                 seqs.append(record.pop("_seq"))
                 created.append(record)
-        self._after_write(info, seqs)
-        created = [self._reread(info, r["id"]) for r in created] if self.settings.mode == "write-through" else created
+            links.after_local_write(self, conn, info, [r["id"] for r in created])
+        self._after_write(info, seqs, call)
+        created = self._maybe_reread(info, created, call)
         shaped = [self._shape_write(info, r, body) for r in created]
         return shaped[0] if single else {"records": shaped}
 
     def _insert_local(self, conn: sqlite3.Connection, info: TableInfo, table: str, fields: dict, typecast: bool,
-                      position: int, now: float, merge_on: list[str] | None) -> dict:
+                      position: int, now: float, merge_on: list[str] | None, call: _WriteCall) -> dict:
         record_id = new_provisional_id()
         created_time = now_iso(now)
         stored = clean_fields(fields)
@@ -568,8 +586,9 @@ class Engine:
         )
         seq = outbox.append(
             conn, tid=info.tid, base_id=info.base_id, table_ref=table, op="create", record_id=record_id,
-            fields=fields, base=None, typecast=typecast, now=now, merge_on=merge_on,
+            fields=fields, base=None, typecast=typecast, now=now, merge_on=merge_on, call_id=call.call_id,
         )
+        call.queued(seq)
         return {"id": record_id, "createdTime": created_time, "fields": stored, "_seq": seq}
 
     def _table_for_write(self, base_id: str, table: str) -> TableInfo:
@@ -588,34 +607,46 @@ class Engine:
         info = self._table_for_write(base_id, table)
         typecast = bool(body.get("typecast"))
         op = "replace" if replace else "update"
+        call = _WriteCall()
         if record_id is not None:
-            fields = self._validate_fields(info, body.get("fields") or {}, typecast)
-            seqs, records = self._update_many(info, table, [(record_id, fields)], op, typecast, batch=False)
-            self._after_write(info, seqs)
-            return self._shape_write(info, self._maybe_reread(info, records)[0], body)
+            self._require_records(info, [record_id], batch=False)  # Airtable answers 404 before any value check
+            fields = self._validate_fields(info, body.get("fields") or {}, typecast, call)
+            seqs, records = self._update_many(info, table, [(record_id, fields)], op, typecast, call, batch=False)
+            self._after_write(info, seqs, call)
+            return self._shape_write(info, self._maybe_reread(info, records, call)[0], body)
         items = body.get("records")
         upsert = body.get("performUpsert")
         _check_batch(items, need_id=upsert is None)
         if upsert is not None:
             return self._upsert(info, table, items, upsert, op, typecast, body)
-        pairs = [(item["id"], self._validate_fields(info, item.get("fields") or {}, typecast)) for item in items]
-        seqs, records = self._update_many(info, table, pairs, op, typecast)
-        self._after_write(info, seqs)
-        return {"records": [self._shape_write(info, r, body) for r in self._maybe_reread(info, records)]}
+        self._require_records(info, [item["id"] for item in items], batch=True)
+        pairs = [(item["id"], self._validate_fields(info, item.get("fields") or {}, typecast, call)) for item in items]
+        seqs, records = self._update_many(info, table, pairs, op, typecast, call)
+        self._after_write(info, seqs, call)
+        return {"records": [self._shape_write(info, r, body) for r in self._maybe_reread(info, records, call)]}
+
+    def _require_records(self, info: TableInfo, record_ids: list[str], *, batch: bool) -> None:
+        """Records a write names must exist (checked before values, in Airtable's order)."""
+        found = self._rows_by_id(info.tid, [self.resolve_id(i) for i in record_ids])
+        for record_id in record_ids:
+            if self.resolve_id(record_id) not in found:
+                raise AirtableResponseError.record_not_found(record_id, batch=batch)
 
     def _update_many(self, info: TableInfo, table: str, pairs: list[tuple[str, dict]], op: str, typecast: bool,
-                     *, batch: bool = True) -> tuple[list[int], list[dict]]:
+                     call: _WriteCall, *, batch: bool = True) -> tuple[list[int], list[dict]]:
         now = self.clock()
         seqs, results = [], []
         with self.store.transaction() as conn:
+            self._learn_choices(conn, info, call)
             for record_id, fields in pairs:
-                seq, record = self._update_one(conn, info, table, record_id, fields, op, typecast, now, batch=batch)
+                seq, record = self._update_one(conn, info, table, record_id, fields, op, typecast, now, call, batch=batch)
                 seqs.append(seq)
                 results.append(record)
+            links.after_local_write(self, conn, info, [r["id"] for r in results])
         return seqs, results
 
     def _update_one(self, conn: sqlite3.Connection, info: TableInfo, table: str, record_id: str, fields: dict,
-                    op: str, typecast: bool, now: float, *, batch: bool = True) -> tuple[int, dict]:
+                    op: str, typecast: bool, now: float, call: _WriteCall, *, batch: bool = True) -> tuple[int, dict]:
         real_id = self.resolve_id(record_id)
         row = conn.execute(
             "SELECT id, created_time, modified_time, fields, comment_count FROM records WHERE tid = ? AND id = ? AND fields IS NOT NULL",
@@ -632,8 +663,9 @@ class Engine:
         )
         seq = outbox.append(
             conn, tid=info.tid, base_id=info.base_id, table_ref=table, op=op, record_id=real_id,
-            fields=fields, base=base, typecast=typecast, now=now,
+            fields=fields, base=base, typecast=typecast, now=now, call_id=call.call_id,
         )
+        call.queued(seq)
         return seq, {"id": real_id, "createdTime": row["created_time"], "fields": new_fields}
 
     def _upsert(self, info: TableInfo, table: str, items: list[dict], upsert: Any, op: str, typecast: bool, body: dict) -> dict:
@@ -641,19 +673,23 @@ class Engine:
         if not isinstance(merge_on, list) or not 1 <= len(merge_on) <= 3 or not all(isinstance(f, str) for f in merge_on):
             raise AirtableResponseError.invalid_request("performUpsert.fieldsToMergeOn must list 1 to 3 field names")
         merge_on = [self._field_name(info, f) for f in merge_on]
+        if info.fields_by_name:
+            if not all(f in info.fields_by_name for f in merge_on):
+                self._refresh_schema(info)
+            cells.check_merge_keys(info.fields_by_name, merge_on)
+        call = _WriteCall()
         prepared = []
         for item in items:
-            fields = self._validate_fields(info, item.get("fields") or {}, typecast)
-            if "id" not in item:
-                missing = [f for f in merge_on if f not in fields]
-                if missing:
-                    raise AirtableResponseError.typed(
-                        422, "INVALID_VALUE_FOR_COLUMN", f"Field {missing[0]!r} is required by fieldsToMergeOn"
-                    )
+            fields = self._validate_fields(info, item.get("fields") or {}, typecast, call)
+            if "id" in item:
+                self._require_records(info, [item["id"]], batch=True)
+            else:
+                cells.check_merge_values(fields, merge_on)
             prepared.append((item.get("id"), fields))
         now = self.clock()
         created_ids, updated_ids, records, seqs = [], [], [], []
         with self.store.transaction() as conn:
+            self._learn_choices(conn, info, call)
             current = [_record(row) for row in conn.execute(
                 "SELECT id, created_time, modified_time, fields, comment_count FROM records WHERE tid = ? AND fields IS NOT NULL ORDER BY position",
                 (info.tid,),
@@ -671,21 +707,22 @@ class Engine:
                     record_id = matches[0]["id"] if matches else None
                 if record_id is None:
                     position += 1
-                    record = self._insert_local(conn, info, table, fields, typecast, position, now, merge_on=merge_on)
+                    record = self._insert_local(conn, info, table, fields, typecast, position, now, merge_on=merge_on, call=call)
                     seqs.append(record.pop("_seq"))
                     created_ids.append(record["id"])
                     current.append(record)
                 else:
-                    seq, record = self._update_one(conn, info, table, record_id, fields, op, typecast, now)
+                    seq, record = self._update_one(conn, info, table, record_id, fields, op, typecast, now, call)
                     seqs.append(seq)
                     updated_ids.append(record["id"])
                 records.append(record)
-        self._after_write(info, seqs)
-        if self.settings.mode == "write-through":
+            links.after_local_write(self, conn, info, [r["id"] for r in records])
+        self._after_write(info, seqs, call)
+        if self.settings.mode == "write-through" or call.needs_airtable:
             remapped = {r["id"]: self.resolve_id(r["id"]) for r in records}
             created_ids = [remapped[i] for i in created_ids]
             updated_ids = [remapped[i] for i in updated_ids]
-            records = self._maybe_reread(info, records)
+            records = self._maybe_reread(info, records, call)
         return {
             "records": [self._shape_write(info, r, body) for r in records],
             "createdRecords": created_ids,
@@ -702,7 +739,8 @@ class Engine:
                     422, "INVALID_RECORDS", f"You can delete at most {MAX_RECORDS_PER_WRITE} records per request"
                 )
         now = self.clock()
-        seqs = []
+        seqs: list[int] = []
+        call = _WriteCall()
         with self.store.transaction() as conn:
             for record_id in record_ids:
                 real_id = self.resolve_id(record_id)
@@ -711,16 +749,18 @@ class Engine:
                 ).rowcount
                 if not changed:
                     raise AirtableResponseError.record_not_found(record_id, batch=not single)
-                seqs.append(outbox.append(
+                seqs.append(call.queued(outbox.append(
                     conn, tid=info.tid, base_id=base_id, table_ref=table, op="delete", record_id=real_id,
-                    fields=None, base=None, typecast=False, now=now,
-                ))
-        self._after_write(info, seqs)
+                    fields=None, base=None, typecast=False, now=now, call_id=call.call_id,
+                )))
+            links.after_local_write(self, conn, info, [self.resolve_id(i) for i in record_ids])
+        self._after_write(info, seqs, call)
         deleted = [{"id": self.resolve_id(i) if self.settings.mode == "write-through" else i, "deleted": True} for i in record_ids]
         return deleted[0] if single else {"records": deleted}
 
-    def _validate_fields(self, info: TableInfo, fields: Any, typecast: bool) -> dict:
-        """Refuse at the call what Airtable would refuse, so nothing unsendable is queued."""
+    def _validate_fields(self, info: TableInfo, fields: Any, typecast: bool, call: _WriteCall) -> dict:
+        """Refuse at the call what Airtable would refuse, so nothing unsendable is queued; return
+        the values as Airtable would store them (``typecast`` applied, provisional ids translated)."""
         check_serialisable(fields, where=f"write to table {info.name or info.table_id}")
         names = info.name_for_id
         fields = {names.get(k, k): v for k, v in fields.items()}
@@ -737,7 +777,26 @@ class Engine:
                         "INVALID_VALUE_FOR_COLUMN",
                         f'Field "{name}" cannot accept a value because the field is computed',
                     )
+            converted = cells.convert_fields(
+                known, fields, typecast=typecast, link_state=lambda table_id, record_id: links.record_state(self, info, table_id, record_id),
+                translate=self.resolve_id, new_choices=call.new_choices,
+            )
+            call.needs_airtable = call.needs_airtable or converted.needs_airtable
+            return converted.fields
         return fields
+
+    def _learn_choices(self, conn: sqlite3.Connection, info: TableInfo, call: _WriteCall) -> None:
+        """Select options a typecast write adds exist from then on (Airtable adds them to the field)."""
+        if not call.new_choices or info.schema is None:
+            return
+        schema = json.loads(dumps(info.schema))
+        for spec in schema.get("fields", []):
+            for name in call.new_choices.get(spec.get("name"), []):
+                choices = spec.setdefault("options", {}).setdefault("choices", [])
+                if name not in [c.get("name") for c in choices]:
+                    choices.append({"name": name})
+        conn.execute("UPDATE tables SET schema_json = ? WHERE tid = ?", (dumps(schema), info.tid))
+        info.set_schema(schema)
 
     def _shape_write(self, info: TableInfo, record: dict, body: dict) -> dict:
         out = {"id": record["id"], "createdTime": record["createdTime"], "fields": record["fields"]}
@@ -745,9 +804,13 @@ class Engine:
             out = rename_to_ids(out, info.id_for_name)
         return out
 
-    def _after_write(self, info: TableInfo, seqs: list[int]) -> None:
-        """Write-through sends the writes now and fails the call if Airtable refused them."""
-        if decide_write(self.settings.mode) is not Write.WRITE_THROUGH or not seqs:
+    def _after_write(self, info: TableInfo, seqs: list[int], call: _WriteCall | None = None) -> None:
+        """Write-through sends the writes now and fails the call if Airtable refused them; so does a
+        call whose result only Airtable can tell (``call.needs_airtable``), in any mode that sends."""
+        send_now = call is not None and call.needs_airtable is not None and self.settings.mode != "offline"
+        if send_now:
+            log.info("sending a write at once: %s", call.needs_airtable)
+        if (decide_write(self.settings.mode) is not Write.WRITE_THROUGH and not send_now) or not seqs:
             if self.sync is not None:
                 self.sync.notify_write()
             return
@@ -773,20 +836,24 @@ class Engine:
         rows = self._rows_by_id(info.tid, [self.resolve_id(record_id)])
         return next(iter(rows.values()))
 
-    def _maybe_reread(self, info: TableInfo, records: list[dict]) -> list[dict]:
-        if self.settings.mode != "write-through":
+    def _maybe_reread(self, info: TableInfo, records: list[dict], call: _WriteCall | None = None) -> list[dict]:
+        if self.settings.mode != "write-through" and (call is None or call.needs_airtable is None):
             return records
         return [self._reread(info, r["id"]) for r in records]
 
     # -- state transitions used by the sync ----------------------------------------------------------
     def recompute(self, conn: sqlite3.Connection, tid: int, record_ids: Iterable[str]) -> None:
-        """Rebuild what reads see for these records: remote state + live queued writes."""
+        """Rebuild what reads see for these records: remote state + live queued writes (their own,
+        and those of linked records, on link fields: see links.py)."""
+        deltas = links.inverse_deltas(conn, tid)
         for record_id in record_ids:
             row = conn.execute("SELECT remote FROM records WHERE tid = ? AND id = ?", (tid, record_id)).fetchone()
             if row is None:
                 continue
             remote = json.loads(row[0]) if row[0] is not None else None
             view = outbox.replay(remote, outbox.live_ops_for_record(conn, tid, record_id))
+            if view is not None and deltas:
+                view = links.adjust(dict(view), record_id, deltas)
             conn.execute(
                 "UPDATE records SET fields = ? WHERE tid = ? AND id = ?",
                 (None if view is None else dumps(view), tid, record_id),
@@ -851,7 +918,7 @@ class Engine:
                 conn.execute(
                     "UPDATE tables SET pulled_at = ?, generation = generation + 1 WHERE tid = ?", (now, info.tid)
                 )
-            self.recompute(conn, info.tid, outbox.records_with_live_ops(conn, info.tid))
+            self.recompute(conn, info.tid, outbox.records_with_live_ops(conn, info.tid) | links.pending_targets(conn, info.tid))
 
     def _resolve_conflicts(self, conn: sqlite3.Connection, tid: int, pulled: list[dict], now: float, started_at: float) -> None:
         """Airtable wins (DESIGN.md §2): a field that changed in Airtable since the cache last saw it,

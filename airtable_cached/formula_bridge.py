@@ -97,7 +97,7 @@ def _reason(conn: sqlite3.Connection, info: TableInfo, text: str) -> str | None:
         if schema_fields:
             if name not in schema_fields:
                 raise AirtableResponseError.typed(
-                    422, "INVALID_FILTER_BY_FORMULA", f"Unknown field names: {name.lower()}"
+                    422, "INVALID_FILTER_BY_FORMULA", f"The formula for filtering records is invalid: Unknown field names: {name.lower()}"
                 )
             if schema_fields[name].get("type") in INEXACT_TYPES:
                 return f"field {name!r} is a {schema_fields[name]['type']} field, computed or shown differently by Airtable"

@@ -37,6 +37,8 @@ class Op:
     last_error: str | None = None
     created_at: float = 0.0
     claimed_until: float | None = None
+    #: The agent's call this write came from (writes queued before calls were recorded: their own).
+    call_id: int = 0
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Op:
@@ -55,6 +57,7 @@ class Op:
             last_error=row["last_error"],
             created_at=row["created_at"],
             claimed_until=row["claimed_until"],
+            call_id=row["call_id"] or row["seq"],
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -87,6 +90,8 @@ class Send:
     seqs: list[int] = field(default_factory=list)
     #: A create that was sent before and whose answer never came back: reconcile before re-sending.
     uncertain: bool = False
+    #: The agent's calls whose writes this send carries.
+    calls: set[int] = field(default_factory=set)
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -105,7 +110,10 @@ def append(
     typecast: bool,
     now: float,
     merge_on: list[str] | None = None,
+    call_id: int | None = None,
 ) -> int:
+    """Queue one write; ``call_id`` is the seq of the first write of the same call (``None``: this
+    write starts a call)."""
     cur = conn.execute(
         "INSERT INTO outbox (tid, base_id, table_ref, op, record_id, fields, base, typecast, merge_on, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -122,7 +130,9 @@ def append(
             now,
         ),
     )
-    return int(cur.lastrowid)
+    seq = int(cur.lastrowid)
+    conn.execute("UPDATE outbox SET call_id = ? WHERE seq = ?", (seq if call_id is None else call_id, seq))
+    return seq
 
 
 def live_ops_for_record(conn: sqlite3.Connection, tid: int, record_id: str) -> list[Op]:
@@ -228,9 +238,11 @@ def plan(ops: Iterable[Op]) -> list[Send]:
                 merge_on=op.merge_on,
                 seqs=[op.seq],
                 uncertain=op.op == "create" and (op.state == "inflight" or _left_uncertain(op)),
+                calls={op.call_id},
             )
             continue
         send.seqs.append(op.seq)
+        send.calls.add(op.call_id)
         send.typecast = send.typecast or op.typecast
         if op.op == "delete":
             send.kind = "none" if send.kind in ("create", "none") else "delete"
@@ -259,18 +271,66 @@ def _left_uncertain(op: Op) -> bool:
 
 
 def chunk_requests(sends: Iterable[Send]) -> list[list[Send]]:
-    """Group sends that can share a request (same table, kind, typecast and key), 10 at most."""
-    groups: dict[tuple, list[Send]] = {}
+    """Group sends that can share a request (same table, kind, typecast and key), 10 at most.
+
+    Two rules keep Airtable's answers what they would have been without the cache: creates keep
+    the order of the calls (Airtable's natural order and ``createdTime`` follow the requests), so a
+    create only joins the latest create request; and the sends of one call (or of calls coalesced
+    together, see :func:`components`) go in one request whenever they fit, so that Airtable applies
+    or refuses the call whole.
+    """
+    live = [s for s in sends if s.kind != "none"]
+    batches: list[list[Send]] = []
+    open_batches: dict[tuple, list[Send]] = {}
+    last_create: tuple | None = None
+    placed: set[int] = set()
+    for component in components(live):
+        for send in component:
+            if id(send) in placed:
+                continue
+            key = _request_key(send)
+            together = [s for s in component if id(s) not in placed and _request_key(s) == key]
+            if send.kind == "create" and last_create != key:
+                open_batches.pop(key, None)  # a create never joins a request older than the last create's
+            batch = open_batches.get(key)
+            if batch is None or len(batch) + len(together) > MAX_RECORDS_PER_REQUEST:
+                batch = open_batches[key] = []
+                batches.append(batch)
+            if send.kind == "create":
+                last_create = key
+            for item in together:
+                if len(batch) == MAX_RECORDS_PER_REQUEST:  # a component larger than one request
+                    batch = open_batches[key] = []
+                    batches.append(batch)
+                batch.append(item)
+                placed.add(id(item))
+    return [b for b in batches if b]
+
+
+def _request_key(send: Send) -> tuple:
+    return (send.tid, send.kind, send.typecast, tuple(send.merge_on or ()), send.uncertain)
+
+
+def components(sends: list[Send]) -> list[list[Send]]:
+    """Sends grouped by the calls they carry: two sends share a group when some call wrote both
+    (directly, or through a send that coalesced writes of several calls). In order of first send."""
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
     for send in sends:
-        if send.kind == "none":
-            continue
-        key = (send.tid, send.kind, send.typecast, tuple(send.merge_on or ()), send.uncertain)
-        groups.setdefault(key, []).append(send)
-    batches = []
-    for group in groups.values():
-        for i in range(0, len(group), MAX_RECORDS_PER_REQUEST):
-            batches.append(group[i : i + MAX_RECORDS_PER_REQUEST])
-    return batches
+        calls = sorted(send.calls) or [-id(send)]
+        for other in calls[1:]:
+            parent[find(other)] = find(calls[0])
+    groups: dict[int, list[Send]] = {}
+    for send in sends:
+        root = find(min(send.calls) if send.calls else -id(send))
+        groups.setdefault(root, []).append(send)
+    return list(groups.values())
 
 
 # -- finishing -------------------------------------------------------------------------------------
@@ -292,6 +352,21 @@ def dead_letter(conn: sqlite3.Connection, seqs: Iterable[int], *, error: Any) ->
         "UPDATE outbox SET state = 'dead', claimed_until = NULL, last_error = ? WHERE seq = ?",
         [(dumps(error), s) for s in seqs],
     )
+
+
+def dead_letter_calls(conn: sqlite3.Connection, calls: Iterable[int], *, error: Any) -> list[Op]:
+    """Dead-letter every write still queued from these calls (Airtable refused one of them, so none
+    of them happen). Returns the writes dead-lettered."""
+    calls = sorted(set(calls))
+    if not calls:
+        return []
+    marks = ",".join("?" * len(calls))
+    rows = conn.execute(
+        f"SELECT * FROM outbox WHERE state != 'dead' AND COALESCE(call_id, seq) IN ({marks}) ORDER BY seq", calls
+    ).fetchall()
+    ops = [Op.from_row(r) for r in rows]
+    dead_letter(conn, [op.seq for op in ops], error=error)
+    return ops
 
 
 def requeue(conn: sqlite3.Connection, seqs: Iterable[int] | None = None) -> list[int]:

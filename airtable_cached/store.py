@@ -27,7 +27,7 @@ PRAGMAS: tuple[tuple[str, object], ...] = (
     ("cache_size", -16_000),
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -163,6 +163,12 @@ MIGRATIONS: dict[int, str] = {
     # cannot be what that create made (used to find a create whose answer was lost).
     3: """
     ALTER TABLE records ADD COLUMN first_seen REAL;
+    """,
+    # The agent's call each queued write came from (the seq of the call's first write): Airtable
+    # applies a request whole or not at all, so the writes of one call are sent together and
+    # dead-lettered together.
+    4: """
+    ALTER TABLE outbox ADD COLUMN call_id INTEGER;
     """,
 }
 

@@ -25,7 +25,7 @@ import requests
 import tenacity
 import urllib3
 
-from airtable_cached import outbox
+from airtable_cached import links, outbox
 from airtable_cached.config import Settings, check_token
 from airtable_cached.errors import AirtableResponseError, OfflineError, RemoteError
 from airtable_cached.policy import backoff
@@ -242,6 +242,8 @@ class Sync:
         self.settings = engine.settings
         self.remote = Remote(token, self.settings, engine, timeout=timeout, clock=clock, sleep=sleep)
         self._schema_denied: set[str] = set()
+        #: Called with a dict describing each dead-lettered call (``Api(on_dead_letter=...)``).
+        self.on_dead_letter: Callable[[dict], Any] | None = None
         self._holding: set[str] = set()  # bases whose flush lock this process holds
         self._flusher: AutoFlusher | None = None
         if self.settings.flush == "auto" and self.settings.mode == "cache":
@@ -412,6 +414,9 @@ class Sync:
                 result.sent.append({"op": "none", "record_id": send.record_id, "seqs": send.seqs})
 
     def _send_batch(self, batch: list[outbox.Send], result: FlushResult) -> None:
+        batch = self._still_claimed(batch)
+        if not batch:
+            return
         attempt = 0
         while True:
             try:
@@ -455,17 +460,22 @@ class Sync:
 
     def _handle_failure(self, batch: list[outbox.Send], exc: RemoteError, result: FlushResult) -> None:
         first = batch[0]
-        if not exc.transient and len(batch) > 1:
-            # Airtable refuses a whole request for one bad record: send them one by one to find it.
-            for send in batch:
+        if first.kind == "delete" and len(batch) > 1 and _is_gone(exc):
+            for send in batch:  # find which record is gone already; the others are still deleted
                 self._send_batch([send], result)
+            return
+        if not exc.transient and len(outbox.components(batch)) > 1:
+            # Airtable refuses a whole request for one bad record: send call by call to find it.
+            for component in outbox.components(batch):
+                self._send_batch(component, result)
             return
         error: dict[str, Any] = {"status": exc.status, "body": exc.body}
         if any(s.uncertain for s in batch) and _is_plain_create(batch):
             error["uncertain"] = True  # the next flush looks for the record before re-sending it
         seqs = [seq for s in batch for seq in s.seqs]
+        dead: list[outbox.Op] = []
         with self.store.transaction() as conn:
-            if first.kind == "delete" and (exc.status == 404 or _error_type(exc.body) == "ROW_DOES_NOT_EXIST"):
+            if first.kind == "delete" and _is_gone(exc):
                 # Already gone from Airtable: the delete has happened.
                 outbox.ack(conn, seqs)
                 conn.executemany("DELETE FROM records WHERE tid = ? AND id = ?", [(s.tid, s.record_id) for s in batch])
@@ -478,25 +488,66 @@ class Sync:
                 )
                 outbox.retry_later(conn, seqs, error=error, next_attempt_at=self.remote.clock() + backoff(attempts))
             else:
-                outbox.dead_letter(conn, seqs, error=error)
-                for send in batch:
-                    self.engine.recompute(conn, send.tid, [send.record_id])
+                dead = self._dead_letter_calls(conn, batch, error)
+        if not exc.transient:
+            self._report_dead(dead, exc)
         for send in batch:
             result.failed.append({
                 "op": send.kind, "record_id": send.record_id, "seqs": send.seqs, "status": exc.status,
                 "error": exc.body, "dead": not exc.transient,
             })
 
+    def _still_claimed(self, batch: list[outbox.Send]) -> list[outbox.Send]:
+        """Sends none of whose writes was dead-lettered meanwhile (with another write of its call)."""
+        seqs = [seq for s in batch for seq in s.seqs]
+        dead = {r[0] for r in self.store.conn.execute(
+            f"SELECT seq FROM outbox WHERE state = 'dead' AND seq IN ({','.join('?' * len(seqs))})", seqs
+        )} if seqs else set()
+        return [s for s in batch if not dead & set(s.seqs)]
+
+    def _dead_letter_calls(self, conn: Any, batch: list[outbox.Send], error: dict) -> list[outbox.Op]:
+        """Airtable refused a write: every write of the calls it belongs to is dead-lettered with it
+        (a call is applied whole or not at all), and reads show Airtable's values for them again."""
+        dead = outbox.dead_letter_calls(conn, {c for s in batch for c in s.calls}, error=error)
+        by_table: dict[int, set[str]] = {}
+        for op in dead:
+            by_table.setdefault(op.tid, set()).add(op.record_id)
+        for tid, ids in by_table.items():
+            self.engine.recompute(conn, tid, ids)
+            for linked_tid, others in links.targets(conn, tid, ids).items():
+                self.engine.recompute(conn, linked_tid, others)
+        return dead
+
+    def _report_dead(self, dead: list[outbox.Op], exc: RemoteError) -> None:
+        """A dead letter is logged (never the token: errors are scrubbed when made) and handed to
+        ``Api(on_dead_letter=...)``."""
+        if not dead:
+            return
+        tables = sorted({op.table_ref for op in dead})
+        ids = sorted({op.record_id for op in dead})
+        log.warning("dead-lettered %d write(s) to %s (records %s): Airtable answered %s %s",
+                    len(dead), ", ".join(tables), ", ".join(ids), exc.status, dumps(exc.body) if not isinstance(exc.body, str) else exc.body)
+        if self.on_dead_letter is None:
+            return
+        event = {"base_id": dead[0].base_id, "tables": tables, "record_ids": ids, "seqs": [op.seq for op in dead],
+                 "status": exc.status, "error": exc.body, "writes": [op.as_dict() for op in dead]}
+        try:
+            self.on_dead_letter(event)
+        except Exception:  # the agent's hook must not break the flush
+            log.exception("on_dead_letter raised")
+
     def _confirm(self, batch: list[outbox.Send], records: list[dict] | None, result: FlushResult) -> None:
         now = self.remote.clock()
         with self.store.transaction() as conn:
             for i, send in enumerate(batch):
                 if send.kind == "delete":
+                    links.after_confirm(self.engine, conn, send.tid, send.record_id, self._remote_of(conn, send.tid, send.record_id), None)
                     conn.execute("DELETE FROM records WHERE tid = ? AND id = ?", (send.tid, send.record_id))
                     outbox.ack(conn, send.seqs)
                     result.sent.append({"op": "delete", "record_id": send.record_id, "seqs": send.seqs})
                     continue
                 record = records[i]
+                before = self._remote_of(conn, send.tid, send.record_id)
                 if send.kind == "create":
                     self._adopt(conn, send, record, now)
                 else:
@@ -506,9 +557,15 @@ class Sync:
                     )
                 outbox.ack(conn, send.seqs)
                 self.engine.recompute(conn, send.tid, [record["id"]])
+                links.after_confirm(self.engine, conn, send.tid, record["id"], before, record.get("fields", {}))
                 result.sent.append({"op": send.kind, "record_id": send.record_id, "id": record["id"], "seqs": send.seqs})
             # Airtable has new state: which records its views hold, and in what order, is pulled again.
             conn.executemany("DELETE FROM views WHERE tid = ?", [(t,) for t in {send.tid for send in batch}])
+
+    @staticmethod
+    def _remote_of(conn: Any, tid: int, record_id: str) -> dict | None:
+        row = conn.execute("SELECT remote FROM records WHERE tid = ? AND id = ?", (tid, record_id)).fetchone()
+        return json.loads(row[0]) if row is not None and row[0] is not None else None
 
     def _adopt(self, conn, send: outbox.Send, record: dict, now: float) -> None:
         """Airtable made the record: its real id replaces the provisional one everywhere."""
@@ -570,6 +627,10 @@ class Sync:
 def _is_plain_create(batch: list[outbox.Send]) -> bool:
     """A POST of new records: not idempotent (an upsert on key fields is)."""
     return bool(batch) and batch[0].kind == "create" and not batch[0].merge_on
+
+
+def _is_gone(exc: RemoteError) -> bool:
+    return exc.status == 404 or _error_type(exc.body) == "ROW_DOES_NOT_EXIST"
 
 
 def _error_type(body: Any) -> str | None:

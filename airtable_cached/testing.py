@@ -264,6 +264,7 @@ class _Table:
         self.fields = fields  # schema dicts, with ids
         self.primary_id = primary_id
         self.records: list[dict] = []  # {"id","createdTime","fields"(by name), "_modified"}
+        self.base_id = ""
         self.views: list[dict] = []  # {"id","name","type","formula","sort"}
 
     def field(self, key: str) -> dict | None:
@@ -410,6 +411,7 @@ class FakeAirtable:
             if primary_field is not None:
                 primary = next(f for f in schema if f["name"] == primary_field or f["id"] == primary_field)
             table = _Table(table_id or self._ids.new("tbl"), name, schema, primary["id"])
+            table.base_id = base_id
             table.views.append({"id": self._ids.new("viw"), "name": "Grid view", "type": "grid", "formula": None, "sort": []})
             for raw, flds in zip(records, plain):
                 stored = {}
@@ -463,6 +465,7 @@ class FakeAirtable:
             rec = t.find(record_id)
             if rec is None:
                 raise KeyError(record_id)
+            before = dict(rec["fields"])
             for k, v in fields.items():
                 f = t.field(k)
                 if f is None:
@@ -471,6 +474,7 @@ class FakeAirtable:
                     rec["fields"].pop(f["name"], None)
                 else:
                     rec["fields"][f["name"]] = copy.deepcopy(v)
+            self._sync_inverse(t, record_id, before, rec["fields"])
             rec["_modified"] = self._tick()
             return self._render(t, rec)
 
@@ -481,7 +485,7 @@ class FakeAirtable:
             rec = t.find(record_id)
             if rec is None:
                 raise KeyError(record_id)
-            t.records.remove(rec)
+            self._remove(t, rec)
 
     def add_records(self, base_id: str, table: str, records: Iterable[dict]) -> list[dict]:
         """Simulate another user creating records (plain field dicts); returns them rendered."""
@@ -493,6 +497,7 @@ class FakeAirtable:
                 rec = {"id": self._ids.new("rec"), "createdTime": ts, "_modified": ts,
                        "fields": {t.field(k)["name"]: copy.deepcopy(v) for k, v in flds.items() if not _is_empty(v)}}
                 t.records.append(rec)
+                self._sync_inverse(t, rec["id"], {}, rec["fields"])
                 out.append(self._render(t, rec))
             return out
 
@@ -681,7 +686,7 @@ class FakeAirtable:
                 return result[0]
             if method == "DELETE":
                 rec = self._record_or_404(table, rid)
-                table.records.remove(rec)
+                self._remove(table, rec)
                 return {"deleted": True, "id": rid}
         raise FakeAirtableError(404, NOT_FOUND)
 
@@ -891,7 +896,91 @@ class FakeAirtable:
             if f["type"] in COMPUTED_TYPES:
                 raise _fail(422, "INVALID_VALUE_FOR_COLUMN", f'Field "{f["name"]}" cannot accept a value because the field is computed')
             out[f["name"]] = _convert_value(f, value, typecast, pending_choices)
+            if f["type"] == "multipleRecordLinks" and out[f["name"]] is not None:
+                out[f["name"]] = self._check_links(f, out[f["name"]], typecast, pending_choices)
         return out
+
+    # -- links ----------------------------------------------------------------------------------
+
+    def _check_links(self, f: dict, ids: list[str], typecast: bool, pending: dict) -> list[str]:
+        """Every linked id must name a record of the linked table (422 ``ROW_DOES_NOT_EXIST``, as
+        issue 9 reports Airtable's answer). With ``typecast`` a value that is no record id of that
+        table is taken as a primary value: the record having it, else a new record made with it
+        (MODELLING DECISION: the first record with that primary value)."""
+        linked = self._find_table_by_id(((f.get("options") or {}).get("linkedTableId")) or "")
+        if linked is None:
+            return ids
+        out = []
+        for item in ids:
+            if linked.find(item) is not None:
+                out.append(item)
+            elif not typecast:
+                if not _RECORD_ID_RE.match(item):
+                    raise _cannot_accept(f)
+                raise _fail(422, "ROW_DOES_NOT_EXIST", f"Record ID {item} does not exist")
+            else:
+                primary = linked.field(linked.primary_id)["name"]
+                hit = next((r for r in linked.records if r["fields"].get(primary) == item), None)
+                if hit is not None:
+                    out.append(hit["id"])
+                else:
+                    # Made when the request is applied (ids are drawn only for requests that succeed).
+                    pending.setdefault("__links__", []).append((linked, primary, item))
+                    out.append(_NEW_LINK + str(len(pending["__links__"]) - 1))
+        return list(dict.fromkeys(out))
+
+    def _find_table_by_id(self, table_id: str) -> _Table | None:
+        for base in self._bases.values():
+            for t in base["tables"]:
+                if t.id == table_id:
+                    return t
+        return None
+
+    def _make_pending_links(self, pending: dict, converted: list[dict]) -> None:
+        """Create the records a typecast link named by primary value, and put their ids in place."""
+        made = []
+        for linked, primary, value in pending.pop("__links__", []):
+            rec = self._insert(linked, {primary: value})
+            made.append(rec["id"])
+        if not made:
+            return
+        for fields in converted:
+            for name, value in fields.items():
+                if isinstance(value, list):
+                    fields[name] = [made[int(v[len(_NEW_LINK):])] if isinstance(v, str) and v.startswith(_NEW_LINK) else v
+                                    for v in value]
+
+    def _link_fields(self, t: _Table) -> list[tuple[dict, _Table, dict]]:
+        """(field, linked table, inverse field) for each link field with an inverse."""
+        out = []
+        for f in t.fields:
+            options = f.get("options") or {}
+            if f["type"] != "multipleRecordLinks" or not options.get("inverseLinkFieldId"):
+                continue
+            linked = self._find_table_by_id(options.get("linkedTableId") or "")
+            inverse = linked.field(options["inverseLinkFieldId"]) if linked else None
+            if linked is not None and inverse is not None:
+                out.append((f, linked, inverse))
+        return out
+
+    def _sync_inverse(self, t: _Table, rid: str, before: dict, after: dict) -> None:
+        """Airtable keeps both sides of a link: a record linked gains this record in its inverse
+        field (appended: MODELLING DECISION, as the recorded gatsby-source-airtable tables suggest),
+        a record unlinked loses it."""
+        for f, linked, inverse in self._link_fields(t):
+            old = before.get(f["name"]) or []
+            new = after.get(f["name"]) or []
+            for other_id in [x for x in old if x not in new]:
+                other = linked.find(other_id)
+                if other is not None:
+                    kept = [x for x in other["fields"].get(inverse["name"], []) if x != rid]
+                    _set_or_clear(other["fields"], inverse["name"], kept)
+            for other_id in [x for x in new if x not in old]:
+                other = linked.find(other_id)
+                if other is not None:
+                    current = other["fields"].get(inverse["name"], [])
+                    if rid not in current:
+                        other["fields"][inverse["name"]] = [*current, rid]
 
     def _write_opts(self, body: dict) -> dict:
         return {"returnFieldsByFieldId": body.get("returnFieldsByFieldId")}
@@ -908,10 +997,12 @@ class FakeAirtable:
                 if not isinstance(r, dict):
                     raise _fail(422, "INVALID_RECORDS", "Invalid records")
                 converted.append(self._convert_fields(t, r.get("fields", {}), typecast, pending))
+            self._make_pending_links(pending, converted)
             self._commit_choices(t, pending)
             made = [self._insert(t, c) for c in converted]
             return {"records": [self._render_opts(t, m, self._write_opts(body)) for m in made]}
         converted = self._convert_fields(t, body.get("fields", {}), typecast, pending)
+        self._make_pending_links(pending, [converted])
         self._commit_choices(t, pending)
         return self._render_opts(t, self._insert(t, converted), self._write_opts(body))
 
@@ -920,7 +1011,12 @@ class FakeAirtable:
         rec = {"id": self._ids.new("rec"), "createdTime": ts, "_modified": ts,
                "fields": {k: v for k, v in converted.items() if not _is_empty(v)}}
         t.records.append(rec)
+        self._sync_inverse(t, rec["id"], {}, rec["fields"])
         return rec
+
+    def _remove(self, t: _Table, rec: dict) -> None:
+        t.records.remove(rec)
+        self._sync_inverse(t, rec["id"], rec["fields"], {})
 
     def _commit_choices(self, t: _Table, pending: dict) -> None:
         for fid, names in pending.items():
@@ -950,6 +1046,7 @@ class FakeAirtable:
         typecast = bool(body.get("typecast"))
         pending: dict = {}
         converted = [self._convert_fields(t, r.get("fields", {}) if r.get("fields") is not None else {}, typecast, pending) for r in recs]
+        self._make_pending_links(pending, converted)
         self._commit_choices(t, pending)
         out = []
         for r, c in zip(recs, converted):
@@ -959,6 +1056,11 @@ class FakeAirtable:
         return out
 
     def _apply(self, t: _Table, rec: dict, converted: dict, replace: bool) -> None:
+        before = dict(rec["fields"])
+        self._apply_fields(t, rec, converted, replace)
+        self._sync_inverse(t, rec["id"], before, rec["fields"])
+
+    def _apply_fields(self, t: _Table, rec: dict, converted: dict, replace: bool) -> None:
         if replace:
             # PUT clears every field not given, except computed ones (which the user cannot set).
             keep = {k: v for k, v in rec["fields"].items() if (t.field(k) or {}).get("type") in COMPUTED_TYPES}
@@ -979,6 +1081,9 @@ class FakeAirtable:
             f = t.field(key) if isinstance(key, str) else None
             if f is None:
                 raise _fail(422, "UNKNOWN_FIELD_NAME", f'Unknown field name: "{key}"')
+            if f["type"] in COMPUTED_TYPES or f["type"] in _NOT_A_MERGE_KEY:
+                # MODELLING DECISION: computed fields and values with no single value to match on.
+                raise _fail(422, "INVALID_VALUE_FOR_COLUMN", f'Field "{f["name"]}" cannot be used in fieldsToMergeOn')
             merge_fields.append(f)
         typecast = bool(body.get("typecast"))
         pending: dict = {}
@@ -990,12 +1095,14 @@ class FakeAirtable:
                     raise _fail(422, "ROW_DOES_NOT_EXIST", f"Record ID {r['id']} does not exist")
                 plan.append((r["id"], converted))
                 continue
-            missing = [f["name"] for f in merge_fields if f["name"] not in converted]
+            # A blank key value is no key (issue 9: Airtable refuses it).
+            missing = [f["name"] for f in merge_fields if _is_empty(converted.get(f["name"]))]
             if missing:
                 raise _fail(422, "INVALID_RECORDS", f"Missing value for fieldsToMergeOn field(s): {', '.join(missing)}")
             plan.append((None, converted))
         # Validation done: apply (records in one request are matched in order, so a key created
         # earlier in the same request is updated by a later record with the same key).
+        self._make_pending_links(pending, [c for _rid, c in plan])
         snapshot = copy.deepcopy(t.records), self._clock, copy.deepcopy(self._ids._rngs)
         created, updated, out = [], [], []
         try:
@@ -1038,7 +1145,7 @@ class FakeAirtable:
         for rid in ids:
             rec = t.find(rid)
             if rec is not None:
-                t.records.remove(rec)
+                self._remove(t, rec)
         return {"records": [{"deleted": True, "id": rid} for rid in ids]}
 
 
@@ -1046,7 +1153,8 @@ class FakeAirtable:
 
 
 def _unknown_fields_error(names: list[str]) -> FakeAirtableError:
-    return _fail(422, "INVALID_FILTER_BY_FORMULA", "Unknown field names: " + ", ".join(names))
+    return _fail(422, "INVALID_FILTER_BY_FORMULA",
+                 "The formula for filtering records is invalid: Unknown field names: " + ", ".join(n.lower() for n in names))
 
 
 def _ast_field_names(node: Any, _depth: int = 0) -> Iterable[str]:
@@ -1181,6 +1289,18 @@ def _infer_schema(records: list[dict]) -> list[dict]:
         if f["type"] == "number":
             f.setdefault("options", {"precision": 0})
     return list(order.values())
+
+
+_NEW_LINK = "\0new-link:"
+_NOT_A_MERGE_KEY = frozenset({"multipleRecordLinks", "multipleAttachments", "multipleSelects", "multipleCollaborators",
+                              "singleCollaborator", "checkbox"})
+
+
+def _set_or_clear(fields: dict, name: str, value: list) -> None:
+    if value:
+        fields[name] = value
+    else:
+        fields.pop(name, None)
 
 
 def _cannot_accept(f: dict) -> FakeAirtableError:
