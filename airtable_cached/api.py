@@ -221,6 +221,9 @@ class Table(pyairtable.api.table.Table):
         if not force and self.is_fresh():
             return False
         self.api.sync.pull(self.base.id, self._table_ref)
+        if force:  # the views read so far are pulled again too (their members and order)
+            for view in self.api.engine.known_views(self.base.id, self._table_ref):
+                self.api.sync.pull(self.base.id, self._table_ref, view=view)
         return True
 
     def is_fresh(self) -> bool:

@@ -24,7 +24,7 @@ import time
 import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -36,6 +36,7 @@ from airtable_cached.policy import Read, TableState, Write, decide_read, decide_
 from airtable_cached.query import ListQuery
 from airtable_cached.records import (
     COMPUTED_TYPES,
+    PROVISIONAL_PREFIX,
     apply_write,
     check_serialisable,
     clean_fields,
@@ -58,6 +59,7 @@ MAX_RECORDS_PER_WRITE = 10
 #: Offsets (list iterators) expire like Airtable's do after some idle minutes.
 OFFSET_TTL = 300.0
 MAX_SNAPSHOTS = 256
+_PROVISIONAL_RE = re.compile(PROVISIONAL_PREFIX + r"[A-Za-z0-9]{9}")
 
 
 # -- routing ---------------------------------------------------------------------------------------
@@ -103,10 +105,10 @@ class _Snapshots:
         self._items: OrderedDict[str, _Snapshot] = OrderedDict()
         self._lock = threading.Lock()
 
-    def put(self, records: list[dict], marker: tuple, now: float) -> str:
+    def put(self, records: list[dict], marker: tuple, now: float, listing: tuple = ()) -> str:
         token = "itr" + secrets.token_hex(7)
         with self._lock:
-            self._items[token] = _Snapshot(now, [r["id"] for r in records], records, marker)
+            self._items[token] = _Snapshot(now, [r["id"] for r in records], records, marker, listing)
             while len(self._items) > MAX_SNAPSHOTS:
                 self._items.popitem(last=False)
         return token
@@ -128,6 +130,13 @@ class _Snapshot:
     #: The records as the first page saw them; served as they are while nothing changed since.
     records: list[dict]
     marker: tuple
+    #: The table and query the offset belongs to: another listing's offset is refused.
+    listing: tuple = ()
+
+
+def _listing(info: TableInfo, query: ListQuery) -> tuple:
+    """What an offset is tied to: the table and every option but the offset and page size."""
+    return (info.tid, replace(query, offset=None, page_size=0))
 
 
 def _offset_token(snapshot: str, position: int) -> str:
@@ -317,23 +326,93 @@ class Engine:
             page = self._next_page(info, query)
             self.stats.count(info.tid, "list.page", started)
             return page
+        query = self._with_real_ids(query)
+        self._check_field_names(info, query.fields or ())
         reason = self._remote_reason(info, query)
-        decision, info = self._ensure_fresh(info, table, reason)
+        decision, info = self._ensure_fresh_or_forget(info, table, reason)
         if decision is Read.REMOTE:
             self.stats.count(info.tid, "list.remote", started)
             if query.formula and reason and self.settings.mode != "passthrough":
                 self.stats.count(info.tid, "formula.fallback")
+            if self._flush_before_asking(info):
+                query = self._with_real_ids(query)
             return self._require_sync().list_remote(info, table, query)
-        if query.view and not self._view_is_fresh(info, query.view):
+        self._check_field_names(info, [name for name, _direction in query.sort])
+        if query.view and (not self._view_is_fresh(info, query.view) or self._has_queued_writes(info)):
+            # A view's filter and order are Airtable's to evaluate: after local writes to its table,
+            # they are sent first and the view is read again (counted as a remote read).
             if self.settings.mode == "offline":
-                raise OfflineError(f"offline mode: view {query.view!r} of table {table!r} has never been pulled")
-            self._require_sync().pull(base_id, table, view=query.view)
+                if not self._view_is_fresh(info, query.view):
+                    raise OfflineError(f"offline mode: view {query.view!r} of table {table!r} has never been pulled")
+            else:
+                self._flush_before_asking(info)
+                self._require_sync().pull(base_id, table, view=query.view)
+                self.stats.count(info.tid, "view.remote")
         records = self._select(info, query)
         if query.max_records is not None:
             records = records[: query.max_records]
         page = self._first_page(info, query, records)
         self.stats.count(info.tid, "list.local", started)
         return page
+
+    # -- fidelity helpers (issue 9) ---------------------------------------------------------------
+    def _has_queued_writes(self, info: TableInfo) -> bool:
+        return self.store.conn.execute(
+            "SELECT 1 FROM outbox WHERE tid = ? AND state != 'dead' LIMIT 1", (info.tid,)
+        ).fetchone() is not None
+
+    def _flush_before_asking(self, info: TableInfo) -> bool:
+        """Before Airtable answers a read of a table, it gets the agent's queued writes to that
+        table, so that its answer includes them (read-your-writes). Returns whether it flushed."""
+        if self.settings.mode not in ("cache", "write-through") or not self._has_queued_writes(info):
+            return False
+        self._require_sync().flush(info.base_id)
+        return True
+
+    def _with_real_ids(self, query: ListQuery) -> ListQuery:
+        """A formula naming a provisional id (``RECORD_ID() = 'recLOCAL...'``) finds the record
+        after its create was flushed too: the ids Airtable gave are put in."""
+        if not query.formula or PROVISIONAL_PREFIX not in query.formula:
+            return query
+        formula = _PROVISIONAL_RE.sub(lambda m: self.resolve_id(m.group(0)), query.formula)
+        return replace(query, formula=formula) if formula != query.formula else query
+
+    def _check_field_names(self, info: TableInfo, names: Iterable[str]) -> None:
+        """Airtable answers 422 ``UNKNOWN_FIELD_NAME`` for a name in ``fields`` or ``sort`` that
+        the table does not have (the schema is read again first: the field may be new)."""
+        names = list(names)
+        if not names or not info.fields_by_name:
+            return
+        unknown = [n for n in names if n not in info.fields_by_name and n not in info.name_for_id]
+        if unknown and self._refresh_schema(info):
+            unknown = [n for n in names if n not in info.fields_by_name and n not in info.name_for_id]
+        if unknown:
+            raise AirtableResponseError.typed(422, "UNKNOWN_FIELD_NAME", f'Unknown field name: "{unknown[0]}"')
+
+    def _ensure_fresh_or_forget(self, info: TableInfo, table: str, remote_reason: str | None) -> tuple[Read, TableInfo]:
+        """``_ensure_fresh``; a table Airtable says does not exist leaves nothing behind (no
+        phantom table for ``status`` to list and ``serve-sync`` to pull)."""
+        try:
+            return self._ensure_fresh(info, table, remote_reason)
+        except AirtableResponseError as exc:
+            if exc.status == 404 and info.pulled_at is None:
+                self._forget_table(info)
+            raise
+
+    def _forget_table(self, info: TableInfo) -> None:
+        with self.store.transaction() as conn:
+            used = conn.execute(
+                "SELECT 1 FROM outbox WHERE tid = ? UNION ALL SELECT 1 FROM records WHERE tid = ? LIMIT 1", (info.tid, info.tid)
+            ).fetchone()
+            if used is None:
+                conn.execute("DELETE FROM table_aliases WHERE tid = ?", (info.tid,))
+                conn.execute("DELETE FROM stats WHERE tid = ?", (info.tid,))
+                conn.execute("DELETE FROM tables WHERE tid = ?", (info.tid,))
+                log.info("table %s of base %s does not exist in Airtable; not kept", info.name or info.table_id, info.base_id)
+
+    def known_views(self, base_id: str, table: str) -> list[str]:
+        info = self.table_info(base_id, table)
+        return [r[0] for r in self.store.conn.execute("SELECT view FROM views WHERE tid = ? ORDER BY view", (info.tid,))]
 
     def _refresh_schema(self, info: TableInfo) -> bool:
         """Read the table's schema again (it names a field the cached schema lacks); updates
@@ -379,9 +458,17 @@ class Engine:
         """Every record the query matches, in the order Airtable would list them."""
         conn = self.store.conn
         where, params, residual, order = "", [], None, "r.position"
+        sources = {}
         if query.formula:
             from airtable_cached import formula_bridge
 
+            sources = formula_bridge.link_sources(conn, info, query.formula)
+        if sources:
+            # Links read as their records' primary values: evaluated in Python over the table.
+            primary = links.PrimaryValues(conn, sources)
+            check = formula_bridge.python_filter(info, query.formula)
+            residual = lambda record: check(primary.record(record))  # noqa: E731
+        elif query.formula:
             compiled = formula_bridge.sql_filter(info, query.formula)
             self._index_filtered_fields(compiled.equality_fields)
             where, params, residual = compiled.sql, compiled.params, compiled.check
@@ -475,13 +562,15 @@ class Engine:
         page = records[: query.page_size]
         result: dict[str, Any] = {"records": [self._shape(info, r, query) for r in page]}
         if len(records) > query.page_size:
-            token = self.snapshots.put(records, self.store.change_marker(), self.clock())
+            token = self.snapshots.put(records, self.store.change_marker(), self.clock(), _listing(info, query))
             result["offset"] = _offset_token(token, query.page_size)
         return result
 
     def _next_page(self, info: TableInfo, query: ListQuery) -> dict:
         parsed = _parse_offset(query.offset or "")
         snapshot = self.snapshots.get(parsed[0], self.clock()) if parsed else None
+        if snapshot is not None and snapshot.listing != _listing(info, self._with_real_ids(query)):
+            snapshot = None  # an offset of another table or query (Airtable: the same 422)
         if snapshot is None:
             raise AirtableResponseError.typed(
                 422,
@@ -529,10 +618,11 @@ class Engine:
         started = time.perf_counter()
         info = self.table_info(base_id, table)
         reason = self._remote_reason(info, query)
-        decision, info = self._ensure_fresh(info, table, reason)
+        decision, info = self._ensure_fresh_or_forget(info, table, reason)
         if decision is Read.REMOTE:
             self.stats.count(info.tid, "get.remote", started)
-            return self._require_sync().get_remote(info, table, record_id, query)
+            self._flush_before_asking(info)
+            return self._require_sync().get_remote(info, table, self.resolve_id(record_id), query)
         rows = self._rows_by_id(info.tid, [self.resolve_id(record_id)])
         if not rows:
             self.stats.count(info.tid, "get.miss", started)
@@ -597,7 +687,12 @@ class Engine:
         if info.pulled_at is None:
             if self.settings.mode == "offline":
                 raise OfflineError(f"offline mode: table {table!r} of base {base_id} has never been pulled")
-            self._require_sync().pull(base_id, table)
+            try:
+                self._require_sync().pull(base_id, table)
+            except AirtableResponseError as exc:
+                if exc.status == 404:
+                    self._forget_table(info)
+                raise
             info = self.table_info(base_id, table)
         else:
             self._authorize(info, table)

@@ -186,3 +186,44 @@ def after_confirm(engine: Engine, conn: sqlite3.Connection, tid: int, record_id:
             conn.execute("UPDATE records SET remote = ? WHERE tid = ? AND id = ?", (dumps(remote), pair.linked_tid, target))
         if changed:
             engine.recompute(conn, pair.linked_tid, changed)
+
+
+# -- formulas over link fields ------------------------------------------------------------------------
+
+
+def primary_source(conn: sqlite3.Connection, base_id: str, spec: dict) -> tuple[int, str] | None:
+    """Where a link field's formula value comes from: the linked table (cached, pulled, schema known)
+    and its primary field's name. ``None``: only Airtable can tell."""
+    linked = _linked_table(conn, base_id, ((spec.get("options") or {}).get("linkedTableId")) or "")
+    if linked is None or linked["pulled_at"] is None or not linked["schema_json"]:
+        return None
+    schema = json.loads(linked["schema_json"])
+    primary = next((f["name"] for f in schema.get("fields", []) if f.get("id") == schema.get("primaryFieldId")), None)
+    return (linked["tid"], primary) if primary else None
+
+
+class PrimaryValues:
+    """Link cells as a formula sees them: the linked records' primary values (as reads see them,
+    the agent's queued writes included), read once per linked table per read."""
+
+    def __init__(self, conn: sqlite3.Connection, sources: dict[str, tuple[int, str]]):
+        self.conn = conn
+        self.sources = sources
+        self._values: dict[int, dict[str, Any]] = {}
+
+    def _table(self, tid: int, primary: str) -> dict[str, Any]:
+        if tid not in self._values:
+            self._values[tid] = {
+                row[0]: json.loads(row[1]).get(primary)
+                for row in self.conn.execute("SELECT id, fields FROM records WHERE tid = ? AND fields IS NOT NULL", (tid,))
+            }
+        return self._values[tid]
+
+    def record(self, record: dict) -> dict:
+        fields = dict(record["fields"])
+        for name, (tid, primary) in self.sources.items():
+            if name in fields:
+                values = self._table(tid, primary)
+                shown = [values.get(x) for x in _ids(fields[name])]
+                fields[name] = [v for v in shown if v is not None and v != ""]
+        return {**record, "fields": fields}

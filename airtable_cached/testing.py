@@ -787,7 +787,7 @@ class FakeAirtable:
         offset = opts.get("offset")
         now = time.monotonic()
         if offset:
-            itr, pos = self._resolve_offset(t, str(offset), now)
+            itr, pos = self._resolve_offset(t, str(offset), now, opts)
             ids = itr["ids"]
         else:
             ids = [r["id"] for r in self._query(t, opts)]
@@ -795,7 +795,8 @@ class FakeAirtable:
                 ids = ids[:max_records]
             self._iter_counter += 1
             token = "itr" + _counter_id(self._iter_counter)
-            itr = {"token": token, "table": t.id, "ids": ids, "index": {rid: i for i, rid in enumerate(ids)}}
+            itr = {"token": token, "table": t.id, "ids": ids, "index": {rid: i for i, rid in enumerate(ids)},
+                   "listing": _listing(opts)}
             pos = 0
         itr["last_used"] = now
         page_ids = ids[pos:pos + page_size]
@@ -810,12 +811,14 @@ class FakeAirtable:
             self._iterators.pop(itr["token"], None)
         return out
 
-    def _resolve_offset(self, t: _Table, offset: str, now: float) -> tuple[dict, int]:
+    def _resolve_offset(self, t: _Table, offset: str, now: float, opts: dict) -> tuple[dict, int]:
         token, _, rid = offset.partition("/")
         itr = self._iterators.get(token)
         if itr is not None and now - itr["last_used"] > self.offset_ttl:
             self._iterators.pop(token, None)
             itr = None
+        if itr is not None and itr.get("listing") != _listing(opts):
+            itr = None  # an offset of another query (issue 9: Airtable refuses it as expired)
         if itr is None or itr["table"] != t.id or rid not in itr["index"]:
             raise _fail(422, "LIST_RECORDS_ITERATOR_NOT_AVAILABLE", "LIST_RECORDS_ITERATOR_NOT_AVAILABLE")
         return itr, itr["index"][rid]
@@ -868,7 +871,7 @@ class FakeAirtable:
         field_ids = {f["id"]: f["name"] for f in t.fields}
         out = []
         for r in records:
-            rd = {"id": r["id"], "createdTime": r["createdTime"], "fields": copy.deepcopy(r["fields"]),
+            rd = {"id": r["id"], "createdTime": r["createdTime"], "fields": self._formula_cells(t, r["fields"]),
                   "lastModifiedTime": r["_modified"]}
             try:
                 ok = matches(node, rd, field_ids=field_ids)
@@ -876,6 +879,19 @@ class FakeAirtable:
                 ok = False  # an error value excludes the record, as in Airtable
             if ok:
                 out.append(r)
+        return out
+
+    def _formula_cells(self, t: _Table, fields: dict) -> dict:
+        """Cells as a formula sees them: a link reads as its records' primary values."""
+        out = copy.deepcopy(fields)
+        for f in t.fields:
+            if f["type"] == "multipleRecordLinks" and f["name"] in out:
+                linked = self._find_table_by_id(((f.get("options") or {}).get("linkedTableId")) or "")
+                if linked is None:
+                    continue
+                primary = linked.field(linked.primary_id)["name"]
+                shown = [(linked.find(x) or {"fields": {}})["fields"].get(primary) for x in out[f["name"]]]
+                out[f["name"]] = [v for v in shown if not _is_empty(v)]
         return out
 
     @staticmethod
@@ -1176,6 +1192,11 @@ def _ast_field_names(node: Any, _depth: int = 0) -> Iterable[str]:
 def _is_full_record(r: dict) -> bool:
     """``{"id"?, "createdTime"?, "fields"}`` (Airtable shape) rather than a plain field dict."""
     return isinstance(r.get("fields"), dict) and set(r) <= {"id", "createdTime", "fields"}
+
+
+def _listing(opts: dict) -> str:
+    """The query an offset belongs to: every option but the offset and the page size."""
+    return json.dumps({k: v for k, v in opts.items() if k not in ("offset", "pageSize")}, sort_keys=True, default=str)
 
 
 def _merge_value(v: Any) -> Any:
