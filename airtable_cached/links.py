@@ -72,9 +72,13 @@ def link_pairs(conn: sqlite3.Connection, tid: int) -> list[LinkPair]:
 
 def record_state(engine: Engine, info: TableInfo, table_id: str, record_id: str) -> bool | None:
     """Whether a record of the linked table exists: True, False, or None when the cache cannot tell
-    (the linked table was never pulled)."""
+    (offline, and the linked table was never pulled). A linked table never read is pulled first."""
     conn = engine.store.conn
     linked = _linked_table(conn, info.base_id, table_id)
+    if (linked is None or linked["pulled_at"] is None) and engine.settings.mode != "offline" and engine.sync is not None:
+        # Whether the record exists is Airtable's to say: the linked table is read once, then cached.
+        engine.sync.pull(info.base_id, table_id)
+        linked = _linked_table(conn, info.base_id, table_id)
     if linked is None:
         return None
     row = conn.execute("SELECT fields FROM records WHERE tid = ? AND id = ?", (linked["tid"], record_id)).fetchone()

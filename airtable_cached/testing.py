@@ -32,7 +32,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from airtable_cached.records import DATE_TYPES, format_number, parse_iso_datetime, plain_text, sort_key
 
-__all__ = ["FakeAirtable", "seed_leads", "LEADS_SCHEMA", "FakeAirtableError"]
+__all__ = ["FakeAirtable", "seed_leads", "LEADS_SCHEMA", "FakeAirtableError", "add_linked_tables"]
 
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _BASE_INSTANT = _dt.datetime(2024, 1, 1, tzinfo=_dt.UTC)
@@ -1555,3 +1555,42 @@ def seed_leads(n: int, *, seed: int = 0) -> list[dict]:
             fields["Opted Out"] = True
         out.append(fields)
     return out
+
+
+#: Two tables linked both ways (``add_linked_tables``): ids fixed so that two fakes agree.
+COMPANIES_ID = "tblCompanies00001"
+PEOPLE_ID = "tblPeople00000001"
+
+
+def add_linked_tables(fake: FakeAirtable, base_id: str, *, companies: int = 3, people: int = 6) -> tuple[str, str]:
+    """Add ``Companies`` and ``People`` to a base, linked both ways (``People.Company`` and its
+    inverse ``Companies.Employees``), with a view, select, number, date and checkbox fields, and
+    a few records linked consistently. Returns the two table ids."""
+    fake.add_table(base_id, "Companies", [
+        {"id": "fldCoName0000001", "name": "Name", "type": "singleLineText"},
+        {"id": "fldCoEmployees01", "name": "Employees", "type": "multipleRecordLinks",
+         "options": {"linkedTableId": PEOPLE_ID, "inverseLinkFieldId": "fldPeCompany0001", "prefersSingleRecordLink": False}},
+        {"id": "fldCoKind0000001", "name": "Kind", "type": "singleSelect",
+         "options": {"choices": [{"name": "Client"}, {"name": "Prospect"}]}},
+    ], [{"Name": f"Company {i}"} for i in range(companies)], table_id=COMPANIES_ID)
+    fake.add_table(base_id, "People", [
+        {"id": "fldPeName0000001", "name": "Name", "type": "singleLineText"},
+        {"id": "fldPeCompany0001", "name": "Company", "type": "multipleRecordLinks",
+         "options": {"linkedTableId": COMPANIES_ID, "inverseLinkFieldId": "fldCoEmployees01", "prefersSingleRecordLink": False}},
+        {"id": "fldPeEmail000001", "name": "Email", "type": "email"},
+        {"id": "fldPeStage000001", "name": "Stage", "type": "singleSelect",
+         "options": {"choices": [{"name": "New"}, {"name": "Won"}]}},
+        {"id": "fldPeScore000001", "name": "Score", "type": "number", "options": {"precision": 0}},
+        {"id": "fldPeMet00000001", "name": "Met", "type": "date", "options": {"dateFormat": {"name": "iso"}}},
+        {"id": "fldPeActive00001", "name": "Active", "type": "checkbox", "options": {"icon": "check", "color": "greenBright"}},
+    ], [], table_id=PEOPLE_ID)
+    company_ids = [r["id"] for r in fake.records(base_id, COMPANIES_ID)]
+    made = fake.add_records(base_id, PEOPLE_ID, [
+        {"Name": f"Person {i}", "Score": i, "Stage": "New" if i % 2 else "Won",
+         **({"Company": [company_ids[i % len(company_ids)]]} if company_ids and i % 3 else {}),
+         **({"Email": f"p{i}@example.com"} if i % 2 else {})}
+        for i in range(people)
+    ])
+    assert len(made) == people
+    fake.add_view(base_id, PEOPLE_ID, "No email", formula="{Email} = ''", sort=[("Score", "desc")])
+    return COMPANIES_ID, PEOPLE_ID
