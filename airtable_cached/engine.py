@@ -46,6 +46,7 @@ from airtable_cached.records import (
     now_iso,
     project,
     rename_to_ids,
+    replace_ids,
     sort_records,
 )
 from airtable_cached.store import Store
@@ -330,6 +331,10 @@ class Engine:
         self._check_field_names(info, query.fields or ())
         reason = self._remote_reason(info, query)
         decision, info = self._ensure_fresh_or_forget(info, table, reason)
+        if decision is Read.PULL_THEN_SERVE and reason is None and query.formula:
+            # Pulled for the first time: now the schema tells whether the cache can answer it.
+            reason = self._remote_reason(info, query)
+            decision = Read.REMOTE if reason else decision
         if decision is Read.REMOTE:
             self.stats.count(info.tid, "list.remote", started)
             if query.formula and reason and self.settings.mode != "passthrough":
@@ -483,7 +488,8 @@ class Engine:
                 "SELECT r.id, r.created_time, r.modified_time, r.fields, r.comment_count FROM records r"
                 " LEFT JOIN view_members v ON v.tid = r.tid AND v.record_id = r.id AND v.view = ?"
                 " WHERE r.tid = ? AND r.fields IS NOT NULL AND (v.record_id IS NOT NULL OR r.remote IS NULL)"
-                f" {where} ORDER BY v.position IS NULL, v.position, r.position"
+                # An explicit sort replaces the view's order; ties then keep the natural order.
+                f" {where} ORDER BY " + ("r.position" if query.sort else "v.position IS NULL, v.position, r.position")
             )
             args = [query.view, info.tid, *params]
         else:
@@ -641,12 +647,16 @@ class Engine:
     def create(self, base_id: str, table: str, body: dict) -> dict:
         info = self.table_info(base_id, table)
         self._authorize(info, table)
+        if info.schema is None:
+            self._refresh_schema(info)  # the values are checked against the schema, as Airtable does
         single = "fields" in body and "records" not in body
         items = [{"fields": body.get("fields")}] if single else body.get("records")
         _check_batch(items, need_id=False)
         typecast = bool(body.get("typecast"))
         call = _WriteCall()
         field_sets = [self._validate_fields(info, item.get("fields") or {}, typecast, call) for item in items]
+        if self._sends_now(info, call):
+            return self._send_now(info, table, "POST", None, body)
         seqs: list[int] = []
         created = []
         now = self.clock()
@@ -706,6 +716,8 @@ class Engine:
         if record_id is not None:
             self._require_records(info, [record_id], batch=False)  # Airtable answers 404 before any value check
             fields = self._validate_fields(info, body.get("fields") or {}, typecast, call)
+            if self._sends_now(info, call):
+                return self._send_now(info, table, "PUT" if replace else "PATCH", record_id, body)
             seqs, records = self._update_many(info, table, [(record_id, fields)], op, typecast, call, batch=False)
             self._after_write(info, seqs, call)
             return self._shape_write(info, self._maybe_reread(info, records, call)[0], body)
@@ -716,6 +728,8 @@ class Engine:
             return self._upsert(info, table, items, upsert, op, typecast, body)
         self._require_records(info, [item["id"] for item in items], batch=True)
         pairs = [(item["id"], self._validate_fields(info, item.get("fields") or {}, typecast, call)) for item in items]
+        if self._sends_now(info, call):
+            return self._send_now(info, table, "PUT" if replace else "PATCH", None, body)
         seqs, records = self._update_many(info, table, pairs, op, typecast, call)
         self._after_write(info, seqs, call)
         return {"records": [self._shape_write(info, r, body) for r in self._maybe_reread(info, records, call)]}
@@ -750,15 +764,23 @@ class Engine:
         if row is None:
             raise AirtableResponseError.record_not_found(record_id, batch=batch)
         current = json.loads(row["fields"])
-        base = {name: current.get(name) for name in (current if op == "replace" else fields)}
         new_fields = apply_write(current, op, fields)
+        queued_op, queued = op, fields
+        if op == "replace" and info.fields_by_name:
+            # A PUT clears the fields the record has now, not those someone adds in Airtable before
+            # the flush: queued as a PATCH that clears them, it is rebased and resolved like any
+            # update (Airtable wins on a field changed meanwhile), as if sent at once.
+            cleared = {name: None for name in current
+                       if name not in fields and info.fields_by_name.get(name, {}).get("type") not in COMPUTED_TYPES}
+            queued_op, queued = "update", {**cleared, **fields}
+        base = {name: current.get(name) for name in (current if queued_op == "replace" else queued)}
         conn.execute(
             "UPDATE records SET fields = ?, modified_time = ? WHERE tid = ? AND id = ?",
             (dumps(new_fields), now_iso(now), info.tid, real_id),
         )
         seq = outbox.append(
-            conn, tid=info.tid, base_id=info.base_id, table_ref=table, op=op, record_id=real_id,
-            fields=fields, base=base, typecast=typecast, now=now, call_id=call.call_id,
+            conn, tid=info.tid, base_id=info.base_id, table_ref=table, op=queued_op, record_id=real_id,
+            fields=queued, base=base, typecast=typecast, now=now, call_id=call.call_id,
         )
         call.queued(seq)
         return seq, {"id": real_id, "createdTime": row["created_time"], "fields": new_fields}
@@ -781,6 +803,8 @@ class Engine:
             else:
                 cells.check_merge_values(fields, merge_on)
             prepared.append((item.get("id"), fields))
+        if self._sends_now(info, call):
+            return self._send_now(info, table, "PUT" if op == "replace" else "PATCH", None, body)
         now = self.clock()
         created_ids, updated_ids, records, seqs = [], [], [], []
         with self.store.transaction() as conn:
@@ -809,17 +833,22 @@ class Engine:
                 else:
                     seq, record = self._update_one(conn, info, table, record_id, fields, op, typecast, now, call)
                     seqs.append(seq)
-                    updated_ids.append(record["id"])
+                    if record["id"] not in created_ids and record["id"] not in updated_ids:
+                        updated_ids.append(record["id"])  # each record listed once, as Airtable does
+                    if record["id"] in created_ids:  # made earlier in this call: later matches see it as now
+                        current = [record if r["id"] == record["id"] else r for r in current]
                 records.append(record)
             links.after_local_write(self, conn, info, [r["id"] for r in records])
         self._after_write(info, seqs, call)
-        if self.settings.mode == "write-through" or call.needs_airtable:
+        if self.settings.mode == "write-through":
             remapped = {r["id"]: self.resolve_id(r["id"]) for r in records}
             created_ids = [remapped[i] for i in created_ids]
             updated_ids = [remapped[i] for i in updated_ids]
             records = self._maybe_reread(info, records, call)
+        # A record matched twice in one call is answered twice in its final state, as Airtable does.
+        final = {r["id"]: r for r in records}
         return {
-            "records": [self._shape_write(info, r, body) for r in records],
+            "records": [self._shape_write(info, final[r["id"]], body) for r in records],
             "createdRecords": created_ids,
             "updatedRecords": updated_ids,
         }
@@ -880,6 +909,39 @@ class Engine:
             return converted.fields
         return fields
 
+    def _sends_now(self, info: TableInfo, call: _WriteCall) -> bool:
+        """Whether only Airtable can answer this call (``call.needs_airtable``): then it is sent at
+        once, as plain pyairtable sends it. The writes queued before it go first."""
+        if call.needs_airtable is None or self.settings.mode not in ("cache", "write-through"):
+            return False
+        log.info("sending a write at once: %s", call.needs_airtable)
+        if self.store.conn.execute(
+            "SELECT 1 FROM outbox WHERE base_id = ? AND state != 'dead' LIMIT 1", (info.base_id,)
+        ).fetchone() is not None:
+            self._require_sync().flush(info.base_id)
+        return True
+
+    def _send_now(self, info: TableInfo, table: str, method: str, record_id: str | None, body: dict) -> Any:
+        """Send the agent's call to Airtable as it is (provisional ids replaced by the ids Airtable
+        gave), keep the records it answers with, read again the linked tables it may have changed
+        (inverse links, records made by a typecast), and answer as Airtable answered."""
+        sync = self._require_sync()
+        mapping = {p: self.resolve_id(p) for p in _PROVISIONAL_RE.findall(json.dumps(body))}
+        sent = replace_ids(body, mapping) if mapping else body
+        parts = [info.base_id, table] + ([mapping.get(record_id, record_id)] if record_id else [])
+        sent_at = sync.remote.clock()
+        answer = sync.send_now(info.base_id, method, sync.remote.url(*parts), sent, idempotent=method != "POST")
+        records = answer.get("records") if isinstance(answer, dict) and "records" in answer else [answer]
+        if not (isinstance(body, dict) and body.get("returnFieldsByFieldId")):
+            self.absorb(info.base_id, table, [r for r in records if isinstance(r, dict)], sent_at=sent_at)
+        written = {name for item in (body.get("records") or [body]) if isinstance(item, dict)
+                   for name in (item.get("fields") or {})}
+        for spec in info.schema.get("fields", []) if info.schema else []:
+            linked = (spec.get("options") or {}).get("linkedTableId")
+            if spec.get("type") == "multipleRecordLinks" and linked and (spec["name"] in written or spec.get("id") in written):
+                sync.pull(info.base_id, linked)
+        return answer
+
     def _learn_choices(self, conn: sqlite3.Connection, info: TableInfo, call: _WriteCall) -> None:
         """Select options a typecast write adds exist from then on (Airtable adds them to the field)."""
         if not call.new_choices or info.schema is None:
@@ -900,12 +962,8 @@ class Engine:
         return out
 
     def _after_write(self, info: TableInfo, seqs: list[int], call: _WriteCall | None = None) -> None:
-        """Write-through sends the writes now and fails the call if Airtable refused them; so does a
-        call whose result only Airtable can tell (``call.needs_airtable``), in any mode that sends."""
-        send_now = call is not None and call.needs_airtable is not None and self.settings.mode != "offline"
-        if send_now:
-            log.info("sending a write at once: %s", call.needs_airtable)
-        if (decide_write(self.settings.mode) is not Write.WRITE_THROUGH and not send_now) or not seqs:
+        """Write-through sends the writes now and fails the call if Airtable refused them."""
+        if decide_write(self.settings.mode) is not Write.WRITE_THROUGH or not seqs:
             if self.sync is not None:
                 self.sync.notify_write()
             return
@@ -932,23 +990,26 @@ class Engine:
         return next(iter(rows.values()))
 
     def _maybe_reread(self, info: TableInfo, records: list[dict], call: _WriteCall | None = None) -> list[dict]:
-        if self.settings.mode != "write-through" and (call is None or call.needs_airtable is None):
+        if self.settings.mode != "write-through":
             return records
-        return [self._reread(info, r["id"]) for r in records]
+        # A record written twice in one call is answered in each state in turn (as Airtable
+        # answers): only its last answer is what Airtable stored.
+        last = {r["id"]: i for i, r in enumerate(records)}
+        return [self._reread(info, r["id"]) if last[r["id"]] == i else r for i, r in enumerate(records)]
 
     # -- state transitions used by the sync ----------------------------------------------------------
     def recompute(self, conn: sqlite3.Connection, tid: int, record_ids: Iterable[str]) -> None:
         """Rebuild what reads see for these records: remote state + live queued writes (their own,
         and those of linked records, on link fields: see links.py)."""
-        deltas = links.inverse_deltas(conn, tid)
+        link_lists = links.link_views(conn, tid)
         for record_id in record_ids:
             row = conn.execute("SELECT remote FROM records WHERE tid = ? AND id = ?", (tid, record_id)).fetchone()
             if row is None:
                 continue
             remote = json.loads(row[0]) if row[0] is not None else None
             view = outbox.replay(remote, outbox.live_ops_for_record(conn, tid, record_id))
-            if view is not None and deltas:
-                view = links.adjust(dict(view), record_id, deltas)
+            if view is not None and link_lists:
+                view = links.adjust(dict(view), record_id, link_lists)
             conn.execute(
                 "UPDATE records SET fields = ? WHERE tid = ? AND id = ?",
                 (None if view is None else dumps(view), tid, record_id),

@@ -5,11 +5,11 @@ table A links to X of table B, X's inverse field lists R. Airtable does this at 
 must too, before the flush and before the next pull.
 
 What reads see of a record is its remote state with its own queued writes replayed on top
-(``outbox.replay``), and then, for each link field, the effect of the queued writes of *other*
-records that link to it: a record that gains a link to X (queued, not yet on Airtable) shows in
-X's inverse field, one that drops it (or is deleted) no longer does. Those effects are derived from
-the queue every time a record is recomputed, so a pull, a flush or a dead letter never leaves them
-stale. When Airtable confirms a write, it has updated the inverse side too: the cache updates the
+(``outbox.replay``), and then, for each link field, the list that the queued writes of *both*
+sides leave, in queue order (:class:`LinkState`): a record that gains a link to X (queued, not yet
+on Airtable) shows in X's inverse field, one that drops it (or is deleted) no longer does, and a
+later write of X's own list wins. Those lists are derived from the queue every time a record is
+recomputed, so a pull, a flush or a dead letter never leaves them stale. When Airtable confirms a write, it has updated the inverse side too: the cache updates the
 linked records' remote state the same way.
 """
 
@@ -20,7 +20,6 @@ import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airtable_cached import outbox
 from airtable_cached.records import RECORD_ID_RE, dumps
 
 if TYPE_CHECKING:
@@ -91,42 +90,91 @@ def _ids(value: Any) -> list[str]:
     return [x for x in value if isinstance(x, str) and RECORD_ID_RE.match(x)] if isinstance(value, list) else []
 
 
-def inverse_deltas(conn: sqlite3.Connection, tid: int) -> dict[str, dict[str, list[tuple[bool, str]]]]:
-    """For each link field of table ``tid``: per record of this table, the queued link changes of
-    the linked table's records, as (added, linking record id) in queue order."""
-    out: dict[str, dict[str, list[tuple[bool, str]]]] = {}
+class LinkState:
+    """Both sides of one link (field ``pair.field`` of table ``tid``, its inverse in the linked
+    table) as reads see them: the remote lists, then every queued write of either side that sets
+    one of the two fields, in queue order. A write replaces its record's list and moves the record
+    in or out of the other side's lists (appended when added, as Airtable does), so a later write
+    of either side wins over an earlier one."""
+
+    def __init__(self, conn: sqlite3.Connection, tid: int, pair: LinkPair):
+        self.conn = conn
+        self.sides = {(tid, pair.field): (pair.linked_tid, pair.inverse), (pair.linked_tid, pair.inverse): (tid, pair.field)}
+        self.lists: dict[tuple[int, str], dict[str, list[str]]] = {side: {} for side in self.sides}
+        self.touched: dict[tuple[int, str], set[str]] = {side: set() for side in self.sides}
+        self._replay()
+
+    def _list(self, side: tuple[int, str], record_id: str) -> list[str]:
+        lists = self.lists[side]
+        if record_id not in lists:
+            row = self.conn.execute("SELECT remote FROM records WHERE tid = ? AND id = ?", (side[0], record_id)).fetchone()
+            remote = json.loads(row[0]) if row is not None and row[0] is not None else {}
+            lists[record_id] = _ids(remote.get(side[1]))
+        return lists[record_id]
+
+    def _replay(self) -> None:
+        tids = sorted({side[0] for side in self.sides})
+        marks = ",".join("?" * len(tids))
+        rows = self.conn.execute(
+            f"SELECT tid, op, record_id, fields FROM outbox WHERE state != 'dead' AND tid IN ({marks}) ORDER BY seq", tids
+        ).fetchall()
+        for row in rows:
+            fields = json.loads(row["fields"]) if row["fields"] is not None else {}
+            for side in self.sides:
+                if side[0] != row["tid"]:
+                    continue
+                if row["op"] in ("delete", "create", "replace"):
+                    value = _ids(fields.get(side[1]))  # a created or replaced record without it: none
+                elif side[1] in fields:
+                    value = _ids(fields[side[1]])
+                else:
+                    continue
+                self._set(side, row["record_id"], value)
+
+    def _set(self, side: tuple[int, str], record_id: str, value: list[str]) -> None:
+        other = self.sides[side]
+        old = self._list(side, record_id)
+        for target in old:
+            if target not in value:
+                kept = self._list(other, target)
+                if record_id in kept:
+                    kept.remove(record_id)
+                self.touched[other].add(target)
+        for target in value:
+            if target not in old:
+                current = self._list(other, target)
+                if record_id not in current:
+                    current.append(record_id)
+                self.touched[other].add(target)
+        self.lists[side][record_id] = list(dict.fromkeys(value))
+        self.touched[side].add(record_id)
+
+
+def link_views(conn: sqlite3.Connection, tid: int) -> dict[str, dict[str, list[str]]]:
+    """For each link field of ``tid`` with a known inverse: the list reads see, for every record
+    whose list queued writes (of either side) changed."""
+    out: dict[str, dict[str, list[str]]] = {}
     for pair in link_pairs(conn, tid):
-        changes: dict[str, list[tuple[bool, str]]] = {}
-        for other_id in sorted(outbox.records_with_live_ops(conn, pair.linked_tid)):
-            row = conn.execute("SELECT remote FROM records WHERE tid = ? AND id = ?", (pair.linked_tid, other_id)).fetchone()
-            if row is None:
-                continue
-            remote = json.loads(row["remote"]) if row["remote"] is not None else None
-            own = outbox.replay(remote, outbox.live_ops_for_record(conn, pair.linked_tid, other_id))
-            old = _ids((remote or {}).get(pair.inverse))
-            new = _ids((own or {}).get(pair.inverse))
-            for target in new:
-                if target not in old:
-                    changes.setdefault(target, []).append((True, other_id))
-            for target in old:
-                if target not in new:
-                    changes.setdefault(target, []).append((False, other_id))
-        if changes:
-            out[pair.field] = changes
+        if not _has_queued(conn, tid, pair.linked_tid):
+            continue
+        state = LinkState(conn, tid, pair)
+        side = (tid, pair.field)
+        if state.touched[side]:
+            out[pair.field] = {rid: state.lists[side][rid] for rid in state.touched[side]}
     return out
 
 
-def adjust(fields: dict, record_id: str, deltas: dict[str, dict[str, list[tuple[bool, str]]]]) -> dict:
-    """A record's fields with the other side's queued link changes applied."""
-    for name, changes in deltas.items():
-        for added, other in changes.get(record_id, ()):
-            current = list(fields.get(name) or [])
-            if added and other not in current:
-                current.append(other)
-            elif not added and other in current:
-                current.remove(other)
-            if current:
-                fields[name] = current
+def _has_queued(conn: sqlite3.Connection, *tids: int) -> bool:
+    marks = ",".join("?" * len(tids))
+    return conn.execute(f"SELECT 1 FROM outbox WHERE state != 'dead' AND tid IN ({marks}) LIMIT 1", tids).fetchone() is not None
+
+
+def adjust(fields: dict, record_id: str, views: dict[str, dict[str, list[str]]]) -> dict:
+    """A record's fields with its link lists as both sides' queued writes leave them."""
+    for name, lists in views.items():
+        if record_id in lists:
+            if lists[record_id]:
+                fields[name] = lists[record_id]
             else:
                 fields.pop(name, None)
     return fields
@@ -160,10 +208,10 @@ def after_local_write(engine: Engine, conn: sqlite3.Connection, info: TableInfo,
 
 
 def pending_targets(conn: sqlite3.Connection, tid: int) -> set[str]:
-    """Records of ``tid`` that queued writes of linked tables touch (recomputed after a pull)."""
+    """Records of ``tid`` whose link lists queued writes change (recomputed after a pull)."""
     found: set[str] = set()
-    for changes in inverse_deltas(conn, tid).values():
-        found.update(changes)
+    for lists in link_views(conn, tid).values():
+        found.update(lists)
     return found
 
 

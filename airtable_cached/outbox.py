@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +92,10 @@ class Send:
     uncertain: bool = False
     #: The agent's calls whose writes this send carries.
     calls: set[int] = field(default_factory=set)
+    #: Link writes planned before this send's last one (see :func:`plan`).
+    epoch: int = 0
+    #: It changes links: it keeps its place in the queue order (see :func:`chunk_requests`).
+    ordered: bool = False
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -177,6 +181,8 @@ def claim(conn: sqlite3.Connection, base_id: str, *, now: float, lease: float, l
     Per record, writes are taken in order and the first one that cannot go stops the rest of that
     record: a write waiting for its retry time, one claimed by another live flusher, one naming a
     provisional id that Airtable has not given a real id yet, or anything after a dead create.
+    A create waiting for another create's real id also holds back the creates queued after it,
+    so that Airtable makes the records in the order of the calls (issue 9).
     """
     rows = conn.execute(
         "SELECT * FROM outbox WHERE base_id = ? ORDER BY seq", (base_id,)
@@ -184,11 +190,14 @@ def claim(conn: sqlite3.Connection, base_id: str, *, now: float, lease: float, l
     mapped = {r[0] for r in conn.execute("SELECT provisional FROM id_map")}
     blocked: set[tuple[int, str]] = set()
     creates_here: set[str] = set()
+    live_creates = {r["record_id"] for r in rows if r["op"] == "create" and r["state"] != "dead"}
+    creates_held = False
     claimed: list[Op] = []
     for row in rows:
         op = Op.from_row(row)
         key = (op.tid, op.record_id)
-        if key in blocked:
+        if key in blocked or (creates_held and op.op == "create" and op.state != "dead"):
+            blocked.add(key)
             continue
         if op.state == "dead":
             if op.op == "create":
@@ -202,6 +211,8 @@ def claim(conn: sqlite3.Connection, base_id: str, *, now: float, lease: float, l
             ready = False
         if not ready or waits_for:
             blocked.add(key)
+            if op.op == "create" and waits_for and waits_for <= live_creates:
+                creates_held = True
             continue
         if op.op == "create":
             creates_here.add(op.record_id)
@@ -216,18 +227,30 @@ def claim(conn: sqlite3.Connection, base_id: str, *, now: float, lease: float, l
     return claimed
 
 
-def plan(ops: Iterable[Op]) -> list[Send]:
+def plan(ops: Iterable[Op], link_fields: Mapping[int, frozenset[str]] | None = None) -> list[Send]:
     """Coalesce each record's claimed writes into one send, in the order records first appear.
 
     Successive updates merge into one PATCH, a PUT absorbs what came before, a create absorbs later
     updates, and a create followed by a delete sends nothing at all.
+
+    Writes that change links (``link_fields``: per table, its link fields with an inverse; a
+    delete or a PUT clears them too) change the other side's records as well, so their order
+    across records matters: a record's link write made after another record's link write is not
+    merged into its earlier send, and such sends are marked ``ordered`` (``chunk_requests`` keeps
+    them in queue order).
     """
+    link_fields = link_fields or {}
     sends: dict[tuple[int, str], Send] = {}
+    out: list[Send] = []
+    epoch = 0  # link writes so far: a send made at another epoch has seen other records' link writes
     for op in ops:
         key = (op.tid, op.record_id)
+        touches = _touches_links(op, link_fields.get(op.tid, frozenset()))
         send = sends.get(key)
+        if send is not None and touches and send.epoch != epoch:
+            send = None  # another record's link write came between: this one goes after it
         if send is None:
-            sends[key] = Send(
+            send = sends[key] = Send(
                 tid=op.tid,
                 base_id=op.base_id,
                 table_ref=op.table_ref,
@@ -239,24 +262,40 @@ def plan(ops: Iterable[Op]) -> list[Send]:
                 seqs=[op.seq],
                 uncertain=op.op == "create" and (op.state == "inflight" or _left_uncertain(op)),
                 calls={op.call_id},
+                epoch=epoch,
             )
-            continue
-        send.seqs.append(op.seq)
-        send.calls.add(op.call_id)
-        send.typecast = send.typecast or op.typecast
-        if op.op == "delete":
-            send.kind = "none" if send.kind in ("create", "none") else "delete"
-            send.fields = None
-        elif send.kind == "none":
-            continue  # cannot happen: writes to a deleted record are refused at the call
-        elif op.op == "replace":
-            send.fields = dict(op.fields or {})
-            send.kind = "create" if send.kind == "create" else "replace"
-        else:  # update
-            merged = dict(send.fields or {})
-            merged.update(op.fields or {})
-            send.fields = merged
-    return list(sends.values())
+            out.append(send)
+        else:
+            _merge(send, op)
+        if touches:
+            epoch += 1
+            send.epoch = epoch
+            send.ordered = True
+    return out
+
+
+def _touches_links(op: Op, links: frozenset[str]) -> bool:
+    if not links:
+        return False
+    return op.op in ("delete", "replace") or bool(links & set(op.fields or {}))
+
+
+def _merge(send: Send, op: Op) -> None:
+    send.seqs.append(op.seq)
+    send.calls.add(op.call_id)
+    send.typecast = send.typecast or op.typecast
+    if op.op == "delete":
+        send.kind = "none" if send.kind in ("create", "none") else "delete"
+        send.fields = None
+    elif send.kind == "none":
+        return  # cannot happen: writes to a deleted record are refused at the call
+    elif op.op == "replace":
+        send.fields = dict(op.fields or {})
+        send.kind = "create" if send.kind == "create" else "replace"
+    else:  # update
+        merged = dict(send.fields or {})
+        merged.update(op.fields or {})
+        send.fields = merged
 
 
 def _left_uncertain(op: Op) -> bool:
@@ -271,40 +310,49 @@ def _left_uncertain(op: Op) -> bool:
 
 
 def chunk_requests(sends: Iterable[Send]) -> list[list[Send]]:
-    """Group sends that can share a request (same table, kind, typecast and key), 10 at most.
+    """Group sends that can share a request (same table, kind, typecast and key), 10 at most, in
+    requests sent in order.
 
-    Two rules keep Airtable's answers what they would have been without the cache: creates keep
-    the order of the calls (Airtable's natural order and ``createdTime`` follow the requests), so a
-    create only joins the latest create request; and the sends of one call (or of calls coalesced
-    together, see :func:`components`) go in one request whenever they fit, so that Airtable applies
-    or refuses the call whole.
+    Rules that keep Airtable's answers what they would have been without the cache:
+    - creates keep the order of the calls (Airtable's natural order and ``createdTime`` follow
+      the requests), and ``ordered`` sends (link writes, see :func:`plan`) keep queue order: both
+      only join the latest request;
+    - a record's later send never goes in a request before its earlier one;
+    - the sends of one call (or of calls coalesced together, see :func:`components`) go in one
+      request whenever they fit, so that Airtable applies or refuses the call whole.
     """
     live = [s for s in sends if s.kind != "none"]
-    batches: list[list[Send]] = []
-    open_batches: dict[tuple, list[Send]] = {}
-    last_create: tuple | None = None
-    placed: set[int] = set()
-    for component in components(live):
+    remaining: dict[tuple, int] = {}  # (component, request key) -> its sends not placed yet
+    slot_of: dict[int, tuple] = {}
+    for number, component in enumerate(components(live)):
         for send in component:
-            if id(send) in placed:
-                continue
-            key = _request_key(send)
-            together = [s for s in component if id(s) not in placed and _request_key(s) == key]
-            if send.kind == "create" and last_create != key:
-                open_batches.pop(key, None)  # a create never joins a request older than the last create's
-            batch = open_batches.get(key)
-            if batch is None or len(batch) + len(together) > MAX_RECORDS_PER_REQUEST:
-                batch = open_batches[key] = []
-                batches.append(batch)
-            if send.kind == "create":
-                last_create = key
-            for item in together:
-                if len(batch) == MAX_RECORDS_PER_REQUEST:  # a component larger than one request
-                    batch = open_batches[key] = []
-                    batches.append(batch)
-                batch.append(item)
-                placed.add(id(item))
-    return [b for b in batches if b]
+            slot = (number, _request_key(send))
+            slot_of[id(send)] = slot
+            remaining[slot] = remaining.get(slot, 0) + 1
+    batches: list[list[Send]] = []
+    open_batch: dict[tuple, int] = {}  # request key -> index of the batch that key may still join
+    floor: dict[tuple[int, str], int] = {}  # record -> index of the batch holding its last send
+    started: set[tuple] = set()
+    for send in live:
+        key = _request_key(send)
+        slot = slot_of[id(send)]
+        tail = len(batches) - 1
+        index = open_batch.get(key)
+        if send.kind == "create" or send.ordered:
+            index = tail if index == tail else None
+        if index is not None and index < floor.get((send.tid, send.record_id), -1):
+            index = None
+        # A call starts in a request only if all of it fits there.
+        needed = remaining[slot] if slot not in started else 1
+        if index is None or len(batches[index]) + needed > MAX_RECORDS_PER_REQUEST:
+            batches.append([])
+            index = len(batches) - 1
+            open_batch[key] = index
+        batches[index].append(send)
+        started.add(slot)
+        remaining[slot] -= 1
+        floor[(send.tid, send.record_id)] = index
+    return batches
 
 
 def _request_key(send: Send) -> tuple:

@@ -30,7 +30,7 @@ from airtable_cached.config import Settings, check_token
 from airtable_cached.errors import AirtableResponseError, OfflineError, RemoteError
 from airtable_cached.policy import backoff
 from airtable_cached.query import ListQuery
-from airtable_cached.records import dumps, now_iso, replace_ids
+from airtable_cached.records import dumps, now_iso, referenced_provisional_ids, replace_ids
 
 if TYPE_CHECKING:
     from airtable_cached.engine import Engine, TableInfo
@@ -330,6 +330,13 @@ class Sync:
             self.engine.absorb(info.base_id, table, page.get("records", []), sent_at=sent_at)
         return page
 
+    def send_now(self, base_id: str, method: str, url: str, body: Any, *, idempotent: bool) -> Any:
+        """Send one write call of the agent as it is (one only Airtable can answer)."""
+        try:
+            return self.remote.send(base_id, method, url, kind="push", json_body=body, idempotent=idempotent)
+        except RemoteError as exc:
+            raise _as_response_error(exc) from exc
+
     def get_remote(self, info: TableInfo, table: str, record_id: str, query: ListQuery) -> dict:
         try:
             return self.remote.send(info.base_id, "GET", self.remote.url(info.base_id, table, record_id),
@@ -369,7 +376,7 @@ class Sync:
                 ops = outbox.claim(conn, base_id, now=now, lease=lease)
             if not ops:
                 return result
-            sends = outbox.plan(ops)
+            sends = outbox.plan(ops, self._link_fields({op.tid for op in ops}))
             self._drop_cancelled([s for s in sends if s.kind == "none"], result)
             renewed = now
             batches = outbox.chunk_requests(sends)
@@ -380,6 +387,10 @@ class Sync:
                     renewed = self.remote.clock()
                     self._renew(base_id, [seq for b in batches[i:] for s in b for seq in s.seqs], renewed + lease)
                 self._send_batch(batch, result)
+
+    def _link_fields(self, tids: set[int]) -> dict[int, frozenset[str]]:
+        conn = self.store.conn
+        return {tid: frozenset(pair.field for pair in links.link_pairs(conn, tid)) for tid in tids}
 
     def _renew(self, base_id: str, seqs: list[int], until: float) -> None:
         with self.store.transaction() as conn:
@@ -417,6 +428,8 @@ class Sync:
         batch = self._still_claimed(batch)
         if not batch:
             return
+        for send in batch:
+            self._with_real_ids(send)
         attempt = 0
         while True:
             try:
@@ -496,6 +509,15 @@ class Sync:
                 "op": send.kind, "record_id": send.record_id, "seqs": send.seqs, "status": exc.status,
                 "error": exc.body, "dead": not exc.transient,
             })
+
+    def _with_real_ids(self, send: outbox.Send) -> None:
+        """Ids Airtable gave earlier in this flush replace provisional ones in a planned send (the
+        queue on disk was remapped; this send was planned before)."""
+        if send.kind != "create":
+            send.record_id = self.engine.resolve_id(send.record_id)
+        mapping = {p: self.engine.resolve_id(p) for p in referenced_provisional_ids(send.fields)}
+        if send.fields and any(p != r for p, r in mapping.items()):
+            send.fields = {name: replace_ids(value, mapping) for name, value in send.fields.items()}
 
     def _still_claimed(self, batch: list[outbox.Send]) -> list[outbox.Send]:
         """Sends none of whose writes was dead-lettered meanwhile (with another write of its call)."""

@@ -940,9 +940,12 @@ class FakeAirtable:
                 if hit is not None:
                     out.append(hit["id"])
                 else:
-                    # Made when the request is applied (ids are drawn only for requests that succeed).
-                    pending.setdefault("__links__", []).append((linked, primary, item))
-                    out.append(_NEW_LINK + str(len(pending["__links__"]) - 1))
+                    # Made when the request is applied (ids are drawn only for requests that succeed);
+                    # one record per new primary value in a request (MODELLING DECISION).
+                    made = pending.setdefault("__links__", [])
+                    if (linked, primary, item) not in made:
+                        made.append((linked, primary, item))
+                    out.append(_NEW_LINK + str(made.index((linked, primary, item))))
         return list(dict.fromkeys(out))
 
     def _find_table_by_id(self, table_id: str) -> _Table | None:
