@@ -656,7 +656,7 @@ class Engine:
         call = _WriteCall()
         field_sets = [self._validate_fields(info, item.get("fields") or {}, typecast, call) for item in items]
         if self._sends_now(info, call):
-            return self._send_now(info, table, "POST", None, body)
+            return self._send_now(info, table, call, "POST", None, body)
         seqs: list[int] = []
         created = []
         now = self.clock()
@@ -717,7 +717,7 @@ class Engine:
             self._require_records(info, [record_id], batch=False)  # Airtable answers 404 before any value check
             fields = self._validate_fields(info, body.get("fields") or {}, typecast, call)
             if self._sends_now(info, call):
-                return self._send_now(info, table, "PUT" if replace else "PATCH", record_id, body)
+                return self._send_now(info, table, call, "PUT" if replace else "PATCH", record_id, body)
             seqs, records = self._update_many(info, table, [(record_id, fields)], op, typecast, call, batch=False)
             self._after_write(info, seqs, call)
             return self._shape_write(info, self._maybe_reread(info, records, call)[0], body)
@@ -729,7 +729,7 @@ class Engine:
         self._require_records(info, [item["id"] for item in items], batch=True)
         pairs = [(item["id"], self._validate_fields(info, item.get("fields") or {}, typecast, call)) for item in items]
         if self._sends_now(info, call):
-            return self._send_now(info, table, "PUT" if replace else "PATCH", None, body)
+            return self._send_now(info, table, call, "PUT" if replace else "PATCH", None, body)
         seqs, records = self._update_many(info, table, pairs, op, typecast, call)
         self._after_write(info, seqs, call)
         return {"records": [self._shape_write(info, r, body) for r in self._maybe_reread(info, records, call)]}
@@ -804,7 +804,7 @@ class Engine:
                 cells.check_merge_values(fields, merge_on)
             prepared.append((item.get("id"), fields))
         if self._sends_now(info, call):
-            return self._send_now(info, table, "PUT" if op == "replace" else "PATCH", None, body)
+            return self._send_now(info, table, call, "PUT" if op == "replace" else "PATCH", None, body)
         now = self.clock()
         created_ids, updated_ids, records, seqs = [], [], [], []
         with self.store.transaction() as conn:
@@ -821,7 +821,8 @@ class Engine:
                     if len(matches) > 1:
                         raise AirtableResponseError.typed(
                             422, "INVALID_RECORDS",
-                            f"Cannot update more than one record using fieldsToMergeOn {merge_on}: several records match",
+                            # As the fake server models it (Airtable's wording is not documented).
+                            "Cannot update more than one record that matches fieldsToMergeOn",
                         )
                     record_id = matches[0]["id"] if matches else None
                 if record_id is None:
@@ -921,7 +922,7 @@ class Engine:
             self._require_sync().flush(info.base_id)
         return True
 
-    def _send_now(self, info: TableInfo, table: str, method: str, record_id: str | None, body: dict) -> Any:
+    def _send_now(self, info: TableInfo, table: str, call: _WriteCall, method: str, record_id: str | None, body: dict) -> Any:
         """Send the agent's call to Airtable as it is (provisional ids replaced by the ids Airtable
         gave), keep the records it answers with, read again the linked tables it may have changed
         (inverse links, records made by a typecast), and answer as Airtable answered."""
@@ -931,6 +932,8 @@ class Engine:
         parts = [info.base_id, table] + ([mapping.get(record_id, record_id)] if record_id else [])
         sent_at = sync.remote.clock()
         answer = sync.send_now(info.base_id, method, sync.remote.url(*parts), sent, idempotent=method != "POST")
+        with self.store.transaction() as conn:
+            self._learn_choices(conn, info, call)
         records = answer.get("records") if isinstance(answer, dict) and "records" in answer else [answer]
         if not (isinstance(body, dict) and body.get("returnFieldsByFieldId")):
             self.absorb(info.base_id, table, [r for r in records if isinstance(r, dict)], sent_at=sent_at)
@@ -1138,8 +1141,9 @@ class Engine:
         sent_at = now if sent_at is None else sent_at
         with self.store.transaction() as conn:
             position = conn.execute("SELECT COALESCE(MAX(position), -1) FROM records WHERE tid = ?", (info.tid,)).fetchone()[0]
-            for record in records:
-                if "createdTime" not in record or "fields" not in record:
+            last = {r.get("id"): i for i, r in enumerate(records)}  # a record answered twice: its final state
+            for i, record in enumerate(records):
+                if "createdTime" not in record or "fields" not in record or last[record.get("id")] != i:
                     continue
                 position += 1
                 fields_json = dumps(clean_fields(record["fields"]))

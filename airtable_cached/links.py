@@ -182,7 +182,8 @@ def adjust(fields: dict, record_id: str, views: dict[str, dict[str, list[str]]])
 
 def targets(conn: sqlite3.Connection, tid: int, record_ids: list[str] | set[str]) -> dict[int, set[str]]:
     """Records on the other side of these records' links, as Airtable has them, as queued (in any
-    state) and as reads see them: every record whose inverse field the records may touch."""
+    state) and as reads see them, and records whose cells name them: every record whose inverse
+    field the records may touch."""
     pairs = link_pairs(conn, tid)
     found: dict[int, set[str]] = {}
     if not pairs:
@@ -196,8 +197,13 @@ def targets(conn: sqlite3.Connection, tid: int, record_ids: list[str] | set[str]
             "SELECT fields FROM outbox WHERE tid = ? AND record_id = ? AND fields IS NOT NULL", (tid, record_id)
         )]
         for pair in pairs:
+            linked = found.setdefault(pair.linked_tid, set())
             for fields in values:
-                found.setdefault(pair.linked_tid, set()).update(_ids(fields.get(pair.field)))
+                linked.update(_ids(fields.get(pair.field)))
+            # Records that link to it from their side (their own queued writes included).
+            linked.update(r[0] for r in conn.execute(
+                "SELECT id FROM records WHERE tid = ? AND fields IS NOT NULL AND instr(fields, ?) > 0", (pair.linked_tid, record_id)
+            ))
     return found
 
 

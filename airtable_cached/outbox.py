@@ -175,15 +175,18 @@ def has_ready(conn: sqlite3.Connection, now: float) -> bool:
     ).fetchone() is not None
 
 
-def claim(conn: sqlite3.Connection, base_id: str, *, now: float, lease: float, limit: int = 500) -> list[Op]:
+def claim(conn: sqlite3.Connection, base_id: str, *, now: float, lease: float, limit: int = 500,
+          link_fields: Mapping[int, frozenset[str]] | None = None) -> list[Op]:
     """Claim the writes of ``base_id`` that can be sent now. Call inside ``BEGIN IMMEDIATE``.
 
     Per record, writes are taken in order and the first one that cannot go stops the rest of that
     record: a write waiting for its retry time, one claimed by another live flusher, one naming a
     provisional id that Airtable has not given a real id yet, or anything after a dead create.
-    A create waiting for another create's real id also holds back the creates queued after it,
-    so that Airtable makes the records in the order of the calls (issue 9).
+    A create or a link write (``link_fields``, see :func:`plan`) waiting for another create's real
+    id also holds back the creates and link writes queued after it, so that Airtable makes the
+    records and links them in the order of the calls (issue 9).
     """
+    link_fields = link_fields or {}
     rows = conn.execute(
         "SELECT * FROM outbox WHERE base_id = ? ORDER BY seq", (base_id,)
     ).fetchall()
@@ -196,7 +199,8 @@ def claim(conn: sqlite3.Connection, base_id: str, *, now: float, lease: float, l
     for row in rows:
         op = Op.from_row(row)
         key = (op.tid, op.record_id)
-        if key in blocked or (creates_held and op.op == "create" and op.state != "dead"):
+        ordered = op.op == "create" or _touches_links(op, link_fields.get(op.tid, frozenset()))
+        if key in blocked or (creates_held and ordered and op.state != "dead"):
             blocked.add(key)
             continue
         if op.state == "dead":
@@ -211,7 +215,7 @@ def claim(conn: sqlite3.Connection, base_id: str, *, now: float, lease: float, l
             ready = False
         if not ready or waits_for:
             blocked.add(key)
-            if op.op == "create" and waits_for and waits_for <= live_creates:
+            if ordered and waits_for and waits_for <= live_creates:
                 creates_held = True
             continue
         if op.op == "create":
@@ -249,6 +253,9 @@ def plan(ops: Iterable[Op], link_fields: Mapping[int, frozenset[str]] | None = N
         send = sends.get(key)
         if send is not None and touches and send.epoch != epoch:
             send = None  # another record's link write came between: this one goes after it
+        elif send is not None and send.merge_on and op.op in ("update", "replace") and (
+                op.op == "replace" or set(send.merge_on) & set(op.fields or {})):
+            send = None  # an upsert's key changed later: the upsert is sent on the key it was made with
         if send is None:
             send = sends[key] = Send(
                 tid=op.tid,

@@ -373,7 +373,7 @@ class Sync:
         while True:
             now = self.remote.clock()
             with self.store.transaction() as conn:
-                ops = outbox.claim(conn, base_id, now=now, lease=lease)
+                ops = outbox.claim(conn, base_id, now=now, lease=lease, link_fields=self._base_link_fields(conn, base_id))
             if not ops:
                 return result
             sends = outbox.plan(ops, self._link_fields({op.tid for op in ops}))
@@ -387,6 +387,10 @@ class Sync:
                     renewed = self.remote.clock()
                     self._renew(base_id, [seq for b in batches[i:] for s in b for seq in s.seqs], renewed + lease)
                 self._send_batch(batch, result)
+
+    def _base_link_fields(self, conn: Any, base_id: str) -> dict[int, frozenset[str]]:
+        tids = {r[0] for r in conn.execute("SELECT DISTINCT tid FROM outbox WHERE base_id = ?", (base_id,))}
+        return {tid: frozenset(pair.field for pair in links.link_pairs(conn, tid)) for tid in tids}
 
     def _link_fields(self, tids: set[int]) -> dict[int, frozenset[str]]:
         conn = self.store.conn
