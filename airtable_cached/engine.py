@@ -929,7 +929,7 @@ class Engine:
         sync = self._require_sync()
         mapping = {p: self.resolve_id(p) for p in _PROVISIONAL_RE.findall(json.dumps(body))}
         sent = replace_ids(body, mapping) if mapping else body
-        parts = [info.base_id, table] + ([mapping.get(record_id, record_id)] if record_id else [])
+        parts = [info.base_id, table] + ([self.resolve_id(record_id)] if record_id else [])
         sent_at = sync.remote.clock()
         answer = sync.send_now(info.base_id, method, sync.remote.url(*parts), sent, idempotent=method != "POST")
         with self.store.transaction() as conn:
