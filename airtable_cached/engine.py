@@ -26,7 +26,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import unquote, urlsplit
 
 from airtable_cached import cells, links, outbox
@@ -239,6 +239,13 @@ class Engine:
         raise AssertionError(r.action)
 
     # -- tables ------------------------------------------------------------------------------------
+    @overload
+    def table_info(self, base_id: str, table: str) -> TableInfo: ...
+    @overload
+    def table_info(self, base_id: str, table: str, *, create: Literal[True]) -> TableInfo: ...
+    @overload
+    def table_info(self, base_id: str, table: str, *, create: bool) -> TableInfo | None: ...
+
     def table_info(self, base_id: str, table: str, *, create: bool = True) -> TableInfo | None:
         conn = self.store.conn
         row = conn.execute(
@@ -471,7 +478,7 @@ class Engine:
         if sources:
             # Links read as their records' primary values: evaluated in Python over the table.
             primary = links.PrimaryValues(conn, sources)
-            check = formula_bridge.python_filter(info, query.formula)
+            check = formula_bridge.python_filter(info, query.formula or "")
             residual = lambda record: check(primary.record(record))  # noqa: E731
         elif query.formula:
             compiled = formula_bridge.sql_filter(info, query.formula)

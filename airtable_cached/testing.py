@@ -494,10 +494,11 @@ class FakeAirtable:
             out = []
             for flds in records:
                 ts = self._tick()
-                rec = {"id": self._ids.new("rec"), "createdTime": ts, "_modified": ts,
-                       "fields": {t.field(k)["name"]: copy.deepcopy(v) for k, v in flds.items() if not _is_empty(v)}}
+                stored = {t.field(k)["name"]: copy.deepcopy(v) for k, v in flds.items() if not _is_empty(v)}  # type: ignore[index]
+                rid = self._ids.new("rec")
+                rec = {"id": rid, "createdTime": ts, "_modified": ts, "fields": stored}
                 t.records.append(rec)
-                self._sync_inverse(t, rec["id"], {}, rec["fields"])
+                self._sync_inverse(t, rid, {}, stored)
                 out.append(self._render(t, rec))
             return out
 
@@ -1021,16 +1022,17 @@ class FakeAirtable:
             made = [self._insert(t, c) for c in converted]
             return {"records": [self._render_opts(t, m, self._write_opts(body)) for m in made]}
         converted = self._convert_fields(t, body.get("fields", {}), typecast, pending)
-        self._make_pending_links(pending, [converted])
+        self._make_pending_links(pending, [converted])  # type: ignore[list-item]
         self._commit_choices(t, pending)
         return self._render_opts(t, self._insert(t, converted), self._write_opts(body))
 
     def _insert(self, t: _Table, converted: dict) -> dict:
         ts = self._tick()
-        rec = {"id": self._ids.new("rec"), "createdTime": ts, "_modified": ts,
-               "fields": {k: v for k, v in converted.items() if not _is_empty(v)}}
+        rid = self._ids.new("rec")
+        stored = {k: v for k, v in converted.items() if not _is_empty(v)}
+        rec = {"id": rid, "createdTime": ts, "_modified": ts, "fields": stored}
         t.records.append(rec)
-        self._sync_inverse(t, rec["id"], {}, rec["fields"])
+        self._sync_inverse(t, rid, {}, stored)
         return rec
 
     def _remove(self, t: _Table, rec: dict) -> None:
