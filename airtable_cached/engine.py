@@ -5,7 +5,7 @@
 (``api.py``) and the plain-HTTP front-end (``http.py``) are thin wrappers around it, so paging,
 sorting, filtering, write semantics and errors exist once.
 
-What the cache holds (see DESIGN.md §2): per record the last state Airtable reported (``remote``)
+What the cache holds: per record the last state Airtable reported (``remote``)
 and what reads see (``fields``: remote with the pending writes applied). Every write applies to
 ``fields`` and appends to the outbox in one transaction; a pull replaces ``remote`` and replays the
 pending writes on top.
@@ -860,7 +860,7 @@ class Engine:
             self.recompute(conn, info.tid, outbox.records_with_live_ops(conn, info.tid))
 
     def _resolve_conflicts(self, conn: sqlite3.Connection, tid: int, pulled: list[dict], now: float, started_at: float) -> None:
-        """Airtable wins (DESIGN.md §2): a field that changed in Airtable since the cache last saw it,
+        """Airtable wins: a field that changed in Airtable since the cache last saw it,
         to a value other than the agent's, and that a queued update also writes, keeps Airtable's
         value. The update no longer sends that field; the dropped local value goes to the
         ``conflicts`` log. Left alone: writes a flusher is sending right now, PUTs (the agent

@@ -1,8 +1,9 @@
 """A fake Airtable Web API server for tests (standard library only).
 
 ``FakeAirtable`` serves the record endpoints, the meta endpoints the project uses and whoami over
-real HTTP on 127.0.0.1, behaving as Airtable does as far as it is known (see
-``/work/shared/AIRTABLE_FACTS.md`` and the recorded traffic). Pass ``fake.url`` as
+real HTTP on 127.0.0.1, behaving as Airtable does as far as it is known (the
+Airtable facts and recorded traffic beside the checkout, which ``tests/test_recorded_airtable.py``
+checks it against). Pass ``fake.url`` as
 ``endpoint_url=`` to ``pyairtable.Api``.
 
 Everything is deterministic given ``seed``: record, table, field, view and option ids come from
@@ -1251,7 +1252,9 @@ def _convert_value(f: dict, value: Any, typecast: bool, pending_choices: dict) -
         return value if ftype == "singleSelect" else list(dict.fromkeys(items))
     if ftype in _TEXT_TYPES:
         if isinstance(value, str):
-            return value
+            # Airtable stores rich text as Markdown ending with a newline (recorded: refine's create
+            # of "bar" answered "bar\n").
+            return value + "\n" if ftype == "richText" and value and not value.endswith("\n") else value
         if typecast and isinstance(value, (int, float)) and not isinstance(value, bool):
             return _format_number(value)
         raise _cannot_accept(f)
