@@ -13,6 +13,7 @@ pending writes on top.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import logging
@@ -22,6 +23,7 @@ import sqlite3
 import threading
 import time
 import unicodedata
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -317,7 +319,8 @@ class Engine:
         if query.max_records is not None:
             records = records[: query.max_records]
         page = self._first_page(info, query, records)
-        self.stats.count(info.tid, "list.local", started)
+        # A read that pulled the table first waited for Airtable: not a local read.
+        self.stats.count(info.tid, "list.pull" if decision is Read.PULL_THEN_SERVE else "list.local", started)
         return page
 
     def _refresh_schema(self, info: TableInfo) -> bool:
@@ -522,7 +525,7 @@ class Engine:
         if not rows:
             self.stats.count(info.tid, "get.miss", started)
             raise AirtableResponseError.record_not_found(record_id)
-        self.stats.count(info.tid, "get.local", started)
+        self.stats.count(info.tid, "get.pull" if decision is Read.PULL_THEN_SERVE else "get.local", started)
         return self._shape(info, next(iter(rows.values())), query)
 
     def resolve_id(self, record_id: str) -> str:
@@ -1011,6 +1014,17 @@ def _check_batch(items: Any, *, need_id: bool) -> None:
             raise AirtableResponseError.invalid_request("each record to update needs an id")
 
 
+_exit_recorders: weakref.WeakSet[StatsRecorder] = weakref.WeakSet()
+
+
+def _write_stats_at_exit() -> None:
+    for recorder in list(_exit_recorders):
+        recorder.write()
+
+
+atexit.register(_write_stats_at_exit)
+
+
 class StatsRecorder:
     """Read statistics kept in memory and written out in one transaction now and then, so that
     counting stays cheap enough to leave on."""
@@ -1023,6 +1037,8 @@ class StatsRecorder:
         self._latencies: list[tuple[int, str, float]] = []
         self._lock = threading.Lock()
         self._last_write = time.monotonic()
+        # What a short-lived agent counted is written at exit (and by Api.close()).
+        _exit_recorders.add(self)
 
     def count(self, tid: int, kind: str, started: float | None = None) -> None:
         ms = (time.perf_counter() - started) * 1000 if started is not None else 0.0

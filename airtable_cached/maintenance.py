@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import diskcache
+
 from airtable_cached import outbox
 from airtable_cached.config import Settings
 from airtable_cached.errors import AirtableCachedError
@@ -296,24 +298,22 @@ def _bases_of(path: Path) -> set[str]:
 @contextlib.contextmanager
 def _hold_flush_locks(settings: Settings, bases: Iterable[str]) -> Iterator[None]:
     """Take every base's flush lock without waiting; refuse if a flusher holds one."""
-    from airtable_cached.sync import Pacer
+    from airtable_cached.locks import FlushLocks
 
-    pacer = Pacer(settings, clock=time.time, sleep=time.sleep)
+    cache = diskcache.Cache(str(settings.locks_dir))
+    locks = FlushLocks(settings.locks_dir, cache, settings.claim_timeout)
     held = []
     try:
         for base in sorted(bases):
-            key = pacer.try_flush_lock(base)
-            if key is None:
-                raise RestoreRefused(
-                    f"a flush of base {base} holds the database; try again when it is over "
-                    f"(a stuck lock expires after {settings.claim_timeout:g} s)"
-                )
-            held.append(key)
+            lock = locks.try_acquire(base)
+            if lock is None:
+                raise RestoreRefused(f"a flush of base {base} holds the database; try again when it is over")
+            held.append(lock)
         yield
     finally:
-        for key in held:
-            pacer.release(key)
-        pacer.cache.close()
+        for lock in held:
+            locks.release(lock)
+        cache.close()
 
 
 def restore(path: str | os.PathLike, settings: Settings, *, now: float | None = None) -> RestoreResult:
@@ -575,7 +575,8 @@ def _recompute(conn: sqlite3.Connection, path: Path, keys: Iterable[tuple[int, s
 # -- statistics --------------------------------------------------------------------------------------
 
 LOCAL_KINDS = ("list.local", "list.page", "get.local")
-REMOTE_KINDS = ("list.remote", "get.remote")
+#: A read that pulled its table first counts as remote (``*.pull``): it waited for Airtable.
+REMOTE_KINDS = ("list.remote", "get.remote", "list.pull", "get.pull")
 
 
 def stats(store: Store) -> dict:
