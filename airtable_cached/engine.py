@@ -752,7 +752,7 @@ class Engine:
         """Write-through sends the writes now and fails the call if Airtable refused them."""
         if decide_write(self.settings.mode) is not Write.WRITE_THROUGH or not seqs:
             if self.sync is not None:
-                self.sync.notify_write()
+                self.sync.notify_write(len(seqs))
             return
         self._require_sync().flush(info.base_id)
         marks = ",".join("?" * len(seqs))

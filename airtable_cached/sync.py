@@ -405,10 +405,11 @@ class Sync:
     def flusher(self) -> AutoFlusher | None:
         return self._start_flusher()
 
-    def notify_write(self) -> None:
+    def notify_write(self, records: int = 1) -> None:
+        """Queued writes of ``records`` records wait for the background flusher."""
         flusher = self._start_flusher()
         if flusher is not None:
-            flusher.wake()
+            flusher.wake(records)
 
     def flush(self, base_id: str | None = None, *, wait_in_process: bool = True) -> FlushResult:
         """Push the queue now (one base, or every base with queued writes). Bases another process
@@ -715,9 +716,9 @@ class AutoFlusher:
         """Writes the thread has been told of and not yet flushed."""
         return self._writes
 
-    def wake(self) -> None:
+    def wake(self, records: int = 1) -> None:
         with self._cond:
-            self._writes += 1
+            self._writes += max(1, records)
             self._cond.notify()
 
     def _run(self) -> None:
@@ -778,19 +779,22 @@ class AutoFlusher:
         """Stop the thread, let a flush in progress finish, then flush once more, waiting at most
         ``timeout`` (default ``exit_timeout``) seconds in all. Returns whether the queue drained in
         time; if not, what is left stays queued (and in flight, for the next flusher to take)."""
+        timeout = self._exit_timeout if timeout is None else timeout
+        drained = self.drain_until(time.monotonic() + timeout)
+        if not drained:
+            log.warning("the queue did not drain within %ss; the next run flushes the rest", timeout)
+        return drained
+
+    def drain_until(self, deadline: float) -> bool:
+        """:meth:`drain` with a deadline (``time.monotonic()``); does not log."""
         if self.pid != os.getpid():
             return True  # a parent's flusher: the parent drains it
-        timeout = self._exit_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
         self.stop()
         worker = threading.Thread(target=self._drain_once, name="airtable_cached-drain", daemon=True)
         worker.start()
         worker.join(max(0.0, deadline - time.monotonic()))
         self.join(max(0.0, deadline - time.monotonic()))
-        if worker.is_alive():
-            log.warning("the queue did not drain within %ss; the next run flushes the rest", timeout)
-            return False
-        return True
+        return not worker.is_alive()
 
 
 _exit_flushers: weakref.WeakSet[AutoFlusher] = weakref.WeakSet()
@@ -807,17 +811,23 @@ def _register_exit(flusher: AutoFlusher) -> None:
     _exit_flushers.add(flusher)
 
 
-def drain_all(timeout: float | None = None) -> None:
+def drain_all(timeout: float | None = None) -> bool:
     """At exit: drain every flusher of this process at once, waiting at most ``timeout`` (default:
-    the longest ``exit_timeout`` among them) in all, not once per flusher."""
+    the longest ``exit_timeout`` among them) in all, not once per flusher. Returns whether all
+    drained."""
     flushers = [f for f in list(_exit_flushers) if f.pid == os.getpid()]
     if not flushers:
-        return
+        return True
     if timeout is None:
         timeout = max(f._exit_timeout for f in flushers)
     deadline = time.monotonic() + timeout
-    drains = [threading.Thread(target=f.drain, args=(timeout,), daemon=True) for f in flushers]
+    done: list[bool] = []
+    drains = [threading.Thread(target=lambda f=f: done.append(f.drain_until(deadline)), daemon=True) for f in flushers]
     for thread in drains:
         thread.start()
     for thread in drains:
-        thread.join(max(0.0, deadline - time.monotonic()))
+        thread.join(max(0.0, deadline - time.monotonic()) + 0.05)
+    drained = len(done) == len(flushers) and all(done)
+    if not drained:
+        log.warning("the queue did not drain within %ss; the next run flushes the rest", timeout)
+    return drained
