@@ -43,8 +43,8 @@ class Settings:
     exit_timeout: float = 30.0
     #: Longest a write waits in the queue for others to share its request (auto flush). Longer:
     #: fewer requests (an agent writing one record every 10 s sends one PATCH per 10 records at
-    #: 100 s) but Airtable, and people looking at it, see the writes that much later. A full
-    #: request (10 writes) goes at once. The wait is never a risk: the queue is on disk.
+    #: 100 s) but Airtable, and people looking at it, see the writes that much later. Reads are
+    #: not affected (they see the queue), and the wait is no risk: the queue is on disk.
     batch_delay: float = 3.0
     #: Requests per second per base, shared by every process using the cache file.
     rate_limit: float = 5.0

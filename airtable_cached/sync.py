@@ -691,12 +691,12 @@ class AutoFlusher:
     bounded wait. A flush cut short by exit loses nothing: the base's flush lock dies with the
     process and the next flusher sends what was in flight.
 
-    A write wakes the thread, which then waits up to ``batch_delay`` seconds for more writes to
-    share the request (at once when a full request of 10 is waiting): fewer requests, at the cost
-    of writes reaching Airtable up to that much later."""
+    A write wakes the thread, which then waits ``batch_delay`` seconds for more writes to share
+    its requests, and sends everything queued by then: fewer requests, at the cost of writes
+    reaching Airtable up to that much later. (Waiting only for a quiet moment, as this did before,
+    sends one request per write for an agent that writes every few seconds.)"""
 
     PERIOD = 15.0
-    FULL = outbox.MAX_RECORDS_PER_REQUEST
 
     def __init__(self, sync: Sync):
         self._sync = weakref.ref(sync)
@@ -733,8 +733,8 @@ class AutoFlusher:
         with self._cond:
             self._cond.wait_for(lambda: self._stopping or self._writes > 0, timeout=self.PERIOD)
             if self._writes:
-                # Gather the writes that follow for up to batch_delay (real time: the thread waits).
-                self._cond.wait_for(lambda: self._stopping or self._writes >= self.FULL, timeout=self._batch_delay)
+                # Gather the writes that follow for batch_delay (real time: the thread waits).
+                self._cond.wait_for(lambda: self._stopping, timeout=self._batch_delay)
             if self._stopping:
                 return False
             self._writes = 0

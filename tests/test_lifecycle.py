@@ -180,11 +180,12 @@ def test_writes_spread_out_in_time_share_one_request(fake, db_path):
     assert [r["fields"]["Score"] for r in fake.records(BASE, TABLE)[:3]] == [901, 902, 903]
 
 
-def test_a_full_request_goes_without_waiting_for_the_delay(fake, db_path):
-    api = Api(fake.token, endpoint_url=fake.url, path=db_path, flush="auto", batch_delay=60, rate_limit=1000)
+def test_a_write_is_sent_within_batch_delay(fake, db_path):
+    api = Api(fake.token, endpoint_url=fake.url, path=db_path, flush="auto", batch_delay=0.3, rate_limit=1000)
     table = api.table(BASE, TABLE)
-    table.batch_create([{"Full Name": f"Full Batch {i}"} for i in range(10)])
-    assert wait_for(lambda: api.pending() == [])
+    table.batch_create([{"Full Name": f"Delayed {i}"} for i in range(12)])
+    assert wait_for(lambda: api.pending() == [], timeout=5)
+    assert fake.request_count(method="POST") == 2
     api.close()
 
 
