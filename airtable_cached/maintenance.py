@@ -518,10 +518,13 @@ def _check_queue(conn: sqlite3.Connection, path: Path, fix: bool, now: float, gr
         if fix:
             error = {"status": None, "body": {"error": {"type": "ORPHANED_WRITE",
                                                         "message": "names a provisional id nothing will create"}}}
+            # Opening the engine may open (and migrate) the file through a second connection: done
+            # before this one takes the write lock, or it would wait on it for busy_timeout.
+            recompute = _recomputer(path)
             conn.execute("BEGIN IMMEDIATE")
             try:
                 outbox.dead_letter(conn, seqs, error=error)
-                _recompute(conn, path, {(r["tid"], r["record_id"]) for r, _ in orphans})
+                recompute(conn, {(r["tid"], r["record_id"]) for r, _ in orphans})
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -564,12 +567,17 @@ def _check_queue(conn: sqlite3.Connection, path: Path, fix: bool, now: float, gr
     return findings
 
 
-def _recompute(conn: sqlite3.Connection, path: Path, keys: Iterable[tuple[int, str]]) -> None:
+def _recomputer(path: Path) -> Callable[[sqlite3.Connection, Iterable[tuple[int, str]]], None]:
+    """Rebuilds what reads see for records, on the connection it is given."""
     from airtable_cached.engine import Engine
 
     engine = Engine(_store(path), Settings.from_env(path=path))
-    for tid, rid in keys:
-        engine.recompute(conn, tid, [rid])
+
+    def recompute(conn: sqlite3.Connection, keys: Iterable[tuple[int, str]]) -> None:
+        for tid, rid in keys:
+            engine.recompute(conn, tid, [rid])
+
+    return recompute
 
 
 # -- statistics --------------------------------------------------------------------------------------

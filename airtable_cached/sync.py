@@ -202,14 +202,19 @@ class Remote:
         return response.json() if response.content else None
 
     def _log(self, base_id: str, kind: str, method: str, status: int | None) -> None:
-        try:
-            with self.engine.store.transaction() as conn:
-                conn.execute(
-                    "INSERT INTO sync_log (at, base_id, kind, method, status) VALUES (?, ?, ?, ?, ?)",
-                    (time.time(), base_id, kind, method.upper(), status),
-                )
-        except Exception as exc:  # the log is for operators; it never fails a request
-            log.debug("could not log request: %s", exc)
+        log_request(self.engine.store, base_id, kind, method, status)
+
+
+def log_request(store: Any, base_id: str, kind: str, method: str, status: int | None) -> None:
+    """One row of the request log (``status`` and ``stats`` count what Airtable was sent)."""
+    try:
+        with store.transaction() as conn:
+            conn.execute(
+                "INSERT INTO sync_log (at, base_id, kind, method, status) VALUES (?, ?, ?, ?, ?)",
+                (time.time(), base_id, kind, method.upper(), status),
+            )
+    except Exception as exc:  # the log is for operators; it never fails a request
+        log.debug("could not log request: %s", exc)
 
 
 def _never_sent(exc: requests.RequestException) -> bool:
