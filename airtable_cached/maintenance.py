@@ -18,8 +18,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import diskcache
-
 from airtable_cached import outbox
 from airtable_cached.config import Settings
 from airtable_cached.errors import AirtableCachedError
@@ -298,6 +296,8 @@ def _bases_of(path: Path) -> set[str]:
 @contextlib.contextmanager
 def _hold_flush_locks(settings: Settings, bases: Iterable[str]) -> Iterator[None]:
     """Take every base's flush lock without waiting; refuse if a flusher holds one."""
+    import diskcache
+
     from airtable_cached.locks import FlushLocks
 
     cache = diskcache.Cache(str(settings.locks_dir))
