@@ -104,3 +104,16 @@ def test_the_token_check_is_in_the_request_log(fake, db_path):
         by_kind = maintenance.stats(api.engine.store)["requests"]["by_kind"]
     assert status["bases"][BASE]["requests_last_hour"] == fake.request_count()
     assert by_kind["whoami"] == {"200": 1}
+
+
+def test_a_demo_run_leaves_no_folder_behind(tmp_path, monkeypatch, capsys):
+    """The demo's scratch cache lives in a temporary folder that is removed when it ends."""
+    from airtable_cached import demo
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # TMPDIR is read again
+    assert demo.main(["--steps", "1", "--latency", "0"]) == 0
+    assert list(tmp_path.iterdir()) == []
+    assert "temporary, removed now" in capsys.readouterr().out

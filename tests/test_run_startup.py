@@ -28,3 +28,4 @@ def test_a_program_that_never_imports_requests_never_loads_the_cache(tmp_path, c
     code = "import sys; print(sorted(m for m in sys.modules if m.split('.')[0] in ('airtable_cached', 'pyairtable', 'requests')))"
     assert run_program([sys.executable, "-c", code], path=tmp_path / "c.sqlite3", flush="manual") == 0
     assert capfd.readouterr().out.strip() == "[]"
+
