@@ -14,9 +14,8 @@ from pathlib import Path
 import requests
 from click.testing import CliRunner
 
-from airtable_cached import Api
+from airtable_cached import Api, maintenance
 from airtable_cached import http as cached_http
-from airtable_cached import maintenance
 from airtable_cached.cli import main
 from tests.conftest import BASE, TABLE
 
