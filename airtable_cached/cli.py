@@ -69,8 +69,13 @@ def _open(path: Path | None, *, must_exist: bool = True):
 
     settings = _settings(path)
     if must_exist and not settings.path.exists():
-        raise click.ClickException(f"no database at {settings.path} (pull a table first, or pass --path)")
+        raise _no_database(settings.path)
     return settings, open_store(settings.path)
+
+
+def _no_database(path: Path) -> click.ClickException:
+    """One wording and one exit status (1) for every command that needs the file."""
+    return click.ClickException(f"no database at {path} (pull a table first, or pass --path)")
 
 
 def _need_token(token: str | None) -> str:
@@ -469,6 +474,8 @@ def check(fix: bool, quick: bool, fail_on: str, path: Path | None, as_json: bool
         settings = _settings(path)
     except Exception as exc:  # noqa: BLE001 - logged or re-raised
         raise click.ClickException(str(exc)) from None
+    if not settings.path.exists():
+        raise _no_database(settings.path)
     try:
         findings = maintenance.check(settings.path, fix=fix, thorough=not quick)
     except sqlite3.Error as exc:

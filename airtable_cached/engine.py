@@ -13,6 +13,7 @@ pending writes on top.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import logging
@@ -22,6 +23,7 @@ import sqlite3
 import threading
 import time
 import unicodedata
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -323,7 +325,8 @@ class Engine:
         if query.max_records is not None:
             records = records[: query.max_records]
         page = self._first_page(info, query, records)
-        self.stats.count(info.tid, "list.local", started)
+        # A read that pulled the table first waited for Airtable: not a local read.
+        self.stats.count(info.tid, "list.pull" if decision is Read.PULL_THEN_SERVE else "list.local", started)
         return page
 
     def _refresh_schema(self, info: TableInfo) -> bool:
@@ -528,7 +531,7 @@ class Engine:
         if not rows:
             self.stats.count(info.tid, "get.miss", started)
             raise AirtableResponseError.record_not_found(record_id)
-        self.stats.count(info.tid, "get.local", started)
+        self.stats.count(info.tid, "get.pull" if decision is Read.PULL_THEN_SERVE else "get.local", started)
         return self._shape(info, next(iter(rows.values())), query)
 
     def resolve_id(self, record_id: str) -> str:
@@ -755,7 +758,7 @@ class Engine:
         """Write-through sends the writes now and fails the call if Airtable refused them."""
         if decide_write(self.settings.mode) is not Write.WRITE_THROUGH or not seqs:
             if self.sync is not None:
-                self.sync.notify_write()
+                self.sync.notify_write(len(seqs))
             return
         self._require_sync().flush(info.base_id)
         marks = ",".join("?" * len(seqs))
@@ -1019,6 +1022,17 @@ def _check_batch(items: Any, *, need_id: bool) -> list[dict]:
     return items
 
 
+_exit_recorders: weakref.WeakSet[StatsRecorder] = weakref.WeakSet()
+
+
+def _write_stats_at_exit() -> None:
+    for recorder in list(_exit_recorders):
+        recorder.write()
+
+
+atexit.register(_write_stats_at_exit)
+
+
 class StatsRecorder:
     """Read statistics kept in memory and written out in one transaction now and then, so that
     counting stays cheap enough to leave on."""
@@ -1031,6 +1045,8 @@ class StatsRecorder:
         self._latencies: list[tuple[int, str, float]] = []
         self._lock = threading.Lock()
         self._last_write = time.monotonic()
+        # What a short-lived agent counted is written at exit (and by Api.close()).
+        _exit_recorders.add(self)
 
     def count(self, tid: int, kind: str, started: float | None = None) -> None:
         ms = (time.perf_counter() - started) * 1000 if started is not None else 0.0

@@ -118,7 +118,7 @@ class _Interceptor:
             self._local.depth -= 1
 
     # -- tokens ------------------------------------------------------------------------------------
-    def token_is_valid(self, token: str) -> bool:
+    def token_is_valid(self, token: str, base_id: str = "") -> bool:
         """Airtable's verdict on a token, asked once per process (``GET /v0/meta/whoami``).
 
         When Airtable cannot be asked (offline mode, network down, 5xx) the token is let through
@@ -136,12 +136,12 @@ class _Interceptor:
             verdict = self._verdicts.get(key)
             if verdict is not None:
                 return verdict
-            verdict = self._ask_airtable(token)
+            verdict = self._ask_airtable(token, base_id)
             if verdict is not None:
                 self._verdicts[key] = verdict
             return True if verdict is None else verdict
 
-    def _ask_airtable(self, token: str) -> bool | None:
+    def _ask_airtable(self, token: str, base_id: str) -> bool | None:
         # A throwaway session: a wrong token must not get a runtime (and a flusher thread) of its own.
         with mark_direct(requests.Session()) as session:
             session.headers["Authorization"] = f"Bearer {token}"
@@ -149,8 +149,10 @@ class _Interceptor:
             try:
                 response = session.get(self.settings.endpoint_url + "/v0/meta/whoami", timeout=(10, 30))
             except requests.RequestException as exc:
+                self._log_check(base_id, None)
                 log.warning("could not check the token with Airtable (%s); answering from the cache", exc)
                 return None
+        self._log_check(base_id, response.status_code)
         if response.status_code == 401:
             return False
         if response.status_code >= 500 or response.status_code == 429:
@@ -158,6 +160,14 @@ class _Interceptor:
                         response.status_code)
             return None
         return True
+
+    def _log_check(self, base_id: str, status: int | None) -> None:
+        """The token check is a request Airtable counts: it goes in the request log (under the base
+        the agent was addressing) like every other one."""
+        from airtable_cached.api import open_store
+        from airtable_cached.sync import log_request
+
+        log_request(open_store(self.settings.path), base_id, "whoami", "GET", status)
 
 
 _installed: _Interceptor | None = None
@@ -195,7 +205,7 @@ class CachedAdapter(BaseAdapter):
         if self.interceptor.settings.mode == "passthrough":
             # Airtable answers (and judges the token); the cache keeps what it says about records.
             return self._passthrough(token, found, request, timeout, verify, cert, proxies)
-        if token is None or not self.interceptor.token_is_valid(token):
+        if token is None or not self.interceptor.token_is_valid(token, found.base_id):
             return self._respond(request, 401, _auth_required())
         engine, _sync = self.interceptor.runtime(token)
         try:

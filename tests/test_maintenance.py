@@ -13,7 +13,6 @@ import requests
 from conftest import BASE, TABLE
 
 from airtable_cached import Api, maintenance
-from airtable_cached.sync import Pacer
 
 
 def _mode(path) -> int:
@@ -114,14 +113,14 @@ def test_backup_rotation_and_naming(pulled, api, tmp_path):
 def test_restore_refuses_while_a_flush_holds_the_database(pulled, api, tmp_path):
     pulled.update(pulled.all()[0]["id"], {"Score": 1})
     copy = maintenance.backup(api.engine.store, tmp_path / "b")
-    pacer = Pacer(api.settings, clock=time.time, sleep=time.sleep)
-    lock = pacer.flush_lock(BASE)
-    lock.acquire()
+    locks = api.sync.remote.locks
+    held = locks.try_acquire(BASE)
+    assert held is not None
     try:
         with pytest.raises(maintenance.RestoreRefused, match="flush"):
             maintenance.restore(copy, api.settings)
     finally:
-        lock.release()
+        locks.release(held)
     maintenance.restore(copy, api.settings)  # free again: goes through
 
 
