@@ -87,6 +87,8 @@ class Send:
     seqs: list[int] = field(default_factory=list)
     #: A create that was sent before and whose answer never came back: reconcile before re-sending.
     uncertain: bool = False
+    #: Airtable's time (ISO) before that create was first sent: what it made was created after it.
+    created_after: str | None = None
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -228,13 +230,19 @@ def plan(ops: Iterable[Op]) -> list[Send]:
                 merge_on=op.merge_on,
                 seqs=[op.seq],
                 uncertain=op.op == "create" and (op.state == "inflight" or _left_uncertain(op)),
+                created_after=_last_error(op).get("created_after") if op.op == "create" else None,
             )
             continue
         send.seqs.append(op.seq)
         send.typecast = send.typecast or op.typecast
         if op.op == "delete":
-            send.kind = "none" if send.kind in ("create", "none") else "delete"
-            send.fields = None
+            if send.kind in ("create", "none"):
+                # Nothing to send; the fields stay: a create sent before with its answer lost may
+                # have made a record, and finding it (to delete it) needs what it was made of.
+                send.kind = "none"
+            else:
+                send.kind = "delete"
+                send.fields = None
         elif send.kind == "none":
             continue  # cannot happen: writes to a deleted record are refused at the call
         elif op.op == "replace":
@@ -249,13 +257,17 @@ def plan(ops: Iterable[Op]) -> list[Send]:
 
 def _left_uncertain(op: Op) -> bool:
     """A create whose last attempt may have made the record although no answer said so."""
+    return bool(_last_error(op).get("uncertain"))
+
+
+def _last_error(op: Op) -> dict:
     if not op.last_error:
-        return False
+        return {}
     try:
         error = json.loads(op.last_error)
     except ValueError:
-        return False
-    return isinstance(error, dict) and bool(error.get("uncertain"))
+        return {}
+    return error if isinstance(error, dict) else {}
 
 
 def chunk_requests(sends: Iterable[Send]) -> list[list[Send]]:

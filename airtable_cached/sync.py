@@ -25,7 +25,7 @@ import requests
 import tenacity
 import urllib3
 
-from airtable_cached import outbox
+from airtable_cached import outbox, reconcile
 from airtable_cached.config import Settings, check_token
 from airtable_cached.errors import AirtableResponseError, OfflineError, RemoteError
 from airtable_cached.policy import backoff
@@ -104,6 +104,8 @@ class Remote:
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {check_token(token)}"
         self._token = token  # only to scrub it from error messages before they are stored
+        #: Airtable's clock as its last answer told it (``Date``): bounds what a lost create made.
+        self.server_time: Any = None
         self.session.headers["User-Agent"] = "airtable_cached"
         # Marked so that airtable_cached.http's interception of requests never answers the sync
         # from the cache it is filling.
@@ -160,6 +162,7 @@ class Remote:
             raise error from exc
         finally:
             self._log(base_id, kind, method, status)
+        self.server_time = reconcile.server_time(response.headers.get("Date")) or self.server_time
         if status == 429:
             self.pacer.penalise(base_id, _retry_after(response))
         if status >= 400:
@@ -243,6 +246,7 @@ class Sync:
         self.remote = Remote(token, self.settings, engine, timeout=timeout, clock=clock, sleep=sleep)
         self._schema_denied: set[str] = set()
         self._holding: set[str] = set()  # bases whose flush lock this process holds
+        self._plan: list[outbox.Send] = []  # the sends of the batch being flushed
         self._flusher: AutoFlusher | None = None
         if self.settings.flush == "auto" and self.settings.mode == "cache":
             self._flusher = AutoFlusher(self)
@@ -368,6 +372,7 @@ class Sync:
             if not ops:
                 return result
             sends = outbox.plan(ops)
+            self._plan = sends  # the creates in doubt among them are counted by reconciliation
             self._drop_cancelled([s for s in sends if s.kind == "none"], result)
             renewed = now
             batches = outbox.chunk_requests(sends)
@@ -398,13 +403,15 @@ class Sync:
         create was sent before and its answer lost, in which case the record it made is deleted."""
         if not sends:
             return
-        for send in sends:
-            if send.uncertain:
-                made = self._find_created(send)
-                if made is not None:
-                    url = self.remote.url(send.base_id, send.table_ref)
-                    self.remote.send(send.base_id, "DELETE", url, kind="push", params={"records[]": [made["id"]]})
-                    result.requests += 1
+        doubtful = [s for s in sends if s.uncertain]
+        plain = [s for s in sends if not s.uncertain]
+        for group in _groups(doubtful):
+            self._settle(group, result)
+        self._forget_cancelled(plain, result)
+
+    def _forget_cancelled(self, sends: list[outbox.Send], result: FlushResult) -> None:
+        if not sends:
+            return
         with self.store.transaction() as conn:
             for send in sends:
                 outbox.ack(conn, send.seqs)
@@ -414,6 +421,7 @@ class Sync:
     def _send_batch(self, batch: list[outbox.Send], result: FlushResult) -> None:
         attempt = 0
         while True:
+            before_send = self.remote.server_time
             try:
                 if batch[0].kind == "create" and batch[0].uncertain and not batch[0].merge_on:
                     batch = self._reconcile_creates(batch, result)
@@ -428,6 +436,7 @@ class Sync:
                     # sending them again (within this flush after a backoff, or in a later one).
                     for send in batch:
                         send.uncertain = True
+                        send.created_after = send.created_after or reconcile.created_after(before_send)
                     attempt += 1
                     if attempt < self.settings.retries:
                         self.remote.sleep(self.remote.retry_delay(attempt, exc))
@@ -463,6 +472,7 @@ class Sync:
         error: dict[str, Any] = {"status": exc.status, "body": exc.body}
         if any(s.uncertain for s in batch) and _is_plain_create(batch):
             error["uncertain"] = True  # the next flush looks for the record before re-sending it
+            error["created_after"] = next((s.created_after for s in batch if s.created_after), None)
         seqs = [seq for s in batch for seq in s.seqs]
         with self.store.transaction() as conn:
             if first.kind == "delete" and (exc.status == 404 or _error_type(exc.body) == "ROW_DOES_NOT_EXIST"):
@@ -529,42 +539,114 @@ class Sync:
             )
 
     def _reconcile_creates(self, batch: list[outbox.Send], result: FlushResult) -> list[outbox.Send]:
-        """A create was sent before but its answer never arrived: look for the record it would have
-        made before sending it again, so a lost response does not duplicate the record."""
-        still_needed = []
-        for send in batch:
-            found = self._find_created(send)
-            if found is None:
-                still_needed.append(send)
-            else:
-                self._confirm([send], [found], result)
-        return still_needed
+        """Creates were sent before but their answer never arrived: look for the records they
+        would have made before sending them again (see :mod:`airtable_cached.reconcile`). Returns
+        the creates that made nothing and must be sent again."""
+        again: list[outbox.Send] = []
+        for group in _groups(batch):
+            again += self._settle(group, result)
+        for send in again:
+            send.uncertain = False  # looked for and not found: a plain create again
+        return again
 
-    def _find_created(self, send: outbox.Send) -> dict | None:
-        from airtable_cached.formula_bridge import equality_formula
+    def _settle(self, group: list[outbox.Send], result: FlushResult) -> list[outbox.Send]:
+        """Settle identical creates in doubt (some perhaps cancelled since); returns those to resend."""
+        key = reconcile.group_key(group[0])
+        in_doubt = sum(1 for s in self._plan if s.uncertain and reconcile.group_key(s) == key)
+        candidates = self._candidates(group)
+        outcome = reconcile.settle(group, candidates, max(in_doubt, len(group)))
+        for send, record in outcome.adopt:
+            self._confirm([send], [record], result)
+        if outcome.delete:
+            first = group[0]
+            ids = [r["id"] for r in outcome.delete]
+            for i in range(0, len(ids), outbox.MAX_RECORDS_PER_REQUEST):
+                self.remote.send(first.base_id, "DELETE", self.remote.url(first.base_id, first.table_ref), kind="push",
+                                 params={"records[]": ids[i : i + outbox.MAX_RECORDS_PER_REQUEST]})
+                result.requests += 1
+            log.info("deleted %d record(s) made by creates whose answer was lost and that were deleted since", len(ids))
+        self._forget_cancelled(outcome.drop, result)
+        if outcome.uncertain:
+            self._dead_letter_uncertain(outcome.uncertain, candidates, result)
+        for send in group:
+            send.uncertain = any(send is again for again in outcome.resend)
+        return outcome.resend
 
-        formula = equality_formula(send.fields or {})
-        if formula is None:
-            return None
-        page = self.remote.send(send.base_id, "GET", self.remote.url(send.base_id, send.table_ref), kind="reconcile",
-                                params={"filterByFormula": formula})
+    def _dead_letter_uncertain(self, sends: list[outbox.Send], candidates: list[dict], result: FlushResult) -> None:
+        """More identical records appeared than creates were in doubt: someone else made some, and
+        nothing tells which are this queue's. Sending again could duplicate; adopting could take
+        another's record. The operator decides (``queue retry`` looks again, ``queue drop`` forgets)."""
+        ids = sorted(r["id"] for r in candidates)
+        error = {
+            "status": None, "uncertain": True, "created_after": sends[0].created_after,
+            "body": {"error": {"type": "UNCERTAIN_CREATE", "message": (
+                f"the answer to this create was lost and {len(ids)} identical records exist in Airtable"
+                f" for {len(sends)} create(s) in doubt; not sent again to avoid a duplicate"
+            ), "candidates": ids}},
+        }
+        log.warning("dead-lettered %d create(s) as uncertain: %d identical records in Airtable (%s)",
+                    len(sends), len(ids), ", ".join(ids[:10]))
+        with self.store.transaction() as conn:
+            for send in sends:
+                outbox.dead_letter(conn, send.seqs, error=error)
+                self.engine.recompute(conn, send.tid, [send.record_id])
+                result.failed.append({"op": send.kind, "record_id": send.record_id, "seqs": send.seqs, "status": None,
+                                      "error": error["body"], "dead": True})
+
+    def _candidates(self, group: list[outbox.Send]) -> list[dict]:
+        """Records in Airtable that only these (identical) creates can have made."""
+        first = group[0]
+        info = self.engine.table_info(first.base_id, first.table_ref)
+        after = min((s.created_after for s in group if s.created_after), default=None)
+        schema_fields = info.fields_by_name if info is not None else {}
+        formula = reconcile.lookup_formula(first.fields or {}, schema_fields, typecast=first.typecast, after=after)
+        try:
+            found = self._lookup(first, formula)
+        except RemoteError as exc:
+            if exc.status != 422 or not formula:
+                raise
+            # Airtable refused the formula (a field renamed, a type it compares otherwise): the
+            # time bound alone, or the whole table, still holds every candidate.
+            log.info("lost-create lookup formula refused (%s); looking more widely", exc)
+            found = self._lookup(first, reconcile.lookup_formula({}, {}, typecast=False, after=after))
         conn = self.store.conn
+        seqs = [seq for s in group for seq in s.seqs]
         queued_at = conn.execute(
-            f"SELECT MIN(created_at) FROM outbox WHERE seq IN ({','.join('?' * len(send.seqs))})", send.seqs
+            f"SELECT MIN(created_at) FROM outbox WHERE seq IN ({','.join('?' * len(seqs))})", seqs
         ).fetchone()[0]
-        # Not it: a record another create already adopted, or one the cache saw before this create
-        # was queued. A record a pull brought in since (the lost create's, pulled first) still is.
-        taken = {r[0] for r in conn.execute("SELECT real FROM id_map WHERE tid = ?", (send.tid,))}
+        # Not theirs: a record another create already adopted, or one the cache saw before these
+        # creates were queued. A record a pull brought in since (a lost create's, pulled first) is.
+        taken = {r[0] for r in conn.execute("SELECT real FROM id_map WHERE tid = ?", (first.tid,))}
         older = {r[0] for r in conn.execute(
             "SELECT id FROM records WHERE tid = ? AND remote IS NOT NULL AND (first_seen IS NULL OR first_seen < ?)",
-            (send.tid, queued_at if queued_at is not None else float("inf")),
+            (first.tid, queued_at if queued_at is not None else float("inf")),
         )}
-        fresh = [r for r in page.get("records", []) if r["id"] not in taken and r["id"] not in older]
-        return fresh[0] if len(fresh) == 1 else None
+        return [r for r in found if r["id"] not in taken and r["id"] not in older]
+
+    def _lookup(self, send: outbox.Send, formula: str) -> list[dict]:
+        params: dict[str, Any] = {"pageSize": PULL_PAGE_SIZE}
+        if formula:
+            params["filterByFormula"] = formula
+        records: list[dict] = []
+        while True:
+            page = self.remote.send(send.base_id, "GET", self.remote.url(send.base_id, send.table_ref),
+                                    kind="reconcile", params=params)
+            records += page.get("records", [])
+            if not page.get("offset"):
+                return records
+            params["offset"] = page["offset"]
 
     def close(self) -> None:
         if self._flusher is not None:
             self._flusher.stop()
+
+
+def _groups(sends: list[outbox.Send]) -> list[list[outbox.Send]]:
+    """Sends split into groups of identical creates (same table, same fields), in order."""
+    groups: dict[tuple, list[outbox.Send]] = {}
+    for send in sends:
+        groups.setdefault(reconcile.group_key(send), []).append(send)
+    return list(groups.values())
 
 
 def _is_plain_create(batch: list[outbox.Send]) -> bool:
