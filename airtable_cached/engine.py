@@ -29,7 +29,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from airtable_cached import outbox
+from airtable_cached import outage, outbox
 from airtable_cached.config import Settings
 from airtable_cached.errors import AirtableResponseError, OfflineError
 from airtable_cached.policy import Read, TableState, Write, decide_read, decide_write
@@ -266,7 +266,8 @@ class Engine:
             why = remote_reason or f"table {table!r} of base {info.base_id} has never been pulled"
             raise OfflineError(f"offline mode: cannot answer from the cache: {why}")
         if decision is Read.PULL_THEN_SERVE:
-            self._require_sync().pull(info.base_id, table)
+            if not outage.pull_or_serve_stale(self, info, table):
+                return Read.SERVE, info
             info = self.table_info(info.base_id, table)
         elif decision is Read.SERVE:
             self._authorize(info, table)
@@ -535,7 +536,7 @@ class Engine:
     # -- writes ------------------------------------------------------------------------------------
     def create(self, base_id: str, table: str, body: dict) -> dict:
         info = self.table_info(base_id, table)
-        self._authorize(info, table)
+        outage.authorize_in_background(self, info, table)
         single = "fields" in body and "records" not in body
         items = [{"fields": body.get("fields")}] if single else body.get("records")
         _check_batch(items, need_id=False)
@@ -581,7 +582,7 @@ class Engine:
             self._require_sync().pull(base_id, table)
             info = self.table_info(base_id, table)
         else:
-            self._authorize(info, table)
+            outage.authorize_in_background(self, info, table)
         return info
 
     def update(self, base_id: str, table: str, record_id: str | None, body: dict, *, replace: bool) -> dict:

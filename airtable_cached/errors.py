@@ -86,6 +86,12 @@ class RemoteError(AirtableCachedError):
         self.retry_after = retry_after
 
     @property
+    def unreachable(self) -> bool:
+        """Airtable could not be reached at all (refused, or no answer within the network timeout):
+        retrying at once would only wait again; the caller serves the cache or keeps the write."""
+        return bool(getattr(self, "no_answer", False))
+
+    @property
     def transient(self) -> bool:
         """429, 5xx and network errors (status None) are worth retrying; other 4xx are not."""
         return self.status is None or self.status == 429 or self.status >= 500

@@ -163,6 +163,12 @@ def has_ready(conn: sqlite3.Connection, now: float) -> bool:
     ).fetchone() is not None
 
 
+def next_due(conn: sqlite3.Connection) -> float | None:
+    """When the earliest queued write waiting for its retry time is due (``None``: none waits)."""
+    row = conn.execute("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'").fetchone()
+    return row[0] if row and row[0] is not None else None
+
+
 def claim(conn: sqlite3.Connection, base_id: str, *, now: float, lease: float, limit: int = 500) -> list[Op]:
     """Claim the writes of ``base_id`` that can be sent now. Call inside ``BEGIN IMMEDIATE``.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import sqlite3
 import threading
 import time
 import weakref
@@ -38,6 +39,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("airtable_cached")
 
 PULL_PAGE_SIZE = 100
+#: Seconds before writes are tried again after Airtable could not be reached: short, so the queue
+#: drains within seconds of Airtable answering again (an attempt costs a refused connection or
+#: one network timeout, not an Airtable request).
+OUTAGE_RETRY = 2.0
 
 
 # -- pacing and retries ----------------------------------------------------------------------------
@@ -97,7 +102,7 @@ class Remote:
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):
         self.settings = settings
         self.engine = engine
-        self.timeout = timeout if timeout is not None else (10, 60)
+        self.timeout = timeout if timeout is not None else (settings.network_timeout, settings.network_timeout)
         self.clock = clock
         self.sleep = sleep
         self.pacer = Pacer(settings, clock=clock, sleep=sleep)
@@ -126,7 +131,9 @@ class Remote:
             raise OfflineError(f"offline mode: not sending {method} {url}")
 
         def worth_retrying(error: BaseException) -> bool:
-            return isinstance(error, RemoteError) and error.transient and (idempotent or not may_have_applied(error))
+            if not isinstance(error, RemoteError) or error.unreachable:
+                return False  # unreachable: the caller serves the cache or keeps the writes queued
+            return error.transient and (idempotent or not may_have_applied(error))
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(worth_retrying),
@@ -158,7 +165,8 @@ class Remote:
             status = response.status_code
         except requests.RequestException as exc:
             error = RemoteError(None, f"{type(exc).__name__}: {exc}".replace(self._token, "***"))
-            error.unsent = _never_sent(exc)
+            error.unsent = _never_sent(exc)  # type: ignore[attr-defined]
+            error.no_answer = error.unsent or isinstance(exc, requests.Timeout)  # type: ignore[attr-defined]
             raise error from exc
         finally:
             self._log(base_id, kind, method, status)
@@ -245,6 +253,9 @@ class Sync:
         self.settings = engine.settings
         self.remote = Remote(token, self.settings, engine, timeout=timeout, clock=clock, sleep=sleep)
         self._schema_denied: set[str] = set()
+        #: Bases Airtable refused this token (401, 403, 404 to a probe): writes to them are refused
+        #: at once, without asking again.
+        self.refused: dict[str, AirtableResponseError] = {}
         self._holding: set[str] = set()  # bases whose flush lock this process holds
         self._plan: list[outbox.Send] = []  # the sends of the batch being flushed
         self._flusher: AutoFlusher | None = None
@@ -277,10 +288,13 @@ class Sync:
                              params={"maxRecords": 1, "pageSize": 1})
         except RemoteError as exc:
             if exc.status in (401, 403, 404):
+                self.refused[base_id] = AirtableResponseError(exc.status, exc.body if isinstance(exc.body, dict) else {})
                 raise _as_response_error(exc) from exc
             log.info("could not ask Airtable whether the token may read %s: %s", base_id, exc)
         except OfflineError:
             pass
+        else:
+            self.refused.pop(base_id, None)
 
     def _fetch_all(self, base_id: str, table: str, params: dict) -> list[dict]:
         for _attempt in range(3):
@@ -373,16 +387,45 @@ class Sync:
                 return result
             sends = outbox.plan(ops)
             self._plan = sends  # the creates in doubt among them are counted by reconciliation
-            self._drop_cancelled([s for s in sends if s.kind == "none"], result)
-            renewed = now
-            batches = outbox.chunk_requests(sends)
-            for i, batch in enumerate(batches):
-                if self.remote.clock() - renewed > lease / 3:
-                    # A long flush (penalties, retries) keeps its claims and its lock: otherwise another
-                    # flusher would take them over and send them a second time.
-                    renewed = self.remote.clock()
-                    self._renew(base_id, [seq for b in batches[i:] for s in b for seq in s.seqs], renewed + lease)
-                self._send_batch(batch, result)
+            try:
+                self._send_planned(base_id, sends, now, lease, result)
+            except RemoteError as exc:
+                self._release(sends, exc, result)
+                return result
+
+    def _send_planned(self, base_id: str, sends: list[outbox.Send], now: float, lease: float,
+                      result: FlushResult) -> None:
+        self._drop_cancelled([s for s in sends if s.kind == "none"], result)
+        renewed = now
+        batches = outbox.chunk_requests(sends)
+        for i, batch in enumerate(batches):
+            if self.remote.clock() - renewed > lease / 3:
+                # A long flush (penalties, retries) keeps its claims and its lock: otherwise another
+                # flusher would take them over and send them a second time.
+                renewed = self.remote.clock()
+                self._renew(base_id, [seq for b in batches[i:] for s in b for seq in s.seqs], renewed + lease)
+            self._send_batch(batch, result)
+
+    def _release(self, sends: list[outbox.Send], exc: RemoteError, result: FlushResult) -> None:
+        """Airtable could not be reached (or a lookup failed): the writes this claim still holds go
+        back to the queue, due again in ``OUTAGE_RETRY`` seconds, so the queue drains as soon as
+        Airtable answers. A create in doubt keeps its mark (and its clock bound)."""
+        retry_at = self.remote.clock() + OUTAGE_RETRY
+        rows = []
+        for send in sends:
+            error: dict[str, Any] = {"status": exc.status, "body": exc.body}
+            if send.uncertain:
+                error.update(uncertain=True, created_after=send.created_after)
+            rows += [(retry_at, dumps(error), seq) for seq in send.seqs]
+        with self.store.transaction() as conn:
+            released = sum(conn.execute(
+                "UPDATE outbox SET state = 'pending', claimed_until = NULL, next_attempt_at = ?, last_error = ?"
+                " WHERE seq = ? AND state = 'inflight'", row,
+            ).rowcount for row in rows)
+        log.warning("Airtable did not answer (%s): %d write(s) stay queued, tried again in %ss",
+                    exc, released, OUTAGE_RETRY)
+        result.failed.append({"op": "flush", "status": exc.status, "error": exc.body, "dead": False,
+                              "queued": released})
 
     def _renew(self, base_id: str, seqs: list[int], until: float) -> None:
         with self.store.transaction() as conn:
@@ -438,9 +481,11 @@ class Sync:
                         send.uncertain = True
                         send.created_after = send.created_after or reconcile.created_after(before_send)
                     attempt += 1
-                    if attempt < self.settings.retries:
+                    if attempt < self.settings.retries and not exc.unreachable:
                         self.remote.sleep(self.remote.retry_delay(attempt, exc))
                         continue
+                if exc.unreachable:
+                    raise  # the whole claim goes back to the queue (see _release)
                 self._handle_failure(batch, exc, result)
                 return
             self._confirm(batch, records, result)
@@ -695,12 +740,27 @@ class AutoFlusher:
 
     def _run(self) -> None:
         while not self._stopped.is_set():
-            self._wake.wait(self.PERIOD)
+            self._wake.wait(self._idle_wait())
             if self._stopped.is_set():
                 return
             time.sleep(self.DEBOUNCE)
             self._wake.clear()
             self._flush_once()
+
+    def _idle_wait(self) -> float:
+        """Until the next queued write is due (after an outage: seconds), at most ``PERIOD``."""
+        sync = self._sync()
+        if sync is None:
+            return 0.0
+        try:
+            due = outbox.next_due(sync.store.conn)
+        except sqlite3.Error as exc:
+            log.debug("could not read the queue: %s", exc)
+            return self.PERIOD
+        if due is None:
+            return self.PERIOD
+        # At least a second: writes that are due but blocked (behind a dead create) must not spin.
+        return min(self.PERIOD, max(1.0, due - sync.remote.clock()))
 
     def _flush_once(self) -> None:
         sync = self._sync()

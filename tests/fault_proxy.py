@@ -33,6 +33,7 @@ class FaultProxy:
         self.thawed.set()
         self.dropped = 0
         self._session = requests.Session()
+        self._connections: set[socket.socket] = set()
         self._server: _Server | None = None
         self._port = 0
         self.start()
@@ -49,6 +50,14 @@ class FaultProxy:
 
             def log_message(self, *args) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                proxy._connections.add(self.connection)
+
+            def finish(self) -> None:
+                proxy._connections.discard(self.connection)
+                super().finish()
 
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -96,6 +105,11 @@ class FaultProxy:
         if server is not None:
             server.shutdown()
             server.server_close()
+        for connection in list(self._connections):  # kept-alive connections end too
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def freeze(self) -> None:
         self.thawed.clear()
