@@ -391,7 +391,18 @@ class Engine:
                 f" WHERE r.tid = ? AND r.fields IS NOT NULL {where} ORDER BY {order}"
             )
             args = [info.tid, *params]
-        rows = conn.execute(sql, args).fetchall()
+        try:
+            rows = conn.execute(sql, args).fetchall()
+        except sqlite3.OperationalError as exc:
+            from airtable_cached import formula_bridge
+
+            if not where or not formula_bridge.too_big_for_sql(exc):
+                raise
+            # SQLite bounds an expression's depth (an OR of ~1,000 terms): read the table and let
+            # the evaluator answer the whole formula.
+            rows = conn.execute(sql.replace(where, "", 1), args[: len(args) - len(params)]).fetchall()
+            residual = formula_bridge.python_filter(info, query.formula or "")
+            self.stats.count(info.tid, "formula.python")
         records = [_record(row) for row in rows]
         if residual is not None:
             records = [r for r in records if residual(r)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import re
 import sqlite3
 import threading
 import time
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("airtable_cached")
 
 PULL_PAGE_SIZE = 100
+#: Airtable's limit on a URL (pyairtable's ``Api.MAX_URL_LENGTH``): longer lists go by POST.
+MAX_URL_LENGTH = 16_000
 #: Seconds before writes are tried again after Airtable could not be reached: short, so the queue
 #: drains within seconds of Airtable answering again (an attempt costs a refused connection or
 #: one network timeout, not an Airtable request).
@@ -338,13 +341,23 @@ class Sync:
         """A list only Airtable can answer exactly: send it, keep the full records it returns."""
         sent_at = self.remote.clock()
         try:
-            page = self.remote.send(info.base_id, "GET", self.remote.url(info.base_id, table), kind="passthrough",
-                                    params=query.to_params())
+            page = self.list_request(info.base_id, table, query.to_params(), kind="passthrough")
         except RemoteError as exc:
             raise _as_response_error(exc) from exc
         if query.returns_full_records:
             self.engine.absorb(info.base_id, table, page.get("records", []), sent_at=sent_at)
         return page
+
+    def list_request(self, base_id: str, table: str, params: dict[str, Any], *, kind: str) -> Any:
+        """List records as pyairtable does: a GET, or ``POST .../listRecords`` with the options in
+        a JSON body when the URL would be too long for Airtable (which answers 414)."""
+        url = self.remote.url(base_id, table)
+        prepared = requests.Request("GET", url, params=params).prepare()
+        if len(str(prepared.url)) < MAX_URL_LENGTH:
+            return self.remote.send(base_id, "GET", url, kind=kind, params=params)
+        body, spare = _list_body(params)
+        return self.remote.send(base_id, "POST", self.remote.url(base_id, table, "listRecords"), kind=kind,
+                                params=spare, json_body=body)
 
     def get_remote(self, info: TableInfo, table: str, record_id: str, query: ListQuery) -> dict:
         try:
@@ -674,8 +687,7 @@ class Sync:
             params["filterByFormula"] = formula
         records: list[dict] = []
         while True:
-            page = self.remote.send(send.base_id, "GET", self.remote.url(send.base_id, send.table_ref),
-                                    kind="reconcile", params=params)
+            page = self.list_request(send.base_id, send.table_ref, params, kind="reconcile")
             records += page.get("records", [])
             if not page.get("offset"):
                 return records
@@ -684,6 +696,29 @@ class Sync:
     def close(self) -> None:
         if self._flusher is not None:
             self._flusher.stop()
+
+
+def _list_body(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Query parameters of a list as the JSON body of ``POST .../listRecords`` (as pyairtable's
+    ``options_to_json_and_params``); ``timeZone`` and ``userLocale`` stay in the query string."""
+    body: dict[str, Any] = {}
+    spare: dict[str, Any] = {}
+    sort: dict[int, dict[str, str]] = {}
+    for name, value in params.items():
+        found = re.fullmatch(r"sort\[(\d+)\]\[(field|direction)\]", name)
+        if found:
+            sort.setdefault(int(found.group(1)), {})[found.group(2)] = value
+        elif name in ("timeZone", "userLocale"):
+            spare[name] = value
+        elif name.endswith("[]"):
+            body[name[:-2]] = list(value)
+        elif name == "returnFieldsByFieldId":
+            body[name] = bool(value)
+        else:
+            body[name] = value
+    if sort:
+        body["sort"] = [sort[i] for i in sorted(sort)]
+    return body, spare
 
 
 def _groups(sends: list[outbox.Send]) -> list[list[outbox.Send]]:
