@@ -26,6 +26,11 @@ class WriteRejectedError(AirtableCachedError, TypeError, ValueError):
     was queued. A ``TypeError`` as plain pyairtable raises (from JSON encoding) for the same call."""
 
 
+class DiskFullError(AirtableCachedError, OSError):
+    """The disk holding the cache file is full: the call was not recorded (SQLite rolled it back),
+    and everything committed before, the queued writes included, is intact."""
+
+
 class AirtableResponseError(AirtableCachedError):
     """An answer Airtable would give with an error status, produced by the local engine.
 
