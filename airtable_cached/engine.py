@@ -29,7 +29,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from airtable_cached import outage, outbox
+from airtable_cached import checksum, outage, outbox
 from airtable_cached.config import Settings
 from airtable_cached.errors import AirtableResponseError, OfflineError
 from airtable_cached.policy import Read, TableState, Write, decide_read, decide_write
@@ -899,7 +899,7 @@ class Engine:
                 )
                 kept = {name: value for name, value in written.items() if name not in lost}
                 if kept:
-                    conn.execute("UPDATE outbox SET fields = ? WHERE seq = ?", (dumps(kept), op["seq"]))
+                    checksum.rewrite(conn, op["seq"], fields=dumps(kept))
                 else:
                     outbox.ack(conn, [op["seq"]])
                 log.warning("conflict on %s: Airtable changed %s meanwhile; its value wins", record["id"], ", ".join(sorted(lost)))

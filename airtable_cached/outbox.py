@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from airtable_cached import checksum
 from airtable_cached.records import apply_write, dumps, is_provisional, referenced_provisional_ids
 
 MAX_RECORDS_PER_REQUEST = 10
@@ -108,20 +109,26 @@ def append(
     now: float,
     merge_on: list[str] | None = None,
 ) -> int:
+    sealed = {
+        "tid": tid, "base_id": base_id, "table_ref": table_ref, "op": op, "record_id": record_id,
+        "fields": None if fields is None else dumps(fields), "typecast": int(bool(typecast)),
+        "merge_on": dumps(merge_on) if merge_on else None,
+    }
     cur = conn.execute(
-        "INSERT INTO outbox (tid, base_id, table_ref, op, record_id, fields, base, typecast, merge_on, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO outbox (tid, base_id, table_ref, op, record_id, fields, base, typecast, merge_on, created_at,"
+        " checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             tid,
             base_id,
             table_ref,
             op,
             record_id,
-            None if fields is None else dumps(fields),
+            sealed["fields"],
             None if base is None else dumps(base),
-            int(bool(typecast)),
-            dumps(merge_on) if merge_on else None,
+            sealed["typecast"],
+            sealed["merge_on"],
             now,
+            checksum.seal(sealed),
         ),
     )
     return int(cur.lastrowid)
@@ -184,14 +191,14 @@ def claim(conn: sqlite3.Connection, base_id: str, *, now: float, lease: float, l
     creates_here: set[str] = set()
     claimed: list[Op] = []
     for row in rows:
-        op = Op.from_row(row)
-        key = (op.tid, op.record_id)
+        key = (row["tid"], row["record_id"])
         if key in blocked:
             continue
-        if op.state == "dead":
-            if op.op == "create":
+        if row["state"] == "dead":  # judged by its columns: a dead letter may be unreadable (damaged)
+            if row["op"] == "create":
                 blocked.add(key)
             continue
+        op = Op.from_row(row)
         ready = (op.state == "pending" and row["next_attempt_at"] <= now) or (
             op.state == "inflight" and (op.claimed_until or 0) < now
         )
@@ -327,14 +334,15 @@ def requeue(conn: sqlite3.Connection, seqs: Iterable[int] | None = None) -> list
 def remap_id(conn: sqlite3.Connection, provisional: str, real: str, tid: int) -> None:
     """Replace a provisional id by Airtable's everywhere: queued writes, link fields, the id map."""
     conn.execute("INSERT OR REPLACE INTO id_map (provisional, real, tid) VALUES (?, ?, ?)", (provisional, real, tid))
-    conn.execute("UPDATE outbox SET record_id = ? WHERE record_id = ?", (real, provisional))
+    for (seq,) in conn.execute("SELECT seq FROM outbox WHERE record_id = ?", (provisional,)).fetchall():
+        checksum.rewrite(conn, seq, record_id=real)
     mapping = {provisional: real}
     from airtable_cached.records import replace_ids
 
     for seq, fields in conn.execute(
         "SELECT seq, fields FROM outbox WHERE fields IS NOT NULL AND instr(fields, ?) > 0", (provisional,)
     ).fetchall():
-        conn.execute("UPDATE outbox SET fields = ? WHERE seq = ?", (dumps(replace_ids(json.loads(fields), mapping)), seq))
+        checksum.rewrite(conn, seq, fields=dumps(replace_ids(json.loads(fields), mapping)))
 
 
 def replay(remote_fields: dict | None, ops: Iterable[Op]) -> dict | None:

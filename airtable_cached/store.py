@@ -28,7 +28,7 @@ PRAGMAS: tuple[tuple[str, object], ...] = (
     ("cache_size", -16_000),
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -164,6 +164,11 @@ MIGRATIONS: dict[int, str] = {
     # cannot be what that create made (used to find a create whose answer was lost).
     3: """
     ALTER TABLE records ADD COLUMN first_seen REAL;
+    """,
+    # A checksum of what each queued write will send (airtable_cached/checksum.py): a write whose
+    # bytes changed on disk is dead-lettered instead of sent. NULL for rows written before.
+    4: """
+    ALTER TABLE outbox ADD COLUMN checksum TEXT;
     """,
 }
 

@@ -27,7 +27,7 @@ import requests
 import tenacity
 import urllib3
 
-from airtable_cached import outbox, reconcile
+from airtable_cached import checksum, outbox, reconcile, safety
 from airtable_cached.config import Settings, check_token
 from airtable_cached.errors import AirtableResponseError, OfflineError, RemoteError
 from airtable_cached.policy import backoff
@@ -59,6 +59,7 @@ class Pacer:
         self.settings = settings
         self.clock = clock
         self.sleep = sleep
+        safety.private_locks_dir(settings.locks_dir)  # 0700, its files 0600, like the database
         self.cache = diskcache.Cache(str(settings.locks_dir))
 
     def wait_turn(self, base_id: str) -> None:
@@ -395,6 +396,7 @@ class Sync:
         while True:
             now = self.remote.clock()
             with self.store.transaction() as conn:
+                self._quarantine(conn, base_id, result)
                 ops = outbox.claim(conn, base_id, now=now, lease=lease)
             if not ops:
                 return result
@@ -405,6 +407,19 @@ class Sync:
             except RemoteError as exc:
                 self._release(sends, exc, result)
                 return result
+
+    def _quarantine(self, conn: sqlite3.Connection, base_id: str, result: FlushResult) -> None:
+        """Writes whose stored bytes no longer match their checksum are dead-lettered, never sent."""
+        damaged = checksum.broken(conn, base_id)
+        if not damaged:
+            return
+        checksum.quarantine(conn, base_id)
+        for row in damaged:
+            log.error("queued write %s (%s of %s) no longer matches its checksum: dead-lettered, not sent",
+                      row["seq"], row["op"], row["record_id"])
+            self.engine.recompute(conn, row["tid"], [row["record_id"]])
+            result.failed.append({"op": row["op"], "record_id": row["record_id"], "seqs": [row["seq"]],
+                                  "status": None, "error": checksum.quarantine_error(row)["body"], "dead": True})
 
     def _send_planned(self, base_id: str, sends: list[outbox.Send], now: float, lease: float,
                       result: FlushResult) -> None:
