@@ -133,7 +133,8 @@ def link_sources(conn: sqlite3.Connection, info: TableInfo, text: str) -> dict[s
 
 
 def python_filter(info: TableInfo, text: str) -> Callable[[dict], bool]:
-    """The formula as a Python check over a record (field ids read as names)."""
+    """The whole formula as a Python check over a record (the evaluator, field ids read as names),
+    for what SQLite cannot run."""
     module = _formula()
     node = _with_names(module, _parse(text), dict(info.name_for_id))
 
@@ -194,6 +195,12 @@ def sql_filter(info: TableInfo, text: str) -> SqlFilter:
     params = list(compiled.params) + [value for _name, value in equalities] + ids
     names = [n for n, _v in equalities]
     return SqlFilter(sql, params, check, names, bool(names or ids))
+
+
+def too_big_for_sql(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite refused a compiled formula for its size, not for an error in it."""
+    text = str(exc).lower()
+    return any(m in text for m in ("too large", "too many sql variables", "parser stack overflow", "too deep"))
 
 
 @lru_cache(maxsize=512)

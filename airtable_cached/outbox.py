@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from airtable_cached import checksum
 from airtable_cached.records import apply_write, dumps, is_provisional, referenced_provisional_ids
 
 MAX_RECORDS_PER_REQUEST = 10
@@ -90,6 +91,8 @@ class Send:
     seqs: list[int] = field(default_factory=list)
     #: A create that was sent before and whose answer never came back: reconcile before re-sending.
     uncertain: bool = False
+    #: Airtable's time (ISO) before that create was first sent: what it made was created after it.
+    created_after: str | None = None
     #: The agent's calls whose writes this send carries.
     calls: set[int] = field(default_factory=set)
     #: Link writes planned before this send's last one (see :func:`plan`).
@@ -118,23 +121,30 @@ def append(
 ) -> int:
     """Queue one write; ``call_id`` is the seq of the first write of the same call (``None``: this
     write starts a call)."""
+    sealed = {
+        "tid": tid, "base_id": base_id, "table_ref": table_ref, "op": op, "record_id": record_id,
+        "fields": None if fields is None else dumps(fields), "typecast": int(bool(typecast)),
+        "merge_on": dumps(merge_on) if merge_on else None,
+    }
     cur = conn.execute(
-        "INSERT INTO outbox (tid, base_id, table_ref, op, record_id, fields, base, typecast, merge_on, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO outbox (tid, base_id, table_ref, op, record_id, fields, base, typecast, merge_on, created_at,"
+        " checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             tid,
             base_id,
             table_ref,
             op,
             record_id,
-            None if fields is None else dumps(fields),
+            sealed["fields"],
             None if base is None else dumps(base),
-            int(bool(typecast)),
-            dumps(merge_on) if merge_on else None,
+            sealed["typecast"],
+            sealed["merge_on"],
             now,
+            checksum.seal(sealed),
         ),
     )
-    seq = int(cur.lastrowid)
+    assert cur.lastrowid is not None  # an INSERT always sets it
+    seq = cur.lastrowid
     conn.execute("UPDATE outbox SET call_id = ? WHERE seq = ?", (seq if call_id is None else call_id, seq))
     return seq
 
@@ -167,12 +177,18 @@ def list_ops(conn: sqlite3.Connection, *, base_id: str | None = None, states: Se
 
 
 def has_ready(conn: sqlite3.Connection, now: float) -> bool:
-    """Whether any write could be claimed now: due, or claimed by a flusher whose lease ran out."""
+    """Whether any write may be claimable now: due, or in flight (its flusher may have died; only
+    taking the base's flush lock tells, and a live holder keeps it)."""
     return conn.execute(
-        "SELECT 1 FROM outbox WHERE (state = 'pending' AND next_attempt_at <= ?)"
-        " OR (state = 'inflight' AND claimed_until < ?) LIMIT 1",
-        (now, now),
+        "SELECT 1 FROM outbox WHERE (state = 'pending' AND next_attempt_at <= ?) OR state = 'inflight' LIMIT 1",
+        (now,),
     ).fetchone() is not None
+
+
+def next_due(conn: sqlite3.Connection) -> float | None:
+    """When the earliest queued write waiting for its retry time is due (``None``: none waits)."""
+    row = conn.execute("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'").fetchone()
+    return row[0] if row and row[0] is not None else None
 
 
 def claim(conn: sqlite3.Connection, base_id: str, *, now: float, lease: float, limit: int = 500,
@@ -197,15 +213,17 @@ def claim(conn: sqlite3.Connection, base_id: str, *, now: float, lease: float, l
     creates_held = False
     claimed: list[Op] = []
     for row in rows:
-        op = Op.from_row(row)
-        key = (op.tid, op.record_id)
-        ordered = op.op == "create" or _touches_links(op, link_fields.get(op.tid, frozenset()))
-        if key in blocked or (creates_held and ordered and op.state != "dead"):
-            blocked.add(key)
+        key = (row["tid"], row["record_id"])
+        if key in blocked:
             continue
-        if op.state == "dead":
-            if op.op == "create":
+        if row["state"] == "dead":  # judged by its columns: a dead letter may be unreadable (damaged)
+            if row["op"] == "create":
                 blocked.add(key)
+            continue
+        op = Op.from_row(row)
+        ordered = op.op == "create" or _touches_links(op, link_fields.get(op.tid, frozenset()))
+        if creates_held and ordered:
+            blocked.add(key)
             continue
         ready = (op.state == "pending" and row["next_attempt_at"] <= now) or (
             op.state == "inflight" and (op.claimed_until or 0) < now
@@ -229,6 +247,15 @@ def claim(conn: sqlite3.Connection, base_id: str, *, now: float, lease: float, l
             [(now + lease, op.seq) for op in claimed],
         )
     return claimed
+
+
+def release_claims(conn: sqlite3.Connection, base_id: str) -> int:
+    """Make the in-flight writes of a base claimable now (their flusher is gone). They stay
+    ``inflight``, so a create among them is looked for before it is sent again. Returns how many."""
+    cur = conn.execute(
+        "UPDATE outbox SET claimed_until = NULL WHERE base_id = ? AND state = 'inflight'", (base_id,)
+    )
+    return cur.rowcount
 
 
 def plan(ops: Iterable[Op], link_fields: Mapping[int, frozenset[str]] | None = None) -> list[Send]:
@@ -270,6 +297,7 @@ def plan(ops: Iterable[Op], link_fields: Mapping[int, frozenset[str]] | None = N
                 uncertain=op.op == "create" and (op.state == "inflight" or _left_uncertain(op)),
                 calls={op.call_id},
                 epoch=epoch,
+                created_after=_last_error(op).get("created_after") if op.op == "create" else None,
             )
             out.append(send)
         else:
@@ -292,8 +320,13 @@ def _merge(send: Send, op: Op) -> None:
     send.calls.add(op.call_id)
     send.typecast = send.typecast or op.typecast
     if op.op == "delete":
-        send.kind = "none" if send.kind in ("create", "none") else "delete"
-        send.fields = None
+        if send.kind in ("create", "none"):
+            # Nothing to send; the fields stay: a create sent before with its answer lost may
+            # have made a record, and finding it (to delete it) needs what it was made of.
+            send.kind = "none"
+        else:
+            send.kind = "delete"
+            send.fields = None
     elif send.kind == "none":
         return  # cannot happen: writes to a deleted record are refused at the call
     elif op.op == "replace":
@@ -307,13 +340,17 @@ def _merge(send: Send, op: Op) -> None:
 
 def _left_uncertain(op: Op) -> bool:
     """A create whose last attempt may have made the record although no answer said so."""
+    return bool(_last_error(op).get("uncertain"))
+
+
+def _last_error(op: Op) -> dict:
     if not op.last_error:
-        return False
+        return {}
     try:
         error = json.loads(op.last_error)
     except ValueError:
-        return False
-    return isinstance(error, dict) and bool(error.get("uncertain"))
+        return {}
+    return error if isinstance(error, dict) else {}
 
 
 def chunk_requests(sends: Iterable[Send]) -> list[list[Send]]:
@@ -439,14 +476,15 @@ def requeue(conn: sqlite3.Connection, seqs: Iterable[int] | None = None) -> list
 def remap_id(conn: sqlite3.Connection, provisional: str, real: str, tid: int) -> None:
     """Replace a provisional id by Airtable's everywhere: queued writes, link fields, the id map."""
     conn.execute("INSERT OR REPLACE INTO id_map (provisional, real, tid) VALUES (?, ?, ?)", (provisional, real, tid))
-    conn.execute("UPDATE outbox SET record_id = ? WHERE record_id = ?", (real, provisional))
+    for (seq,) in conn.execute("SELECT seq FROM outbox WHERE record_id = ?", (provisional,)).fetchall():
+        checksum.rewrite(conn, seq, record_id=real)
     mapping = {provisional: real}
     from airtable_cached.records import replace_ids
 
     for seq, fields in conn.execute(
         "SELECT seq, fields FROM outbox WHERE fields IS NOT NULL AND instr(fields, ?) > 0", (provisional,)
     ).fetchall():
-        conn.execute("UPDATE outbox SET fields = ? WHERE seq = ?", (dumps(replace_ids(json.loads(fields), mapping)), seq))
+        checksum.rewrite(conn, seq, fields=dumps(replace_ids(json.loads(fields), mapping)))
 
 
 def replay(remote_fields: dict | None, ops: Iterable[Op]) -> dict | None:
