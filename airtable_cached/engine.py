@@ -955,7 +955,7 @@ class Engine:
         answer = sync.send_now(info.base_id, method, sync.remote.url(*parts), sent, idempotent=method != "POST")
         with self.store.transaction() as conn:
             self._learn_choices(conn, info, call)
-        records = answer.get("records") if isinstance(answer, dict) and "records" in answer else [answer]
+        records: list = answer["records"] if isinstance(answer, dict) and isinstance(answer.get("records"), list) else [answer]
         if not (isinstance(body, dict) and body.get("returnFieldsByFieldId")):
             self.absorb(info.base_id, table, [r for r in records if isinstance(r, dict)], sent_at=sent_at)
         written = {name for item in (body.get("records") or [body]) if isinstance(item, dict)

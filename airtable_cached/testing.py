@@ -905,7 +905,7 @@ class FakeAirtable:
                 linked = self._find_table_by_id(((f.get("options") or {}).get("linkedTableId")) or "")
                 if linked is None:
                     continue
-                primary = linked.field(linked.primary_id)["name"]
+                primary = linked.known_field(linked.primary_id)["name"]
                 shown = [(linked.find(x) or {"fields": {}})["fields"].get(primary) for x in out[f["name"]]]
                 out[f["name"]] = [v for v in shown if not _is_empty(v)]
         return out
@@ -951,7 +951,7 @@ class FakeAirtable:
                     raise _cannot_accept(f)
                 raise _fail(422, "ROW_DOES_NOT_EXIST", f"Record ID {item} does not exist")
             else:
-                primary = linked.field(linked.primary_id)["name"]
+                primary = linked.known_field(linked.primary_id)["name"]
                 hit = next((r for r in linked.records if r["fields"].get(primary) == item), None)
                 if hit is not None:
                     out.append(hit["id"])
