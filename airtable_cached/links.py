@@ -200,9 +200,10 @@ def targets(conn: sqlite3.Connection, tid: int, record_ids: list[str] | set[str]
             linked = found.setdefault(pair.linked_tid, set())
             for fields in values:
                 linked.update(_ids(fields.get(pair.field)))
-            # Records that link to it from their side (their own queued writes included).
+            # Records whose own queued writes link to it (only they can name it where it does not).
             linked.update(r[0] for r in conn.execute(
-                "SELECT id FROM records WHERE tid = ? AND fields IS NOT NULL AND instr(fields, ?) > 0", (pair.linked_tid, record_id)
+                "SELECT DISTINCT record_id FROM outbox WHERE tid = ? AND state != 'dead' AND instr(fields, ?) > 0",
+                (pair.linked_tid, record_id),
             ))
     return found
 
@@ -222,9 +223,11 @@ def pending_targets(conn: sqlite3.Connection, tid: int) -> set[str]:
 
 
 def after_confirm(engine: Engine, conn: sqlite3.Connection, tid: int, record_id: str,
-                  before: dict | None, after: dict | None) -> None:
+                  before: dict | None, after: dict | None) -> dict[int, set[str]]:
     """Airtable applied a write of ``record_id`` (``after`` None: deleted): it updated the inverse
-    fields of the records linked or unlinked, so their remote state changes the same way."""
+    fields of the records linked or unlinked, so their remote state changes the same way. Returns
+    those records (per table) for the caller to recompute."""
+    touched: dict[int, set[str]] = {}
     for pair in link_pairs(conn, tid):
         old = _ids((before or {}).get(pair.field))
         new = _ids((after or {}).get(pair.field))
@@ -243,7 +246,8 @@ def after_confirm(engine: Engine, conn: sqlite3.Connection, tid: int, record_id:
                 remote.pop(pair.inverse, None)
             conn.execute("UPDATE records SET remote = ? WHERE tid = ? AND id = ?", (dumps(remote), pair.linked_tid, target))
         if changed:
-            engine.recompute(conn, pair.linked_tid, changed)
+            touched.setdefault(pair.linked_tid, set()).update(changed)
+    return touched
 
 
 # -- formulas over link fields ------------------------------------------------------------------------

@@ -744,10 +744,12 @@ class Sync:
 
     def _confirm(self, batch: list[outbox.Send], records: list[dict] | None, result: FlushResult) -> None:
         now = self.remote.clock()
+        recompute: dict[int, set[str]] = {}  # once per table at the end (link lists read the queue)
         with self.store.transaction() as conn:
             for i, send in enumerate(batch):
                 if send.kind == "delete":
-                    links.after_confirm(self.engine, conn, send.tid, send.record_id, self._remote_of(conn, send.tid, send.record_id), None)
+                    _add(recompute, links.after_confirm(self.engine, conn, send.tid, send.record_id,
+                                                        self._remote_of(conn, send.tid, send.record_id), None))
                     conn.execute("DELETE FROM records WHERE tid = ? AND id = ?", (send.tid, send.record_id))
                     outbox.ack(conn, send.seqs)
                     result.sent.append({"op": "delete", "record_id": send.record_id, "seqs": send.seqs})
@@ -763,9 +765,11 @@ class Sync:
                         (dumps(record.get("fields", {})), now, send.tid, send.record_id),
                     )
                 outbox.ack(conn, send.seqs)
-                self.engine.recompute(conn, send.tid, [record["id"]])
-                links.after_confirm(self.engine, conn, send.tid, record["id"], before, record.get("fields", {}))
+                recompute.setdefault(send.tid, set()).add(record["id"])
+                _add(recompute, links.after_confirm(self.engine, conn, send.tid, record["id"], before, record.get("fields", {})))
                 result.sent.append({"op": send.kind, "record_id": send.record_id, "id": record["id"], "seqs": send.seqs})
+            for tid, ids in recompute.items():
+                self.engine.recompute(conn, tid, ids)
             # Airtable has new state: which records its views hold, and in what order, is pulled again.
             conn.executemany("DELETE FROM views WHERE tid = ?", [(t,) for t in {send.tid for send in batch}])
 
@@ -937,6 +941,11 @@ def _groups(sends: list[outbox.Send]) -> list[list[outbox.Send]]:
 def _is_plain_create(batch: list[outbox.Send]) -> bool:
     """A POST of new records: not idempotent (an upsert on key fields is)."""
     return bool(batch) and batch[0].kind == "create" and not batch[0].merge_on
+
+
+def _add(into: dict[int, set[str]], more: dict[int, set[str]]) -> None:
+    for tid, ids in more.items():
+        into.setdefault(tid, set()).update(ids)
 
 
 def _is_gone(exc: RemoteError) -> bool:
