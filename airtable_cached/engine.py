@@ -352,7 +352,7 @@ class Engine:
                 query = self._with_real_ids(query)
             return self._require_sync().list_remote(info, table, query)
         self._check_field_names(info, [name for name, _direction in query.sort])
-        if query.view and (not self._view_is_fresh(info, query.view) or self._has_queued_writes(info)):
+        if query.view and (not self._view_is_fresh(info, query.view) or self._has_queued_writes(info, linked=True)):
             # A view's filter and order are Airtable's to evaluate: after local writes to its table,
             # they are sent first and the view is read again (counted as a remote read).
             if self.settings.mode == "offline":
@@ -371,9 +371,13 @@ class Engine:
         return page
 
     # -- fidelity helpers (issue 9) ---------------------------------------------------------------
-    def _has_queued_writes(self, info: TableInfo) -> bool:
+    def _has_queued_writes(self, info: TableInfo, *, linked: bool = False) -> bool:
+        """Whether writes to the table are queued (``linked``: or to a table linked to it, whose
+        writes change this table's link fields too)."""
+        tids = [info.tid] + ([pair.linked_tid for pair in links.link_pairs(self.store.conn, info.tid)] if linked else [])
+        marks = ",".join("?" * len(tids))
         return self.store.conn.execute(
-            "SELECT 1 FROM outbox WHERE tid = ? AND state != 'dead' LIMIT 1", (info.tid,)
+            f"SELECT 1 FROM outbox WHERE tid IN ({marks}) AND state != 'dead' LIMIT 1", tids
         ).fetchone() is not None
 
     def _flush_before_asking(self, info: TableInfo) -> bool:
@@ -955,6 +959,7 @@ class Engine:
         answer = sync.send_now(info.base_id, method, sync.remote.url(*parts), sent, idempotent=method != "POST")
         with self.store.transaction() as conn:
             self._learn_choices(conn, info, call)
+            conn.execute("DELETE FROM views WHERE tid = ?", (info.tid,))  # Airtable re-evaluates them
         records: list = answer["records"] if isinstance(answer, dict) and isinstance(answer.get("records"), list) else [answer]
         if not (isinstance(body, dict) and body.get("returnFieldsByFieldId")):
             self.absorb(info.base_id, table, [r for r in records if isinstance(r, dict)], sent_at=sent_at)

@@ -770,8 +770,9 @@ class Sync:
                 result.sent.append({"op": send.kind, "record_id": send.record_id, "id": record["id"], "seqs": send.seqs})
             for tid, ids in recompute.items():
                 self.engine.recompute(conn, tid, ids)
-            # Airtable has new state: which records its views hold, and in what order, is pulled again.
-            conn.executemany("DELETE FROM views WHERE tid = ?", [(t,) for t in {send.tid for send in batch}])
+            # Airtable has new state: which records its views hold, and in what order, is pulled again
+            # (views of linked tables too: their inverse link fields changed).
+            conn.executemany("DELETE FROM views WHERE tid = ?", [(t,) for t in {send.tid for send in batch} | set(recompute)])
 
     @staticmethod
     def _remote_of(conn: Any, tid: int, record_id: str) -> dict | None:
