@@ -1593,8 +1593,9 @@ PEOPLE_ID = "tblPeople00000001"
 
 def add_linked_tables(fake: FakeAirtable, base_id: str, *, companies: int = 3, people: int = 6) -> tuple[str, str]:
     """Add ``Companies`` and ``People`` to a base, linked both ways (``People.Company`` and its
-    inverse ``Companies.Employees``), with a view, select, number, date and checkbox fields, and
-    a few records linked consistently. Returns the two table ids."""
+    inverse ``Companies.Employees``), with a view on each (one filtered on the link), select,
+    number, date and checkbox fields, and a few records linked consistently. Returns the two table
+    ids."""
     fake.add_table(base_id, "Companies", [
         {"id": "fldCoName0000001", "name": "Name", "type": "singleLineText"},
         {"id": "fldCoEmployees01", "name": "Employees", "type": "multipleRecordLinks",
@@ -1622,4 +1623,5 @@ def add_linked_tables(fake: FakeAirtable, base_id: str, *, companies: int = 3, p
     ])
     assert len(made) == people
     fake.add_view(base_id, PEOPLE_ID, "No email", formula="{Email} = ''", sort=[("Score", "desc")])
+    fake.add_view(base_id, COMPANIES_ID, "Without staff", formula="{Employees} = ''", sort=[("Name", "asc")])
     return COMPANIES_ID, PEOPLE_ID
