@@ -780,7 +780,8 @@ class Engine:
         return seqs, results
 
     def _update_one(self, conn: sqlite3.Connection, info: TableInfo, table: str, record_id: str, fields: dict,
-                    op: str, typecast: bool, now: float, call: _WriteCall, *, batch: bool = True) -> tuple[int, dict]:
+                    op: str, typecast: bool, now: float, call: _WriteCall, *, batch: bool = True,
+                    merge_on: list[str] | None = None) -> tuple[int, dict]:
         real_id = self.resolve_id(record_id)
         row = conn.execute(
             "SELECT id, created_time, modified_time, fields, comment_count FROM records WHERE tid = ? AND id = ? AND fields IS NOT NULL",
@@ -805,7 +806,7 @@ class Engine:
         )
         seq = outbox.append(
             conn, tid=info.tid, base_id=info.base_id, table_ref=table, op=queued_op, record_id=real_id,
-            fields=queued, base=base, typecast=typecast, now=now, call_id=call.call_id,
+            fields=queued, base=base, typecast=typecast, now=now, call_id=call.call_id, merge_on=merge_on,
         )
         call.queued(seq)
         return seq, {"id": real_id, "createdTime": row["created_time"], "fields": new_fields}
@@ -857,7 +858,10 @@ class Engine:
                     created_ids.append(record["id"])
                     current.append(record)
                 else:
-                    seq, record = self._update_one(conn, info, table, record_id, fields, op, typecast, now, call)
+                    # Queued with the call's key: sent in the call's upsert request (as an update by id),
+                    # so that Airtable applies the upsert whole.
+                    seq, record = self._update_one(conn, info, table, record_id, fields, op, typecast, now, call,
+                                                   merge_on=merge_on)
                     seqs.append(seq)
                     if record["id"] not in created_ids and record["id"] not in updated_ids:
                         updated_ids.append(record["id"])  # each record listed once, as Airtable does

@@ -361,7 +361,8 @@ def chunk_requests(sends: Iterable[Send]) -> list[list[Send]]:
     - creates keep the order of the calls (Airtable's natural order and ``createdTime`` follow
       the requests), and ``ordered`` sends (link writes, see :func:`plan`) keep queue order: both
       only join the latest request;
-    - a record's later send never goes in a request before its earlier one;
+    - a record's later send goes in a later request than its earlier one (a created record's id
+      is known only once that request is answered);
     - the sends of one call (or of calls coalesced together, see :func:`components`) go in one
       request whenever they fit, so that Airtable applies or refuses the call whole.
     """
@@ -384,8 +385,8 @@ def chunk_requests(sends: Iterable[Send]) -> list[list[Send]]:
         index = open_batch.get(key)
         if send.kind == "create" or send.ordered:
             index = tail if index == tail else None
-        if index is not None and index < floor.get((send.tid, send.record_id), -1):
-            index = None
+        if index is not None and index <= floor.get((send.tid, send.record_id), -1):
+            index = None  # a record's later send goes in a later request (its id may come from the earlier)
         # A call starts in a request only if all of it fits there.
         needed = remaining[slot] if slot not in started else 1
         if index is None or len(batches[index]) + needed > MAX_RECORDS_PER_REQUEST:
@@ -400,7 +401,9 @@ def chunk_requests(sends: Iterable[Send]) -> list[list[Send]]:
 
 
 def _request_key(send: Send) -> tuple:
-    return (send.tid, send.kind, send.typecast, tuple(send.merge_on or ()), send.uncertain)
+    # An upsert's creates and its updates (records it matched) share one request.
+    kind = "upsert" if send.merge_on and send.kind in ("create", "update") else send.kind
+    return (send.tid, kind, send.typecast, tuple(send.merge_on or ()), send.uncertain)
 
 
 def components(sends: list[Send]) -> list[list[Send]]:

@@ -644,8 +644,15 @@ class Sync:
         if first.kind == "delete":
             self.remote.send(first.base_id, "DELETE", url, kind="push", params={"records[]": [s.record_id for s in batch]})
             return None
+        if first.merge_on and first.kind in ("create", "update"):
+            # An upsert: records made by it go by their fields, records it matched by their id.
+            body: dict[str, Any] = {
+                "records": [{"id": s.record_id, "fields": s.fields} if s.kind == "update" else {"fields": s.fields} for s in batch],
+                "typecast": first.typecast, "performUpsert": {"fieldsToMergeOn": first.merge_on},
+            }
+            return self.remote.send(first.base_id, "PATCH", url, kind="push", json_body=body)["records"]
         if first.kind == "create":
-            body: dict[str, Any] = {"records": [{"fields": s.fields} for s in batch], "typecast": first.typecast}
+            body = {"records": [{"fields": s.fields} for s in batch], "typecast": first.typecast}
             if first.merge_on:
                 body["performUpsert"] = {"fieldsToMergeOn": first.merge_on}
                 return self.remote.send(first.base_id, "PATCH", url, kind="push", json_body=body)["records"]

@@ -177,6 +177,21 @@ def test_a_call_refused_at_flush_is_dead_lettered_whole_logged_and_reported(lfak
     api.close()
 
 
+def test_an_upsert_that_creates_and_updates_is_sent_whole(lfake, lapi, people):
+    """An upsert call's creates and matched records go in one upsert request: refused at flush
+    (its matched record was deleted in Airtable meanwhile), it makes nothing."""
+    before = lfake.records(LBASE, PEOPLE_ID)
+    answer = people.batch_upsert([{"fields": {"Name": "Person 0", "Score": 50}}, {"fields": {"Name": "Brand new"}}],
+                                 key_fields=["Name"])
+    matched = answer["updatedRecords"][0]
+    lfake.reset_log()
+    lfake.delete_record(LBASE, PEOPLE_ID, matched)
+    result = lapi.flush()
+    assert [r["method"] for r in lfake.requests] == ["PATCH"]  # one request for the whole call
+    assert not result.ok and {w["state"] for w in lapi.pending()} == {"dead"} and len(lapi.pending()) == 2
+    assert lfake.records(LBASE, PEOPLE_ID) == [r for r in before if r["id"] != matched]  # nothing made
+
+
 # -- 3. typecast applied locally ---------------------------------------------------------------------
 
 
