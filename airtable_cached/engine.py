@@ -815,15 +815,21 @@ class Engine:
                         " fields = excluded.fields, comment_count = excluded.comment_count, synced_at = excluded.synced_at,"
                         " modified_time = CASE WHEN records.remote IS excluded.remote THEN records.modified_time ELSE excluded.modified_time END"
                         # A flush confirmed this record after the pull began: its state is newer than the page's.
-                        " WHERE records.synced_at IS NULL OR records.synced_at <= ?",
+                        " WHERE (records.synced_at IS NULL OR records.synced_at <= ?)"
+                        # A row the pull would leave as it is, is not rewritten (issue 11: a refresh
+                        # costs what changed; synced_at is when remote was last *set*).
+                        " AND (records.remote IS NOT excluded.remote OR records.fields IS NOT excluded.fields"
+                        " OR records.position IS NOT excluded.position OR records.comment_count IS NOT excluded.comment_count)",
                         (info.tid, record["id"], pos, record.get("createdTime") or now_iso(now), now_iso(now),
                          fields_json, fields_json, record.get("commentCount", 0), now, now, started_at),
                     )
                 else:
                     conn.execute(
                         "UPDATE records SET remote = ?, fields = ?, synced_at = ?, comment_count = ? WHERE tid = ? AND id = ?"
-                        " AND (synced_at IS NULL OR synced_at <= ?)",
-                        (fields_json, fields_json, now, record.get("commentCount", 0), info.tid, record["id"], started_at),
+                        " AND (synced_at IS NULL OR synced_at <= ?)"
+                        " AND (remote IS NOT ? OR fields IS NOT ? OR comment_count IS NOT ?)",
+                        (fields_json, fields_json, now, record.get("commentCount", 0), info.tid, record["id"], started_at,
+                         fields_json, fields_json, record.get("commentCount", 0)),
                     )
             if view is not None:
                 conn.execute("DELETE FROM view_members WHERE tid = ? AND view = ?", (info.tid, view))
@@ -848,8 +854,10 @@ class Engine:
                     "SELECT id FROM records WHERE tid = ? AND remote IS NULL ORDER BY position", (info.tid,)
                 ).fetchall()):
                     conn.execute("UPDATE records SET position = ? WHERE tid = ? AND id = ?", (offset + i, info.tid, rid))
+                # Stamped when the apply ends, not when it began: a long apply must not leave the table
+                # already stale for the next read (issue 11).
                 conn.execute(
-                    "UPDATE tables SET pulled_at = ?, generation = generation + 1 WHERE tid = ?", (now, info.tid)
+                    "UPDATE tables SET pulled_at = ?, generation = generation + 1 WHERE tid = ?", (self.clock(), info.tid)
                 )
             self.recompute(conn, info.tid, outbox.records_with_live_ops(conn, info.tid))
 

@@ -27,7 +27,7 @@ PRAGMAS: tuple[tuple[str, object], ...] = (
     ("cache_size", -16_000),
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -163,6 +163,45 @@ MIGRATIONS: dict[int, str] = {
     # cannot be what that create made (used to find a create whose answer was lost).
     3: """
     ALTER TABLE records ADD COLUMN first_seen REAL;
+    """,
+    # The full-text index without a table scan per row (issue 11): FTS5 finds a row by its rowid
+    # only, so the rowid of each record's index row is kept in records_fts_keys, keyed by
+    # (tid, id). A record's own rowid cannot serve: VACUUM may renumber it. A rewrite that leaves
+    # a record's text as it was does not touch the index at all.
+    4: """
+    DROP TRIGGER records_fts_insert;
+    DROP TRIGGER records_fts_update;
+    DROP TRIGGER records_fts_delete;
+    DROP TABLE records_fts;
+    CREATE VIRTUAL TABLE records_fts USING fts5(tid UNINDEXED, id UNINDEXED, body, tokenize = 'unicode61 remove_diacritics 2');
+    CREATE TABLE records_fts_keys (
+        docid INTEGER PRIMARY KEY,   -- the rowid of the record's row in records_fts
+        tid   INTEGER NOT NULL,
+        id    TEXT NOT NULL,
+        UNIQUE (tid, id)
+    );
+    CREATE TRIGGER records_fts_insert AFTER INSERT ON records WHEN NEW.fields IS NOT NULL BEGIN
+        INSERT INTO records_fts (tid, id, body)
+        SELECT NEW.tid, NEW.id, group_concat(value, ' ') FROM json_tree(NEW.fields) WHERE type = 'text';
+        INSERT INTO records_fts_keys (docid, tid, id) VALUES (last_insert_rowid(), NEW.tid, NEW.id);
+    END;
+    CREATE TRIGGER records_fts_update AFTER UPDATE OF id, fields ON records
+    WHEN OLD.fields IS NOT NEW.fields OR OLD.id IS NOT NEW.id BEGIN
+        DELETE FROM records_fts WHERE rowid = (SELECT docid FROM records_fts_keys WHERE tid = OLD.tid AND id = OLD.id);
+        DELETE FROM records_fts_keys WHERE tid = OLD.tid AND id = OLD.id;
+        INSERT INTO records_fts (tid, id, body)
+        SELECT NEW.tid, NEW.id, group_concat(value, ' ') FROM json_tree(NEW.fields) WHERE type = 'text' AND NEW.fields IS NOT NULL
+        HAVING NEW.fields IS NOT NULL;
+        INSERT INTO records_fts_keys (docid, tid, id) SELECT last_insert_rowid(), NEW.tid, NEW.id WHERE NEW.fields IS NOT NULL;
+    END;
+    CREATE TRIGGER records_fts_delete AFTER DELETE ON records BEGIN
+        DELETE FROM records_fts WHERE rowid = (SELECT docid FROM records_fts_keys WHERE tid = OLD.tid AND id = OLD.id);
+        DELETE FROM records_fts_keys WHERE tid = OLD.tid AND id = OLD.id;
+    END;
+    INSERT INTO records_fts (rowid, tid, id, body)
+    SELECT r.rowid, r.tid, r.id, (SELECT group_concat(value, ' ') FROM json_tree(r.fields) WHERE type = 'text')
+    FROM records r WHERE r.fields IS NOT NULL;
+    INSERT INTO records_fts_keys (docid, tid, id) SELECT rowid, tid, id FROM records WHERE fields IS NOT NULL;
     """,
 }
 
