@@ -58,6 +58,10 @@ MAX_RECORDS_PER_WRITE = 10
 #: Offsets (list iterators) expire like Airtable's do after some idle minutes.
 OFFSET_TTL = 300.0
 MAX_SNAPSHOTS = 256
+#: Record ids held by all listings' snapshots together (about 60 bytes each: 30 MB at most).
+MAX_SNAPSHOT_IDS = 500_000
+#: Listings read to their last page whose snapshots are still kept.
+KEPT_FINISHED = 4
 
 
 # -- routing ---------------------------------------------------------------------------------------
@@ -97,37 +101,76 @@ def route(method: str, url: str) -> Route | None:
 
 class _Snapshots:
     """Record ids of a listing, kept so later pages neither skip nor repeat records while the agent
-    writes between pages. Offsets look like Airtable's (``itr.../rec...``) and expire after a while."""
+    writes between pages. Offsets look like Airtable's (``itr.../rec...``) and expire after a while.
+
+    Bounded (issue 11): a snapshot holds ids only, never records; only the newest few listings read
+    to their last page are kept (``finish``); every put or get sweeps the ones idle longer than
+    ``OFFSET_TTL`` (expiry on time, not on reuse); and past ``MAX_SNAPSHOTS`` listings or
+    ``MAX_SNAPSHOT_IDS`` ids in all, the least recently used go first. An
+    offset whose snapshot is gone gets Airtable's LIST_RECORDS_ITERATOR_NOT_AVAILABLE."""
 
     def __init__(self) -> None:
         self._items: OrderedDict[str, _Snapshot] = OrderedDict()
         self._lock = threading.Lock()
+        self._ids = 0
 
-    def put(self, records: list[dict], marker: tuple, now: float) -> str:
+    def put(self, ids: list[str], now: float) -> str:
         token = "itr" + secrets.token_hex(7)
         with self._lock:
-            self._items[token] = _Snapshot(now, [r["id"] for r in records], records, marker)
-            while len(self._items) > MAX_SNAPSHOTS:
-                self._items.popitem(last=False)
+            self._sweep(now)
+            self._items[token] = _Snapshot(now, ids)
+            self._ids += len(ids)
+            while len(self._items) > 1 and (len(self._items) > MAX_SNAPSHOTS or self._ids > MAX_SNAPSHOT_IDS):
+                _token, evicted = self._items.popitem(last=False)
+                self._ids -= len(evicted.ids)
+                log.info("offset %s evicted: more than %d listings or %d record ids held", _token, MAX_SNAPSHOTS, MAX_SNAPSHOT_IDS)
         return token
 
     def get(self, token: str, now: float) -> _Snapshot | None:
         with self._lock:
+            self._sweep(now)
             item = self._items.get(token)
-            if item is None or now - item.used > OFFSET_TTL:
-                self._items.pop(token, None)
+            if item is None:
                 return None
             item.used = now
+            self._items.move_to_end(token)
             return item
+
+    def finish(self, token: str) -> None:
+        """The listing's last page was served. Airtable still answers its offsets again for a
+        while (a client may retry a page), so it is kept, but only the newest ``KEPT_FINISHED``
+        finished listings are: a loop of ``all()`` calls holds no more than that."""
+        with self._lock:
+            item = self._items.get(token)
+            if item is None:
+                return
+            item.finished = True
+            finished = [t for t, i in self._items.items() if i.finished]
+            for old in finished[: max(0, len(finished) - KEPT_FINISHED)]:
+                self._ids -= len(self._items.pop(old).ids)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def held_ids(self) -> int:
+        return self._ids
+
+    def _sweep(self, now: float) -> None:
+        # Least recently used first: stop at the first one still alive.
+        while self._items:
+            token, item = next(iter(self._items.items()))
+            if now - item.used <= OFFSET_TTL:
+                return
+            del self._items[token]
+            self._ids -= len(item.ids)
 
 
 @dataclass
 class _Snapshot:
     used: float
     ids: list[str]
-    #: The records as the first page saw them; served as they are while nothing changed since.
-    records: list[dict]
-    marker: tuple
+    finished: bool = False
 
 
 def _offset_token(snapshot: str, position: int) -> str:
@@ -313,10 +356,7 @@ class Engine:
             if self.settings.mode == "offline":
                 raise OfflineError(f"offline mode: view {query.view!r} of table {table!r} has never been pulled")
             self._require_sync().pull(base_id, table, view=query.view)
-        records = self._select(info, query)
-        if query.max_records is not None:
-            records = records[: query.max_records]
-        page = self._first_page(info, query, records)
+        page = self._first_page(info, query)
         self.stats.count(info.tid, "list.local", started)
         return page
 
@@ -360,9 +400,28 @@ class Engine:
         row = self.store.conn.execute("SELECT pulled_at FROM views WHERE tid = ? AND view = ?", (info.tid, view)).fetchone()
         return row is not None and TableState(row[0], self.settings.max_age).is_fresh(self.clock())
 
-    def _select(self, info: TableInfo, query: ListQuery) -> list[dict]:
-        """Every record the query matches, in the order Airtable would list them."""
-        conn = self.store.conn
+    def _select(self, info: TableInfo, query: ListQuery, *, limit: int | None = None) -> list[dict]:
+        """Every record the query matches, in the order Airtable would list them (the first
+        ``limit`` of them: only for a query SQL answers whole, see ``_sql_decides``)."""
+        sql, args, residual = self._select_sql(info, query, _RECORD_COLUMNS)
+        if limit is not None:
+            sql, args = sql + " LIMIT ?", [*args, limit]
+        rows = self.store.conn.execute(sql, args).fetchall()
+        records = [_record(row) for row in rows]
+        if residual is not None:
+            records = [r for r in records if residual(r)]
+        if query.sort:
+            records = sort_records(records, [(self._field_name(info, f), d) for f, d in query.sort], info.fields_by_name)
+        return records
+
+    def _select_ids(self, info: TableInfo, query: ListQuery, *, limit: int | None) -> list[str]:
+        """The ids ``_select`` would list, without decoding a record (a query SQL answers whole)."""
+        sql, args, _residual = self._select_sql(info, query, "r.id")
+        if limit is not None:
+            sql, args = sql + " LIMIT ?", [*args, limit]
+        return [row[0] for row in self.store.conn.execute(sql, args)]
+
+    def _select_sql(self, info: TableInfo, query: ListQuery, columns: str) -> tuple[str, list, Callable[[dict], bool] | None]:
         where, params, residual, order = "", [], None, "r.position"
         if query.formula:
             from airtable_cached import formula_bridge
@@ -378,25 +437,14 @@ class Engine:
             # The view's members in its order, then the agent's own creates not flushed yet (the
             # view's filter cannot be evaluated here; after a flush the view is pulled again).
             sql = (
-                "SELECT r.id, r.created_time, r.modified_time, r.fields, r.comment_count FROM records r"
+                f"SELECT {columns} FROM records r"
                 " LEFT JOIN view_members v ON v.tid = r.tid AND v.record_id = r.id AND v.view = ?"
                 " WHERE r.tid = ? AND r.fields IS NOT NULL AND (v.record_id IS NOT NULL OR r.remote IS NULL)"
                 f" {where} ORDER BY v.position IS NULL, v.position, r.position"
             )
-            args = [query.view, info.tid, *params]
-        else:
-            sql = (
-                "SELECT r.id, r.created_time, r.modified_time, r.fields, r.comment_count FROM records r"
-                f" WHERE r.tid = ? AND r.fields IS NOT NULL {where} ORDER BY {order}"
-            )
-            args = [info.tid, *params]
-        rows = conn.execute(sql, args).fetchall()
-        records = [_record(row) for row in rows]
-        if residual is not None:
-            records = [r for r in records if residual(r)]
-        if query.sort:
-            records = sort_records(records, [(self._field_name(info, f), d) for f, d in query.sort], info.fields_by_name)
-        return records
+            return sql, [query.view, info.tid, *params], residual
+        sql = f"SELECT {columns} FROM records r WHERE r.tid = ? AND r.fields IS NOT NULL {where} ORDER BY {order}"
+        return sql, [info.tid, *params], residual
 
     # -- indexes and search ------------------------------------------------------------------------
     def _index_filtered_fields(self, names: list[str]) -> None:
@@ -456,18 +504,45 @@ class Engine:
     def _field_name(self, info: TableInfo, name_or_id: str) -> str:
         return info.name_for_id.get(name_or_id, name_or_id)
 
-    def _first_page(self, info: TableInfo, query: ListQuery, records: list[dict]) -> dict:
-        page = records[: query.page_size]
-        result: dict[str, Any] = {"records": [self._shape(info, r, query) for r in page]}
-        if len(records) > query.page_size:
-            token = self.snapshots.put(records, self.store.change_marker(), self.clock())
+    def _first_page(self, info: TableInfo, query: ListQuery) -> dict:
+        """The first page; the ids of the rest (if any) go to a snapshot for the offset."""
+        records, rest = self._select_page(info, query)
+        result: dict[str, Any] = {"records": [self._shape(info, r, query) for r in records]}
+        if rest:
+            token = self.snapshots.put([r["id"] for r in records] + rest, self.clock())
             result["offset"] = _offset_token(token, query.page_size)
         return result
+
+    def _select_page(self, info: TableInfo, query: ListQuery) -> tuple[list[dict], list[str]]:
+        """The first page's records and the ids of the records after it (``max_records`` applied).
+        Where SQL alone decides membership and order, the limit goes into SQL and only the first
+        page is decoded; otherwise every match is decoded to be filtered or sorted here."""
+        limit = query.max_records
+        if self._sql_decides(info, query):
+            wanted = query.page_size + 1 if limit is None else min(limit, query.page_size + 1)
+            records = self._select(info, query, limit=wanted)
+            if len(records) <= query.page_size:
+                return records, []
+            ids = self._select_ids(info, query, limit=limit)
+            return records[: query.page_size], ids[query.page_size :]
+        records = self._select(info, query)
+        if limit is not None:
+            records = records[:limit]
+        return records[: query.page_size], [r["id"] for r in records[query.page_size :]]
+
+    def _sql_decides(self, info: TableInfo, query: ListQuery) -> bool:
+        if query.sort:
+            return False
+        if not query.formula:
+            return True
+        from airtable_cached import formula_bridge
+
+        return formula_bridge.sql_filter(info, query.formula).check is None
 
     def _next_page(self, info: TableInfo, query: ListQuery) -> dict:
         parsed = _parse_offset(query.offset or "")
         snapshot = self.snapshots.get(parsed[0], self.clock()) if parsed else None
-        if snapshot is None:
+        if parsed is None or snapshot is None:
             raise AirtableResponseError.typed(
                 422,
                 "LIST_RECORDS_ITERATOR_NOT_AVAILABLE",
@@ -475,15 +550,15 @@ class Engine:
             )
         position = parsed[1]
         ids = snapshot.ids
-        if snapshot.marker == self.store.change_marker():
-            page = snapshot.records[position : position + query.page_size]
-        else:  # written to since the first page: same records, current contents, deleted ones skipped
-            wanted = ids[position : position + query.page_size]
-            rows = self._rows_by_id(info.tid, wanted)
-            page = [rows[i] for i in wanted if i in rows]
+        # The same records as when the listing began, with their current contents; deleted ones skipped.
+        wanted = ids[position : position + query.page_size]
+        rows = self._rows_by_id(info.tid, wanted)
+        page = [rows[i] for i in wanted if i in rows]
         result: dict[str, Any] = {"records": [self._shape(info, r, query) for r in page]}
         if position + query.page_size < len(ids):
             result["offset"] = _offset_token(parsed[0], position + query.page_size)
+        else:
+            self.snapshots.finish(parsed[0])
         return result
 
     def _rows_by_id(self, tid: int, ids: list[str]) -> dict[str, dict]:
@@ -854,12 +929,13 @@ class Engine:
                     "SELECT id FROM records WHERE tid = ? AND remote IS NULL ORDER BY position", (info.tid,)
                 ).fetchall()):
                     conn.execute("UPDATE records SET position = ? WHERE tid = ? AND id = ?", (offset + i, info.tid, rid))
-                # Stamped when the apply ends, not when it began: a long apply must not leave the table
-                # already stale for the next read (issue 11).
+            self.recompute(conn, info.tid, outbox.records_with_live_ops(conn, info.tid))
+            if view is None and complete:
+                # Stamped when the apply ends, not when it began: a long apply must not leave the
+                # table already stale for the next read (issue 11).
                 conn.execute(
                     "UPDATE tables SET pulled_at = ?, generation = generation + 1 WHERE tid = ?", (self.clock(), info.tid)
                 )
-            self.recompute(conn, info.tid, outbox.records_with_live_ops(conn, info.tid))
 
     def _resolve_conflicts(self, conn: sqlite3.Connection, tid: int, pulled: list[dict], now: float, started_at: float) -> None:
         """Airtable wins (DESIGN.md §2): a field that changed in Airtable since the cache last saw it,
@@ -965,6 +1041,9 @@ class Engine:
         info = self.table_info(base_id, table)
         with self.store.transaction() as conn:
             conn.executemany("DELETE FROM records WHERE tid = ? AND id = ?", [(info.tid, i) for i in record_ids])
+
+
+_RECORD_COLUMNS = "r.id, r.created_time, r.modified_time, r.fields, r.comment_count"
 
 
 def _record(row: sqlite3.Row) -> dict:
