@@ -104,7 +104,7 @@ class _Snapshots:
     writes between pages. Offsets look like Airtable's (``itr.../rec...``) and expire after a while.
 
     Bounded (issue 11): a snapshot holds ids only, never records; only the newest few listings read
-    to their last page are kept (``finish``); every put or get sweeps the ones idle longer than
+    to their last page are kept (``finish``); every listing sweeps the ones idle longer than
     ``OFFSET_TTL`` (expiry on time, not on reuse); and past ``MAX_SNAPSHOTS`` listings or
     ``MAX_SNAPSHOT_IDS`` ids in all, the least recently used go first. An
     offset whose snapshot is gone gets Airtable's LIST_RECORDS_ITERATOR_NOT_AVAILABLE."""
@@ -135,6 +135,10 @@ class _Snapshots:
             item.used = now
             self._items.move_to_end(token)
             return item
+
+    def sweep(self, now: float) -> None:
+        with self._lock:
+            self._sweep(now)
 
     def finish(self, token: str) -> None:
         """The listing's last page was served. Airtable still answers its offsets again for a
@@ -334,6 +338,7 @@ class Engine:
     # -- reads -------------------------------------------------------------------------------------
     def list_records(self, base_id: str, table: str, query: ListQuery) -> dict:
         started = time.perf_counter()
+        self.snapshots.sweep(self.clock())
         info = self.table_info(base_id, table)
         if query.offset and _parse_offset(query.offset) is None:
             # Airtable's own offset, from a listing it answered: the next page is its to give.

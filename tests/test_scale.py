@@ -1,0 +1,188 @@
+"""Issue 11: costs that stay linear in the table size, bounded memory for offsets, limits pushed into
+SQL. Answers are compared with plain pyairtable over the project's fake Airtable (``plain``); the
+per-record costs themselves are shown by ``benchmarks/bench_scale.py``, not timed here."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+import requests
+
+from airtable_cached import engine as engine_module
+from airtable_cached.store import MIGRATIONS, Store, _statements
+from tests.conftest import BASE, TABLE
+
+
+def fts_rows(api) -> dict[str, tuple[int, str]]:
+    """Each record's full-text row: its FTS rowid and indexed text."""
+    rows = api.engine.store.conn.execute(
+        "SELECT k.id, f.rowid, f.body FROM records_fts_keys k JOIN records_fts f ON f.rowid = k.docid"
+    ).fetchall()
+    return {row[0]: (row[1], row[2]) for row in rows}
+
+
+def test_a_refresh_rewrites_only_the_records_that_changed(api, table, fake, clock):
+    table.all()
+    conn = api.engine.store.conn
+    before = {row[0]: tuple(row[1:]) for row in conn.execute("SELECT id, synced_at, fields FROM records")}
+    index_before = fts_rows(api)
+    changed = next(iter(before))
+    fake.set_fields(BASE, TABLE, changed, {"Company": "Zanzibar Shipping"})
+    clock.advance(10)
+    changes = conn.total_changes
+    table.refresh(force=True)
+    after = {row[0]: tuple(row[1:]) for row in conn.execute("SELECT id, synced_at, fields FROM records")}
+    assert {rid for rid in before if before[rid] != after[rid]} == {changed}
+    index_after = fts_rows(api)
+    assert {rid for rid in index_before if index_before[rid] != index_after[rid]} == {changed}
+    assert "Zanzibar Shipping" in index_after[changed][1]
+    # One record row, its index row and key, the table's stamp: a handful of rows, not 250.
+    assert conn.total_changes - changes < 20
+    assert [r["id"] for r in table.search("zanzibar")] == [changed]
+
+
+def test_index_follows_updates_deletes_and_the_real_id_of_a_flushed_create(api, table, fake):
+    created = table.create({"Full Name": "Quentin Quokka"})
+    assert [r["id"] for r in table.search("quokka")] == [created["id"]]
+    api.flush()
+    real = api.engine.resolve_id(created["id"])
+    assert real != created["id"]
+    assert [r["id"] for r in table.search("quokka")] == [real]
+    table.update(real, {"Full Name": "Quentin Wombat"})
+    assert table.search("quokka") == [] and [r["id"] for r in table.search("wombat")] == [real]
+    table.delete(real)
+    assert table.search("wombat") == []
+    live = {row[0] for row in api.engine.store.conn.execute("SELECT id FROM records WHERE fields IS NOT NULL")}
+    assert set(fts_rows(api)) == live
+
+
+def test_index_rows_are_found_by_key_not_by_a_scan(api, table):
+    """The trigger's lookups, as SQLite plans them: by the FTS rowid and the keys' unique index."""
+    table.all()
+    plan = " | ".join(row[3] for row in api.engine.store.conn.execute(
+        "EXPLAIN QUERY PLAN DELETE FROM records_fts WHERE rowid ="
+        " (SELECT docid FROM records_fts_keys WHERE tid = 1 AND id = 'recX')"
+    ))
+    assert "INDEX 0:=" in plan  # FTS5's rowid lookup (a scan reads "INDEX 0:")
+    assert "USING COVERING INDEX sqlite_autoindex_records_fts_keys_1" in plan
+
+
+def test_a_schema_3_file_gets_its_existing_records_indexed(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for version in (1, 2, 3):
+        for statement in _statements(MIGRATIONS[version]):
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 3")
+    conn.execute("INSERT INTO tables (base_id, name) VALUES ('appX', 'T')")
+    conn.execute("INSERT INTO records (tid, id, position, created_time, fields) VALUES (1, 'rec1', 0, 't', ?)",
+                 (json.dumps({"Name": "Grace Hopper"}),))
+    conn.execute("INSERT INTO records (tid, id, position, created_time, fields) VALUES (1, 'rec2', 1, 't', NULL)")
+    conn.close()
+    store = Store(path)
+    assert store.version() >= 4
+    found = store.conn.execute(
+        "SELECT k.id FROM records_fts f JOIN records_fts_keys k ON k.docid = f.rowid WHERE records_fts MATCH 'hopper'"
+    ).fetchall()
+    assert [row[0] for row in found] == ["rec1"]
+    store.conn.execute("UPDATE records SET fields = ? WHERE id = 'rec1'", (json.dumps({"Name": "Ada"}),))
+    assert store.conn.execute("SELECT count(*) FROM records_fts WHERE records_fts MATCH 'hopper'").fetchone()[0] == 0
+
+
+def test_pulled_at_is_when_the_apply_ended(api, table, clock, monkeypatch):
+    """An apply that outlasts max_age must not leave the table stale for the very next read."""
+    recompute = api.engine.recompute
+
+    def slow_recompute(*args, **kwargs):
+        clock.advance(api.settings.max_age + 60)  # the apply takes longer than max_age
+        return recompute(*args, **kwargs)
+
+    monkeypatch.setattr(api.engine, "recompute", slow_recompute)
+    table.all()
+    monkeypatch.setattr(api.engine, "recompute", recompute)
+    assert table.is_fresh()
+
+
+# -- limits pushed into SQL ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def statements(api, table):
+    """The SQL statements this thread's connection runs from here on."""
+    table.all()  # pulled before recording
+    seen: list[str] = []
+    api.engine.store.conn.set_trace_callback(seen.append)
+    yield seen
+    api.engine.store.conn.set_trace_callback(None)
+
+
+def record_selects(statements: list[str]) -> list[str]:
+    return [s for s in statements if s.startswith("SELECT r.id, r.created_time")]
+
+
+@pytest.mark.parametrize(("call", "limit"), [
+    (lambda t: [t.first()], "LIMIT 1"),
+    (lambda t: [t.first(formula="{Status} = 'New'")], "LIMIT 1"),
+    (lambda t: t.all(max_records=10), "LIMIT 10"),
+    (lambda t: next(t.iterate(page_size=7)), "LIMIT 8"),
+    (lambda t: t.all(max_records=150), "LIMIT 101"),
+])
+def test_first_max_records_and_page_size_reach_sql(call, limit, table, plain, statements):
+    """Compared with plain pyairtable over the project's fake."""
+    got = call(table)
+    assert [r["id"] for r in got] == [r["id"] for r in call(plain)]
+    selects = record_selects(statements)
+    assert selects and all(s.endswith(limit) for s in selects)
+
+
+def test_a_filter_sql_cannot_decide_alone_still_reads_everything(table, plain, statements):
+    """A sort is done in Python: no LIMIT may cut the rows before it. Compared with the fake."""
+    got = table.all(sort=["Company"], max_records=5)
+    assert [r["id"] for r in got] == [r["id"] for r in plain.all(sort=["Company"], max_records=5)]
+    assert not any("LIMIT" in s for s in record_selects(statements))
+
+
+# -- offsets: bounded, expiring on time -----------------------------------------------------------
+
+
+def test_a_finished_listing_keeps_no_records_and_few_ids(api, table):
+    for _ in range(20):
+        assert len(table.all()) == 250
+    snapshots = api.engine.snapshots
+    assert len(snapshots) <= engine_module.KEPT_FINISHED
+    assert snapshots.held_ids <= engine_module.KEPT_FINISHED * 250
+    assert all(isinstance(i, str) for s in snapshots._items.values() for i in s.ids)
+
+
+def test_the_last_page_can_be_asked_again(table):
+    """Airtable answers an offset more than once while it lives; so does the cache."""
+    first = table.api.request("GET", table.urls.records, options={"page_size": 100})
+    second = table.api.request("GET", table.urls.records, options={"page_size": 100, "offset": first["offset"]})
+    last = table.api.request("GET", table.urls.records, options={"page_size": 100, "offset": second["offset"]})
+    again = table.api.request("GET", table.urls.records, options={"page_size": 100, "offset": second["offset"]})
+    assert again == last and "offset" not in last
+
+
+def test_abandoned_offsets_expire_on_time_without_being_reused(api, table, clock):
+    pages = table.iterate(page_size=10)
+    next(pages)  # abandoned after one page
+    assert len(api.engine.snapshots) == 1
+    clock.advance(engine_module.OFFSET_TTL + 1)
+    table.first()  # any other read: the idle one is gone, though nobody asked for it again
+    assert len(api.engine.snapshots) == 0
+    with pytest.raises(requests.HTTPError) as error:
+        next(pages)
+    assert error.value.response.status_code == 422
+    assert "LIST_RECORDS_ITERATOR_NOT_AVAILABLE" in error.value.args[-1]
+
+
+def test_offsets_held_are_bounded_in_ids(api, table, monkeypatch):
+    monkeypatch.setattr(engine_module, "MAX_SNAPSHOT_IDS", 600)
+    abandoned = [table.iterate(page_size=10) for _ in range(5)]
+    for pages in abandoned:
+        next(pages)
+    assert api.engine.snapshots.held_ids <= 600
+    assert len(api.engine.snapshots) == 2
+    assert len([r for page in abandoned[-1] for r in page]) == 240  # the newest one still works
