@@ -231,6 +231,7 @@ class Engine:
         self.stats = StatsRecorder(store)
         #: Bases this engine's token has been seen to read (a pull or a probe answered), in memory.
         self.authorized: set[str] = set()
+        self._digest: str | None = None
         self._filter_uses: dict[str, int] = {}
         self._indexed: set[str] = self._load_indexes()
 
@@ -327,8 +328,46 @@ class Engine:
         the answer. If Airtable cannot be asked (offline, network down), the cache answers."""
         if info.base_id in self.authorized or self.settings.mode == "offline" or self.sync is None:
             return
-        self.sync.probe(info.base_id, table)
-        self.authorized.add(info.base_id)
+        if self._granted(info.base_id):
+            self.authorized.add(info.base_id)
+            return
+        if self.sync.probe(info.base_id, table):
+            self.grant(info.base_id)
+        else:
+            self.authorized.add(info.base_id)  # Airtable could not be asked: as before, not remembered
+
+    # Remembered answers (issue 11): a new process reading a fresh cache sends no probe when this
+    # token was seen to read the base within max_age, the same window the cached data is trusted
+    # for. The file keeps an HMAC of the token (keyed by a random salt of its own), never the token.
+    def grant(self, base_id: str) -> None:
+        """This engine's token was seen to read ``base_id`` (a pull or a probe answered)."""
+        self.authorized.add(base_id)
+        digest = self._token_digest()
+        if digest is None:
+            return
+        with self.store.transaction() as conn:
+            conn.execute(
+                "INSERT INTO token_grants (base_id, digest, granted_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (base_id, digest) DO UPDATE SET granted_at = excluded.granted_at",
+                (base_id, digest, self.clock()),
+            )
+
+    def _granted(self, base_id: str) -> bool:
+        digest = self._token_digest()
+        if digest is None:
+            return False
+        row = self.store.conn.execute(
+            "SELECT granted_at FROM token_grants WHERE base_id = ? AND digest = ?", (base_id, digest)
+        ).fetchone()
+        return row is not None and self.clock() - row[0] <= self.settings.max_age
+
+    def _token_digest(self) -> str | None:
+        if self.sync is None:
+            return None
+        if self._digest is None:
+            salt = self.store.conn.execute("SELECT salt FROM token_salt").fetchone()[0]
+            self._digest = self.sync.remote.token_digest(salt)
+        return self._digest
 
     def _require_sync(self) -> Sync:
         if self.sync is None:

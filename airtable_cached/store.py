@@ -202,6 +202,17 @@ MIGRATIONS: dict[int, str] = {
     SELECT r.rowid, r.tid, r.id, (SELECT group_concat(value, ' ') FROM json_tree(r.fields) WHERE type = 'text')
     FROM records r WHERE r.fields IS NOT NULL;
     INSERT INTO records_fts_keys (docid, tid, id) SELECT rowid, tid, id FROM records WHERE fields IS NOT NULL;
+    -- Bases a token was seen to read (a pull or a probe answered), so that a new process reading
+    -- a fresh cache asks Airtable nothing. Never the token: an HMAC of it keyed by this file's
+    -- own random salt (engine.py, Engine._authorize).
+    CREATE TABLE token_salt (salt BLOB NOT NULL);
+    INSERT INTO token_salt (salt) VALUES (randomblob(32));
+    CREATE TABLE token_grants (
+        base_id    TEXT NOT NULL,
+        digest     TEXT NOT NULL,
+        granted_at REAL NOT NULL,
+        PRIMARY KEY (base_id, digest)
+    );
     """,
 }
 

@@ -10,6 +10,7 @@ import sqlite3
 import pytest
 import requests
 
+from airtable_cached import Api
 from airtable_cached import engine as engine_module
 from airtable_cached.store import MIGRATIONS, Store, _statements
 from tests.conftest import BASE, TABLE
@@ -186,3 +187,53 @@ def test_offsets_held_are_bounded_in_ids(api, table, monkeypatch):
     assert api.engine.snapshots.held_ids <= 600
     assert len(api.engine.snapshots) == 2
     assert len([r for page in abandoned[-1] for r in page]) == 240  # the newest one still works
+
+
+# -- no request for a read of a fresh cache ------------------------------------------------------------
+
+
+def another_process(fake, db_path, clock, **settings):
+    """An Api with its own engine over the same file, as a new process would have (the runtime is
+    shared per settings within a process, so the settings differ)."""
+    return Api(fake.token, endpoint_url=fake.url, path=db_path, flush="manual", clock=clock, sleep=clock.sleep,
+               max_age=299, **settings)
+
+
+def test_a_new_process_reading_a_fresh_cache_sends_nothing(fake, db_path, clock, table):
+    table.all()
+    clock.advance(60)
+    fake.reset_log()
+    other = another_process(fake, db_path, clock)
+    assert other.engine is not table.api.engine
+    assert len(other.table(BASE, TABLE).all()) == 250
+    assert other.table(BASE, TABLE).first() is not None
+    assert fake.request_count() == 0
+    other.close()
+
+
+def test_the_token_is_remembered_only_as_a_keyed_digest(fake, db_path, table):
+    table.all()
+    table.api.engine.stats.write()
+    conn = table.api.engine.store.conn
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    digests = [row[0] for row in conn.execute("SELECT digest FROM token_grants")]
+    assert len(digests) == 1 and fake.token not in digests[0]
+    stored = b"".join(p.read_bytes() for p in db_path.parent.glob(db_path.name + "*") if p.is_file())
+    assert fake.token.encode() not in stored
+
+
+def test_an_old_grant_is_checked_again(fake, db_path, clock, table):
+    """The table is fresh (another token refreshed it, say) but this token's answer is older
+    than max_age: one probe, then the grant is new again."""
+    table.all()
+    conn = table.api.engine.store.conn
+    conn.execute("UPDATE token_grants SET granted_at = granted_at - 1000")
+    fake.reset_log()
+    other = another_process(fake, db_path, clock)
+    other.table(BASE, TABLE).all()
+    assert fake.request_count() == 1
+    third = another_process(fake, db_path, clock, exit_timeout=1.0)
+    third.table(BASE, TABLE).all()
+    assert fake.request_count() == 1
+    other.close()
+    third.close()
