@@ -34,6 +34,7 @@ from airtable_cached.config import Settings
 from airtable_cached.errors import AirtableResponseError, OfflineError
 from airtable_cached.policy import Read, TableState, Write, decide_read, decide_write
 from airtable_cached.query import ListQuery
+from airtable_cached.readmodel import ReadModel, TableModel, copy_fields
 from airtable_cached.records import (
     COMPUTED_TYPES,
     apply_write,
@@ -228,6 +229,7 @@ class Engine:
         self.sync = sync
         self.clock = clock
         self.snapshots = _Snapshots()
+        self.model = ReadModel(store)
         self.stats = StatsRecorder(store)
         #: Bases this engine's token has been seen to read (a pull or a probe answered), in memory.
         self.authorized: set[str] = set()
@@ -447,6 +449,17 @@ class Engine:
     def _select(self, info: TableInfo, query: ListQuery, *, limit: int | None = None) -> list[dict]:
         """Every record the query matches, in the order Airtable would list them (the first
         ``limit`` of them: only for a query SQL answers whole, see ``_sql_decides``)."""
+        # A limited read (first(), maxRecords, a first page) uses the model only if it is current:
+        # decoding the whole table for one page is what LIMIT in SQL avoids.
+        model = None if query.view else self.model.table(info.tid, load=limit is None)
+        if model is not None:
+            records = self._select_in_model(info, query, model)
+            if records is not None:
+                if limit is not None:
+                    records = records[:limit]
+                if query.sort:
+                    records = sort_records(records, [(self._field_name(info, f), d) for f, d in query.sort], info.fields_by_name)
+                return records
         sql, args, residual = self._select_sql(info, query, _RECORD_COLUMNS)
         if limit is not None:
             sql, args = sql + " LIMIT ?", [*args, limit]
@@ -458,8 +471,26 @@ class Engine:
             records = sort_records(records, [(self._field_name(info, f), d) for f, d in query.sort], info.fields_by_name)
         return records
 
+    def _select_in_model(self, info: TableInfo, query: ListQuery, model: TableModel) -> list[dict] | None:
+        """The matching records of the decoded model, in natural order (shared with the model:
+        never mutated, never handed out; ``_shape`` copies). ``None``: SQLite answers better (a
+        filter an index answers)."""
+        if not query.formula:
+            return model.records
+        from airtable_cached import formula_bridge
+
+        compiled = formula_bridge.sql_filter(info, query.formula)
+        if compiled.indexed:
+            return None
+        predicate, clock_bound = formula_bridge.python_filter(info, query.formula)
+        if clock_bound:
+            return [r for r in model.records if predicate(r)]
+        return model.remembered(("formula", query.formula), lambda: [r for r in model.records if predicate(r)])
+
     def _select_ids(self, info: TableInfo, query: ListQuery, *, limit: int | None) -> list[str]:
         """The ids ``_select`` would list, without decoding a record (a query SQL answers whole)."""
+        if not query.view and self.model.table(info.tid, load=False) is not None:
+            return [r["id"] for r in self._select(info, query, limit=limit)]
         sql, args, _residual = self._select_sql(info, query, "r.id")
         if limit is not None:
             sql, args = sql + " LIMIT ?", [*args, limit]
@@ -596,7 +627,7 @@ class Engine:
         ids = snapshot.ids
         # The same records as when the listing began, with their current contents; deleted ones skipped.
         wanted = ids[position : position + query.page_size]
-        rows = self._rows_by_id(info.tid, wanted)
+        rows = self._rows_by_id(info.tid, wanted, load=True)
         page = [rows[i] for i in wanted if i in rows]
         result: dict[str, Any] = {"records": [self._shape(info, r, query) for r in page]}
         if position + query.page_size < len(ids):
@@ -605,7 +636,13 @@ class Engine:
             self.snapshots.finish(parsed[0])
         return result
 
-    def _rows_by_id(self, tid: int, ids: list[str]) -> dict[str, dict]:
+    def _rows_by_id(self, tid: int, ids: list[str], *, load: bool = False) -> dict[str, dict]:
+        """The visible records among ``ids``. From the read model when it is current (or with
+        ``load``, decoded for this: a listing's later pages), else from SQLite."""
+        model = self.model.table(tid, load=load)
+        if model is not None:
+            found = ((i, model.get(i)) for i in ids)
+            return {i: r for i, r in found if r is not None}
         found: dict[str, dict] = {}
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
@@ -620,7 +657,8 @@ class Engine:
 
     def _shape(self, info: TableInfo, record: dict, query: ListQuery) -> dict:
         """A stored record as Airtable returns it for this query."""
-        out = {"id": record["id"], "createdTime": record["createdTime"], "fields": record["fields"]}
+        # A copy: the record may be the read model's own (issue 11: never hand out what the cache keeps).
+        out = {"id": record["id"], "createdTime": record["createdTime"], "fields": copy_fields(record["fields"])}
         if query.fields is not None:
             out = project(out, [self._field_name(info, f) for f in query.fields])
         if query.by_field_ids:
@@ -663,6 +701,7 @@ class Engine:
         seqs: list[int] = []
         created = []
         now = self.clock()
+        before = self.model.marker()
         with self.store.transaction() as conn:
             position = conn.execute("SELECT COALESCE(MAX(position), -1) FROM records WHERE tid = ?", (info.tid,)).fetchone()[0]
             for fields in field_sets:
@@ -670,6 +709,7 @@ class Engine:
                 record = self._insert_local(conn, info, table, fields, typecast, position, now, merge_on=None)
                 seqs.append(record.pop("_seq"))
                 created.append(record)
+        self.model.after_write(info.tid, before, [r["id"] for r in created])
         self._after_write(info, seqs)
         created = [self._reread(info, r["id"]) for r in created] if self.settings.mode == "write-through" else created
         shaped = [self._shape_write(info, r, body) for r in created]
@@ -726,11 +766,13 @@ class Engine:
                      *, batch: bool = True) -> tuple[list[int], list[dict]]:
         now = self.clock()
         seqs, results = [], []
+        before = self.model.marker()
         with self.store.transaction() as conn:
             for record_id, fields in pairs:
                 seq, record = self._update_one(conn, info, table, record_id, fields, op, typecast, now, batch=batch)
                 seqs.append(seq)
                 results.append(record)
+        self.model.after_write(info.tid, before, [r["id"] for r in results])
         return seqs, results
 
     def _update_one(self, conn: sqlite3.Connection, info: TableInfo, table: str, record_id: str, fields: dict,
@@ -772,6 +814,7 @@ class Engine:
             prepared.append((item.get("id"), fields))
         now = self.clock()
         created_ids, updated_ids, records, seqs = [], [], [], []
+        before = self.model.marker()
         with self.store.transaction() as conn:
             current = [_record(row) for row in conn.execute(
                 "SELECT id, created_time, modified_time, fields, comment_count FROM records WHERE tid = ? AND fields IS NOT NULL ORDER BY position",
@@ -799,6 +842,7 @@ class Engine:
                     seqs.append(seq)
                     updated_ids.append(record["id"])
                 records.append(record)
+        self.model.after_write(info.tid, before, [r["id"] for r in records])
         self._after_write(info, seqs)
         if self.settings.mode == "write-through":
             remapped = {r["id"]: self.resolve_id(r["id"]) for r in records}
@@ -821,10 +865,12 @@ class Engine:
                     422, "INVALID_RECORDS", f"You can delete at most {MAX_RECORDS_PER_WRITE} records per request"
                 )
         now = self.clock()
-        seqs = []
+        seqs, deleted_ids = [], []
+        before = self.model.marker()
         with self.store.transaction() as conn:
             for record_id in record_ids:
                 real_id = self.resolve_id(record_id)
+                deleted_ids.append(real_id)
                 changed = conn.execute(
                     "UPDATE records SET fields = NULL WHERE tid = ? AND id = ? AND fields IS NOT NULL", (info.tid, real_id)
                 ).rowcount
@@ -834,6 +880,7 @@ class Engine:
                     conn, tid=info.tid, base_id=base_id, table_ref=table, op="delete", record_id=real_id,
                     fields=None, base=None, typecast=False, now=now,
                 ))
+        self.model.after_write(info.tid, before, deleted_ids)
         self._after_write(info, seqs)
         deleted = [{"id": self.resolve_id(i) if self.settings.mode == "write-through" else i, "deleted": True} for i in record_ids]
         return deleted[0] if single else {"records": deleted}
@@ -859,7 +906,7 @@ class Engine:
         return fields
 
     def _shape_write(self, info: TableInfo, record: dict, body: dict) -> dict:
-        out = {"id": record["id"], "createdTime": record["createdTime"], "fields": record["fields"]}
+        out = {"id": record["id"], "createdTime": record["createdTime"], "fields": copy_fields(record["fields"])}
         if body.get("returnFieldsByFieldId"):
             out = rename_to_ids(out, info.id_for_name)
         return out

@@ -279,3 +279,23 @@ def equality_formula(fields: dict) -> str | None:
     if not parts:
         return None
     return "AND(" + ",".join(parts) + ")"
+
+
+#: Functions whose value depends on the moment of evaluation: their results are never remembered.
+CLOCK_FUNCTIONS = frozenset({"NOW", "TODAY"})
+
+
+def python_filter(info: TableInfo, text: str) -> tuple[Callable[[dict], bool], bool]:
+    """The whole formula as a Python predicate over decoded records (``filterByFormula``
+    semantics, the same evaluator the SQL residual uses), and whether its answer depends on the
+    clock (``NOW()``, ``TODAY()``). Compiled once per formula and table schema."""
+    return _python_filter(text, tuple(sorted(info.name_for_id.items())))
+
+
+@lru_cache(maxsize=512)
+def _python_filter(text: str, field_ids: tuple[tuple[str, str], ...]) -> tuple[Callable[[dict], bool], bool]:
+    module = _formula()
+    node = _with_names(module, _parse(text), dict(field_ids))
+    clock_bound = bool({name.upper() for name in module.function_names(node)} & CLOCK_FUNCTIONS)
+    matches = module.matches
+    return (lambda record: matches(node, record)), clock_bound

@@ -113,6 +113,7 @@ def test_pulled_at_is_when_the_apply_ended(api, table, clock, monkeypatch):
 def statements(api, table):
     """The SQL statements this thread's connection runs from here on."""
     table.all()  # pulled before recording
+    api.engine.model.clear()  # as in a new process, or after another process wrote
     seen: list[str] = []
     api.engine.store.conn.set_trace_callback(seen.append)
     yield seen
