@@ -229,7 +229,9 @@ class Engine:
         self.sync = sync
         self.clock = clock
         self.snapshots = _Snapshots()
-        self.model = ReadModel(store)
+        self.model = ReadModel(store, marker=self.change_marker)
+        self._answer = threading.local()
+        self._infos: dict[tuple[str, str], tuple[tuple, TableInfo]] = {}
         self.stats = StatsRecorder(store)
         #: Bases this engine's token has been seen to read (a pull or a probe answered), in memory.
         self.authorized: set[str] = set()
@@ -244,7 +246,15 @@ class Engine:
             raise ValueError(f"not a record endpoint: {method} {url}")
         return self.dispatch(found, params or {}, body)
 
+    def answered_locally(self) -> bool:
+        """Whether this thread's last ``dispatch`` was answered from the cache (not by Airtable):
+        such an answer is built by the engine, already in Airtable's record shape, so the
+        pyairtable front-end need not validate it again (api.py, ``Table.iterate``)."""
+        return getattr(self._answer, "local", False)
+
     def dispatch(self, r: Route, params: Mapping[str, Any], body: Any) -> Any:
+        self._answer.local = False
+        self._answer.marker = None
         if r.action == "list":
             query = ListQuery.from_json(body, params) if r.list_by_post else ListQuery.from_params(params)
             return self.list_records(r.base_id, r.table, query)
@@ -265,6 +275,29 @@ class Engine:
 
     # -- tables ------------------------------------------------------------------------------------
     def table_info(self, base_id: str, table: str, *, create: bool = True) -> TableInfo | None:
+        """The table's row, remembered until the database changes (every read asks for it)."""
+        if self.store.conn.in_transaction:
+            return self._read_table_info(base_id, table, create=create)
+        marker = self.change_marker()
+        hit = self._infos.get((base_id, table))
+        if hit is not None and hit[0] == marker:
+            return hit[1]
+        info = self._read_table_info(base_id, table, create=create)
+        if info is not None and self.change_marker() == marker:
+            self._infos[(base_id, table)] = (marker, info)
+        return info
+
+    def change_marker(self) -> tuple:
+        """``Store.change_marker``, asked of SQLite once per call of ``dispatch`` while this
+        process commits nothing (a read asks for it several times; each asking is a query)."""
+        memo = getattr(self._answer, "marker", None)
+        if memo is not None and memo[0] == self.store.commits and memo[1] == id(self.store.conn):
+            return memo
+        marker = self.store.change_marker()
+        self._answer.marker = marker
+        return marker
+
+    def _read_table_info(self, base_id: str, table: str, *, create: bool = True) -> TableInfo | None:
         conn = self.store.conn
         row = conn.execute(
             "SELECT t.* FROM table_aliases a JOIN tables t USING (tid) WHERE a.base_id = ? AND a.alias = ?",
@@ -390,6 +423,7 @@ class Engine:
         if query.offset:
             page = self._next_page(info, query)
             self.stats.count(info.tid, "list.page", started)
+            self._answer.local = True
             return page
         reason = self._remote_reason(info, query)
         decision, info = self._ensure_fresh(info, table, reason)
@@ -404,6 +438,7 @@ class Engine:
             self._require_sync().pull(base_id, table, view=query.view)
         page = self._first_page(info, query)
         self.stats.count(info.tid, "list.local", started)
+        self._answer.local = True
         return page
 
     def _refresh_schema(self, info: TableInfo) -> bool:
@@ -628,6 +663,7 @@ class Engine:
         # The same records as when the listing began, with their current contents; deleted ones skipped.
         wanted = ids[position : position + query.page_size]
         rows = self._rows_by_id(info.tid, wanted, load=True)
+        self._follow_flushed_creates(info.tid, wanted, rows)
         page = [rows[i] for i in wanted if i in rows]
         result: dict[str, Any] = {"records": [self._shape(info, r, query) for r in page]}
         if position + query.page_size < len(ids):
@@ -635,6 +671,15 @@ class Engine:
         else:
             self.snapshots.finish(parsed[0])
         return result
+
+    def _follow_flushed_creates(self, tid: int, wanted: list[str], rows: dict[str, dict]) -> None:
+        """A create flushed (by any process) between two pages now has Airtable's id: it is the
+        same record, listed under its real id, not a deleted one to skip."""
+        moved = {i: self.resolve_id(i) for i in wanted if i not in rows and is_provisional(i)}
+        moved = {old: new for old, new in moved.items() if new != old}
+        if moved:
+            found = self._rows_by_id(tid, list(moved.values()))
+            rows.update({old: found[new] for old, new in moved.items() if new in found})
 
     def _rows_by_id(self, tid: int, ids: list[str], *, load: bool = False) -> dict[str, dict]:
         """The visible records among ``ids``. From the read model when it is current (or with
@@ -680,6 +725,7 @@ class Engine:
             self.stats.count(info.tid, "get.miss", started)
             raise AirtableResponseError.record_not_found(record_id)
         self.stats.count(info.tid, "get.local", started)
+        self._answer.local = True
         return self._shape(info, next(iter(rows.values())), query)
 
     def resolve_id(self, record_id: str) -> str:

@@ -84,8 +84,10 @@ class TableModel:
 class ReadModel:
     """The models of the tables this engine reads, for the current state of the database."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, *, marker: Callable[[], tuple] | None = None):
         self.store = store
+        #: The database's change marker (the engine's, which asks SQLite once per call).
+        self.marker = marker or store.change_marker
         self._tables: dict[int, TableModel] = {}
         self._lock = threading.Lock()
         #: Times a table was decoded whole (for tests and benchmarks).
@@ -99,7 +101,7 @@ class ReadModel:
         conn = self.store.conn
         if conn.in_transaction:
             return None
-        marker = self.store.change_marker()
+        marker = self.marker()
         with self._lock:
             model = self._tables.get(tid)
         if model is not None and model.marker == marker:
@@ -125,9 +127,6 @@ class ReadModel:
             self._tables[tid] = model
             self.loads += 1
         return model
-
-    def marker(self) -> tuple:
-        return self.store.change_marker()
 
     def after_write(self, tid: int, before: tuple, record_ids: Iterable[str]) -> None:
         """This engine committed one transaction that changed only ``record_ids`` of table ``tid``:

@@ -238,3 +238,102 @@ def test_an_old_grant_is_checked_again(fake, db_path, clock, table):
     assert fake.request_count() == 1
     other.close()
     third.close()
+
+
+# -- the read model: exact, never shared -----------------------------------------------------------
+
+
+def test_a_create_flushed_between_pages_is_listed_under_its_real_id(api, table):
+    """It is the same record, not a deleted one: no page skips it (a flusher in this or another
+    process may send it at any moment)."""
+    created = table.create({"Full Name": "Between Pages"})
+    pages = table.iterate()
+    first = next(pages)
+    api.flush()
+    rest = [r for page in pages for r in page]
+    listed = [r["id"] for r in first + rest]
+    real = api.engine.resolve_id(created["id"])
+    assert len(listed) == 251 and listed[-1] == real != created["id"]
+
+
+def test_a_returned_record_is_never_the_caches_own(table):
+    before = table.all()
+    first = table.all()
+    got = table.get(first[0]["id"])
+    listed = table.all(formula="NOT({Email} = '')")
+    for record in (first[0], got, listed[0], table.first()):
+        record["fields"]["Full Name"] = "Mutated"
+        record["fields"].setdefault("Tags", []).append("Mutated")
+        record["fields"].clear()
+        record.clear()
+    assert table.all() == before
+    assert table.all(formula="NOT({Email} = '')") == [r for r in before if r["fields"].get("Email")]
+
+
+def test_reads_see_another_process_write_at_once(fake, db_path, clock, table):
+    """The decoded model follows SQLite's data_version: another process's commit is seen by the
+    very next read, with no request to Airtable."""
+    assert len(table.all()) == 250
+    loads = table.api.engine.model.loads
+    other = another_process(fake, db_path, clock)
+    theirs = other.table(BASE, TABLE).create({"Full Name": "Written Elsewhere"})
+    other.table(BASE, TABLE).update(table.all()[0]["id"], {"Full Name": "Renamed Elsewhere"})
+    fake.reset_log()
+    after = table.all()
+    assert after[-1]["id"] == theirs["id"] and after[0]["fields"]["Full Name"] == "Renamed Elsewhere"
+    assert table.get(theirs["id"])["fields"]["Full Name"] == "Written Elsewhere"
+    assert table.api.engine.model.loads > loads
+    assert fake.request_count() == 0
+    other.close()
+
+
+def test_own_writes_patch_the_model_without_decoding_the_table_again(api, table, plain):
+    """Compared with plain pyairtable over the fake, after the cache's writes are flushed."""
+    table.all()
+    loads = api.engine.model.loads
+    ids = [r["id"] for r in table.all()]
+    table.update(ids[3], {"Status": "Won"})
+    created = table.create({"Full Name": "Zed Newcomer", "Status": "Won"})
+    table.delete(ids[7])
+    table.batch_update([{"id": ids[9], "fields": {"Score": 99}}])
+    seen = table.all()
+    assert api.engine.model.loads == loads
+    assert [r["id"] for r in seen] == [i for i in ids if i != ids[7]] + [created["id"]]
+    won = table.all(formula="{Status} = 'Won'")
+    assert ids[3] in {r["id"] for r in won} and created["id"] in {r["id"] for r in won}
+    api.flush()
+    assert [r["fields"] for r in table.all()] == [r["fields"] for r in plain.all()]
+
+
+def test_formula_reads_over_the_model_match_airtables_answers(table, plain):
+    """Broad filters evaluated in Python over the decoded model, remembered per state; compared
+    with plain pyairtable over the project's fake."""
+    formulas = [
+        "NOT({Email} = '')",
+        "AND({Website} != '', {Company Description} = '')",
+        "AND(NOT({Full Name} = ''), OR({Company} = '', {Website} = ''))",
+        "{Score} > 3",
+        "FIND('a', LOWER({Full Name}))",
+    ]
+    for formula in formulas:
+        expected = plain.all(formula=formula)
+        assert table.all(formula=formula) == expected, formula
+        assert table.all(formula=formula) == expected, formula  # remembered
+    record = table.all(formula="{Score} > 3")[0]
+    table.update(record["id"], {"Score": 0})
+    assert record["id"] not in {r["id"] for r in table.all(formula="{Score} > 3")}
+
+
+def test_pyairtable_still_validates_what_airtable_answered(api, table, fake, monkeypatch):
+    """Only the engine's own answers skip pyairtable's check: a malformed answer from Airtable
+    (here a formula the cache sends on) fails as it does in plain pyairtable."""
+    import pydantic
+
+    from airtable_cached import formula_bridge
+
+    monkeypatch.setattr(formula_bridge, "remote_reason", lambda *a: "sent to Airtable for this test")
+    table.all()
+    monkeypatch.setattr(api.sync, "list_remote", lambda *a, **k: {"records": [{"id": "recX"}]})
+    with pytest.raises(pydantic.ValidationError):
+        table.all(formula="{Score} > 3")
+    assert table.all()  # the cache's own answers still pass
