@@ -489,12 +489,9 @@ class Engine:
         model = None if query.view else self.model.table(info.tid, load=limit is None)
         if model is not None:
             records = self._select_in_model(info, query, model)
-            if records is not None:
-                if limit is not None:
-                    records = records[:limit]
-                if query.sort:
-                    records = sort_records(records, [(self._field_name(info, f), d) for f, d in query.sort], info.fields_by_name)
-                return records
+            if query.sort:
+                records = sort_records(records, [(self._field_name(info, f), d) for f, d in query.sort], info.fields_by_name)
+            return records if limit is None else records[:limit]
         sql, args, residual = self._select_sql(info, query, _RECORD_COLUMNS)
         if limit is not None:
             sql, args = sql + " LIMIT ?", [*args, limit]
@@ -506,21 +503,29 @@ class Engine:
             records = sort_records(records, [(self._field_name(info, f), d) for f, d in query.sort], info.fields_by_name)
         return records
 
-    def _select_in_model(self, info: TableInfo, query: ListQuery, model: TableModel) -> list[dict] | None:
+    def _select_in_model(self, info: TableInfo, query: ListQuery, model: TableModel) -> list[dict]:
         """The matching records of the decoded model, in natural order (shared with the model:
-        never mutated, never handed out; ``_shape`` copies). ``None``: SQLite answers better (a
-        filter an index answers)."""
+        never mutated, never handed out; ``_shape`` copies), remembered for the model's state
+        unless the formula reads the clock."""
         if not query.formula:
             return model.records
         from airtable_cached import formula_bridge
 
         compiled = formula_bridge.sql_filter(info, query.formula)
-        if compiled.indexed:
-            return None
+        self._index_filtered_fields(compiled.equality_fields)
         predicate, clock_bound = formula_bridge.python_filter(info, query.formula)
+
+        def matching() -> list[dict]:
+            if not compiled.indexed:
+                return [r for r in model.records if predicate(r)]
+            # An index finds the candidates (ids only, nothing decoded); the model has them decoded.
+            sql, args, residual = self._select_sql(info, query, "r.id")
+            found = (model.get(row[0]) for row in self.store.conn.execute(sql, args))
+            return [r for r in found if r is not None and (residual is None or residual(r))]
+
         if clock_bound:
-            return [r for r in model.records if predicate(r)]
-        return model.remembered(("formula", query.formula), lambda: [r for r in model.records if predicate(r)])
+            return matching()
+        return model.remembered(("formula", query.formula), matching)
 
     def _select_ids(self, info: TableInfo, query: ListQuery, *, limit: int | None) -> list[str]:
         """The ids ``_select`` would list, without decoding a record (a query SQL answers whole)."""
