@@ -132,21 +132,6 @@ def link_sources(conn: sqlite3.Connection, info: TableInfo, text: str) -> dict[s
     return found
 
 
-def python_filter(info: TableInfo, text: str) -> Callable[[dict], bool]:
-    """The whole formula as a Python check over a record (the evaluator, field ids read as names),
-    for what SQLite cannot run."""
-    module = _formula()
-    node = _with_names(module, _parse(text), dict(info.name_for_id))
-
-    def check(record: dict) -> bool:
-        try:
-            return module.matches(node, record)
-        except module.FormulaError:
-            return False  # an error value excludes the record, as in Airtable
-
-    return check
-
-
 def _field_seen(conn: sqlite3.Connection, info: TableInfo, name: str) -> bool:
     """Whether any cached record of the table has a value for ``name`` (the path is bound)."""
     if info.pulled_at is None:
@@ -326,3 +311,23 @@ def equality_formula(fields: dict) -> str | None:
     if not parts:
         return None
     return "AND(" + ",".join(parts) + ")"
+
+
+#: Functions whose value depends on the moment of evaluation: their results are never remembered.
+CLOCK_FUNCTIONS = frozenset({"NOW", "TODAY"})
+
+
+def python_filter(info: TableInfo, text: str) -> tuple[Callable[[dict], bool], bool]:
+    """The whole formula as a Python predicate over decoded records (``filterByFormula``
+    semantics, the same evaluator the SQL residual uses), and whether its answer depends on the
+    clock (``NOW()``, ``TODAY()``). Compiled once per formula and table schema."""
+    return _python_filter(text, tuple(sorted(info.name_for_id.items())))
+
+
+@lru_cache(maxsize=512)
+def _python_filter(text: str, field_ids: tuple[tuple[str, str], ...]) -> tuple[Callable[[dict], bool], bool]:
+    module = _formula()
+    node = _with_names(module, _parse(text), dict(field_ids))
+    clock_bound = bool({name.upper() for name in module.function_names(node)} & CLOCK_FUNCTIONS)
+    matches = module.matches
+    return (lambda record: matches(node, record)), clock_bound
