@@ -937,8 +937,8 @@ class Engine:
                 created.append(record)
             links.after_local_write(self, conn, info, [r["id"] for r in created])
         self.model.after_write(info.tid, before, [r["id"] for r in created])
-        self._after_write(info, seqs, call)
-        created = self._maybe_reread(info, created, call)
+        self._after_write(info, seqs)
+        created = self._maybe_reread(info, created)
         shaped = [self._shape_write(info, r, body) for r in created]
         return shaped[0] if single else {"records": shaped}
 
@@ -987,8 +987,8 @@ class Engine:
             if self._sends_now(info, call):
                 return self._send_now(info, table, call, "PUT" if replace else "PATCH", record_id, body)
             seqs, records = self._update_many(info, table, [(record_id, fields)], op, typecast, call, batch=False)
-            self._after_write(info, seqs, call)
-            return self._shape_write(info, self._maybe_reread(info, records, call)[0], body)
+            self._after_write(info, seqs)
+            return self._shape_write(info, self._maybe_reread(info, records)[0], body)
         items = body.get("records")
         upsert = body.get("performUpsert")
         items = _check_batch(items, need_id=upsert is None)
@@ -999,8 +999,8 @@ class Engine:
         if self._sends_now(info, call):
             return self._send_now(info, table, call, "PUT" if replace else "PATCH", None, body)
         seqs, records = self._update_many(info, table, pairs, op, typecast, call)
-        self._after_write(info, seqs, call)
-        return {"records": [self._shape_write(info, r, body) for r in self._maybe_reread(info, records, call)]}
+        self._after_write(info, seqs)
+        return {"records": [self._shape_write(info, r, body) for r in self._maybe_reread(info, records)]}
 
     def _require_records(self, info: TableInfo, record_ids: list[str], *, batch: bool) -> None:
         """Records a write names must exist (checked before values, in Airtable's order)."""
@@ -1116,12 +1116,12 @@ class Engine:
                 records.append(record)
             links.after_local_write(self, conn, info, [r["id"] for r in records])
         self.model.after_write(info.tid, before, [r["id"] for r in records])
-        self._after_write(info, seqs, call)
+        self._after_write(info, seqs)
         if self.settings.mode == "write-through":
             remapped = {r["id"]: self.resolve_id(r["id"]) for r in records}
             created_ids = [remapped[i] for i in created_ids]
             updated_ids = [remapped[i] for i in updated_ids]
-            records = self._maybe_reread(info, records, call)
+            records = self._maybe_reread(info, records)
         # A record matched twice in one call is answered twice in its final state, as Airtable does.
         final = {r["id"]: r for r in records}
         return {
@@ -1159,7 +1159,7 @@ class Engine:
                 )))
             links.after_local_write(self, conn, info, deleted_ids)
         self.model.after_write(info.tid, before, deleted_ids)
-        self._after_write(info, seqs, call)
+        self._after_write(info, seqs)
         deleted = [{"id": self.resolve_id(i) if self.settings.mode == "write-through" else i, "deleted": True} for i in record_ids]
         return deleted[0] if single else {"records": deleted}
 
@@ -1251,7 +1251,7 @@ class Engine:
             out = rename_to_ids(out, info.id_for_name)
         return out
 
-    def _after_write(self, info: TableInfo, seqs: list[int], call: _WriteCall | None = None) -> None:
+    def _after_write(self, info: TableInfo, seqs: list[int]) -> None:
         """Write-through sends the writes now and fails the call if Airtable refused them."""
         if decide_write(self.settings.mode) is not Write.WRITE_THROUGH or not seqs:
             if self.sync is not None:
@@ -1279,7 +1279,7 @@ class Engine:
         rows = self._rows_by_id(info.tid, [self.resolve_id(record_id)])
         return next(iter(rows.values()))
 
-    def _maybe_reread(self, info: TableInfo, records: list[dict], call: _WriteCall | None = None) -> list[dict]:
+    def _maybe_reread(self, info: TableInfo, records: list[dict]) -> list[dict]:
         if self.settings.mode != "write-through":
             return records
         # A record written twice in one call is answered in each state in turn (as Airtable
