@@ -216,37 +216,39 @@ class Engine:
         raise AssertionError(r.action)
 
     # -- tables ------------------------------------------------------------------------------------
+    @property
+    def endpoint(self) -> str:
+        """The Airtable this engine mirrors: part of every table's key in the cache."""
+        return self.settings.endpoint_url
+
     def table_info(self, base_id: str, table: str, *, create: bool = True) -> TableInfo | None:
         conn = self.store.conn
-        row = conn.execute(
-            "SELECT t.* FROM table_aliases a JOIN tables t USING (tid) WHERE a.base_id = ? AND a.alias = ?",
-            (base_id, table),
-        ).fetchone()
+        find = "SELECT t.* FROM table_aliases a JOIN tables t USING (tid) WHERE a.endpoint = ? AND a.base_id = ? AND a.alias = ?"
+        row = conn.execute(find, (self.endpoint, base_id, table)).fetchone()
         if row is None:
             if not create:
                 return None
             with self.store.transaction() as conn:
-                row = conn.execute(
-                    "SELECT t.* FROM table_aliases a JOIN tables t USING (tid) WHERE a.base_id = ? AND a.alias = ?",
-                    (base_id, table),
-                ).fetchone()
+                row = conn.execute(find, (self.endpoint, base_id, table)).fetchone()
                 if row is None:
                     # The other spelling of a table whose schema is known (its id for its name, or
                     # the reverse): the same cached table, not a second one.
                     row = conn.execute(
-                        "SELECT * FROM tables WHERE base_id = ? AND (table_id = ? OR name = ?) ORDER BY tid LIMIT 1",
-                        (base_id, table, table),
+                        "SELECT * FROM tables WHERE endpoint = ? AND base_id = ? AND (table_id = ? OR name = ?) ORDER BY tid LIMIT 1",
+                        (self.endpoint, base_id, table, table),
                     ).fetchone()
                     if row is not None:
-                        conn.execute("INSERT INTO table_aliases (base_id, alias, tid) VALUES (?, ?, ?)", (base_id, table, row["tid"]))
+                        conn.execute("INSERT INTO table_aliases (endpoint, base_id, alias, tid) VALUES (?, ?, ?, ?)",
+                                     (self.endpoint, base_id, table, row["tid"]))
                 if row is None:
                     is_id = table.startswith("tbl") and len(table) == 17
                     cur = conn.execute(
-                        "INSERT INTO tables (base_id, table_id, name) VALUES (?, ?, ?)",
-                        (base_id, table if is_id else None, None if is_id else table),
+                        "INSERT INTO tables (endpoint, base_id, table_id, name) VALUES (?, ?, ?, ?)",
+                        (self.endpoint, base_id, table if is_id else None, None if is_id else table),
                     )
                     conn.execute(
-                        "INSERT INTO table_aliases (base_id, alias, tid) VALUES (?, ?, ?)", (base_id, table, cur.lastrowid)
+                        "INSERT INTO table_aliases (endpoint, base_id, alias, tid) VALUES (?, ?, ?, ?)",
+                        (self.endpoint, base_id, table, cur.lastrowid),
                     )
                     row = conn.execute("SELECT * FROM tables WHERE tid = ?", (cur.lastrowid,)).fetchone()
         return TableInfo(
@@ -257,6 +259,19 @@ class Engine:
             schema=json.loads(row["schema_json"]) if row["schema_json"] else None,
             pulled_at=row["pulled_at"],
         )
+
+    def adopt_unkeyed_tables(self) -> int:
+        """Tables cached before the cache was keyed by endpoint become this engine's endpoint's
+        (the first sync to open an upgraded file is the one that filled it). Returns how many."""
+        if self.store.conn.execute("SELECT 1 FROM tables WHERE endpoint = '' LIMIT 1").fetchone() is None:
+            return 0
+        with self.store.transaction() as conn:
+            adopted = conn.execute("UPDATE tables SET endpoint = ? WHERE endpoint = ''", (self.endpoint,)).rowcount
+            conn.execute("UPDATE OR IGNORE table_aliases SET endpoint = ? WHERE endpoint = ''", (self.endpoint,))
+            conn.execute("DELETE FROM table_aliases WHERE endpoint = ''")
+        if adopted:
+            log.info("%d table(s) cached before version 4 of the cache are now %s's", adopted, self.endpoint)
+        return adopted
 
     def is_fresh(self, base_id: str, table: str) -> bool:
         info = self.table_info(base_id, table)
@@ -903,11 +918,13 @@ class Engine:
         for alias in (schema.get("id"), schema.get("name")):
             if alias:
                 other = conn.execute(
-                    "SELECT tid FROM table_aliases WHERE base_id = ? AND alias = ?", (info.base_id, alias)
+                    "SELECT tid FROM table_aliases WHERE endpoint = ? AND base_id = ? AND alias = ?",
+                    (self.endpoint, info.base_id, alias),
                 ).fetchone()
                 if other is None:
                     conn.execute(
-                        "INSERT INTO table_aliases (base_id, alias, tid) VALUES (?, ?, ?)", (info.base_id, alias, info.tid)
+                        "INSERT INTO table_aliases (endpoint, base_id, alias, tid) VALUES (?, ?, ?, ?)",
+                        (self.endpoint, info.base_id, alias, info.tid),
                     )
 
     def absorb(self, base_id: str, table: str, records: list[dict], *, sent_at: float | None = None) -> None:

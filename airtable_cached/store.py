@@ -28,7 +28,7 @@ PRAGMAS: tuple[tuple[str, object], ...] = (
     ("cache_size", -16_000),
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -164,6 +164,22 @@ MIGRATIONS: dict[int, str] = {
     # cannot be what that create made (used to find a create whose answer was lost).
     3: """
     ALTER TABLE records ADD COLUMN first_seen REAL;
+    """,
+    # The cache is keyed by the Airtable it mirrors too: two endpoints (a staging proxy and
+    # Airtable, two fake servers) with the same base id never share records. '' marks tables
+    # cached before this version; the first sync to open the file adopts them for its endpoint.
+    4: """
+    ALTER TABLE tables ADD COLUMN endpoint TEXT NOT NULL DEFAULT '';
+    CREATE TABLE table_aliases_by_endpoint (
+        endpoint TEXT NOT NULL DEFAULT '',
+        base_id  TEXT NOT NULL,
+        alias    TEXT NOT NULL,
+        tid      INTEGER NOT NULL REFERENCES tables(tid) ON DELETE CASCADE,
+        PRIMARY KEY (endpoint, base_id, alias)
+    );
+    INSERT INTO table_aliases_by_endpoint (endpoint, base_id, alias, tid) SELECT '', base_id, alias, tid FROM table_aliases;
+    DROP TABLE table_aliases;
+    ALTER TABLE table_aliases_by_endpoint RENAME TO table_aliases;
     """,
 }
 

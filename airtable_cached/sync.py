@@ -29,7 +29,7 @@ import urllib3
 from airtable_cached import outbox
 from airtable_cached.config import Settings, check_token
 from airtable_cached.errors import AirtableResponseError, OfflineError, RemoteError
-from airtable_cached.locks import FlushLocks, HeldLock
+from airtable_cached.locks import FlushLocks, HeldLock, flush_key
 from airtable_cached.policy import backoff
 from airtable_cached.query import ListQuery
 from airtable_cached.records import dumps, now_iso, replace_ids
@@ -58,7 +58,9 @@ class Pacer:
     def wait_turn(self, base_id: str) -> None:
         # A 5% margin: a limiter on the other side that counts a sliding second must never see six.
         interval = 1.05 / self.settings.rate_limit
-        with diskcache.Lock(self.cache, f"pace:{base_id}", expire=10):
+        # A diskcache transaction (SQLite's own lock): it dies with a process killed inside it,
+        # where a diskcache.Lock would stop every flusher of the base until it expired.
+        with self.cache.transact(retry=True):
             now = self.clock()
             slot = max(now, self.cache.get(f"next:{base_id}", 0.0), self.cache.get(f"penalty:{base_id}", 0.0))
             if slot > now + self.horizon:
@@ -305,6 +307,7 @@ class Sync:
         self._flusher: AutoFlusher | None = None
         self._flusher_lock = threading.Lock()
         self._closed = False
+        engine.adopt_unkeyed_tables()
         self._start_flusher()
 
     @property
@@ -423,7 +426,10 @@ class Sync:
             raise OfflineError("offline mode: flush needs Airtable; the writes stay queued")
         result = FlushResult()
         bases = [base_id] if base_id else [
-            r[0] for r in self.store.conn.execute("SELECT DISTINCT base_id FROM outbox WHERE state != 'dead'")
+            r[0] for r in self.store.conn.execute(
+                "SELECT DISTINCT base_id FROM outbox WHERE state != 'dead' AND tid IN (SELECT tid FROM tables WHERE endpoint = ?)",
+                (self.engine.endpoint,),
+            )
         ]
         for base in bases:
             result.merge(self._flush_base_if_free(base, wait_in_process=wait_in_process))
@@ -435,33 +441,34 @@ class Sync:
         never waited for: the base is left to it (``FlushResult.busy``). Another thread of this
         process is waited for by an explicit flush (its caller expects the writes sent when it
         returns; that flusher is making progress), not by the background flusher."""
-        local = _in_process_lock(self.settings.path, base_id)
+        key = flush_key(self.engine.endpoint, base_id)
+        local = _in_process_lock(self.settings.path, key)
         if not local.acquire(blocking=wait_in_process):
             return FlushResult(busy=[base_id])
         try:
-            held = self.remote.locks.try_acquire(base_id)
+            held = self.remote.locks.try_acquire(key)
             if held is None:
                 log.info("base %s is being flushed by another process; left to it", base_id)
                 return FlushResult(busy=[base_id])
             try:
-                return self._flush_base(held)
+                return self._flush_base(base_id, held)
             finally:
                 self.remote.locks.release(held)
         finally:
             local.release()
 
-    def _flush_base(self, held: HeldLock) -> FlushResult:
-        base_id = held.base_id
+    def _flush_base(self, base_id: str, held: HeldLock) -> FlushResult:
         result = FlushResult()
+        endpoint = self.engine.endpoint
         lease = self.settings.claim_timeout
         with self.store.transaction() as conn:
             # This flusher holds the base's lock, so whoever claimed its in-flight writes is gone
             # (the kernel released its lock when it died) or was taken over (hung past its lease).
-            outbox.release_claims(conn, base_id)
+            outbox.release_claims(conn, base_id, endpoint=endpoint)
         while True:
             now = self.remote.clock()
             with self.store.transaction() as conn:
-                ops = outbox.claim(conn, base_id, now=now, lease=lease)
+                ops = outbox.claim(conn, base_id, now=now, lease=lease, endpoint=endpoint)
             if not ops:
                 return result
             sends = outbox.plan(ops)

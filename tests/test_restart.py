@@ -99,6 +99,7 @@ def test_flusher_killed_mid_batch_ten_times_drains_within_seconds_of_the_restart
         if flusher.poll() is None:
             flusher.kill()
     assert done == {"pending": 0, "failed": [], "busy": []}
+    print("drained in", round(drained_in, 2), "s")
     assert drained_in < 10, drained_in
     assert_every_write_landed_once(fake, updated)
 
