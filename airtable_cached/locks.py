@@ -57,9 +57,10 @@ class FlushLocks:
         epoch = self._epoch(base_id)
         lock = self._file_lock(base_id, epoch)
         if not self._take(lock):
-            epoch = self._take_over_from_hung_holder(base_id, epoch)
-            if epoch is None:
+            next_epoch = self._take_over_from_hung_holder(base_id, epoch)
+            if next_epoch is None:
                 return None
+            epoch = next_epoch
             lock = self._file_lock(base_id, epoch)
             if not self._take(lock):
                 return None
