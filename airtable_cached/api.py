@@ -260,7 +260,7 @@ class Base(pyairtable.api.base.Base):
             return Table(None, self, schema)
         return Table(None, self, id_or_name)
 
-    def tables(self, *, force: bool = False) -> list[Table]:
+    def tables(self, *, force: bool = False) -> list[Table]:  # type: ignore[override]  # a list of our Tables
         return [Table(None, self, table_schema) for table_schema in self.schema(force=force).tables]
 
 
@@ -283,23 +283,29 @@ class Table(pyairtable.api.table.Table):
         super().__init__(api_key, base_id, table_name)
 
     @property
+    def _cached_api(self) -> Api:
+        # Base.table() builds every Table of ours with our Api; pyairtable types it as its own.
+        assert isinstance(self.api, Api)
+        return self.api
+
+    @property
     def _table_ref(self) -> str:
         return self._schema.id if self._schema else self.name
 
     def flush(self) -> FlushResult:
         """Push this base's queued writes now."""
-        return self.api.sync.flush(self.base.id)
+        return self._cached_api.sync.flush(self.base.id)
 
     def refresh(self, force: bool = False) -> bool:
         """Pull the table now if it is stale (or always, with ``force``). Returns whether it pulled."""
         if not force and self.is_fresh():
             return False
-        self.api.sync.pull(self.base.id, self._table_ref)
+        self._cached_api.sync.pull(self.base.id, self._table_ref)
         return True
 
     def is_fresh(self) -> bool:
         """Whether reads are served without pulling first."""
-        return self.api.engine.is_fresh(self.base.id, self._table_ref)
+        return self._cached_api.engine.is_fresh(self.base.id, self._table_ref)
 
     def search(self, text: str, fields: list[str] | None = None, *, max_records: int | None = None) -> list[dict]:
         """Full-text search over the table's text fields (any case, word prefixes), best first.
@@ -307,5 +313,5 @@ class Table(pyairtable.api.table.Table):
         >>> leads.search("ada lovelace")
         >>> leads.search("acme", fields=["Company", "Email"])
         """
-        return self.api.engine.search(self.base.id, self._table_ref, text, fields=fields, max_records=max_records)
+        return self._cached_api.engine.search(self.base.id, self._table_ref, text, fields=fields, max_records=max_records)
 

@@ -5,7 +5,7 @@
 (``api.py``) and the plain-HTTP front-end (``http.py``) are thin wrappers around it, so paging,
 sorting, filtering, write semantics and errors exist once.
 
-What the cache holds (see DESIGN.md §2): per record the last state Airtable reported (``remote``)
+What the cache holds: per record the last state Airtable reported (``remote``)
 and what reads see (``fields``: remote with the pending writes applied). Every write applies to
 ``fields`` and appends to the outbox in one transaction; a pull replaces ``remote`` and replays the
 pending writes on top.
@@ -28,7 +28,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import unquote, urlsplit
 
 from airtable_cached import outbox
@@ -201,7 +201,7 @@ class Engine:
             query = ListQuery.from_json(body, params) if r.list_by_post else ListQuery.from_params(params)
             return self.list_records(r.base_id, r.table, query)
         if r.action == "get":
-            return self.get_record(r.base_id, r.table, r.record_id, ListQuery.from_params(params))
+            return self.get_record(r.base_id, r.table, r.record_id or "", ListQuery.from_params(params))
         if r.action == "create":
             return self.create(r.base_id, r.table, _json_body(body))
         if r.action in ("update", "replace"):
@@ -221,6 +221,12 @@ class Engine:
         """The Airtable this engine mirrors: part of every table's key in the cache."""
         return self.settings.endpoint_url
 
+    @overload
+    def table_info(self, base_id: str, table: str) -> TableInfo: ...
+    @overload
+    def table_info(self, base_id: str, table: str, *, create: Literal[True]) -> TableInfo: ...
+    @overload
+    def table_info(self, base_id: str, table: str, *, create: bool) -> TableInfo | None: ...
     def table_info(self, base_id: str, table: str, *, create: bool = True) -> TableInfo | None:
         conn = self.store.conn
         find = "SELECT t.* FROM table_aliases a JOIN tables t USING (tid) WHERE a.endpoint = ? AND a.base_id = ? AND a.alias = ?"
@@ -485,7 +491,7 @@ class Engine:
     def _next_page(self, info: TableInfo, query: ListQuery) -> dict:
         parsed = _parse_offset(query.offset or "")
         snapshot = self.snapshots.get(parsed[0], self.clock()) if parsed else None
-        if snapshot is None:
+        if parsed is None or snapshot is None:
             raise AirtableResponseError.typed(
                 422,
                 "LIST_RECORDS_ITERATOR_NOT_AVAILABLE",
@@ -556,7 +562,7 @@ class Engine:
         self._authorize(info, table)
         single = "fields" in body and "records" not in body
         items = [{"fields": body.get("fields")}] if single else body.get("records")
-        _check_batch(items, need_id=False)
+        items = _check_batch(items, need_id=False)
         typecast = bool(body.get("typecast"))
         field_sets = [self._validate_fields(info, item.get("fields") or {}, typecast) for item in items]
         seqs: list[int] = []
@@ -613,7 +619,7 @@ class Engine:
             return self._shape_write(info, self._maybe_reread(info, records)[0], body)
         items = body.get("records")
         upsert = body.get("performUpsert")
-        _check_batch(items, need_id=upsert is None)
+        items = _check_batch(items, need_id=upsert is None)
         if upsert is not None:
             return self._upsert(info, table, items, upsert, op, typecast, body)
         pairs = [(item["id"], self._validate_fields(info, item.get("fields") or {}, typecast)) for item in items]
@@ -872,7 +878,7 @@ class Engine:
             self.recompute(conn, info.tid, outbox.records_with_live_ops(conn, info.tid))
 
     def _resolve_conflicts(self, conn: sqlite3.Connection, tid: int, pulled: list[dict], now: float, started_at: float) -> None:
-        """Airtable wins (DESIGN.md §2): a field that changed in Airtable since the cache last saw it,
+        """Airtable wins: a field that changed in Airtable since the cache last saw it,
         to a value other than the agent's, and that a queued update also writes, keeps Airtable's
         value. The update no longer sends that field; the dropped local value goes to the
         ``conflicts`` log. Left alone: writes a flusher is sending right now, PUTs (the agent
@@ -1017,7 +1023,8 @@ def _json_body(body: Any) -> dict:
     return body
 
 
-def _check_batch(items: Any, *, need_id: bool) -> None:
+def _check_batch(items: Any, *, need_id: bool) -> list[dict]:
+    """The request's records, once they are a list Airtable would take."""
     if not isinstance(items, list) or not items:
         raise AirtableResponseError.invalid_request("records must be a non-empty list")
     if len(items) > MAX_RECORDS_PER_WRITE:
@@ -1029,6 +1036,7 @@ def _check_batch(items: Any, *, need_id: bool) -> None:
             raise AirtableResponseError.invalid_request("each record must be a JSON object")
         if need_id and not isinstance(item.get("id"), str):
             raise AirtableResponseError.invalid_request("each record to update needs an id")
+    return items
 
 
 _exit_recorders: weakref.WeakSet[StatsRecorder] = weakref.WeakSet()

@@ -197,7 +197,7 @@ class CachedAdapter(BaseAdapter):
 
     def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None,
              verify: Any = True, cert: Any = None, proxies: Any = None) -> requests.Response:
-        url = request.url.decode("utf-8") if isinstance(request.url, bytes) else request.url
+        url = _url_of(request)
         found = route(request.method or "GET", url) if self.interceptor.is_airtable(url) else None
         if found is None:
             return self.fallback.send(request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies)
@@ -240,8 +240,8 @@ class CachedAdapter(BaseAdapter):
         try:
             engine, _sync = self.interceptor.runtime(token)
             body = _json_body(request.body)
-            engine.absorb_answer(found, _query_params(request.url), body, result, sent_at=sent_at)
-        except Exception as exc:  # keeping a copy must never fail the agent's request
+            engine.absorb_answer(found, _query_params(_url_of(request)), body, result, sent_at=sent_at)
+        except Exception as exc:  # noqa: BLE001 - keeping a copy must never fail the agent's request
             log.debug("passthrough: could not keep the records: %s", exc)
         return response
 
@@ -259,9 +259,9 @@ class CachedAdapter(BaseAdapter):
         response.encoding = "utf-8"
         response.raw = raw
         response.reason = reason
-        response.url = request.url.decode("utf-8") if isinstance(request.url, bytes) else request.url
+        response.url = _url_of(request)
         response.request = request
-        response.connection = self
+        response.connection = self  # type: ignore[assignment]  # requests sets its adapter here too
         return response
 
     def close(self) -> None:
@@ -363,3 +363,9 @@ def _unwrap(owner: type, name: str) -> None:
         setattr(owner, name, current.__wrapped__)
     else:
         log.warning("uninstall: %s.%s was wrapped again by someone else; leaving it", owner.__name__, name)
+
+
+def _url_of(request: requests.PreparedRequest) -> str:
+    """The request's URL as text (requests allows bytes, and None before it is prepared)."""
+    url = request.url
+    return url.decode("utf-8") if isinstance(url, bytes) else str(url or "")

@@ -57,10 +57,10 @@ class FlushLocks:
         epoch = self._epoch(base_id)
         lock = self._file_lock(base_id, epoch)
         if not self._take(lock):
-            next_epoch = self._take_over_from_hung_holder(base_id, epoch)
-            if next_epoch is None:
+            taken_over = self._take_over_from_hung_holder(base_id, epoch)
+            if taken_over is None:
                 return None
-            epoch = next_epoch
+            epoch = taken_over
             lock = self._file_lock(base_id, epoch)
             if not self._take(lock):
                 return None

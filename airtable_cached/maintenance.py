@@ -633,7 +633,7 @@ def stats(store: Store) -> dict:
             totals[key] += entry[key]
     by_kind: dict[str, dict] = {}
     merged: dict[str, list[float]] = {}
-    for (tid, kind), values in samples.items():
+    for (_tid, kind), values in samples.items():
         merged.setdefault(kind, []).extend(values)
     for kind, values in merged.items():
         values.sort()

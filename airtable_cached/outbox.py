@@ -122,7 +122,8 @@ def append(
             now,
         ),
     )
-    return int(cur.lastrowid)
+    assert cur.lastrowid is not None  # an INSERT always sets it
+    return cur.lastrowid
 
 
 def live_ops_for_record(conn: sqlite3.Connection, tid: int, record_id: str) -> list[Op]:

@@ -215,7 +215,7 @@ def log_request(store: Any, base_id: str, kind: str, method: str, status: int | 
                 "INSERT INTO sync_log (at, base_id, kind, method, status) VALUES (?, ?, ?, ?, ?)",
                 (time.time(), base_id, kind, method.upper(), status),
             )
-    except Exception as exc:  # the log is for operators; it never fails a request
+    except Exception as exc:  # noqa: BLE001 - the log is for operators; it never fails a request
         log.debug("could not log request: %s", exc)
 
 
@@ -595,6 +595,7 @@ class Sync:
                     outbox.ack(conn, send.seqs)
                     result.sent.append({"op": "delete", "record_id": send.record_id, "seqs": send.seqs})
                     continue
+                assert records is not None  # Airtable answers every create and update with records
                 record = records[i]
                 if send.kind == "create":
                     self._adopt(conn, send, record, now)
@@ -761,7 +762,7 @@ class AutoFlusher:
             try:
                 if outbox.has_ready(sync.store.conn, sync.remote.clock()):
                     sync.flush(wait_in_process=False)
-            except Exception as exc:  # the queue keeps the writes; the next round tries again
+            except Exception as exc:  # noqa: BLE001 - the queue keeps the writes; the next round tries again
                 log.warning("background flush failed: %s", exc)
 
     def _drain_once(self) -> None:

@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+import requests
 from conftest import BASE, TABLE
 
 from airtable_cached import Api, maintenance
@@ -56,7 +57,7 @@ def test_backup_during_concurrent_writes_restores_without_losing_a_queued_write(
                 else:
                     table.update(ids[i % len(ids)], {"Score": i})
                 i += 1
-        except BaseException as exc:  # pragma: no cover - surfaced below
+        except BaseException as exc:  # noqa: BLE001 - surfaced below  # pragma: no cover
             errors.append(exc)
 
     thread = threading.Thread(target=writer)
@@ -225,7 +226,7 @@ def test_stats_counts_hits_misses_fallbacks_requests_and_429s(fake, api, table, 
     records = table.all()
     table.get(records[0]["id"])
     table.all(formula="REGEX_MATCH({Email}, 'x')")  # something the local evaluator may not do
-    with pytest.raises(Exception):
+    with pytest.raises(requests.HTTPError):
         table.get("recAAAAAAAAAAAAAA")
     table.update(records[0]["id"], {"Score": 9})
     fake.fail_next(429, method="PATCH")

@@ -233,7 +233,7 @@ def _re(p):
             # UNVERIFIED: Airtable uses RE2; Python's re accepts a superset of the common syntax.
             r = re.compile(p)
         except (re.error, OverflowError, RecursionError):
-            raise _Err
+            raise _Err from None
         if len(_regex_cache) > 512:
             _regex_cache.clear()
         _regex_cache[p] = r
@@ -533,10 +533,10 @@ def _parse_with_format(text: str, fmt: str) -> datetime:
             pattern.append(rx)
         pos = m.end()
     pattern.append(re.escape(fmt[pos:]))
-    m = re.match("".join(pattern) + r"\s*\Z", text.strip())
-    if not m:
+    parsed = re.match("".join(pattern) + r"\s*\Z", text.strip())
+    if not parsed:
         raise _Err
-    g = m.groupdict()
+    g = parsed.groupdict()
     if g.get("X"):
         return datetime.fromtimestamp(float(g["X"]), UTC)
     if g.get("x"):
@@ -647,8 +647,8 @@ def f_set_timezone(env, d, tz):
     from zoneinfo import ZoneInfo
     try:
         return _date(d).astimezone(ZoneInfo(_text(tz)))
-    except Exception:
-        raise _Err
+    except (ValueError, KeyError, OverflowError):  # an unknown zone name or an unparsable date
+        raise _Err from None
 
 
 def _holidays(h):
