@@ -775,7 +775,7 @@ class Engine:
             if self.sync is not None:
                 self.sync.notify_write(len(seqs))
             return
-        self._require_sync().flush(info.base_id)
+        self._require_sync().flush_writes(info.base_id, seqs)
         marks = ",".join("?" * len(seqs))
         left = self.store.conn.execute(
             f"SELECT seq, record_id, last_error, state FROM outbox WHERE seq IN ({marks})", seqs

@@ -436,6 +436,24 @@ class Sync:
         result.pending = self.store.conn.execute("SELECT COUNT(*) FROM outbox WHERE state != 'dead'").fetchone()[0]
         return result
 
+    def flush_writes(self, base_id: str, seqs: list[int], *, poll: float = 0.05) -> FlushResult:
+        """Flush a base until these writes have had Airtable's answer (write-through). When another
+        process is flushing the base it sends them (it claims until the queue is empty): this waits
+        for their rows to be acknowledged or dead-lettered, or for the base to be free again, at
+        most ``claim_timeout`` seconds."""
+        deadline = time.monotonic() + self.settings.claim_timeout
+        while True:
+            result = self.flush(base_id)
+            if not result.busy or not self._still_queued(seqs) or time.monotonic() > deadline:
+                return result
+            time.sleep(poll)  # real time: another process is at work
+
+    def _still_queued(self, seqs: list[int]) -> bool:
+        marks = ",".join("?" * len(seqs))
+        return self.store.conn.execute(
+            f"SELECT 1 FROM outbox WHERE seq IN ({marks}) AND state != 'dead' LIMIT 1", seqs
+        ).fetchone() is not None
+
     def _flush_base_if_free(self, base_id: str, *, wait_in_process: bool) -> FlushResult:
         """Flush a base unless another flusher is at it. Another process holding the base's lock is
         never waited for: the base is left to it (``FlushResult.busy``). Another thread of this

@@ -91,3 +91,33 @@ def test_the_lock_of_a_killed_process_is_free_at_once(tmp_path):
 def test_flush_keys_tell_endpoints_apart():
     assert flush_key("https://api.airtable.com", "appA") != flush_key("http://127.0.0.1:8080", "appA")
     assert flush_key("", "appA") == "appA"
+
+
+def test_write_through_waits_for_its_answer_while_another_flusher_holds_the_base(fake, db_path):
+    """Write-through promises Airtable's verdict on the call: with the base held by another
+    flusher, the call waits (polling, no lease) until it can flush, then raises the refusal."""
+    import threading
+
+    import requests
+
+    from airtable_cached import Api
+    from tests.conftest import BASE, TABLE
+
+    api = Api(fake.token, endpoint_url=fake.url, path=db_path, mode="write-through", rate_limit=1000)
+    table = api.table(BASE, TABLE)
+    rid = table.first()["id"]
+    other_cache = diskcache.Cache(str(api.settings.locks_dir))
+    other = FlushLocks(api.settings.locks_dir, other_cache, 300.0)
+    held = other.try_acquire(flush_key(api.settings.endpoint_url, BASE))
+    assert held is not None
+    releaser = threading.Timer(0.3, other.release, args=(held,))
+    releaser.start()
+    try:
+        with pytest.raises(requests.HTTPError) as error:
+            table.update(rid, {"Score": "not a number"})
+        assert error.value.response.status_code == 422
+        assert api.pending() == []
+    finally:
+        releaser.join()
+        other_cache.close()
+        api.close()
