@@ -253,6 +253,8 @@ def flush(base: str | None, token: str | None, path: Path | None, as_json: bool)
         for f in result.failed:
             kind = "dead-lettered" if f.get("dead") else "will retry"
             click.echo(f"  {f['op']} {f['record_id']}: {f['status']} {json.dumps(f['error'])} ({kind})", err=True)
+        for busy in result.busy:
+            click.echo(f"  base {busy}: another process is flushing it; its writes are left to that flusher")
     if result.failed:
         sys.exit(1)
 

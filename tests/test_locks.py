@@ -121,3 +121,33 @@ def test_write_through_waits_for_its_answer_while_another_flusher_holds_the_base
         releaser.join()
         other_cache.close()
         api.close()
+
+
+def test_cli_flush_leaves_a_held_base_and_says_so(fake, db_path, monkeypatch):
+    import time
+
+    from click.testing import CliRunner
+
+    from airtable_cached import Api
+    from airtable_cached.cli import main
+    from tests.conftest import BASE, TABLE
+
+    monkeypatch.setenv("AIRTABLE_CACHED_PATH", str(db_path))
+    monkeypatch.setenv("AIRTABLE_CACHED_ENDPOINT_URL", fake.url)
+    monkeypatch.setenv("AIRTABLE_API_KEY", fake.token)
+    with Api(fake.token, flush="manual") as api:
+        table = api.table(BASE, TABLE)
+        table.update(table.first()["id"], {"Score": 5})
+        cache = diskcache.Cache(str(api.settings.locks_dir))
+        other = FlushLocks(api.settings.locks_dir, cache, 300.0)
+        held = other.try_acquire(flush_key(api.settings.endpoint_url, BASE))
+        try:
+            started = time.monotonic()
+            result = CliRunner().invoke(main, ["flush"])
+            assert time.monotonic() - started < 5
+            assert result.exit_code == 0, result.output
+            assert f"base {BASE}: another process is flushing it" in result.output
+            assert "1 still queued" in result.output
+        finally:
+            other.release(held)
+            cache.close()
