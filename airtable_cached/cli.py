@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from airtable_cached import maintenance
+from airtable_cached import maintenance, safety
 from airtable_cached.config import Settings
 
 # -- shared options and rendering --------------------------------------------------------------------
@@ -392,18 +392,22 @@ def queue_drop(ids: tuple[int, ...], all_: bool, include_pending: bool, yes: boo
                    "Default: backups/ beside the database.")
 @click.option("--keep", type=click.IntRange(min=1), default=None, envvar="AIRTABLE_CACHED_BACKUP_KEEP",
               help="Keep only the newest N backups in the folder.")
+@click.option("--force", is_flag=True, help="Overwrite an existing file named by --to (never the live database).")
 @_path_option
 @_json_option
 @_fail_cleanly
-def backup(to: Path | None, keep: int | None, path: Path | None, as_json: bool) -> None:
+def backup(to: Path | None, keep: int | None, force: bool, path: Path | None, as_json: bool) -> None:
     """Take a consistent copy of the database while agents keep running (SQLite backup API).
+
+    Refuses to write over the live database, and over an existing file unless --force.
 
     \b
     Example:
       airtable-cached backup --to /backups --keep 7
+      airtable-cached backup --to /backups/before-upgrade.sqlite3 --force
     """
     settings, store = _open(path)
-    made = maintenance.backup(store, to, keep)
+    made = maintenance.backup(store, to, keep, force=force)
     data = {"backup": str(made), "bytes": made.stat().st_size}
     if as_json:
         return _emit_json(data)
@@ -427,6 +431,10 @@ def restore(backup_path: Path, yes: bool, path: Path | None, as_json: bool) -> N
       airtable-cached restore ~/.cache/airtable_cached/backups/cache-20250101T030000.000000Z.sqlite3
     """
     settings = _settings(path)
+    try:
+        safety.require_cache_database(backup_path)
+    except safety.SafetyError as exc:
+        raise click.ClickException(f"restore refused: {exc}") from None
     if settings.path.exists() and not yes:
         from airtable_cached.maintenance import _queued_seqs  # the same count restore reports
 
@@ -449,6 +457,37 @@ def restore(backup_path: Path, yes: bool, path: Path | None, as_json: bool) -> N
         click.echo(f"note: {len(result.writes_resent)} write(s) in the backup were probably sent already and "
                    f"will be sent again (see `queue list`)", err=True)
     click.echo(f"{result.pending} write(s) queued")
+
+
+@main.command()
+@click.option("--from", "source", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The damaged database (default: the configured one).")
+@click.option("--to", "dest", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="A new file to copy the queue into (must not exist).")
+@_path_option
+@_json_option
+@_fail_cleanly
+def salvage(source: Path | None, dest: Path, path: Path | None, as_json: bool) -> None:
+    """Copy every readable queued write out of a damaged database into a fresh one.
+
+    Reads row by row where a whole-table read fails; writes that are unreadable or no longer match
+    their checksum are listed, not copied. Cached records are not copied (the next read pulls them);
+    the agents' own unflushed creates are rebuilt from the queue. Then stop the agents and
+    `restore` the new file (or point AIRTABLE_CACHED_PATH at it).
+
+    \b
+    Example:
+      airtable-cached salvage --to /tmp/salvaged.sqlite3 && airtable-cached restore /tmp/salvaged.sqlite3 --yes
+    """
+    damaged = source or _settings(path).path
+    result = safety.salvage(damaged, dest)
+    if as_json:
+        return _emit_json(result.as_dict())
+    click.echo(f"salvaged {len(result.copied)} queued write(s) from {result.source} into {result.database}")
+    for skipped in result.skipped:
+        click.echo(f"  not copied: seq {skipped['seq']}: {skipped['reason']}", err=True)
+    if result.skipped:
+        raise click.exceptions.Exit(1)
 
 
 # -- check, stats ------------------------------------------------------------------------------------

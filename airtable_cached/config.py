@@ -55,6 +55,9 @@ class Settings:
     #: Seconds a flusher's claim on a batch lasts before another flusher may take it over. Longer
     #: than one batch can take while retrying (5 attempts, 30 s penalties after 429s).
     claim_timeout: float = 300.0
+    #: Seconds to wait for Airtable to accept a connection, and again for each answer. When it does
+    #: not, reads of a cached table serve the cache (stale-if-error) and writes stay queued.
+    network_timeout: float = 10.0
     #: Fields to index from the start (comma-separated in the environment).
     index_fields: tuple[str, ...] = ()
     #: A text field filtered by equality this many times gets an index of its own.
@@ -105,7 +108,7 @@ def _convert(name: str, value: Any, source: str) -> Any:
 
     if name == "path":
         return Path(os.path.expanduser(str(value)))
-    if name in ("max_age", "exit_timeout", "rate_limit", "penalty", "claim_timeout", "batch_delay"):
+    if name in ("max_age", "exit_timeout", "rate_limit", "penalty", "claim_timeout", "batch_delay", "network_timeout"):
         try:
             number = float(value)
         except (TypeError, ValueError):
@@ -114,6 +117,8 @@ def _convert(name: str, value: Any, source: str) -> Any:
             raise fail("must be zero or more")
         if name == "rate_limit" and number == 0:
             raise fail("must be more than zero requests per second")
+        if name == "network_timeout" and not 0 < number <= 600:
+            raise fail("must be more than zero and at most 600 seconds")
         return number
     if name == "index_fields":
         items = value.split(",") if isinstance(value, str) else list(value)

@@ -31,7 +31,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import unquote, urlsplit
 
-from airtable_cached import outbox
+from airtable_cached import checksum, outage, outbox
 from airtable_cached.config import Settings
 from airtable_cached.errors import AirtableResponseError, OfflineError
 from airtable_cached.policy import Read, TableState, Write, decide_read, decide_write
@@ -289,7 +289,8 @@ class Engine:
             why = remote_reason or f"table {table!r} of base {info.base_id} has never been pulled"
             raise OfflineError(f"offline mode: cannot answer from the cache: {why}")
         if decision is Read.PULL_THEN_SERVE:
-            self._require_sync().pull(info.base_id, table)
+            if not outage.pull_or_serve_stale(self, info, table):
+                return Read.SERVE, info
             info = self.table_info(info.base_id, table)
         elif decision is Read.SERVE:
             self._authorize(info, table)
@@ -414,7 +415,18 @@ class Engine:
                 f" WHERE r.tid = ? AND r.fields IS NOT NULL {where} ORDER BY {order}"
             )
             args = [info.tid, *params]
-        rows = conn.execute(sql, args).fetchall()
+        try:
+            rows = conn.execute(sql, args).fetchall()
+        except sqlite3.OperationalError as exc:
+            from airtable_cached import formula_bridge
+
+            if not where or not formula_bridge.too_big_for_sql(exc):
+                raise
+            # SQLite bounds an expression's depth (an OR of ~1,000 terms): read the table and let
+            # the evaluator answer the whole formula.
+            rows = conn.execute(sql.replace(where, "", 1), args[: len(args) - len(params)]).fetchall()
+            residual = formula_bridge.python_filter(info, query.formula or "")
+            self.stats.count(info.tid, "formula.python")
         records = [_record(row) for row in rows]
         if residual is not None:
             records = [r for r in records if residual(r)]
@@ -559,7 +571,7 @@ class Engine:
     # -- writes ------------------------------------------------------------------------------------
     def create(self, base_id: str, table: str, body: dict) -> dict:
         info = self.table_info(base_id, table)
-        self._authorize(info, table)
+        outage.authorize_in_background(self, info, table)
         single = "fields" in body and "records" not in body
         items = [{"fields": body.get("fields")}] if single else body.get("records")
         items = _check_batch(items, need_id=False)
@@ -605,7 +617,7 @@ class Engine:
             self._require_sync().pull(base_id, table)
             info = self.table_info(base_id, table)
         else:
-            self._authorize(info, table)
+            outage.authorize_in_background(self, info, table)
         return info
 
     def update(self, base_id: str, table: str, record_id: str | None, body: dict, *, replace: bool) -> dict:
@@ -911,7 +923,7 @@ class Engine:
                 )
                 kept = {name: value for name, value in written.items() if name not in lost}
                 if kept:
-                    conn.execute("UPDATE outbox SET fields = ? WHERE seq = ?", (dumps(kept), op["seq"]))
+                    checksum.rewrite(conn, op["seq"], fields=dumps(kept))
                 else:
                     outbox.ack(conn, [op["seq"]])
                 log.warning("conflict on %s: Airtable changed %s meanwhile; its value wins", record["id"], ", ".join(sorted(lost)))

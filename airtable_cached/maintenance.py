@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from airtable_cached import outbox
+from airtable_cached import checksum, outbox, safety
 from airtable_cached.config import Settings
 from airtable_cached.errors import AirtableCachedError
 from airtable_cached.policy import TableState
@@ -222,7 +222,7 @@ def list_backups(db_path: str | os.PathLike, directory: str | os.PathLike | None
 
 
 def backup(store: Store | str | os.PathLike, to: str | os.PathLike | None = None, keep: int | None = None,
-           *, now: float | None = None) -> Path:
+           *, now: float | None = None, force: bool = False) -> Path:
     """A consistent online copy of the database (SQLite's backup API) while agents keep running.
 
     ``to`` is a folder (default: ``backups/`` beside the database) or, ending in ``.sqlite3``/``.db``,
@@ -236,11 +236,12 @@ def backup(store: Store | str | os.PathLike, to: str | os.PathLike | None = None
     if keep is not None and keep < 1:
         raise MaintenanceError("keep must be at least 1")
     target = Path(to) if to is not None else backup_dir_for(db_path)
-    if target.suffix in (".sqlite3", ".db", ".sqlite") and not target.is_dir():
+    if (target.suffix in (".sqlite3", ".db", ".sqlite") or target.is_file()) and not target.is_dir():
         directory, dest = target.parent, target
     else:
         directory = target
         dest = directory / f"{_backup_prefix(db_path)}{_utc_stamp(now)}{BACKUP_SUFFIX}"
+    safety.check_backup_target(db_path, dest, force=force)
     directory.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(OSError):
         os.chmod(directory, 0o700)
@@ -334,6 +335,10 @@ def restore(path: str | os.PathLike, settings: Settings, *, now: float | None = 
     source = Path(path)
     if not source.is_file():
         raise MaintenanceError(f"no backup at {source}")
+    try:
+        safety.require_cache_database(source)
+    except safety.SafetyError as exc:
+        raise RestoreRefused(str(exc)) from None
     problems = [f for f in check(source, thorough=True, permissions=False) if f.severity == "error"]
     if problems:
         raise RestoreRefused(f"{source} fails check: " + "; ".join(f.message for f in problems))
@@ -439,6 +444,7 @@ def check(store_or_path: Store | str | os.PathLike, fix: bool = False, *, thorou
         findings += _mode_findings([p for p in _db_files(path) if p.exists()], "database file", fix)
         directory = Path(backup_dir) if backup_dir is not None else backup_dir_for(path)
         findings += _mode_findings(list_backups(path, directory), "backup", fix)
+        findings += safety.locks_findings(path, fix)
     try:
         conn = _raw_connect(path, timeout=10)
     except sqlite3.Error as exc:
@@ -451,7 +457,10 @@ def check(store_or_path: Store | str | os.PathLike, fix: bool = False, *, thorou
         findings += version_findings
         if any(f.severity == "error" and not f.fixed for f in version_findings):
             return findings
-        findings += _check_queue(conn, path, fix, now, claim_grace)
+        findings += safety.readable_findings(conn, path)  # what agents' reads and the flush parse
+        findings += safety.checksum_findings(conn, fix)
+        if not any(f.code == "unreadable" for f in findings):
+            findings += _check_queue(conn, path, fix, now, claim_grace)
     finally:
         conn.close()
     return findings
@@ -502,7 +511,10 @@ def _check_queue(conn: sqlite3.Connection, path: Path, fix: bool, now: float, gr
     orphans, remappable, stale = [], [], []
     for row in rows:
         rid = row["record_id"]
-        fields = json.loads(row["fields"]) if row["fields"] else None
+        try:
+            fields = json.loads(row["fields"]) if row["fields"] else None
+        except ValueError:
+            fields = None  # garbled: reported by safety.readable_findings
         if is_provisional(rid) and row["op"] != "create":
             if rid in mapped:
                 remappable.append(row)
@@ -544,7 +556,7 @@ def _check_queue(conn: sqlite3.Connection, path: Path, fix: bool, now: float, gr
         if fix:
             conn.execute("BEGIN IMMEDIATE")
             for row in remappable:
-                conn.execute("UPDATE outbox SET record_id = ? WHERE seq = ?", (mapped[row["record_id"]], row["seq"]))
+                checksum.rewrite(conn, row["seq"], record_id=mapped[row["record_id"]])
             conn.execute("COMMIT")
             finding.fixed = True
         findings.append(finding)

@@ -9,6 +9,7 @@ of failing. The schema version lives in ``PRAGMA user_version``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
 import threading
@@ -17,7 +18,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from airtable_cached.errors import AirtableCachedError
+from airtable_cached.errors import AirtableCachedError, DiskFullError
 
 #: Applied to every connection, in order. Data, so they can be read and tested at a glance.
 PRAGMAS: tuple[tuple[str, object], ...] = (
@@ -28,7 +29,7 @@ PRAGMAS: tuple[tuple[str, object], ...] = (
     ("cache_size", -16_000),
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -165,10 +166,15 @@ MIGRATIONS: dict[int, str] = {
     3: """
     ALTER TABLE records ADD COLUMN first_seen REAL;
     """,
+    # A checksum of what each queued write will send (airtable_cached/checksum.py): a write whose
+    # bytes changed on disk is dead-lettered instead of sent. NULL for rows written before.
+    4: """
+    ALTER TABLE outbox ADD COLUMN checksum TEXT;
+    """,
     # The cache is keyed by the Airtable it mirrors too: two endpoints (a staging proxy and
     # Airtable, two fake servers) with the same base id never share records. '' marks tables
     # cached before this version; the first sync to open the file adopts them for its endpoint.
-    4: """
+    5: """
     ALTER TABLE tables ADD COLUMN endpoint TEXT NOT NULL DEFAULT '';
     CREATE TABLE table_aliases_by_endpoint (
         endpoint TEXT NOT NULL DEFAULT '',
@@ -274,12 +280,21 @@ class Store:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
             conn.execute("COMMIT")
-            self.commits += 1
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if is_disk_full(exc):
+                raise self._disk_full() from exc
+            raise
+        self.commits += 1
+
+    def _disk_full(self) -> DiskFullError:
+        return DiskFullError(
+            f"the disk holding the cache {self.path} is full: this call was not recorded and nothing"
+            " was queued for it; the writes queued before are intact and will be sent. Free space on"
+            " that disk (or move AIRTABLE_CACHED_PATH) and try again"
+        )
 
     def change_marker(self) -> tuple[int, int, int]:
         """Changes whenever the database may have changed: a commit through this Store, or one by
@@ -307,6 +322,13 @@ class Store:
                     for statement in _statements(MIGRATIONS[version]):
                         conn.execute(statement)
                     conn.execute(f"PRAGMA user_version = {version}")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """SQLite's SQLITE_FULL ("database or disk is full"), or the OS's ENOSPC."""
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
 
 
 def _enable_wal(conn: sqlite3.Connection, attempts: int = 50) -> None:

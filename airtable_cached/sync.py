@@ -13,6 +13,8 @@ import atexit
 import json
 import logging
 import os
+import re
+import sqlite3
 import threading
 import time
 import weakref
@@ -26,7 +28,7 @@ import requests
 import tenacity
 import urllib3
 
-from airtable_cached import outbox
+from airtable_cached import checksum, outbox, reconcile, safety
 from airtable_cached.config import Settings, check_token
 from airtable_cached.errors import AirtableResponseError, OfflineError, RemoteError
 from airtable_cached.locks import FlushLocks, HeldLock, flush_key
@@ -40,6 +42,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("airtable_cached")
 
 PULL_PAGE_SIZE = 100
+#: Airtable's limit on a URL (pyairtable's ``Api.MAX_URL_LENGTH``): longer lists go by POST.
+MAX_URL_LENGTH = 16_000
+#: Seconds before writes are tried again after Airtable could not be reached: short, so the queue
+#: drains within seconds of Airtable answering again (an attempt costs a refused connection or
+#: one network timeout, not an Airtable request).
+OUTAGE_RETRY = 2.0
 
 
 # -- pacing and retries ----------------------------------------------------------------------------
@@ -53,6 +61,7 @@ class Pacer:
         self.settings = settings
         self.clock = clock
         self.sleep = sleep
+        safety.private_locks_dir(settings.locks_dir)  # 0700, its files 0600, like the database
         self.cache = diskcache.Cache(str(settings.locks_dir))
 
     def wait_turn(self, base_id: str) -> None:
@@ -92,7 +101,7 @@ class Remote:
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):
         self.settings = settings
         self.engine = engine
-        self.timeout = timeout if timeout is not None else (10, 60)
+        self.timeout = timeout if timeout is not None else (settings.network_timeout, settings.network_timeout)
         self.clock = clock
         self.sleep = sleep
         self.pacer = Pacer(settings, clock=clock, sleep=sleep)
@@ -104,6 +113,8 @@ class Remote:
         # Weak: a finished thread's session goes with it.
         self._sessions: weakref.WeakSet[requests.Session] = weakref.WeakSet()
         self._sessions_lock = threading.Lock()
+        #: Airtable's clock as its last answer told it (``Date``): bounds what a lost create made.
+        self.server_time: Any = None
 
     @property
     def session(self) -> requests.Session:
@@ -157,7 +168,9 @@ class Remote:
             raise OfflineError(f"offline mode: not sending {method} {url}")
 
         def worth_retrying(error: BaseException) -> bool:
-            return isinstance(error, RemoteError) and error.transient and (idempotent or not may_have_applied(error))
+            if not isinstance(error, RemoteError) or error.unreachable:
+                return False  # unreachable: the caller serves the cache or keeps the writes queued
+            return error.transient and (idempotent or not may_have_applied(error))
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(worth_retrying),
@@ -189,10 +202,12 @@ class Remote:
             status = response.status_code
         except requests.RequestException as exc:
             error = RemoteError(None, f"{type(exc).__name__}: {exc}".replace(self._token, "***"))
-            error.unsent = _never_sent(exc)
+            error.unsent = _never_sent(exc)  # type: ignore[attr-defined]
+            error.no_answer = error.unsent or isinstance(exc, requests.Timeout)  # type: ignore[attr-defined]
             raise error from exc
         finally:
             self._log(base_id, kind, method, status)
+        self.server_time = reconcile.server_time(response.headers.get("Date")) or self.server_time
         if status == 429:
             self.pacer.penalise(base_id, _retry_after(response))
         if status >= 400:
@@ -304,6 +319,10 @@ class Sync:
         self.settings = engine.settings
         self.remote = Remote(token, self.settings, engine, timeout=timeout, clock=clock, sleep=sleep)
         self._schema_denied: set[str] = set()
+        #: Bases Airtable refused this token (401, 403, 404 to a probe): writes to them are refused
+        #: at once, without asking again.
+        self.refused: dict[str, AirtableResponseError] = {}
+        self._plan: list[outbox.Send] = []  # the sends of the batch being flushed
         self._flusher: AutoFlusher | None = None
         self._flusher_lock = threading.Lock()
         self._closed = False
@@ -336,10 +355,13 @@ class Sync:
                              params={"maxRecords": 1, "pageSize": 1})
         except RemoteError as exc:
             if exc.status in (401, 403, 404):
+                self.refused[base_id] = AirtableResponseError(exc.status, exc.body if isinstance(exc.body, dict) else {})
                 raise _as_response_error(exc) from exc
             log.info("could not ask Airtable whether the token may read %s: %s", base_id, exc)
         except OfflineError:
             pass
+        else:
+            self.refused.pop(base_id, None)
 
     def _fetch_all(self, base_id: str, table: str, params: dict) -> list[dict]:
         for _attempt in range(3):
@@ -383,13 +405,23 @@ class Sync:
         """A list only Airtable can answer exactly: send it, keep the full records it returns."""
         sent_at = self.remote.clock()
         try:
-            page = self.remote.send(info.base_id, "GET", self.remote.url(info.base_id, table), kind="passthrough",
-                                    params=query.to_params())
+            page = self.list_request(info.base_id, table, query.to_params(), kind="passthrough")
         except RemoteError as exc:
             raise _as_response_error(exc) from exc
         if query.returns_full_records:
             self.engine.absorb(info.base_id, table, page.get("records", []), sent_at=sent_at)
         return page
+
+    def list_request(self, base_id: str, table: str, params: dict[str, Any], *, kind: str) -> Any:
+        """List records as pyairtable does: a GET, or ``POST .../listRecords`` with the options in
+        a JSON body when the URL would be too long for Airtable (which answers 414)."""
+        url = self.remote.url(base_id, table)
+        prepared = requests.Request("GET", url, params=params).prepare()
+        if len(str(prepared.url)) < MAX_URL_LENGTH:
+            return self.remote.send(base_id, "GET", url, kind=kind, params=params)
+        body, spare = _list_body(params)
+        return self.remote.send(base_id, "POST", self.remote.url(base_id, table, "listRecords"), kind=kind,
+                                params=spare, json_body=body)
 
     def get_remote(self, info: TableInfo, table: str, record_id: str, query: ListQuery) -> dict:
         try:
@@ -486,23 +518,72 @@ class Sync:
         while True:
             now = self.remote.clock()
             with self.store.transaction() as conn:
+                self._quarantine(conn, base_id, result)
                 ops = outbox.claim(conn, base_id, now=now, lease=lease, endpoint=endpoint)
             if not ops:
                 return result
             sends = outbox.plan(ops)
-            self._drop_cancelled([s for s in sends if s.kind == "none"], result)
-            renewed = now
-            batches = outbox.chunk_requests(sends)
-            for i, batch in enumerate(batches):
-                if not self.remote.locks.renew(held):
-                    log.warning("base %s was taken over by another flusher while this one was stalled; stopping", base_id)
+            self._plan = sends  # the creates in doubt among them are counted by reconciliation
+            try:
+                if not self._send_planned(held, sends, now, lease, result):
                     return result
-                if self.remote.clock() - renewed > lease / 3:
-                    # A long flush (penalties, retries) keeps its claims: a flusher that took over
-                    # from a hung holder leaves them alone while they last.
-                    renewed = self.remote.clock()
-                    self._renew([seq for b in batches[i:] for s in b for seq in s.seqs], renewed + lease)
-                self._send_batch(batch, result)
+            except RemoteError as exc:
+                self._release(sends, exc, result)
+                return result
+
+    def _quarantine(self, conn: sqlite3.Connection, base_id: str, result: FlushResult) -> None:
+        """Writes whose stored bytes no longer match their checksum are dead-lettered, never sent."""
+        damaged = checksum.broken(conn, base_id)
+        if not damaged:
+            return
+        checksum.quarantine(conn, base_id)
+        for row in damaged:
+            log.error("queued write %s (%s of %s) no longer matches its checksum: dead-lettered, not sent",
+                      row["seq"], row["op"], row["record_id"])
+            self.engine.recompute(conn, row["tid"], [row["record_id"]])
+            result.failed.append({"op": row["op"], "record_id": row["record_id"], "seqs": [row["seq"]],
+                                  "status": None, "error": checksum.quarantine_error(row)["body"], "dead": True})
+
+    def _send_planned(self, held: HeldLock, sends: list[outbox.Send], now: float, lease: float,
+                      result: FlushResult) -> bool:
+        """Send the planned writes batch by batch; ``False`` when another flusher took the base over
+        while this one was stalled (it stops at once)."""
+        self._drop_cancelled([s for s in sends if s.kind == "none"], result)
+        renewed = now
+        batches = outbox.chunk_requests(sends)
+        for i, batch in enumerate(batches):
+            if not self.remote.locks.renew(held):
+                log.warning("base %s was taken over by another flusher while this one was stalled; stopping",
+                            held.base_id)
+                return False
+            if self.remote.clock() - renewed > lease / 3:
+                # A long flush (penalties, retries) keeps its claims: a flusher that took over
+                # from a hung holder leaves them alone while they last.
+                renewed = self.remote.clock()
+                self._renew([seq for b in batches[i:] for s in b for seq in s.seqs], renewed + lease)
+            self._send_batch(batch, result)
+        return True
+
+    def _release(self, sends: list[outbox.Send], exc: RemoteError, result: FlushResult) -> None:
+        """Airtable could not be reached (or a lookup failed): the writes this claim still holds go
+        back to the queue, due again in ``OUTAGE_RETRY`` seconds, so the queue drains as soon as
+        Airtable answers. A create in doubt keeps its mark (and its clock bound)."""
+        retry_at = self.remote.clock() + OUTAGE_RETRY
+        rows = []
+        for send in sends:
+            error: dict[str, Any] = {"status": exc.status, "body": exc.body}
+            if send.uncertain:
+                error.update(uncertain=True, created_after=send.created_after)
+            rows += [(retry_at, dumps(error), seq) for seq in send.seqs]
+        with self.store.transaction() as conn:
+            released = sum(conn.execute(
+                "UPDATE outbox SET state = 'pending', claimed_until = NULL, next_attempt_at = ?, last_error = ?"
+                " WHERE seq = ? AND state = 'inflight'", row,
+            ).rowcount for row in rows)
+        log.warning("Airtable did not answer (%s): %d write(s) stay queued, tried again in %ss",
+                    exc, released, OUTAGE_RETRY)
+        result.failed.append({"op": "flush", "status": exc.status, "error": exc.body, "dead": False,
+                              "queued": released})
 
     def _renew(self, seqs: list[int], until: float) -> None:
         with self.store.transaction() as conn:
@@ -515,13 +596,15 @@ class Sync:
         create was sent before and its answer lost, in which case the record it made is deleted."""
         if not sends:
             return
-        for send in sends:
-            if send.uncertain:
-                made = self._find_created(send)
-                if made is not None:
-                    url = self.remote.url(send.base_id, send.table_ref)
-                    self.remote.send(send.base_id, "DELETE", url, kind="push", params={"records[]": [made["id"]]})
-                    result.requests += 1
+        doubtful = [s for s in sends if s.uncertain]
+        plain = [s for s in sends if not s.uncertain]
+        for group in _groups(doubtful):
+            self._settle(group, result)
+        self._forget_cancelled(plain, result)
+
+    def _forget_cancelled(self, sends: list[outbox.Send], result: FlushResult) -> None:
+        if not sends:
+            return
         with self.store.transaction() as conn:
             for send in sends:
                 outbox.ack(conn, send.seqs)
@@ -531,6 +614,7 @@ class Sync:
     def _send_batch(self, batch: list[outbox.Send], result: FlushResult) -> None:
         attempt = 0
         while True:
+            before_send = self.remote.server_time
             try:
                 if batch[0].kind == "create" and batch[0].uncertain and not batch[0].merge_on:
                     batch = self._reconcile_creates(batch, result)
@@ -545,10 +629,13 @@ class Sync:
                     # sending them again (within this flush after a backoff, or in a later one).
                     for send in batch:
                         send.uncertain = True
+                        send.created_after = send.created_after or reconcile.created_after(before_send)
                     attempt += 1
-                    if attempt < self.settings.retries:
+                    if attempt < self.settings.retries and not exc.unreachable:
                         self.remote.sleep(self.remote.retry_delay(attempt, exc))
                         continue
+                if exc.unreachable:
+                    raise  # the whole claim goes back to the queue (see _release)
                 self._handle_failure(batch, exc, result)
                 return
             self._confirm(batch, records, result)
@@ -580,6 +667,7 @@ class Sync:
         error: dict[str, Any] = {"status": exc.status, "body": exc.body}
         if any(s.uncertain for s in batch) and _is_plain_create(batch):
             error["uncertain"] = True  # the next flush looks for the record before re-sending it
+            error["created_after"] = next((s.created_after for s in batch if s.created_after), None)
         seqs = [seq for s in batch for seq in s.seqs]
         with self.store.transaction() as conn:
             if first.kind == "delete" and (exc.status == 404 or _error_type(exc.body) == "ROW_DOES_NOT_EXIST"):
@@ -647,38 +735,101 @@ class Sync:
             )
 
     def _reconcile_creates(self, batch: list[outbox.Send], result: FlushResult) -> list[outbox.Send]:
-        """A create was sent before but its answer never arrived: look for the record it would have
-        made before sending it again, so a lost response does not duplicate the record."""
-        still_needed = []
-        for send in batch:
-            found = self._find_created(send)
-            if found is None:
-                still_needed.append(send)
-            else:
-                self._confirm([send], [found], result)
-        return still_needed
+        """Creates were sent before but their answer never arrived: look for the records they
+        would have made before sending them again (see :mod:`airtable_cached.reconcile`). Returns
+        the creates that made nothing and must be sent again."""
+        again: list[outbox.Send] = []
+        for group in _groups(batch):
+            again += self._settle(group, result)
+        for send in again:
+            send.uncertain = False  # looked for and not found: a plain create again
+        return again
 
-    def _find_created(self, send: outbox.Send) -> dict | None:
-        from airtable_cached.formula_bridge import equality_formula
+    def _settle(self, group: list[outbox.Send], result: FlushResult) -> list[outbox.Send]:
+        """Settle identical creates in doubt (some perhaps cancelled since); returns those to resend."""
+        key = reconcile.group_key(group[0])
+        in_doubt = sum(1 for s in self._plan if s.uncertain and reconcile.group_key(s) == key)
+        candidates = self._candidates(group)
+        outcome = reconcile.settle(group, candidates, max(in_doubt, len(group)))
+        for send, record in outcome.adopt:
+            self._confirm([send], [record], result)
+        if outcome.delete:
+            first = group[0]
+            ids = [r["id"] for r in outcome.delete]
+            for i in range(0, len(ids), outbox.MAX_RECORDS_PER_REQUEST):
+                self.remote.send(first.base_id, "DELETE", self.remote.url(first.base_id, first.table_ref), kind="push",
+                                 params={"records[]": ids[i : i + outbox.MAX_RECORDS_PER_REQUEST]})
+                result.requests += 1
+            log.info("deleted %d record(s) made by creates whose answer was lost and that were deleted since", len(ids))
+        self._forget_cancelled(outcome.drop, result)
+        if outcome.uncertain:
+            self._dead_letter_uncertain(outcome.uncertain, candidates, result)
+        for send in group:
+            send.uncertain = any(send is again for again in outcome.resend)
+        return outcome.resend
 
-        formula = equality_formula(send.fields or {})
-        if formula is None:
-            return None
-        page = self.remote.send(send.base_id, "GET", self.remote.url(send.base_id, send.table_ref), kind="reconcile",
-                                params={"filterByFormula": formula})
+    def _dead_letter_uncertain(self, sends: list[outbox.Send], candidates: list[dict], result: FlushResult) -> None:
+        """More identical records appeared than creates were in doubt: someone else made some, and
+        nothing tells which are this queue's. Sending again could duplicate; adopting could take
+        another's record. The operator decides (``queue retry`` looks again, ``queue drop`` forgets)."""
+        ids = sorted(r["id"] for r in candidates)
+        error = {
+            "status": None, "uncertain": True, "created_after": sends[0].created_after,
+            "body": {"error": {"type": "UNCERTAIN_CREATE", "message": (
+                f"the answer to this create was lost and {len(ids)} identical records exist in Airtable"
+                f" for {len(sends)} create(s) in doubt; not sent again to avoid a duplicate"
+            ), "candidates": ids}},
+        }
+        log.warning("dead-lettered %d create(s) as uncertain: %d identical records in Airtable (%s)",
+                    len(sends), len(ids), ", ".join(ids[:10]))
+        with self.store.transaction() as conn:
+            for send in sends:
+                outbox.dead_letter(conn, send.seqs, error=error)
+                self.engine.recompute(conn, send.tid, [send.record_id])
+                result.failed.append({"op": send.kind, "record_id": send.record_id, "seqs": send.seqs, "status": None,
+                                      "error": error["body"], "dead": True})
+
+    def _candidates(self, group: list[outbox.Send]) -> list[dict]:
+        """Records in Airtable that only these (identical) creates can have made."""
+        first = group[0]
+        info = self.engine.table_info(first.base_id, first.table_ref)
+        after = min((s.created_after for s in group if s.created_after), default=None)
+        schema_fields = info.fields_by_name if info is not None else {}
+        formula = reconcile.lookup_formula(first.fields or {}, schema_fields, typecast=first.typecast, after=after)
+        try:
+            found = self._lookup(first, formula)
+        except RemoteError as exc:
+            if exc.status != 422 or not formula:
+                raise
+            # Airtable refused the formula (a field renamed, a type it compares otherwise): the
+            # time bound alone, or the whole table, still holds every candidate.
+            log.info("lost-create lookup formula refused (%s); looking more widely", exc)
+            found = self._lookup(first, reconcile.lookup_formula({}, {}, typecast=False, after=after))
         conn = self.store.conn
+        seqs = [seq for s in group for seq in s.seqs]
         queued_at = conn.execute(
-            f"SELECT MIN(created_at) FROM outbox WHERE seq IN ({','.join('?' * len(send.seqs))})", send.seqs
+            f"SELECT MIN(created_at) FROM outbox WHERE seq IN ({','.join('?' * len(seqs))})", seqs
         ).fetchone()[0]
-        # Not it: a record another create already adopted, or one the cache saw before this create
-        # was queued. A record a pull brought in since (the lost create's, pulled first) still is.
-        taken = {r[0] for r in conn.execute("SELECT real FROM id_map WHERE tid = ?", (send.tid,))}
+        # Not theirs: a record another create already adopted, or one the cache saw before these
+        # creates were queued. A record a pull brought in since (a lost create's, pulled first) is.
+        taken = {r[0] for r in conn.execute("SELECT real FROM id_map WHERE tid = ?", (first.tid,))}
         older = {r[0] for r in conn.execute(
             "SELECT id FROM records WHERE tid = ? AND remote IS NOT NULL AND (first_seen IS NULL OR first_seen < ?)",
-            (send.tid, queued_at if queued_at is not None else float("inf")),
+            (first.tid, queued_at if queued_at is not None else float("inf")),
         )}
-        fresh = [r for r in page.get("records", []) if r["id"] not in taken and r["id"] not in older]
-        return fresh[0] if len(fresh) == 1 else None
+        return [r for r in found if r["id"] not in taken and r["id"] not in older]
+
+    def _lookup(self, send: outbox.Send, formula: str) -> list[dict]:
+        params: dict[str, Any] = {"pageSize": PULL_PAGE_SIZE}
+        if formula:
+            params["filterByFormula"] = formula
+        records: list[dict] = []
+        while True:
+            page = self.list_request(send.base_id, send.table_ref, params, kind="reconcile")
+            records += page.get("records", [])
+            if not page.get("offset"):
+                return records
+            params["offset"] = page["offset"]
 
     def close(self, timeout: float | None = None) -> bool:
         """Flush what is queued (auto flush only; at most ``timeout``, default ``exit_timeout``
@@ -692,6 +843,37 @@ class Sync:
             self._flusher = None
         self.remote.close()
         return drained
+
+
+def _list_body(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Query parameters of a list as the JSON body of ``POST .../listRecords`` (as pyairtable's
+    ``options_to_json_and_params``); ``timeZone`` and ``userLocale`` stay in the query string."""
+    body: dict[str, Any] = {}
+    spare: dict[str, Any] = {}
+    sort: dict[int, dict[str, str]] = {}
+    for name, value in params.items():
+        found = re.fullmatch(r"sort\[(\d+)\]\[(field|direction)\]", name)
+        if found:
+            sort.setdefault(int(found.group(1)), {})[found.group(2)] = value
+        elif name in ("timeZone", "userLocale"):
+            spare[name] = value
+        elif name.endswith("[]"):
+            body[name[:-2]] = list(value)
+        elif name == "returnFieldsByFieldId":
+            body[name] = bool(value)
+        else:
+            body[name] = value
+    if sort:
+        body["sort"] = [sort[i] for i in sorted(sort)]
+    return body, spare
+
+
+def _groups(sends: list[outbox.Send]) -> list[list[outbox.Send]]:
+    """Sends split into groups of identical creates (same table, same fields), in order."""
+    groups: dict[tuple, list[outbox.Send]] = {}
+    for send in sends:
+        groups.setdefault(reconcile.group_key(send), []).append(send)
+    return list(groups.values())
 
 
 def _is_plain_create(batch: list[outbox.Send]) -> bool:
@@ -762,7 +944,8 @@ class AutoFlusher:
     def _wait_for_work(self) -> bool:
         """Block until a flush is due; ``False`` when stopped."""
         with self._cond:
-            self._cond.wait_for(lambda: self._stopping or self._writes > 0, timeout=self.PERIOD)
+            # Until a write, or until the next queued write is due (after an outage: seconds).
+            self._cond.wait_for(lambda: self._stopping or self._writes > 0, timeout=self._idle_wait())
             if self._writes:
                 # Gather the writes that follow for batch_delay (real time: the thread waits).
                 self._cond.wait_for(lambda: self._stopping, timeout=self._batch_delay)
@@ -770,6 +953,21 @@ class AutoFlusher:
                 return False
             self._writes = 0
             return True
+
+    def _idle_wait(self) -> float:
+        """Until the next queued write is due (after an outage: seconds), at most ``PERIOD``."""
+        sync = self._sync()
+        if sync is None:
+            return 0.0
+        try:
+            due = outbox.next_due(sync.store.conn)
+        except sqlite3.Error as exc:
+            log.debug("could not read the queue: %s", exc)
+            return self.PERIOD
+        if due is None:
+            return self.PERIOD
+        # At least a second: writes that are due but blocked (behind a dead create) must not spin.
+        return min(self.PERIOD, max(1.0, due - sync.remote.clock()))
 
     def _flush_once(self) -> None:
         sync = self._sync()

@@ -1330,6 +1330,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # Airtable's Date header and the createdTime it gives records read one clock; here that
+        # clock is the fake's logical one (a lost create is looked for by CREATED_TIME after it).
+        from email.utils import format_datetime
+
+        return format_datetime(_dt.datetime.fromisoformat(self.fake.now().replace("Z", "+00:00")), usegmt=True)
+
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
