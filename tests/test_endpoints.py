@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from airtable_cached import Api
-from airtable_cached.store import MIGRATIONS, Store, _statements
+from airtable_cached.store import MIGRATIONS, SCHEMA_VERSION, Store, _statements
 from airtable_cached.testing import LEADS_SCHEMA, FakeAirtable, seed_leads
 from tests.conftest import BASE, TABLE
 
@@ -48,7 +48,7 @@ def test_two_endpoints_with_one_base_id_keep_their_own_records(fake, staging, db
 
 
 def test_a_cache_from_before_the_endpoint_key_is_adopted_by_the_first_sync(fake, db_path):
-    """A version-3 file with a pulled table and a queued write: after the upgrade its tables belong
+    """A version-3 file with a table and a queued write: after the upgrade its tables belong
     to the endpoint of the first sync that opens it, and the queued write is still sent."""
     conn = sqlite3.connect(db_path)
     for version in (1, 2, 3):
@@ -68,7 +68,7 @@ def test_a_cache_from_before_the_endpoint_key_is_adopted_by_the_first_sync(fake,
     )
     conn.commit()
     conn.close()
-    assert Store(db_path).version() == 4
+    assert Store(db_path).version() == SCHEMA_VERSION
     with Api(fake.token, endpoint_url=fake.url, path=db_path, flush="manual") as api:
         assert len(api.pending()) == 1
         assert api.flush().pending == 0
