@@ -61,6 +61,12 @@ class Runtime:
     def __iter__(self) -> Iterator[Any]:
         return iter((self.engine, self.sync))
 
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
     def close(self, timeout: float | None = None) -> bool:
         """Flush (auto flush: bounded by ``timeout``, default ``exit_timeout``), stop the flusher,
         write the read statistics, close the sessions and every SQLite connection of the file.
