@@ -307,6 +307,9 @@ def _hold_flush_locks(settings: Settings, bases: Iterable[str]) -> Iterator[None
 
     from airtable_cached.locks import FlushLocks
 
+    from airtable_cached.safety import private_locks_dir
+
+    private_locks_dir(settings.locks_dir)  # 0700, its files 0600, as the sync makes it
     cache = diskcache.Cache(str(settings.locks_dir))
     locks = FlushLocks(settings.locks_dir, cache, settings.claim_timeout)
     held = []
