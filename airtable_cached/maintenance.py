@@ -306,7 +306,6 @@ def _hold_flush_locks(settings: Settings, bases: Iterable[str]) -> Iterator[None
     import diskcache
 
     from airtable_cached.locks import FlushLocks
-
     from airtable_cached.safety import private_locks_dir
 
     private_locks_dir(settings.locks_dir)  # 0700, its files 0600, as the sync makes it
