@@ -56,7 +56,12 @@ class Runtime:
         self.engine = engine
         self.sync = sync
         self.users = 0
-        self.closed = False
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """Closed, or its sync was (``sync.close()`` called directly): never handed out again."""
+        return self._closed or self.sync.closed
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.engine, self.sync))
@@ -74,9 +79,9 @@ class Runtime:
         with _registry_lock:
             if _runtimes.get(self.key) is self:
                 del _runtimes[self.key]
-            if self.closed:
+            if self._closed:
                 return True
-            self.closed = True
+            self._closed = True
         drained = self.sync.close(timeout)
         self.engine.stats.write()
         with _registry_lock:

@@ -831,6 +831,10 @@ class Sync:
                 return records
             params["offset"] = page["offset"]
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self, timeout: float | None = None) -> bool:
         """Flush what is queued (auto flush only; at most ``timeout``, default ``exit_timeout``
         seconds), stop the background flusher, close the sessions, their sockets and the pacer's

@@ -210,3 +210,13 @@ def test_the_shared_runtime_is_a_context_manager_too(fake, db_path):
     assert runtime.closed and "Via The Runtime" in names_in(fake), "leaving the block flushed"
     with _runtime(settings, fake.token, None, None, None) as fresh:
         assert fresh is not runtime and not fresh.closed
+
+
+def test_a_runtime_whose_sync_was_closed_directly_is_not_handed_out_again(fake, db_path):
+    settings = dict(endpoint_url=fake.url, path=db_path, flush="auto", batch_delay=0, rate_limit=1000)
+    first = Api(fake.token, **settings)
+    first.sync.close()
+    with Api(fake.token, **settings) as second:
+        second.table(BASE, TABLE).create({"Full Name": "After Sync Close"})
+        assert wait_for(lambda: "After Sync Close" in names_in(fake))
+    first.close()
