@@ -232,7 +232,8 @@ class Api(pyairtable.Api):
 
     # -- extras ------------------------------------------------------------------------------------
     def flush(self, base_id: str | None = None) -> FlushResult:
-        """Push the queued writes now. Returns what was sent, what failed and why."""
+        """Push the queued writes now. Returns what was sent, what failed and why; a base another
+        process is flushing is left to it (``result.busy``), never waited for."""
         return self.sync.flush(base_id)
 
     def pending(self) -> list[dict]:
