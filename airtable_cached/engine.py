@@ -276,7 +276,7 @@ class Engine:
             conn.execute("UPDATE OR IGNORE table_aliases SET endpoint = ? WHERE endpoint = ''", (self.endpoint,))
             conn.execute("DELETE FROM table_aliases WHERE endpoint = ''")
         if adopted:
-            log.info("%d table(s) cached before version 4 of the cache are now %s's", adopted, self.endpoint)
+            log.info("%d table(s) cached before the cache was keyed by endpoint are now %s's", adopted, self.endpoint)
         return adopted
 
     def is_fresh(self, base_id: str, table: str) -> bool:
