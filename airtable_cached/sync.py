@@ -940,6 +940,9 @@ class AutoFlusher:
 
     def _run(self) -> None:
         try:
+            # At once on start: what a previous run left (a crash, an exit cut short) goes now,
+            # not after the first idle period.
+            self._flush_once()
             while self._wait_for_work():
                 self._flush_once()
         finally:

@@ -135,3 +135,26 @@ def test_a_live_flusher_is_left_its_base_and_a_hung_one_is_taken_over(slow_fake,
             hung.send_signal(signal.SIGCONT)
             hung.kill()
     assert_every_write_landed_once(fake, updated)
+
+
+def test_an_agent_restarted_after_a_kill_sends_what_was_left_without_a_new_write(slow_fake, tmp_path):
+    """Its background flusher starts with what the killed run left, not after an idle period."""
+    fake = slow_fake
+    db = tmp_path / "cache.sqlite3"
+    updated = queue_writes(fake, db)
+    flusher = start_flusher(agent_env(fake, db))
+    try:
+        read_line(flusher, "STARTED")
+        wait_until(lambda: writes_sent(fake) > 0, timeout=10)
+        flusher.send_signal(signal.SIGKILL)
+        flusher.wait(10)
+    finally:
+        if flusher.poll() is None:
+            flusher.kill()
+    with Api(fake.token, endpoint_url=fake.url, path=db, flush="manual") as look:
+        assert look.pending(), "the kill left writes behind"
+    started = time.monotonic()
+    with Api(fake.token, endpoint_url=fake.url, path=db, flush="auto", rate_limit=50) as api:
+        wait_until(lambda: api.pending() == [], timeout=10)
+        assert time.monotonic() - started < 10
+    assert_every_write_landed_once(fake, updated)
