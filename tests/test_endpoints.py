@@ -32,6 +32,9 @@ def test_two_endpoints_with_one_base_id_keep_their_own_records(fake, staging, db
         assert names(prod_table.all()) == names(fake.records(BASE, TABLE))
         assert names(stage_table.all()) == names(staging.records(BASE, TABLE))
         assert len(prod_table.all()) == 250 and len(stage_table.all()) == 40
+        # What a token was seen to read is remembered per endpoint too.
+        grants = {r[0] for r in prod.engine.store.conn.execute("SELECT base_id FROM token_grants")}
+        assert len(grants) == 2 and all(g.endswith(BASE) for g in grants)
 
         stage_table.create({"Full Name": "Only On Staging"})
         prod_table.update(prod_table.first()["id"], {"Score": 4242})
