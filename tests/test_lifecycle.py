@@ -139,7 +139,7 @@ def test_exit_waits_at_most_exit_timeout_in_all(tmp_path):
         ended = time.monotonic()
     assert proc.returncode == 0, proc.stderr
     exiting_at = float(proc.stdout.split()[-1])
-    assert ended - exiting_at < 1.5 * 2, (ended - exiting_at, proc.stderr)  # one budget, not three (4.5 s)
+    assert ended - exiting_at < 3.5, (ended - exiting_at, proc.stderr)  # one budget (1.5 s), not three (4.5 s)
     assert "did not drain within" in proc.stderr
 
 
