@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -113,10 +114,20 @@ def test_a_live_flusher_is_left_its_base_and_a_hung_one_is_taken_over(slow_fake,
     updated = queue_writes(fake, db)
     env = agent_env(fake, db, claim_timeout="1")
     fake.latency = 1.0
+    arrived = threading.Event()
+    answer = fake.handle_http
+
+    def spy(method, raw_path, headers, body):
+        if method in ("POST", "PATCH"):
+            arrived.set()
+        return answer(method, raw_path, headers, body)
+
+    fake.handle_http = spy
     hung = start_flusher(env)
     try:
         read_line(hung, "STARTED")
-        time.sleep(0.5)  # inside its first request, waiting for the answer (not inside SQLite)
+        # Its first write request has reached Airtable: it waits for the answer (not inside SQLite).
+        assert arrived.wait(30)
         hung.send_signal(signal.SIGSTOP)
         fake.latency = 0.03
         with Api(fake.token, endpoint_url=fake.url, path=db, flush="manual", claim_timeout=1, rate_limit=50) as api:
