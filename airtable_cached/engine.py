@@ -185,6 +185,8 @@ class Engine:
         #: Bases this engine's token has been seen to read (a pull or a probe answered), in memory.
         self.authorized: set[str] = set()
         self._filter_uses: dict[str, int] = {}
+        self._background: dict[int, threading.Thread] = {}  # tid -> refresh started by a stale read
+        self._background_lock = threading.Lock()
         self._indexed: set[str] = self._load_indexes()
 
     # -- entry point -------------------------------------------------------------------------------
@@ -265,8 +267,10 @@ class Engine:
         if decision is Read.OFFLINE_STALE:
             why = remote_reason or f"table {table!r} of base {info.base_id} has never been pulled"
             raise OfflineError(f"offline mode: cannot answer from the cache: {why}")
+        if decision is Read.PULL_THEN_SERVE and self._serve_stale(info, table):
+            decision = Read.SERVE
         if decision is Read.PULL_THEN_SERVE:
-            self._require_sync().pull(info.base_id, table)
+            self._require_sync().refresh(info.base_id, table, max_age=self.settings.max_age)
             info = self.table_info(info.base_id, table)
         elif decision is Read.SERVE:
             self._authorize(info, table)
@@ -280,8 +284,43 @@ class Engine:
         the answer. If Airtable cannot be asked (offline, network down), the cache answers."""
         if info.base_id in self.authorized or self.settings.mode == "offline" or self.sync is None:
             return
+        if self.sync.refresher.read_lately(info.base_id, self.settings.max_age):
+            # Another process with this very token (serve-sync) read the base lately.
+            self.authorized.add(info.base_id)
+            return
         self.sync.probe(info.base_id, table)
         self.authorized.add(info.base_id)
+        self.sync.refresher.remember_read(info.base_id)
+
+    def _serve_stale(self, info: TableInfo, table: str) -> bool:
+        """``AIRTABLE_CACHED_STALE=serve``: a stale table that was pulled before answers at once
+        while one background thread per table refreshes it. The answer is the same as any cached
+        answer; the count of such reads is kept (``stats``)."""
+        if self.settings.stale != "serve" or info.pulled_at is None or self.sync is None:
+            return False
+        self.sync.refresher.count_stale_served(info.tid)
+        with self._background_lock:
+            running = self._background.get(info.tid)
+            if running is None or not running.is_alive():
+                thread = threading.Thread(target=self._refresh_in_background, args=(info.base_id, table),
+                                          name=f"airtable_cached-refresh-{info.tid}", daemon=True)
+                self._background[info.tid] = thread
+                thread.start()
+        return True
+
+    def _refresh_in_background(self, base_id: str, table: str) -> None:
+        try:
+            self._require_sync().refresh(base_id, table, max_age=self.settings.max_age)
+        except Exception as exc:  # the next stale read tries again
+            log.warning("background refresh of %s/%s failed: %s", base_id, table, exc)
+
+    def wait_for_refreshes(self, timeout: float | None = None) -> bool:
+        """Wait for background refreshes started by stale reads; whether they all finished."""
+        with self._background_lock:
+            threads = list(self._background.values())
+        for thread in threads:
+            thread.join(timeout)
+        return not any(t.is_alive() for t in threads)
 
     def _require_sync(self) -> Sync:
         if self.sync is None:
