@@ -220,7 +220,9 @@ def pull(base: str | None, table: str | None, force: bool, token: str | None, pa
     if as_json:
         return _emit_json(results)
     for r in results:
-        what = f"{r['records']} records" if r["pulled"] else "fresh, skipped (use --force)"
+        what = "fresh, skipped (use --force)"
+        if r["pulled"]:
+            what = f"{r['records']} records" if r.get("kind") == "full" else f"{r['records']} changed ({r.get('kind')})"
         click.echo(f"{r['base_id']}/{r['table']}: {what}")
     if not results:
         click.echo("nothing to pull: name a BASE (and TABLE)")
@@ -596,7 +598,7 @@ def vacuum(keep_log_days: float, path: Path | None, as_json: bool) -> None:
 @click.option("--table", "tables", multiple=True, metavar="BASE/TABLE",
               help="Tables to keep pulled (repeatable; default: the tables already in the cache).")
 @click.option("--pull-every", type=click.FloatRange(min=0), default=None, envvar="AIRTABLE_CACHED_PULL_EVERY",
-              help="Seconds between pulls of a table (default: AIRTABLE_CACHED_MAX_AGE).")
+              help="Seconds between refreshes of a table (default: half AIRTABLE_CACHED_MAX_AGE).")
 @click.option("--flush-every", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
               envvar="AIRTABLE_CACHED_FLUSH_EVERY", help="Seconds between looks at the queue.")
 @click.option("--backup-every", type=click.FloatRange(min=0), default=86400.0, show_default=True,

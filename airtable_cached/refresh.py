@@ -161,6 +161,7 @@ class Refresher:
         feed = self._read_feed(info.base_id, hook) if hook else None
         if feed is not None and feed.lost:
             self._forget_coverage(info.base_id)
+            self.feed_hook(info.base_id)  # a new webhook if the old one is gone, before the pull begins
             return self._full(info.base_id, table, RefreshPlan(True, False, "the change feed lost payloads"))
         if feed is not None and feed.schema_changed & {info.table_id}:
             self.engine._refresh_schema(info)  # a field added, changed or removed in Airtable
@@ -437,3 +438,82 @@ def webhook_rows(store) -> list[dict]:
 
 
 __all__ = ["Refresher", "RefreshResult", "FeedRead", "webhook_rows"]
+
+
+# -- reports (status, stats) and operations (webhooks list/remove) ---------------------------------
+
+
+def refresh_status(conn, tid: int, schema: dict | None, settings, now: float) -> dict:
+    """What ``status`` shows about a table's refreshes: last incremental and full pull, watermark,
+    where deletions come from (change feed or id sweep) and how old that knowledge is, and why
+    it gets full pulls on a cadence, if it does."""
+    state = conn.execute("SELECT * FROM refresh_state WHERE tid = ?", (tid,)).fetchone()
+    base = conn.execute("SELECT base_id FROM tables WHERE tid = ?", (tid,)).fetchone()
+    hook = conn.execute("SELECT * FROM webhooks WHERE base_id = ?", (base[0],)).fetchone() if base else None
+    state = dict(state) if state is not None else {}
+    volatile = volatile_fields(schema)
+    feed_on = hook is not None and hook["webhook_id"] and state.get("hook_id") == hook["webhook_id"]
+    if feed_on:
+        source, seen = "feed", hook["read_at"] or state.get("last_full")
+    else:
+        source, seen = "sweep", state.get("last_sweep")
+    reason = None
+    if volatile is None:
+        reason = f"schema unknown: full pull every {settings.full_pull_every:g}s"
+    elif volatile:
+        reason = f"computed fields {', '.join(volatile)}: full pull every {settings.full_pull_every:g}s"
+    watermark = state.get("watermark")
+    return {
+        "last_incremental": state.get("last_incremental"),
+        "last_full": state.get("last_full"),
+        "watermark": None if watermark is None else _dt.datetime.fromtimestamp(watermark, _dt.UTC).isoformat(),
+        "deletions": source if state else None,
+        "deletions_age": None if seen is None else max(0.0, now - seen),
+        "webhook_id": hook["webhook_id"] if feed_on else None,
+        "feed_refused": hook["denied_why"] if hook is not None else None,
+        "full_pull_reason": reason,
+    }
+
+
+def refresh_counts(conn) -> list[dict]:
+    """What ``stats`` shows: incremental and full pulls per table, the requests each kind cost,
+    and stale reads answered at once (AIRTABLE_CACHED_STALE=serve)."""
+    rows = conn.execute(
+        "SELECT t.base_id, COALESCE(t.name, t.table_id) AS label, s.* FROM refresh_state s JOIN tables t USING (tid)"
+        " ORDER BY t.base_id, t.tid"
+    ).fetchall()
+    return [{
+        "base_id": r["base_id"], "table": r["label"],
+        "full_pulls": r["full_pulls"], "full_requests": r["full_requests"],
+        "incremental_pulls": r["incremental_pulls"], "incremental_requests": r["incremental_requests"],
+        "stale_served": r["stale_served"],
+    } for r in rows]
+
+
+def list_webhooks(sync: Sync, bases: list[str]) -> list[dict]:
+    """Every webhook Airtable has on these bases, marked ``ours`` when this cache file uses it."""
+    conn = sync.engine.store.conn
+    mine = {r["base_id"]: r["webhook_id"] for r in conn.execute("SELECT base_id, webhook_id FROM webhooks")}
+    out = []
+    for base_id in bases:
+        url = "/".join([sync.settings.endpoint_url, "v0", "bases", base_id, "webhooks"])
+        for hook in sync.remote.send(base_id, "GET", url, kind="feed").get("webhooks", []):
+            out.append({"base_id": base_id, "id": hook.get("id"), "ours": mine.get(base_id) == hook.get("id"),
+                        "enabled": hook.get("isHookEnabled"), "notification_url": hook.get("notificationUrl"),
+                        "expires": hook.get("expirationTime"), "next_cursor": hook.get("cursorForNextPayload"),
+                        "data_types": ((hook.get("specification") or {}).get("options") or {}).get("filters", {})
+                        .get("dataTypes")})
+    return out
+
+
+def remove_webhooks(sync: Sync, base_id: str, ids: list[str]) -> list[str]:
+    """Delete these webhooks from Airtable. Removing the one this cache file uses makes the next
+    refresh create another (and pull each table of the base whole once)."""
+    removed = []
+    for hook_id in ids:
+        url = "/".join([sync.settings.endpoint_url, "v0", "bases", base_id, "webhooks", hook_id])
+        sync.remote.send(base_id, "DELETE", url, kind="feed")
+        removed.append(hook_id)
+        with sync.engine.store.transaction() as conn:
+            conn.execute("DELETE FROM webhooks WHERE base_id = ? AND webhook_id = ?", (base_id, hook_id))
+    return removed
