@@ -311,7 +311,7 @@ class Engine:
     def _refresh_in_background(self, base_id: str, table: str) -> None:
         try:
             self._require_sync().refresh(base_id, table, max_age=self.settings.max_age)
-        except Exception as exc:  # the next stale read tries again
+        except Exception as exc:  # noqa: BLE001 - logged; the next stale read tries again
             log.warning("background refresh of %s/%s failed: %s", base_id, table, exc)
 
     def wait_for_refreshes(self, timeout: float | None = None) -> bool:

@@ -105,7 +105,9 @@ class Refresher:
             info = self.engine.table_info(base_id, table)
             if max_age is not None and info.pulled_at is not None and self.engine.clock() - info.pulled_at <= max_age:
                 return RefreshResult("skipped", why="refreshed meanwhile by another process or thread")
+            self.remote.mark()
             hook = self.feed_hook(base_id)
+            setup, _first, _last = self.remote.since_mark()  # listing or making the webhook, counted too
             state = self.state(info.tid)
             plan = plan_refresh(
                 now=self.engine.clock(), watermark=state.get("watermark"), last_full=state.get("last_full"),
@@ -114,8 +116,17 @@ class Refresher:
                 sweep_every=self.settings.sweep_every, force_full=force_full,
             )
             if plan.full:
-                return self._full(base_id, table, plan)
-            return self._incremental(info, table, state, hook, plan)
+                result = self._full(base_id, table, plan)
+                kind = "full"
+            else:
+                result = self._incremental(info, table, state, hook, plan)
+                kind = "full" if result.kind == "full" else "incremental"
+            if setup:
+                result.requests += setup
+                with self.store.transaction() as conn:
+                    conn.execute(f"UPDATE refresh_state SET {kind}_requests = {kind}_requests + ? WHERE tid = ?",
+                                 (setup, info.tid))
+            return result
 
     @contextlib.contextmanager
     def _single_flight(self, info: TableInfo) -> Iterator[None]:
