@@ -208,10 +208,11 @@ class Table(pyairtable.api.table.Table):
         return self.api.sync.flush(self.base.id)
 
     def refresh(self, force: bool = False) -> bool:
-        """Pull the table now if it is stale (or always, with ``force``). Returns whether it pulled."""
+        """Refresh the table now if it is stale: only what changed since its watermark when that is
+        enough. ``force``: pull it whole now. Returns whether it refreshed."""
         if not force and self.is_fresh():
             return False
-        self.api.sync.pull(self.base.id, self._table_ref)
+        self.api.sync.refresh(self.base.id, self._table_ref, force_full=force)
         return True
 
     def is_fresh(self) -> bool:

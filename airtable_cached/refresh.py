@@ -100,9 +100,9 @@ class Refresher:
     def refresh(self, base_id: str, table: str, *, max_age: float | None = None, force_full: bool = False) -> RefreshResult:
         """Bring the table up to date, unless (once this process holds the table's refresh lock)
         it is younger than ``max_age`` seconds: someone else refreshed it meanwhile."""
-        info = self.engine.table_info(base_id, table)
+        info = self._info(base_id, table)
         with self._single_flight(info):
-            info = self.engine.table_info(base_id, table)
+            info = self._info(base_id, table)
             if max_age is not None and info.pulled_at is not None and self.engine.clock() - info.pulled_at <= max_age:
                 return RefreshResult("skipped", why="refreshed meanwhile by another process or thread")
             self.remote.mark()
@@ -127,6 +127,11 @@ class Refresher:
                     conn.execute(f"UPDATE refresh_state SET {kind}_requests = {kind}_requests + ? WHERE tid = ?",
                                  (setup, info.tid))
             return result
+
+    def _info(self, base_id: str, table: str) -> TableInfo:
+        info = self.engine.table_info(base_id, table)
+        assert info is not None  # table_info creates the table's entry when it is missing
+        return info
 
     @contextlib.contextmanager
     def _single_flight(self, info: TableInfo) -> Iterator[None]:
@@ -463,8 +468,8 @@ def refresh_status(conn, tid: int, schema: dict | None, settings, now: float) ->
     hook = conn.execute("SELECT * FROM webhooks WHERE base_id = ?", (base[0],)).fetchone() if base else None
     state = dict(state) if state is not None else {}
     volatile = volatile_fields(schema)
-    feed_on = hook is not None and hook["webhook_id"] and state.get("hook_id") == hook["webhook_id"]
-    if feed_on:
+    feed_on = bool(hook is not None and hook["webhook_id"] and state.get("hook_id") == hook["webhook_id"])
+    if feed_on and hook is not None:
         source, seen = "feed", hook["read_at"] or state.get("last_full")
     else:
         source, seen = "sweep", state.get("last_sweep")
@@ -480,7 +485,7 @@ def refresh_status(conn, tid: int, schema: dict | None, settings, now: float) ->
         "watermark": None if watermark is None else _dt.datetime.fromtimestamp(watermark, _dt.UTC).isoformat(),
         "deletions": source if state else None,
         "deletions_age": None if seen is None else max(0.0, now - seen),
-        "webhook_id": hook["webhook_id"] if feed_on else None,
+        "webhook_id": hook["webhook_id"] if feed_on and hook is not None else None,
         "feed_refused": hook["denied_why"] if hook is not None else None,
         "full_pull_reason": reason,
     }

@@ -88,6 +88,7 @@ class Webhooks:
         if not hooks:
             return
         self._transaction += 1
+        change: dict[str, Any]
         if kind == "created":
             change = {"createdRecordsById": {item["id"]: {"createdTime": item["createdTime"], "cellValuesByFieldId": {}}}}
             data_type = "tableData"
