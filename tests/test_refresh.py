@@ -275,6 +275,24 @@ def test_an_expired_webhook_falls_back_to_one_full_pull_with_a_new_webhook(fake,
     api.close()
 
 
+def test_a_disabled_webhook_is_replaced_and_the_next_run_pulls_whole_once(fake, db_path, clock):
+    first = cached(fake, db_path, clock)
+    first.table(BASE, TABLE).all()
+    first.close()
+    old = fake.webhooks.of_base(BASE)[0]["id"]
+    fake.webhooks.disable(old)
+    _made, _changed, deleted = change_remotely(fake)
+    later = FakeClock(clock() + 86400)
+    second = cached(fake, db_path, later)  # the next run lists the base's webhooks once
+    table = second.table(BASE, TABLE)
+    fake.reset_log()
+    assert local_view(table) == remote_view(fake) and deleted not in local_view(table)
+    hooks = fake.webhooks.of_base(BASE)
+    assert len(hooks) == 1 and hooks[0]["id"] != old and hooks[0]["enabled"]
+    assert fake.request_count(path_contains=f"/v0/{BASE}/{TABLE}") == 3  # one full pull
+    second.close()
+
+
 def test_a_webhook_close_to_its_expiry_is_refreshed(fake, db_path, clock):
     api = cached(fake, db_path, clock)
     table = api.table(BASE, TABLE)
