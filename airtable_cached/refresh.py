@@ -110,12 +110,15 @@ class Refresher:
             setup, _first, _last = self.remote.since_mark()  # listing or making the webhook, counted too
             state = self.state(info.tid)
             plan = plan_refresh(
-                now=self.engine.clock(), watermark=state.get("watermark"), last_full=state.get("last_full"),
+                # No pull since the cached records were dropped (``reset``): the watermark means nothing.
+                now=self.engine.clock(), watermark=state.get("watermark") if info.pulled_at is not None else None,
+                last_full=state.get("last_full"),
                 last_sweep=state.get("last_sweep"), volatile=volatile_fields(info.schema),
                 table_hook=state.get("hook_id"), base_hook=hook, full_every=self.settings.full_pull_every,
                 sweep_every=self.settings.sweep_every, force_full=force_full,
             )
             if plan.full:
+                log.info("full pull of %s/%s: %s", base_id, table, plan.why)
                 result = self._full(base_id, table, plan)
                 kind = "full"
             else:
@@ -176,6 +179,8 @@ class Refresher:
         started = self.engine.clock()
         feed = self._read_feed(info.base_id, hook) if hook else None
         if feed is not None and feed.lost:
+            log.warning("change feed of base %s lost payloads (cursor too old, or the webhook is gone): each of its"
+                        " tables gets one full pull", info.base_id)
             self._forget_coverage(info.base_id)
             self.feed_hook(info.base_id)  # a new webhook if the old one is gone, before the pull begins
             return self._full(info.base_id, table, RefreshPlan(True, False, "the change feed lost payloads"))

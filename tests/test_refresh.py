@@ -213,6 +213,18 @@ def test_a_failed_refresh_keeps_its_watermark_and_the_next_one_repeats_the_work(
     api.close()
 
 
+def test_after_a_reset_the_next_refresh_pulls_whole(fake, db_path, clock):
+    from airtable_cached import maintenance
+
+    api = cached(fake, db_path, clock)
+    table = api.table(BASE, TABLE)
+    table.all()
+    maintenance.reset(api.engine.store)
+    clock.advance(301)
+    assert len(table.all()) == 250
+    api.close()
+
+
 def test_a_table_with_computed_fields_from_elsewhere_gets_full_pulls_on_their_cadence(db_path, clock):
     schema = [*LEADS_SCHEMA, {"name": "Deals", "type": "count", "options": {}}]
     with FakeAirtable(seed=3) as fake:
