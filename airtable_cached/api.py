@@ -114,7 +114,9 @@ class Api(pyairtable.Api):
     Every keyword of ``pyairtable.Api`` is accepted. The cache's settings come from
     ``AIRTABLE_CACHED_*`` environment variables, each overridable here: ``path``, ``max_age``,
     ``mode`` (cache | write-through | passthrough | offline), ``flush`` (auto | manual),
-    ``exit_timeout``, ``rate_limit``, ``penalty``, ``retries``, ``claim_timeout``.
+    ``exit_timeout``, ``rate_limit``, ``penalty``, ``retries``, ``claim_timeout``, and for refreshes
+    ``stale`` (refresh | serve), ``feed`` (webhooks | off), ``overlap``, ``sweep_every``,
+    ``full_pull_every``.
     ``endpoint_url`` defaults to ``AIRTABLE_CACHED_ENDPOINT_URL`` or Airtable's.
     """
 
@@ -327,10 +329,11 @@ class Table(pyairtable.api.table.Table):
         return self._cached_api.sync.flush(self.base.id)
 
     def refresh(self, force: bool = False) -> bool:
-        """Pull the table now if it is stale (or always, with ``force``). Returns whether it pulled."""
+        """Refresh the table now if it is stale: only what changed since its watermark when that is
+        enough. ``force``: pull it whole now. Returns whether it refreshed."""
         if not force and self.is_fresh():
             return False
-        self._cached_api.sync.pull(self.base.id, self._table_ref)
+        self._cached_api.sync.refresh(self.base.id, self._table_ref, force_full=force)
         return True
 
     def is_fresh(self) -> bool:

@@ -240,6 +240,8 @@ class Engine:
         self.authorized: set[str] = set()
         self._digest: str | None = None
         self._filter_uses: dict[str, int] = {}
+        self._background: dict[int, threading.Thread] = {}  # tid -> refresh started by a stale read
+        self._background_lock = threading.Lock()
         self._indexed: set[str] = self._load_indexes()
 
     # -- entry point -------------------------------------------------------------------------------
@@ -295,6 +297,10 @@ class Engine:
         if info is not None and self.change_marker() == marker:
             self._infos[(base_id, table)] = (marker, info)
         return info
+
+    def forget_marker(self) -> None:
+        """After waiting (on a lock another process held), ask SQLite again: it may have committed."""
+        self._answer.marker = None
 
     def change_marker(self) -> tuple:
         """``Store.change_marker``, asked of SQLite once per call of ``dispatch`` while this
@@ -357,6 +363,8 @@ class Engine:
         if decision is Read.OFFLINE_STALE:
             why = remote_reason or f"table {table!r} of base {info.base_id} has never been pulled"
             raise OfflineError(f"offline mode: cannot answer from the cache: {why}")
+        if decision is Read.PULL_THEN_SERVE and self._serve_stale(info, table):
+            decision = Read.SERVE
         if decision is Read.PULL_THEN_SERVE:
             if not outage.pull_or_serve_stale(self, info, table):
                 return Read.SERVE, info
@@ -413,6 +421,36 @@ class Engine:
             salt = self.store.conn.execute("SELECT salt FROM token_salt").fetchone()[0]
             self._digest = self.sync.remote.token_digest(salt)
         return self._digest
+
+    def _serve_stale(self, info: TableInfo, table: str) -> bool:
+        """``AIRTABLE_CACHED_STALE=serve``: a stale table that was pulled before answers at once
+        while one background thread per table refreshes it. The answer is the same as any cached
+        answer; the count of such reads is kept (``stats``)."""
+        if self.settings.stale != "serve" or info.pulled_at is None or self.sync is None:
+            return False
+        self.sync.refresher.count_stale_served(info.tid)
+        with self._background_lock:
+            running = self._background.get(info.tid)
+            if running is None or not running.is_alive():
+                thread = threading.Thread(target=self._refresh_in_background, args=(info.base_id, table),
+                                          name=f"airtable_cached-refresh-{info.tid}", daemon=True)
+                self._background[info.tid] = thread
+                thread.start()
+        return True
+
+    def _refresh_in_background(self, base_id: str, table: str) -> None:
+        try:
+            self._require_sync().refresh(base_id, table, max_age=self.settings.max_age)
+        except Exception as exc:  # noqa: BLE001 - logged; the next stale read tries again
+            log.warning("background refresh of %s/%s failed: %s", base_id, table, exc)
+
+    def wait_for_refreshes(self, timeout: float | None = None) -> bool:
+        """Wait for background refreshes started by stale reads; whether they all finished."""
+        with self._background_lock:
+            threads = list(self._background.values())
+        for thread in threads:
+            thread.join(timeout)
+        return not any(t.is_alive() for t in threads)
 
     def _require_sync(self) -> Sync:
         if self.sync is None:

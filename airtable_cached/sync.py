@@ -37,6 +37,7 @@ from airtable_cached.locks import FlushLocks, HeldLock
 from airtable_cached.policy import backoff
 from airtable_cached.query import ListQuery
 from airtable_cached.records import dumps, now_iso, replace_ids
+from airtable_cached.refresh import Refresher, RefreshResult
 
 if TYPE_CHECKING:
     from airtable_cached.engine import Engine, TableInfo
@@ -115,6 +116,7 @@ class Remote:
         self._sessions_lock = threading.Lock()
         #: Airtable's clock as its last answer told it (``Date``): bounds what a lost create made.
         self.server_time: Any = None
+        self._counted = threading.local()  # per thread: requests and Airtable's clock since mark()
 
     @property
     def session(self) -> requests.Session:
@@ -156,6 +158,26 @@ class Remote:
     def token_digest(self, salt: bytes) -> str:
         """An HMAC of the token keyed by ``salt``: tells tokens apart without keeping the token."""
         return hmac.new(salt, self._token.encode(), hashlib.sha256).hexdigest()
+
+    def mark(self) -> None:
+        """Start counting this thread's requests (a refresh's cost) and noting Airtable's clock."""
+        self._counted.requests = 0
+        self._counted.first_date = None
+        self._counted.last_date = None
+
+    def since_mark(self) -> tuple[int, float | None, float | None]:
+        """Requests this thread sent since ``mark()``, and the Date header (epoch seconds, Airtable's
+        clock) of the first and the last answer."""
+        return (getattr(self._counted, "requests", 0), getattr(self._counted, "first_date", None),
+                getattr(self._counted, "last_date", None))
+
+    def _note(self, response: requests.Response | None) -> None:
+        self._counted.requests = getattr(self._counted, "requests", 0) + 1
+        date = _server_date(response) if response is not None else None
+        if date is not None:
+            if getattr(self._counted, "first_date", None) is None:
+                self._counted.first_date = date
+            self._counted.last_date = date
 
     def url(self, *parts: str) -> str:
         return self.settings.endpoint_url + "/v0/" + "/".join(quote(p, safe="") for p in parts)
@@ -204,7 +226,9 @@ class Remote:
         try:
             response = self.session.request(method, url, params=params, json=json_body, timeout=self.timeout)
             status = response.status_code
+            self._note(response)
         except requests.RequestException as exc:
+            self._note(None)
             error = RemoteError(None, f"{type(exc).__name__}: {exc}".replace(self._token, "***"))
             error.unsent = _never_sent(exc)  # type: ignore[attr-defined]
             error.no_answer = error.unsent or isinstance(exc, requests.Timeout)  # type: ignore[attr-defined]
@@ -253,6 +277,12 @@ def may_have_applied(error: RemoteError) -> bool:
     if error.status is None:
         return not getattr(error, "unsent", False)
     return error.status >= 500
+
+
+def _server_date(response: requests.Response) -> float | None:
+    """Airtable's clock from an answer's Date header (one-second resolution), as epoch seconds."""
+    when = reconcile.server_time(response.headers.get("Date"))
+    return when.timestamp() if when is not None else None
 
 
 def _retry_after(response: requests.Response) -> float | None:
@@ -331,6 +361,7 @@ class Sync:
         self._flusher_lock = threading.Lock()
         self._closed = False
         self._start_flusher()
+        self.refresher = Refresher(self)
 
     @property
     def store(self):
@@ -340,6 +371,7 @@ class Sync:
     def pull(self, base_id: str, table: str, *, view: str | None = None) -> int:
         """Pull a table (or one view's members and order) whole; returns the number of records."""
         started = self.remote.clock()
+        self.remote.mark()
         info = self.engine.table_info(base_id, table)
         schema = self._fetch_schema(info, table) if info.schema is None else None
         params: dict[str, Any] = {"pageSize": PULL_PAGE_SIZE, "recordMetadata[]": ["commentCount"]}
@@ -348,7 +380,17 @@ class Sync:
         records = self._fetch_all(base_id, table, params)
         self.engine.grant(base_id)
         self.engine.apply_pull(base_id, table, records, started_at=started, schema=schema, view=view)
+        if view is None:
+            requests, server_start, _last = self.remote.since_mark()
+            self.refresher.record_full(info, requests=requests, server_start=server_start)
         return len(records)
+
+    def refresh(self, base_id: str, table: str, *, max_age: float | None = None,
+                force_full: bool = False) -> RefreshResult:
+        """Bring a table up to date: only what changed since its watermark when that is enough
+        (see airtable_cached/refresh.py); skipped if it is younger than ``max_age`` by the time
+        this process holds the table's refresh lock."""
+        return self.refresher.refresh(base_id, table, max_age=max_age, force_full=force_full)
 
     def probe(self, base_id: str, table: str) -> bool:
         """Ask Airtable whether this token may read the table (one record, one field at most).

@@ -39,8 +39,9 @@ def test_a_refresh_rewrites_only_the_records_that_changed(api, table, fake, cloc
     index_after = fts_rows(api)
     assert {rid for rid in index_before if index_before[rid] != index_after[rid]} == {changed}
     assert "Zanzibar Shipping" in index_after[changed][1]
-    # One record row, its index row and key, the table's stamp: a handful of rows, not 250.
-    assert conn.total_changes - changes < 20
+    # One record row, its index row and key, the table's stamp, the refresh's bookkeeping and the
+    # request log: a handful of rows, not 250.
+    assert conn.total_changes - changes < 40
     assert [r["id"] for r in table.search("zanzibar")] == [changed]
 
 
