@@ -30,7 +30,7 @@ PRAGMAS: tuple[tuple[str, object], ...] = (
     ("cache_size", -16_000),
 )
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -249,6 +249,12 @@ MIGRATIONS: dict[int, str] = {
         denied_at  REAL,                -- local clock: Airtable refused (403) or the limit was reached
         denied_why TEXT
     );
+    """,
+    # The agent's call each queued write came from (the seq of the call's first write): Airtable
+    # applies a request whole or not at all, so the writes of one call are sent together and
+    # dead-lettered together (issue 9).
+    7: """
+    ALTER TABLE outbox ADD COLUMN call_id INTEGER;
     """,
 }
 

@@ -293,14 +293,14 @@ def test_own_writes_patch_the_model_without_decoding_the_table_again(api, table,
     table.all()
     loads = api.engine.model.loads
     ids = [r["id"] for r in table.all()]
-    table.update(ids[3], {"Status": "Won"})
-    created = table.create({"Full Name": "Zed Newcomer", "Status": "Won"})
+    table.update(ids[3], {"Status": "Qualified"})
+    created = table.create({"Full Name": "Zed Newcomer", "Status": "Qualified"})
     table.delete(ids[7])
     table.batch_update([{"id": ids[9], "fields": {"Score": 99}}])
     seen = table.all()
     assert api.engine.model.loads == loads
     assert [r["id"] for r in seen] == [i for i in ids if i != ids[7]] + [created["id"]]
-    won = table.all(formula="{Status} = 'Won'")
+    won = table.all(formula="{Status} = 'Qualified'")
     assert ids[3] in {r["id"] for r in won} and created["id"] in {r["id"] for r in won}
     api.flush()
     assert [r["fields"] for r in table.all()] == [r["fields"] for r in plain.all()]
