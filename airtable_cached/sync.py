@@ -436,9 +436,15 @@ class Sync:
 
     def _release(self, sends: list[outbox.Send], exc: RemoteError, result: FlushResult) -> None:
         """Airtable could not be reached (or a lookup failed): the writes this claim still holds go
-        back to the queue, due again in ``OUTAGE_RETRY`` seconds, so the queue drains as soon as
-        Airtable answers. A create in doubt keeps its mark (and its clock bound)."""
-        retry_at = self.remote.clock() + OUTAGE_RETRY
+        back to the queue, due again in ``OUTAGE_RETRY`` seconds when Airtable was out of reach (so
+        the queue drains as soon as it answers), after the usual backoff otherwise. A create in
+        doubt keeps its mark (and its clock bound)."""
+        seqs = [seq for send in sends for seq in send.seqs]
+        attempts = self.store.conn.execute(
+            f"SELECT MAX(attempts) FROM outbox WHERE seq IN ({','.join('?' * len(seqs))})", seqs
+        ).fetchone()[0] if seqs else 1
+        delay = OUTAGE_RETRY if exc.unreachable else backoff(attempts or 1)
+        retry_at = self.remote.clock() + delay
         rows = []
         for send in sends:
             error: dict[str, Any] = {"status": exc.status, "body": exc.body}
@@ -451,7 +457,7 @@ class Sync:
                 " WHERE seq = ? AND state = 'inflight'", row,
             ).rowcount for row in rows)
         log.warning("Airtable did not answer (%s): %d write(s) stay queued, tried again in %ss",
-                    exc, released, OUTAGE_RETRY)
+                    exc, released, delay)
         result.failed.append({"op": "flush", "status": exc.status, "error": exc.body, "dead": False,
                               "queued": released})
 
@@ -634,8 +640,12 @@ class Sync:
             first = group[0]
             ids = [r["id"] for r in outcome.delete]
             for i in range(0, len(ids), outbox.MAX_RECORDS_PER_REQUEST):
-                self.remote.send(first.base_id, "DELETE", self.remote.url(first.base_id, first.table_ref), kind="push",
-                                 params={"records[]": ids[i : i + outbox.MAX_RECORDS_PER_REQUEST]})
+                try:
+                    self.remote.send(first.base_id, "DELETE", self.remote.url(first.base_id, first.table_ref),
+                                     kind="push", params={"records[]": ids[i : i + outbox.MAX_RECORDS_PER_REQUEST]})
+                except RemoteError as exc:
+                    if exc.status != 404 and _error_type(exc.body) != "ROW_DOES_NOT_EXIST":
+                        raise
                 result.requests += 1
             log.info("deleted %d record(s) made by creates whose answer was lost and that were deleted since", len(ids))
         self._forget_cancelled(outcome.drop, result)

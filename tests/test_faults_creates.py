@@ -168,3 +168,26 @@ def test_lookup_formula_compares_only_what_airtable_stores_as_sent():
         " ARRAYJOIN({Tags}, ', ')='SMB, Warm', {Ok}=TRUE())"
     )
     assert lookup_formula({"Lead": ["recAAAAAAAAAAAAAA"]}, {}, typecast=False, after=None) == ""
+
+
+def test_settle_never_leaves_airtable_with_more_or_fewer_records_than_creates():
+    """Whatever subset of identical creates made a record (and whichever were cancelled since),
+    adopting, deleting and re-sending as settled ends with one record per create kept."""
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from airtable_cached.reconcile import settle
+
+    @given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=12))
+    def check(items):  # (cancelled since, made a record before its answer was lost)
+        sends = [_send(f"recLOCAL0000000{i % 10}", {"A": 1}, kind="none" if cancelled else "create")
+                 for i, (cancelled, _made) in enumerate(items)]
+        made = [{"id": f"rec{i}", "createdTime": f"2024-01-01T00:00:{i:02d}.000Z"}
+                for i, (_c, did) in enumerate(items) if did]
+        outcome = settle(sends, made, len(sends))
+        in_airtable = len(made) - len(outcome.delete) + len(outcome.resend)
+        assert in_airtable == sum(1 for cancelled, _ in items if not cancelled)
+        assert len(outcome.adopt) + len(outcome.resend) == sum(1 for s in sends if s.kind == "create")
+        assert not outcome.uncertain
+
+    check()
