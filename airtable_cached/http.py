@@ -87,6 +87,7 @@ class _Interceptor:
         self.hosts = {(AIRTABLE_HOST, 443), ((endpoint.hostname or "").lower(), _port(endpoint))}
         self._verdicts: dict[str, bool] = {}  # sha256(token) -> valid; memory only
         self._verdict_locks: dict[str, threading.Lock] = {}
+        self._unasked_at: dict[str, float] = {}  # sha256(token) -> when Airtable could not be asked
         self._lock = threading.Lock()
         self._local = threading.local()
 
@@ -136,9 +137,13 @@ class _Interceptor:
             verdict = self._verdicts.get(key)
             if verdict is not None:
                 return verdict
+            if time.monotonic() - self._unasked_at.get(key, -UNASKED_QUIET) < UNASKED_QUIET:
+                return True  # Airtable could not be asked moments ago: no new wait for every request
             verdict = self._ask_airtable(token)
             if verdict is not None:
                 self._verdicts[key] = verdict
+            else:
+                self._unasked_at[key] = time.monotonic()
             return True if verdict is None else verdict
 
     def _ask_airtable(self, token: str) -> bool | None:
@@ -147,7 +152,8 @@ class _Interceptor:
             session.headers["Authorization"] = f"Bearer {token}"
             session.headers["User-Agent"] = "airtable_cached"
             try:
-                response = session.get(self.settings.endpoint_url + "/v0/meta/whoami", timeout=(10, 30))
+                timeout = (self.settings.network_timeout, self.settings.network_timeout)
+                response = session.get(self.settings.endpoint_url + "/v0/meta/whoami", timeout=timeout)
             except requests.RequestException as exc:
                 log.warning("could not check the token with Airtable (%s); answering from the cache", exc)
                 return None
@@ -159,6 +165,9 @@ class _Interceptor:
             return None
         return True
 
+
+#: Seconds during which a token Airtable could not judge (network down) is not asked about again.
+UNASKED_QUIET = 30.0
 
 _installed: _Interceptor | None = None
 _install_lock = threading.Lock()
