@@ -139,14 +139,12 @@ class _Interceptor:
                 return verdict
             if time.monotonic() - self._unasked_at.get(key, -UNASKED_QUIET) < UNASKED_QUIET:
                 return True  # Airtable could not be asked moments ago: no new wait for every request
-            verdict = self._ask_airtable(token)
+            verdict = self._ask_airtable(token, key)
             if verdict is not None:
                 self._verdicts[key] = verdict
-            else:
-                self._unasked_at[key] = time.monotonic()
             return True if verdict is None else verdict
 
-    def _ask_airtable(self, token: str) -> bool | None:
+    def _ask_airtable(self, token: str, key: str = "") -> bool | None:
         # A throwaway session: a wrong token must not get a runtime (and a flusher thread) of its own.
         with mark_direct(requests.Session()) as session:
             session.headers["Authorization"] = f"Bearer {token}"
@@ -156,6 +154,7 @@ class _Interceptor:
                 response = session.get(self.settings.endpoint_url + "/v0/meta/whoami", timeout=timeout)
             except requests.RequestException as exc:
                 log.warning("could not check the token with Airtable (%s); answering from the cache", exc)
+                self._unasked_at[key] = time.monotonic()  # out of reach: not asked again at once
                 return None
         if response.status_code == 401:
             return False
