@@ -403,6 +403,7 @@ class Engine:
             rows = conn.execute(sql.replace(where, "", 1), args[: len(args) - len(params)]).fetchall()
             residual = formula_bridge.python_filter(info, query.formula or "")
             self.stats.count(info.tid, "formula.python")
+            log.info("formula too large for SQLite (%s): evaluated in Python over table %s", exc, info.name)
         records = [_record(row) for row in rows]
         if residual is not None:
             records = [r for r in records if residual(r)]

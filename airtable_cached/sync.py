@@ -396,7 +396,8 @@ class Sync:
         while True:
             now = self.remote.clock()
             with self.store.transaction() as conn:
-                self._quarantine(conn, base_id, result)
+                if not result.requests and not result.sent and not result.failed:
+                    self._quarantine(conn, base_id, result)  # once a flush, before anything is claimed
                 ops = outbox.claim(conn, base_id, now=now, lease=lease)
             if not ops:
                 return result
