@@ -7,8 +7,10 @@ reached "Airtable" is read from the fake's own state.
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +18,8 @@ from airtable_cached import Api
 from airtable_cached.records import is_provisional
 from tests.conftest import BASE, TABLE
 from tests.fault_proxy import FaultProxy
+
+TRAFFIC = Path(__file__).resolve().parents[1].parent / "shared" / "airtable-traffic"
 
 
 @pytest.fixture
@@ -164,8 +168,8 @@ def test_lookup_formula_compares_only_what_airtable_stores_as_sent():
         schema, typecast=False, after="2024-01-01T00:00:00.000Z",
     )
     assert formula == (
-        "AND(IS_AFTER(CREATED_TIME(), DATETIME_PARSE('2024-01-01T00:00:00.000Z')), {Name}='O\\'Brien',"
-        " ARRAYJOIN({Tags}, ', ')='SMB, Warm', {Ok}=TRUE())"
+        "AND(IS_AFTER(CREATED_TIME(), DATETIME_PARSE('2024-01-01T00:00:00.000Z')),"
+        " OR({Name}='O\\'Brien', {Name}='O\\'Brien\\n'), ARRAYJOIN({Tags}, ', ')='SMB, Warm', {Ok}=TRUE())"
     )
     assert lookup_formula({"Lead": ["recAAAAAAAAAAAAAA"]}, {}, typecast=False, after=None) == ""
 
@@ -191,3 +195,23 @@ def test_settle_never_leaves_airtable_with_more_or_fewer_records_than_creates():
         assert not outcome.uncertain
 
     check()
+
+
+def test_lookup_finds_the_record_airtable_really_made_for_a_recorded_create():
+    """Compared with real Airtable traffic (``shared/airtable-traffic/refine``): a create of
+    ``{"content": "bar", ...}`` came back as ``"bar\\n"`` and the ``Date`` header reads the clock
+    ``createdTime`` is on. The lookup for that create, bounded by that ``Date``, matches the record."""
+    import yaml
+
+    from airtable_cached.formula import matches, parse
+    from airtable_cached.reconcile import created_after, lookup_formula, server_time
+
+    path = TRAFFIC / "refine" / "create__index.mock.ts.yaml"
+    [interaction] = yaml.safe_load(path.read_text())["interactions"]
+    sent = json.loads(interaction["request"]["body"])["fields"]
+    made = json.loads(interaction["response"]["body"]["string"])
+    date = interaction["response"]["headers"]["Date"][0]
+    assert made["fields"]["content"] != sent["content"]  # what makes plain equality miss it
+    formula = lookup_formula(sent, {}, typecast=False, after=created_after(server_time(date)))
+    assert "CREATED_TIME()" in formula and "{category}" not in formula  # links are left out
+    assert matches(parse(formula), {**made, "lastModifiedTime": made["createdTime"]})
