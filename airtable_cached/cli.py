@@ -50,7 +50,7 @@ def _fail_cleanly(f: Callable) -> Callable:
             return f(*args, **kwargs)
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
-        except Exception as exc:  # rendered, not a traceback: operators read this in cron mail
+        except Exception as exc:  # noqa: BLE001 - rendered, not a traceback: operators read this in cron mail
             token = kwargs.get("token")
             message = f"{type(exc).__name__}: {exc}"
             if token:
@@ -69,8 +69,13 @@ def _open(path: Path | None, *, must_exist: bool = True):
 
     settings = _settings(path)
     if must_exist and not settings.path.exists():
-        raise click.ClickException(f"no database at {settings.path} (pull a table first, or pass --path)")
+        raise _no_database(settings.path)
     return settings, open_store(settings.path)
+
+
+def _no_database(path: Path) -> click.ClickException:
+    """One wording and one exit status (1) for every command that needs the file."""
+    return click.ClickException(f"no database at {path} (pull a table first, or pass --path)")
 
 
 def _need_token(token: str | None) -> str:
@@ -125,21 +130,19 @@ def _progress(as_json: bool, length: int, label: str):
 # -- the group ---------------------------------------------------------------------------------------
 
 class _Group(click.Group):
-    """Commands from modules that may be missing (``run``) are loaded when asked for, so the rest of
-    the CLI keeps working when one of them cannot be imported."""
+    """Commands whose modules are costly to import (``run``) are imported only when listed or asked
+    for; an import that fails raises, so a broken command is never silently missing."""
 
     lazy = {"run": ("airtable_cached.run", "run_command")}
 
-    def _load(self, name: str) -> click.Command | None:
+    def _load(self, name: str) -> click.Command:
         module_name, attr = self.lazy[name]
-        try:
-            return getattr(importlib.import_module(module_name), attr)
-        except Exception:
-            return None
+        command: click.Command = getattr(importlib.import_module(module_name), attr)
+        return command
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         names = set(super().list_commands(ctx))
-        names |= {n for n in self.lazy if self._load(n) is not None}
+        names |= set(self.lazy)
         return sorted(names)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
@@ -508,8 +511,10 @@ def check(fix: bool, quick: bool, fail_on: str, path: Path | None, as_json: bool
     """
     try:
         settings = _settings(path)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - logged or re-raised
         raise click.ClickException(str(exc)) from None
+    if not settings.path.exists():
+        raise _no_database(settings.path)
     try:
         findings = maintenance.check(settings.path, fix=fix, thorough=not quick)
     except sqlite3.Error as exc:

@@ -39,8 +39,13 @@ class Settings:
     flush: str = "auto"
     #: The Airtable the cache syncs with.
     endpoint_url: str = "https://api.airtable.com"
-    #: Seconds the interpreter waits at exit for the queue to drain (auto flush).
+    #: Seconds the interpreter waits at exit for the queue to drain (auto flush), in all.
     exit_timeout: float = 30.0
+    #: Longest a write waits in the queue for others to share its request (auto flush). Longer:
+    #: fewer requests (an agent writing one record every 10 s sends one PATCH per 10 records at
+    #: 100 s) but Airtable, and people looking at it, see the writes that much later. Reads are
+    #: not affected (they see the queue), and the wait is no risk: the queue is on disk.
+    batch_delay: float = 3.0
     #: Requests per second per base, shared by every process using the cache file.
     rate_limit: float = 5.0
     #: Seconds Airtable locks a base out after a 429.
@@ -103,7 +108,7 @@ def _convert(name: str, value: Any, source: str) -> Any:
 
     if name == "path":
         return Path(os.path.expanduser(str(value)))
-    if name in ("max_age", "exit_timeout", "rate_limit", "penalty", "claim_timeout", "network_timeout"):
+    if name in ("max_age", "exit_timeout", "rate_limit", "penalty", "claim_timeout", "batch_delay", "network_timeout"):
         try:
             number = float(value)
         except (TypeError, ValueError):

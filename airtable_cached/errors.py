@@ -89,6 +89,7 @@ class RemoteError(AirtableCachedError):
         self.status = status
         self.body = body
         self.retry_after = retry_after
+        self.unsent = False  # True when the request surely never reached Airtable
 
     @property
     def unreachable(self) -> bool:

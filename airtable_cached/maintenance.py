@@ -297,24 +297,24 @@ def _bases_of(path: Path) -> set[str]:
 @contextlib.contextmanager
 def _hold_flush_locks(settings: Settings, bases: Iterable[str]) -> Iterator[None]:
     """Take every base's flush lock without waiting; refuse if a flusher holds one."""
-    from airtable_cached.sync import Pacer
+    import diskcache
 
-    pacer = Pacer(settings, clock=time.time, sleep=time.sleep)
+    from airtable_cached.locks import FlushLocks
+
+    cache = diskcache.Cache(str(settings.locks_dir))
+    locks = FlushLocks(settings.locks_dir, cache, settings.claim_timeout)
     held = []
     try:
         for base in sorted(bases):
-            key = pacer.try_flush_lock(base)
-            if key is None:
-                raise RestoreRefused(
-                    f"a flush of base {base} holds the database; try again when it is over "
-                    f"(a stuck lock expires after {settings.claim_timeout:g} s)"
-                )
-            held.append(key)
+            lock = locks.try_acquire(base)
+            if lock is None:
+                raise RestoreRefused(f"a flush of base {base} holds the database; try again when it is over")
+            held.append(lock)
         yield
     finally:
-        for key in held:
-            pacer.release(key)
-        pacer.cache.close()
+        for lock in held:
+            locks.release(lock)
+        cache.close()
 
 
 def restore(path: str | os.PathLike, settings: Settings, *, now: float | None = None) -> RestoreResult:
@@ -530,10 +530,13 @@ def _check_queue(conn: sqlite3.Connection, path: Path, fix: bool, now: float, gr
         if fix:
             error = {"status": None, "body": {"error": {"type": "ORPHANED_WRITE",
                                                         "message": "names a provisional id nothing will create"}}}
+            # Opening the engine may open (and migrate) the file through a second connection: done
+            # before this one takes the write lock, or it would wait on it for busy_timeout.
+            recompute = _recomputer(path)
             conn.execute("BEGIN IMMEDIATE")
             try:
                 outbox.dead_letter(conn, seqs, error=error)
-                _recompute(conn, path, {(r["tid"], r["record_id"]) for r, _ in orphans})
+                recompute(conn, {(r["tid"], r["record_id"]) for r, _ in orphans})
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -576,18 +579,24 @@ def _check_queue(conn: sqlite3.Connection, path: Path, fix: bool, now: float, gr
     return findings
 
 
-def _recompute(conn: sqlite3.Connection, path: Path, keys: Iterable[tuple[int, str]]) -> None:
+def _recomputer(path: Path) -> Callable[[sqlite3.Connection, Iterable[tuple[int, str]]], None]:
+    """Rebuilds what reads see for records, on the connection it is given."""
     from airtable_cached.engine import Engine
 
     engine = Engine(_store(path), Settings.from_env(path=path))
-    for tid, rid in keys:
-        engine.recompute(conn, tid, [rid])
+
+    def recompute(conn: sqlite3.Connection, keys: Iterable[tuple[int, str]]) -> None:
+        for tid, rid in keys:
+            engine.recompute(conn, tid, [rid])
+
+    return recompute
 
 
 # -- statistics --------------------------------------------------------------------------------------
 
 LOCAL_KINDS = ("list.local", "list.page", "get.local")
-REMOTE_KINDS = ("list.remote", "get.remote")
+#: A read that pulled its table first counts as remote (``*.pull``): it waited for Airtable.
+REMOTE_KINDS = ("list.remote", "get.remote", "list.pull", "get.pull")
 
 
 def stats(store: Store) -> dict:
@@ -630,7 +639,7 @@ def stats(store: Store) -> dict:
             totals[key] += entry[key]
     by_kind: dict[str, dict] = {}
     merged: dict[str, list[float]] = {}
-    for (tid, kind), values in samples.items():
+    for (_tid, kind), values in samples.items():
         merged.setdefault(kind, []).extend(values)
     for kind, values in merged.items():
         values.sort()

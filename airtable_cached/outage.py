@@ -26,7 +26,6 @@ log = logging.getLogger("airtable_cached")
 
 _probing: set[tuple[int, str]] = set()
 _probing_lock = threading.Lock()
-_checks: set[threading.Thread] = set()
 
 
 def cannot_reach(exc: BaseException) -> bool:
@@ -101,17 +100,5 @@ def authorize_in_background(engine: Engine, info: TableInfo, table: str) -> None
         finally:
             with _probing_lock:
                 _probing.discard(key)
-                _checks.discard(threading.current_thread())
 
-    thread = threading.Thread(target=probe, name="airtable_cached-probe", daemon=True)
-    with _probing_lock:
-        _checks.add(thread)
-    thread.start()
-
-
-def wait_for_checks(timeout: float = 30.0) -> None:
-    """Wait (bounded) for the background access checks started so far."""
-    with _probing_lock:
-        running = list(_checks)
-    for thread in running:
-        thread.join(timeout)
+    threading.Thread(target=probe, name="airtable_cached-probe", daemon=True).start()

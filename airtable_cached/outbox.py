@@ -131,7 +131,8 @@ def append(
             checksum.seal(sealed),
         ),
     )
-    return int(cur.lastrowid)
+    assert cur.lastrowid is not None  # an INSERT always sets it
+    return cur.lastrowid
 
 
 def live_ops_for_record(conn: sqlite3.Connection, tid: int, record_id: str) -> list[Op]:
@@ -162,11 +163,11 @@ def list_ops(conn: sqlite3.Connection, *, base_id: str | None = None, states: Se
 
 
 def has_ready(conn: sqlite3.Connection, now: float) -> bool:
-    """Whether any write could be claimed now: due, or claimed by a flusher whose lease ran out."""
+    """Whether any write may be claimable now: due, or in flight (its flusher may have died; only
+    taking the base's flush lock tells, and a live holder keeps it)."""
     return conn.execute(
-        "SELECT 1 FROM outbox WHERE (state = 'pending' AND next_attempt_at <= ?)"
-        " OR (state = 'inflight' AND claimed_until < ?) LIMIT 1",
-        (now, now),
+        "SELECT 1 FROM outbox WHERE (state = 'pending' AND next_attempt_at <= ?) OR state = 'inflight' LIMIT 1",
+        (now,),
     ).fetchone() is not None
 
 
@@ -219,6 +220,15 @@ def claim(conn: sqlite3.Connection, base_id: str, *, now: float, lease: float, l
             [(now + lease, op.seq) for op in claimed],
         )
     return claimed
+
+
+def release_claims(conn: sqlite3.Connection, base_id: str) -> int:
+    """Make the in-flight writes of a base claimable now (their flusher is gone). They stay
+    ``inflight``, so a create among them is looked for before it is sent again. Returns how many."""
+    cur = conn.execute(
+        "UPDATE outbox SET claimed_until = NULL WHERE base_id = ? AND state = 'inflight'", (base_id,)
+    )
+    return cur.rowcount
 
 
 def plan(ops: Iterable[Op]) -> list[Send]:

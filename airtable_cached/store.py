@@ -14,6 +14,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -173,6 +174,10 @@ MIGRATIONS: dict[int, str] = {
 }
 
 
+class _Connection(sqlite3.Connection):
+    """A connection that can be referred to weakly (the base class cannot)."""
+
+
 class StoreError(AirtableCachedError):
     """The database cannot be used (wrong schema version, unreadable file)."""
 
@@ -186,6 +191,10 @@ class Store:
         self._local = threading.local()
         self._pid = os.getpid()
         self._lock = threading.Lock()
+        #: Every thread's open connection, so that close_all() can close them (weak: a finished
+        #: thread's connection goes with it).
+        self._open: weakref.WeakSet[sqlite3.Connection] = weakref.WeakSet()
+        self._open_lock = threading.Lock()
         #: Write transactions committed through this Store (any thread) since it was opened.
         self.commits = 0
         self._prepare_file()
@@ -205,15 +214,18 @@ class Store:
         if os.getpid() != self._pid:
             self._local = threading.local()
             self._pid = os.getpid()
+            self._open = weakref.WeakSet()  # the parent's connections: never used (nor closed) here
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._connect()
             self._local.conn = conn
+            with self._open_lock:
+                self._open.add(conn)
         return conn
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN ourselves, so transactions are explicit.
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False, factory=_Connection)
         for name, value in PRAGMAS:
             if name == "journal_mode":
                 _enable_wal(conn)
@@ -225,10 +237,21 @@ class Store:
         return conn
 
     def close(self) -> None:
+        """Close the calling thread's connection (it reconnects on next use)."""
         conn = getattr(self._local, "conn", None)
-        if conn is not None:
+        if conn is not None and os.getpid() == self._pid:
+            with self._open_lock:
+                self._open.discard(conn)
             conn.close()
-            self._local.conn = None
+        self._local.conn = None
+
+    def close_all(self) -> None:
+        """Close every thread's connection. A thread that uses the Store again reconnects."""
+        with self._open_lock:
+            conns, self._open = list(self._open), weakref.WeakSet()
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
 
     # -- transactions --------------------------------------------------------------------------
     @contextlib.contextmanager

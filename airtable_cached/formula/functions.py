@@ -538,10 +538,10 @@ def _parse_with_format(text: str, fmt: str) -> datetime:
             pattern.append(rx)
         pos = m.end()
     pattern.append(re.escape(fmt[pos:]))
-    m = re.match("".join(pattern) + r"\s*\Z", text.strip())
-    if not m:
+    parsed = re.match("".join(pattern) + r"\s*\Z", text.strip())
+    if not parsed:
         raise _Err
-    g = m.groupdict()
+    g = parsed.groupdict()
     if g.get("X"):
         return datetime.fromtimestamp(float(g["X"]), UTC)
     if g.get("x"):
@@ -652,8 +652,8 @@ def f_set_timezone(env, d, tz):
     from zoneinfo import ZoneInfo
     try:
         return _date(d).astimezone(ZoneInfo(_text(tz)))
-    except Exception:
-        raise _Err
+    except (ValueError, KeyError, OverflowError):  # an unknown zone name or an unparsable date
+        raise _Err from None
 
 
 def _holidays(h):
