@@ -321,7 +321,7 @@ class Engine:
         if query.view and not self._view_is_fresh(info, query.view):
             if self.settings.mode == "offline":
                 raise OfflineError(f"offline mode: view {query.view!r} of table {table!r} has never been pulled")
-            self._require_sync().pull(base_id, table, view=query.view)
+            outage.pull_view_or_serve_stale(self, info, table, query.view)
         records = self._select(info, query)
         if query.max_records is not None:
             records = records[: query.max_records]

@@ -128,3 +128,14 @@ def test_plain_requests_agent_is_served_stale_and_writes_without_waiting(fake, p
     finally:
         cached_http.uninstall()
         proxy.thaw()
+
+
+@pytest.mark.parametrize("fault", ["frozen", "refused"])
+def test_a_stale_view_is_served_as_last_pulled_when_airtable_cannot_be_reached(fake, proxy, live, fault):
+    fake.add_view(BASE, TABLE, "Lost leads", formula="{Status} = 'Lost'", sort=[("Score", "desc")])
+    table = live.table(BASE, TABLE)
+    in_view = table.all(view="Lost leads")
+    getattr(proxy, "freeze" if fault == "frozen" else "refuse")()
+    again, elapsed = _timed(lambda: table.all(view="Lost leads"))
+    assert again == in_view and elapsed < TIMEOUT + 2
+    assert _stale_count(live) == 2  # the table (max age 0 here), then its view
