@@ -80,6 +80,30 @@ def test_half_the_create_answers_lost_airtable_ends_with_exactly_the_records_que
     assert sorted(r["id"] for r in local) == sorted(r["id"] for r in fake.records(BASE, TABLE))
 
 
+def test_lost_answers_then_local_deletes_leave_exactly_the_creates_kept(fake, proxy, db_path, clock):
+    """Creates in doubt (identical, list-only, ordinary), some deleted by the agent before the
+    next flush: Airtable ends with exactly the creates the agent kept."""
+    rng = random.Random(10)
+    proxy.drop_answer = lambda method, path: method == "POST" and rng.random() < 0.6
+    api = _api(proxy, db_path, clock, retries=1)  # answers lost stay in doubt until the next flush
+    table = api.table(BASE, TABLE)
+    table.all()
+    before = Counter(_key(r["fields"]) for r in fake.records(BASE, TABLE))
+    fields = ([{"Full Name": f"Kept or not {i}"} for i in range(6)] + [{"Full Name": "Same", "Score": 2}] * 6
+              + [{"Tags": ["Inbound"]}] * 6)
+    made = [table.create(f) for f in fields]
+    api.flush()
+    assert proxy.dropped >= 1
+    gone = set(rng.sample(range(len(made)), 7))
+    for i in sorted(gone):
+        table.delete(made[i]["id"])
+    clock.advance(600)
+    _flush_until_empty(api, clock)
+    assert [op for op in api.pending() if op["state"] == "dead"] == []
+    after = Counter(_key(r["fields"]) for r in fake.records(BASE, TABLE))
+    assert after - before == Counter(_key(f) for i, f in enumerate(fields) if i not in gone)
+
+
 def test_identical_record_made_by_someone_else_meanwhile_dead_letters_the_create_as_uncertain(
         fake, proxy, db_path, clock):
     """Two identical records where one create was in doubt: nothing tells which is this queue's."""
