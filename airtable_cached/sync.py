@@ -321,6 +321,7 @@ class Sync:
         #: at once, without asking again.
         self.refused: dict[str, AirtableResponseError] = {}
         self._plan: list[outbox.Send] = []  # the sends of the batch being flushed
+        self._settled: set[int] = set()  # id() of sends of the plan that reconciliation settled
         self._flusher: AutoFlusher | None = None
         self._flusher_lock = threading.Lock()
         self._closed = False
@@ -499,6 +500,7 @@ class Sync:
                 return result
             sends = outbox.plan(ops)
             self._plan = sends  # the creates in doubt among them are counted by reconciliation
+            self._settled = set()
             try:
                 if not self._send_planned(held, sends, now, lease, result):
                     return result
@@ -595,6 +597,11 @@ class Sync:
     def _send_batch(self, batch: list[outbox.Send], result: FlushResult) -> None:
         attempt = 0
         while True:
+            # Creates a reconciliation already settled (found, dead-lettered) are never sent, even
+            # when a later lookup of the same batch failed and the batch is tried again.
+            batch = [send for send in batch if id(send) not in self._settled]
+            if not batch:
+                return
             before_send = self.remote.server_time
             try:
                 if batch[0].kind == "create" and batch[0].uncertain and not batch[0].merge_on:
@@ -605,6 +612,9 @@ class Sync:
                 result.requests += 1
             except RemoteError as exc:
                 result.requests += 1
+                batch = [send for send in batch if id(send) not in self._settled]
+                if not batch:
+                    return
                 if _is_plain_create(batch) and exc.transient and may_have_applied(exc):
                     # The records may exist now although no answer said so: look for them before
                     # sending them again (within this flush after a backoff, or in a later one).
@@ -751,6 +761,8 @@ class Sync:
             self._dead_letter_uncertain(outcome.uncertain, candidates, result)
         for send in group:
             send.uncertain = any(send is again for again in outcome.resend)
+            if not send.uncertain:
+                self._settled.add(id(send))
         return outcome.resend
 
     def _dead_letter_uncertain(self, sends: list[outbox.Send], candidates: list[dict], result: FlushResult) -> None:

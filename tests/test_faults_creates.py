@@ -239,3 +239,28 @@ def test_lookup_finds_the_record_airtable_really_made_for_a_recorded_create():
     formula = lookup_formula(sent, {}, typecast=False, after=created_after(server_time(date)))
     assert "CREATED_TIME()" in formula and "{category}" not in formula  # links are left out
     assert matches(parse(formula), {**made, "lastModifiedTime": made["createdTime"]})
+
+
+def test_a_lookup_lost_midway_does_not_resend_the_creates_already_found(fake, proxy, db_path, clock):
+    """Two creates in doubt are looked for one after the other; the second lookup's answer is lost.
+    The first, already found and adopted, is not sent again when the batch is retried."""
+    from urllib.parse import unquote
+
+    lost = {"POST": 1, "GET": 4}  # the lookup fails through all of its own retries
+
+    def drop(method: str, path: str) -> bool:
+        wanted = method == "POST" or (method == "GET" and "Second" in unquote(path))
+        if wanted and lost.get(method):
+            lost[method] -= 1
+            return True
+        return False
+
+    api = _api(proxy, db_path, clock, retries=4)
+    table = api.table(BASE, TABLE)
+    table.all()
+    table.batch_create([{"Full Name": "First Of Two"}, {"Full Name": "Second Of Two"}])
+    proxy.drop_answer = drop
+    _flush_until_empty(api, clock)
+    assert lost == {"POST": 0, "GET": 0}
+    names = Counter(r["fields"].get("Full Name") for r in fake.records(BASE, TABLE))
+    assert names["First Of Two"] == 1 and names["Second Of Two"] == 1
