@@ -112,7 +112,7 @@ class Api(pyairtable.Api):
     Every keyword of ``pyairtable.Api`` is accepted. The cache's settings come from
     ``AIRTABLE_CACHED_*`` environment variables, each overridable here: ``path``, ``max_age``,
     ``mode`` (cache | write-through | passthrough | offline), ``flush`` (auto | manual),
-    ``exit_timeout``, ``rate_limit``, ``penalty``, ``retries``, ``claim_timeout``.
+    ``exit_timeout``, ``rate_limit``, ``penalty``, ``retries``, ``claim_timeout``, ``network_timeout``.
     ``endpoint_url`` defaults to ``AIRTABLE_CACHED_ENDPOINT_URL`` or Airtable's.
     """
 
