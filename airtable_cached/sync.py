@@ -496,6 +496,12 @@ class Sync:
             now = self.remote.clock()
             with self.store.transaction() as conn:
                 ops = outbox.claim(conn, base_id, now=now, lease=lease)
+                # What is claimed is exactly what is sent: its checksums are verified once more. A
+                # damaged write is dead-lettered and the claim taken again, so what came after it
+                # (a write to a record whose create is now dead) waits as claim() decides.
+                if self._quarantine(conn, base_id, result, [op.seq for op in ops]):
+                    outbox.unclaim(conn, ops)
+                    continue
             if not ops:
                 return result
             sends = outbox.plan(ops)
@@ -508,18 +514,21 @@ class Sync:
                 self._release(sends, exc, result)
                 return result
 
-    def _quarantine(self, conn: sqlite3.Connection, base_id: str, result: FlushResult) -> None:
-        """Writes whose stored bytes no longer match their checksum are dead-lettered, never sent."""
-        damaged = checksum.broken(conn, base_id)
+    def _quarantine(self, conn: sqlite3.Connection, base_id: str, result: FlushResult,
+                    seqs: list[int] | None = None) -> set[int]:
+        """Writes whose stored bytes no longer match their checksum are dead-lettered, never sent.
+        Returns their seqs."""
+        damaged = checksum.broken(conn, base_id, seqs)
         if not damaged:
-            return
-        checksum.quarantine(conn, base_id)
+            return set()
+        checksum.quarantine(conn, base_id, seqs)
         for row in damaged:
             log.error("queued write %s (%s of %s) no longer matches its checksum: dead-lettered, not sent",
                       row["seq"], row["op"], row["record_id"])
             self.engine.recompute(conn, row["tid"], [row["record_id"]])
             result.failed.append({"op": row["op"], "record_id": row["record_id"], "seqs": [row["seq"]],
                                   "status": None, "error": checksum.quarantine_error(row)["body"], "dead": True})
+        return {row["seq"] for row in damaged}
 
     def _send_planned(self, held: HeldLock, sends: list[outbox.Send], now: float, lease: float,
                       result: FlushResult) -> bool:

@@ -210,3 +210,30 @@ def test_locks_folder_is_private_and_check_tightens_a_loose_one(agent, env):
     assert result.exit_code == 2 and len(loose) == 2
     assert run("check", "--fix").exit_code == 0
     assert stat.S_IMODE(locks.stat().st_mode) == 0o700 and stat.S_IMODE(files[0].stat().st_mode) == 0o600
+
+
+def test_a_write_damaged_after_the_flush_began_is_caught_at_its_claim(agent, env, fake):
+    """Verified when claimed, not only when the flush starts: the damaged create is dead-lettered,
+    and the update queued behind it for the same record waits with it (never sent to Airtable)."""
+    from airtable_cached import checksum
+
+    api, table = agent
+    created = table.create({"Full Name": "Damaged Later"})
+    table.update(created["id"], {"Score": 5})
+    started = checksum.broken
+
+    def damage_then_check(conn, base_id=None, seqs=None):
+        if seqs is not None:  # the claim's check: the bytes change just before it
+            conn.execute("UPDATE outbox SET fields = replace(fields, 'Damaged Later', 'Damaged Latex')"
+                         " WHERE op = 'create'")
+        return started(conn, base_id, seqs)
+
+    checksum.broken = damage_then_check
+    try:
+        result = api.flush()
+    finally:
+        checksum.broken = started
+    assert [f["error"]["error"]["type"] for f in result.failed] == ["CORRUPTED_WRITE"]
+    assert not [r for r in fake.records(BASE, TABLE) if r["fields"].get("Full Name", "").startswith("Damaged")]
+    states = {op["op"]: op["state"] for op in api.pending()}
+    assert states == {"create": "dead", "update": "pending"}
