@@ -64,6 +64,9 @@ def queued_updates(n: int) -> tuple[float, float]:
         took = {first: a, second: b}
         unsealed, sealed = min(unsealed, took[without_checksums]), min(sealed, took[write_all])
     conn = api.engine.store.conn
+    row = dict(conn.execute("SELECT * FROM outbox LIMIT 1").fetchone())
+    seal = best_of(lambda: [real_seal(row) for _ in range(10_000)]) / 10_000
+    print(f"one checksum: {seal * 1e6:.1f} us, {seal / (sealed / n) * 100:.2f}% of a queued update ({sealed / n * 1000:.2f} ms)")
     verify = best_of(lambda: checksum.broken(conn, BASE))
     print(f"{n} queued updates: with checksums {sealed * 1000:.0f} ms, without {unsealed * 1000:.0f} ms"
           f"  -> {sealed / unsealed:.3f}x ({(sealed / unsealed - 1) * 100:+.1f}%)")
