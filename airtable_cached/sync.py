@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import atexit
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -150,6 +152,10 @@ class Remote:
                 session.close()
         self._local = threading.local()
         self.pacer.close()
+
+    def token_digest(self, salt: bytes) -> str:
+        """An HMAC of the token keyed by ``salt``: tells tokens apart without keeping the token."""
+        return hmac.new(salt, self._token.encode(), hashlib.sha256).hexdigest()
 
     def url(self, *parts: str) -> str:
         return self.settings.endpoint_url + "/v0/" + "/".join(quote(p, safe="") for p in parts)
@@ -341,13 +347,14 @@ class Sync:
         if view:
             params["view"] = view
         records = self._fetch_all(base_id, table, params)
-        self.engine.authorized.add(base_id)
+        self.engine.grant(base_id)
         self.engine.apply_pull(base_id, table, records, started_at=started, schema=schema, view=view)
         return len(records)
 
-    def probe(self, base_id: str, table: str) -> None:
+    def probe(self, base_id: str, table: str) -> bool:
         """Ask Airtable whether this token may read the table (one record, one field at most).
-        Raises Airtable's refusal; a transient failure lets the caller go on."""
+        Raises Airtable's refusal; a transient failure lets the caller go on. Returns whether
+        Airtable answered yes."""
         try:
             self.remote.send(base_id, "GET", self.remote.url(base_id, table), kind="probe",
                              params={"maxRecords": 1, "pageSize": 1})
@@ -356,10 +363,11 @@ class Sync:
                 self.refused[base_id] = AirtableResponseError(exc.status, exc.body if isinstance(exc.body, dict) else {})
                 raise _as_response_error(exc) from exc
             log.info("could not ask Airtable whether the token may read %s: %s", base_id, exc)
+            return False
         except OfflineError:
-            pass
-        else:
-            self.refused.pop(base_id, None)
+            return False
+        self.refused.pop(base_id, None)
+        return True
 
     def _fetch_all(self, base_id: str, table: str, params: dict) -> list[dict]:
         for _attempt in range(3):
