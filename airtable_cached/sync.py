@@ -828,7 +828,7 @@ class Sync:
         # creates were queued. A record a pull brought in since (a lost create's, pulled first) is.
         taken = {r[0] for r in conn.execute("SELECT real FROM id_map WHERE tid = ?", (first.tid,))}
         older = {r[0] for r in conn.execute(
-            "SELECT id FROM records WHERE tid = ? AND remote IS NOT NULL AND (first_seen IS NULL OR first_seen < ?)",
+            "SELECT id FROM records WHERE tid = ? AND remote IS NOT NULL AND (first_seen IS NULL OR first_seen <= ?)",
             (first.tid, queued_at if queued_at is not None else float("inf")),
         )}
         return [r for r in found if r["id"] not in taken and r["id"] not in older]
