@@ -50,10 +50,11 @@ _unreachable_since: dict[tuple[int, str], float] = {}
 
 
 def pull_or_serve_stale(engine: Engine, info: TableInfo, table: str) -> bool:
-    """Pull a stale table; returns False when the cache is served stale instead (Airtable out of
-    reach now or moments ago). A table never pulled, or a refusal, raises."""
+    """Refresh a stale table (incrementally where it can); returns False when the cache is served
+    stale instead (Airtable out of reach now or moments ago). A table never pulled, or a refusal,
+    raises."""
     return _pull_or_stale(engine, info, table, info.pulled_at is not None,
-                          lambda: engine._require_sync().pull(info.base_id, table))
+                          lambda: engine._require_sync().refresh(info.base_id, table, max_age=engine.settings.max_age))
 
 
 def pull_view_or_serve_stale(engine: Engine, info: TableInfo, table: str, view: str) -> None:
