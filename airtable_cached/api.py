@@ -125,8 +125,8 @@ class Api(pyairtable.Api):
     Every keyword of ``pyairtable.Api`` is accepted. The cache's settings come from
     ``AIRTABLE_CACHED_*`` environment variables, each overridable here: ``path``, ``max_age``,
     ``mode`` (cache | write-through | passthrough | offline), ``flush`` (auto | manual),
-    ``exit_timeout``, ``rate_limit``, ``penalty``, ``retries``, ``claim_timeout``, and for refreshes
-    ``stale`` (refresh | serve), ``feed`` (webhooks | off), ``overlap``, ``sweep_every``,
+    ``exit_timeout``, ``rate_limit``, ``penalty``, ``retries``, ``claim_timeout``, ``network_timeout``, and for
+    refreshes ``stale`` (refresh | serve), ``feed`` (webhooks | off), ``overlap``, ``sweep_every``,
     ``full_pull_every``.
     ``on_dead_letter`` is called with a dict describing each call a flush dead-letters.
     ``endpoint_url`` defaults to ``AIRTABLE_CACHED_ENDPOINT_URL`` or Airtable's.

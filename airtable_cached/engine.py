@@ -544,7 +544,7 @@ class Engine:
                     raise OfflineError(f"offline mode: view {query.view!r} of table {table!r} has never been pulled")
             else:
                 self._flush_before_asking(info)
-                self._require_sync().pull(base_id, table, view=query.view)
+                outage.pull_view_or_serve_stale(self, info, table, query.view)
                 self.stats.count(info.tid, "view.remote")
         page = self._first_page(info, query)
         # A read that pulled the table first waited for Airtable: not a local read.

@@ -264,6 +264,15 @@ def release_claims(conn: sqlite3.Connection, base_id: str, *, endpoint: str | No
 _OF_ENDPOINT = " AND tid IN (SELECT tid FROM tables WHERE endpoint = ?)"
 
 
+def unclaim(conn: sqlite3.Connection, ops: Iterable[Op]) -> None:
+    """Give claimed writes back as they were before :func:`claim` (a create that was in flight
+    stays in flight, so it is still looked for before it is sent again)."""
+    conn.executemany(
+        "UPDATE outbox SET state = ?, claimed_until = ?, attempts = ? WHERE seq = ? AND state = 'inflight'",
+        [(op.state, op.claimed_until, op.attempts, op.seq) for op in ops],
+    )
+
+
 def plan(ops: Iterable[Op], link_fields: Mapping[int, frozenset[str]] | None = None) -> list[Send]:
     """Coalesce each record's claimed writes into one send, in the order records first appear.
 

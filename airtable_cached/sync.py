@@ -361,6 +361,7 @@ class Sync:
         #: at once, without asking again.
         self.refused: dict[str, AirtableResponseError] = {}
         self._plan: list[outbox.Send] = []  # the sends of the batch being flushed
+        self._settled: set[int] = set()  # id() of sends of the plan that reconciliation settled
         self._flusher: AutoFlusher | None = None
         self._flusher_lock = threading.Lock()
         self._closed = False
@@ -574,16 +575,23 @@ class Sync:
             # This flusher holds the base's lock, so whoever claimed its in-flight writes is gone
             # (the kernel released its lock when it died) or was taken over (hung past its lease).
             outbox.release_claims(conn, base_id, endpoint=endpoint)
+            self._quarantine(conn, base_id, result)  # once a flush, before anything is claimed
         while True:
             now = self.remote.clock()
             with self.store.transaction() as conn:
-                self._quarantine(conn, base_id, result)
                 ops = outbox.claim(conn, base_id, now=now, lease=lease, link_fields=self._base_link_fields(conn, base_id),
                                    endpoint=endpoint)
+                # What is claimed is exactly what is sent: its checksums are verified once more. A
+                # damaged write is dead-lettered and the claim taken again, so what came after it
+                # (a write to a record whose create is now dead) waits as claim() decides.
+                if self._quarantine(conn, base_id, result, [op.seq for op in ops]):
+                    outbox.unclaim(conn, ops)
+                    continue
             if not ops:
                 return result
             sends = outbox.plan(ops, self._link_fields({op.tid for op in ops}))
             self._plan = sends  # the creates in doubt among them are counted by reconciliation
+            self._settled = set()
             try:
                 if not self._send_planned(held, sends, now, lease, result):
                     return result
@@ -591,18 +599,21 @@ class Sync:
                 self._release(sends, exc, result)
                 return result
 
-    def _quarantine(self, conn: sqlite3.Connection, base_id: str, result: FlushResult) -> None:
-        """Writes whose stored bytes no longer match their checksum are dead-lettered, never sent."""
-        damaged = checksum.broken(conn, base_id)
+    def _quarantine(self, conn: sqlite3.Connection, base_id: str, result: FlushResult,
+                    seqs: list[int] | None = None) -> set[int]:
+        """Writes whose stored bytes no longer match their checksum are dead-lettered, never sent.
+        Returns their seqs."""
+        damaged = checksum.broken(conn, base_id, seqs)
         if not damaged:
-            return
-        checksum.quarantine(conn, base_id)
+            return set()
+        checksum.quarantine(conn, base_id, seqs)
         for row in damaged:
             log.error("queued write %s (%s of %s) no longer matches its checksum: dead-lettered, not sent",
                       row["seq"], row["op"], row["record_id"])
             self.engine.recompute(conn, row["tid"], [row["record_id"]])
             result.failed.append({"op": row["op"], "record_id": row["record_id"], "seqs": [row["seq"]],
                                   "status": None, "error": checksum.quarantine_error(row)["body"], "dead": True})
+        return {row["seq"] for row in damaged}
 
     def _send_planned(self, held: HeldLock, sends: list[outbox.Send], now: float, lease: float,
                       result: FlushResult) -> bool:
@@ -626,9 +637,15 @@ class Sync:
 
     def _release(self, sends: list[outbox.Send], exc: RemoteError, result: FlushResult) -> None:
         """Airtable could not be reached (or a lookup failed): the writes this claim still holds go
-        back to the queue, due again in ``OUTAGE_RETRY`` seconds, so the queue drains as soon as
-        Airtable answers. A create in doubt keeps its mark (and its clock bound)."""
-        retry_at = self.remote.clock() + OUTAGE_RETRY
+        back to the queue, due again in ``OUTAGE_RETRY`` seconds when Airtable was out of reach (so
+        the queue drains as soon as it answers), after the usual backoff otherwise. A create in
+        doubt keeps its mark (and its clock bound)."""
+        seqs = [seq for send in sends for seq in send.seqs]
+        attempts = self.store.conn.execute(
+            f"SELECT MAX(attempts) FROM outbox WHERE seq IN ({','.join('?' * len(seqs))})", seqs
+        ).fetchone()[0] if seqs else 1
+        delay = OUTAGE_RETRY if exc.unreachable else backoff(attempts or 1)
+        retry_at = self.remote.clock() + delay
         rows = []
         for send in sends:
             error: dict[str, Any] = {"status": exc.status, "body": exc.body}
@@ -641,7 +658,7 @@ class Sync:
                 " WHERE seq = ? AND state = 'inflight'", row,
             ).rowcount for row in rows)
         log.warning("Airtable did not answer (%s): %d write(s) stay queued, tried again in %ss",
-                    exc, released, OUTAGE_RETRY)
+                    exc, released, delay)
         result.failed.append({"op": "flush", "status": exc.status, "error": exc.body, "dead": False,
                               "queued": released})
 
@@ -687,6 +704,11 @@ class Sync:
             self._with_real_ids(send)
         attempt = 0
         while True:
+            # Creates a reconciliation already settled (found, dead-lettered) are never sent, even
+            # when a later lookup of the same batch failed and the batch is tried again.
+            batch = [send for send in batch if id(send) not in self._settled]
+            if not batch:
+                return
             before_send = self.remote.server_time
             try:
                 if batch[0].kind == "create" and batch[0].uncertain and not batch[0].merge_on:
@@ -697,6 +719,9 @@ class Sync:
                 result.requests += 1
             except RemoteError as exc:
                 result.requests += 1
+                batch = [send for send in batch if id(send) not in self._settled]
+                if not batch:
+                    return
                 if _is_plain_create(batch) and exc.transient and may_have_applied(exc):
                     # The records may exist now although no answer said so: look for them before
                     # sending them again (within this flush after a backoff, or in a later one).
@@ -903,8 +928,12 @@ class Sync:
             first = group[0]
             ids = [r["id"] for r in outcome.delete]
             for i in range(0, len(ids), outbox.MAX_RECORDS_PER_REQUEST):
-                self.remote.send(first.base_id, "DELETE", self.remote.url(first.base_id, first.table_ref), kind="push",
-                                 params={"records[]": ids[i : i + outbox.MAX_RECORDS_PER_REQUEST]})
+                try:
+                    self.remote.send(first.base_id, "DELETE", self.remote.url(first.base_id, first.table_ref),
+                                     kind="push", params={"records[]": ids[i : i + outbox.MAX_RECORDS_PER_REQUEST]})
+                except RemoteError as exc:
+                    if exc.status != 404 and _error_type(exc.body) != "ROW_DOES_NOT_EXIST":
+                        raise
                 result.requests += 1
             log.info("deleted %d record(s) made by creates whose answer was lost and that were deleted since", len(ids))
         self._forget_cancelled(outcome.drop, result)
@@ -912,6 +941,8 @@ class Sync:
             self._dead_letter_uncertain(outcome.uncertain, candidates, result)
         for send in group:
             send.uncertain = any(send is again for again in outcome.resend)
+            if not send.uncertain:
+                self._settled.add(id(send))
         return outcome.resend
 
     def _dead_letter_uncertain(self, sends: list[outbox.Send], candidates: list[dict], result: FlushResult) -> None:
@@ -960,7 +991,7 @@ class Sync:
         # creates were queued. A record a pull brought in since (a lost create's, pulled first) is.
         taken = {r[0] for r in conn.execute("SELECT real FROM id_map WHERE tid = ?", (first.tid,))}
         older = {r[0] for r in conn.execute(
-            "SELECT id FROM records WHERE tid = ? AND remote IS NOT NULL AND (first_seen IS NULL OR first_seen < ?)",
+            "SELECT id FROM records WHERE tid = ? AND remote IS NOT NULL AND (first_seen IS NULL OR first_seen <= ?)",
             (first.tid, queued_at if queued_at is not None else float("inf")),
         )}
         return [r for r in found if r["id"] not in taken and r["id"] not in older]
