@@ -103,11 +103,22 @@ class Api(pyairtable.Api):
 
     @property
     def engine(self) -> Engine:
-        return _runtime(self.settings, self.api_key, self.timeout, self._clock, self._sleep)[0]
+        return self._runtime()[0]
 
     @property
     def sync(self) -> Sync:
-        return _runtime(self.settings, self.api_key, self.timeout, self._clock, self._sleep)[1]
+        return self._runtime()[1]
+
+    def _runtime(self) -> tuple[Engine, Sync]:
+        # Remembered on the instance while what it was looked up by is the same (asked on every
+        # call: hashing the settings each time costs more than a cached get()).
+        key = (self.settings, self.api_key, self.timeout, self._clock, self._sleep)
+        found = self.__dict__.get("_runtime_found")
+        if found is not None and all(a is b for a, b in zip(found[0], key)):
+            return found[1]
+        runtime = _runtime(*key)
+        self.__dict__["_runtime_found"] = (key, runtime)
+        return runtime
 
     # -- pyairtable's factories, returning the cached classes ------------------------------------
     def base(self, base_id: str, *, validate: bool = False, force: bool = False) -> Base:

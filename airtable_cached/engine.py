@@ -25,7 +25,7 @@ import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -81,6 +81,12 @@ class Route:
 
 def route(method: str, url: str) -> Route | None:
     """The record endpoint a request addresses, or ``None`` for anything else (passed through)."""
+    return _route(method, str(url))
+
+
+@lru_cache(maxsize=4096)
+def _route(method: str, url: str) -> Route | None:
+    # Pure, and asked on every call with the same few URLs (a record's, a table's): remembered.
     parts = [unquote(p) for p in urlsplit(url).path.split("/") if p]
     if len(parts) < 3 or parts[0] != "v0" or parts[1] == "meta" or not parts[1].startswith("app"):
         return None
@@ -233,6 +239,7 @@ class Engine:
         self._answer = threading.local()
         self._infos: dict[tuple[str, str], tuple[tuple, TableInfo]] = {}
         self.stats = StatsRecorder(store)
+        self.stats.on_written = self.model.carry  # statistics change no record: the model stays
         #: Bases this engine's token has been seen to read (a pull or a probe answered), in memory.
         self.authorized: set[str] = set()
         self._digest: str | None = None
@@ -259,7 +266,8 @@ class Engine:
             query = ListQuery.from_json(body, params) if r.list_by_post else ListQuery.from_params(params)
             return self.list_records(r.base_id, r.table, query)
         if r.action == "get":
-            return self.get_record(r.base_id, r.table, r.record_id, ListQuery.from_params(params))
+            query = _PLAIN_QUERY if not params else ListQuery.from_params(params)
+            return self.get_record(r.base_id, r.table, r.record_id, query)
         if r.action == "create":
             return self.create(r.base_id, r.table, _json_body(body))
         if r.action in ("update", "replace"):
@@ -380,12 +388,15 @@ class Engine:
         digest = self._token_digest()
         if digest is None:
             return
+        before = None if self.store.conn.in_transaction else self.store.change_marker()
         with self.store.transaction() as conn:
             conn.execute(
                 "INSERT INTO token_grants (base_id, digest, granted_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (base_id, digest) DO UPDATE SET granted_at = excluded.granted_at",
                 (base_id, digest, self.clock()),
             )
+        if before is not None:
+            self.model.carry(before)
 
     def _granted(self, base_id: str) -> bool:
         digest = self._token_digest()
@@ -1186,6 +1197,8 @@ class Engine:
 
 
 _RECORD_COLUMNS = "r.id, r.created_time, r.modified_time, r.fields, r.comment_count"
+#: The query of a request without parameters (immutable, so shared).
+_PLAIN_QUERY = ListQuery.from_params({})
 
 
 def _record(row: sqlite3.Row) -> dict:
@@ -1248,6 +1261,8 @@ class StatsRecorder:
 
     def __init__(self, store: Store):
         self.store = store
+        #: Called with the change marker from before each write of statistics (which changes no record).
+        self.on_written: Callable[[tuple], None] | None = None
         self._counts: dict[tuple[int, str], list[float]] = {}
         self._latencies: list[tuple[int, str, float]] = []
         self._lock = threading.Lock()
@@ -1272,6 +1287,7 @@ class StatsRecorder:
         if not counts:
             return
         try:
+            before = None if self.store.conn.in_transaction else self.store.change_marker()
             with self.store.transaction() as conn:
                 conn.executemany(
                     "INSERT INTO stats (tid, kind, count, total_ms) VALUES (?, ?, ?, ?)"
@@ -1279,5 +1295,7 @@ class StatsRecorder:
                     [(tid, kind, c, ms) for (tid, kind), (c, ms) in counts.items()],
                 )
                 conn.executemany("INSERT INTO latencies (tid, kind, ms) VALUES (?, ?, ?)", latencies)
+            if before is not None and self.on_written is not None:
+                self.on_written(before)
         except sqlite3.Error as exc:  # statistics must never fail a read
             log.debug("could not write statistics: %s", exc)

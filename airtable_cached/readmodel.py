@@ -68,6 +68,11 @@ class TableModel:
                 self._filters.popitem(last=False)
         return found
 
+    def carry(self, before: tuple, after: tuple) -> None:
+        with self._lock:
+            if self.marker == before:
+                self.marker = after
+
     def apply(self, marker: tuple, changed: dict[str, dict | None]) -> None:
         """Records this engine just wrote (``None``: no longer visible), now true as of ``marker``."""
         with self._lock:
@@ -155,6 +160,17 @@ class ReadModel:
         if self.store.change_marker() != after:
             return
         model.apply(after, changed)
+
+    def carry(self, before: tuple) -> None:
+        """This engine committed one transaction that changed no record (statistics, a token's
+        grant): models current before it stay current, unless anything else committed too."""
+        after = self.store.change_marker()
+        if after != (before[0] + 1, *before[1:]):
+            return
+        with self._lock:
+            models = list(self._tables.values())
+        for model in models:
+            model.carry(before, after)
 
     def clear(self) -> None:
         with self._lock:

@@ -337,3 +337,14 @@ def test_pyairtable_still_validates_what_airtable_answered(api, table, fake, mon
     with pytest.raises(pydantic.ValidationError):
         table.all(formula="{Score} > 3")
     assert table.all()  # the cache's own answers still pass
+
+
+def test_writing_statistics_keeps_the_model(api, table):
+    """Statistics and a token's grant change no record: the decoded model stays current."""
+    table.all()
+    loads = api.engine.model.loads
+    api.engine.stats.write()
+    api.engine.grant(BASE)
+    table.all()
+    table.get(table.first()["id"])
+    assert api.engine.model.loads == loads
