@@ -34,7 +34,7 @@ from airtable_cached.config import Settings
 from airtable_cached.errors import AirtableResponseError, OfflineError
 from airtable_cached.policy import Read, TableState, Write, decide_read, decide_write
 from airtable_cached.query import ListQuery
-from airtable_cached.readmodel import ReadModel, TableModel, copy_fields
+from airtable_cached.readmodel import ReadModel, TableModel, copy_record_fields
 from airtable_cached.records import (
     COMPUTED_TYPES,
     apply_write,
@@ -719,7 +719,7 @@ class Engine:
     def _shape(self, info: TableInfo, record: dict, query: ListQuery) -> dict:
         """A stored record as Airtable returns it for this query."""
         # A copy: the record may be the read model's own (issue 11: never hand out what the cache keeps).
-        out = {"id": record["id"], "createdTime": record["createdTime"], "fields": copy_fields(record["fields"])}
+        out = {"id": record["id"], "createdTime": record["createdTime"], "fields": copy_record_fields(record)}
         if query.fields is not None:
             out = project(out, [self._field_name(info, f) for f in query.fields])
         if query.by_field_ids:
@@ -968,7 +968,7 @@ class Engine:
         return fields
 
     def _shape_write(self, info: TableInfo, record: dict, body: dict) -> dict:
-        out = {"id": record["id"], "createdTime": record["createdTime"], "fields": copy_fields(record["fields"])}
+        out = {"id": record["id"], "createdTime": record["createdTime"], "fields": copy_record_fields(record)}
         if body.get("returnFieldsByFieldId"):
             out = rename_to_ids(out, info.id_for_name)
         return out
