@@ -112,12 +112,13 @@ class Api(pyairtable.Api):
     def _runtime(self) -> tuple[Engine, Sync]:
         # Remembered on the instance while what it was looked up by is the same (asked on every
         # call: hashing the settings each time costs more than a cached get()).
-        key = (self.settings, self.api_key, self.timeout, self._clock, self._sleep)
         found = self.__dict__.get("_runtime_found")
-        if found is not None and all(a is b for a, b in zip(found[0], key)):
-            return found[1]
-        runtime = _runtime(*key)
-        self.__dict__["_runtime_found"] = (key, runtime)
+        if found is not None:
+            settings, api_key, timeout, runtime = found
+            if settings is self.settings and api_key is self.api_key and timeout is self.timeout:
+                return runtime
+        runtime = _runtime(self.settings, self.api_key, self.timeout, self._clock, self._sleep)
+        self.__dict__["_runtime_found"] = (self.settings, self.api_key, self.timeout, runtime)
         return runtime
 
     # -- pyairtable's factories, returning the cached classes ------------------------------------
@@ -219,8 +220,19 @@ class Table(pyairtable.api.table.Table):
     def get(self, record_id: RecordId, **options: Any) -> RecordDict:
         if self.api.use_field_ids:
             options.setdefault("use_field_ids", self.api.use_field_ids)
-        record = self.api.get(self.urls.record(record_id), options=options)
+        record = self.api.get(self._record_url(record_id), options=options)
         return record if self._answered_locally() else assert_typed_dict(RecordDict, record)
+
+    def _record_url(self, record_id: RecordId) -> Any:
+        """``self.urls.record(record_id)``, remembered per table (building it parses and joins URLs)."""
+        urls = self.__dict__.setdefault("_record_urls", {})
+        key = (record_id, self._schema is None)  # the URL names the table by id once its schema is known
+        url = urls.get(key)
+        if url is None:
+            if len(urls) >= 4096:
+                urls.clear()
+            url = urls[key] = self.urls.record(record_id)
+        return url
 
     def iterate(self, **options: Any) -> Any:
         if isinstance(formula := options.get("formula"), Formula):
