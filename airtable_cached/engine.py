@@ -34,7 +34,7 @@ from airtable_cached.config import Settings
 from airtable_cached.errors import AirtableResponseError, OfflineError
 from airtable_cached.policy import Read, TableState, Write, decide_read, decide_write
 from airtable_cached.query import ListQuery
-from airtable_cached.readmodel import ReadModel, TableModel, copy_record_fields
+from airtable_cached.readmodel import MUTABLE, ReadModel, TableModel, copy_fields, copy_record_fields, copy_value
 from airtable_cached.records import (
     COMPUTED_TYPES,
     apply_write,
@@ -633,7 +633,7 @@ class Engine:
     def _first_page(self, info: TableInfo, query: ListQuery) -> dict:
         """The first page; the ids of the rest (if any) go to a snapshot for the offset."""
         records, rest = self._select_page(info, query)
-        result: dict[str, Any] = {"records": [self._shape(info, r, query) for r in records]}
+        result: dict[str, Any] = {"records": self._shape_page(info, records, query)}
         if rest:
             token = self.snapshots.put([r["id"] for r in records] + rest, self.clock())
             result["offset"] = _offset_token(token, query.page_size)
@@ -681,7 +681,7 @@ class Engine:
         rows = self._rows_by_id(info.tid, wanted, load=True)
         self._follow_flushed_creates(info.tid, wanted, rows)
         page = [rows[i] for i in wanted if i in rows]
-        result: dict[str, Any] = {"records": [self._shape(info, r, query) for r in page]}
+        result: dict[str, Any] = {"records": self._shape_page(info, page, query)}
         if position + query.page_size < len(ids):
             result["offset"] = _offset_token(parsed[0], position + query.page_size)
         else:
@@ -702,8 +702,8 @@ class Engine:
         ``load``, decoded for this: a listing's later pages), else from SQLite."""
         model = self.model.table(tid, load=load)
         if model is not None:
-            found = ((i, model.get(i)) for i in ids)
-            return {i: r for i, r in found if r is not None}
+            pairs = ((i, model.get(i)) for i in ids)
+            return {i: r for i, r in pairs if r is not None}
         found: dict[str, dict] = {}
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
@@ -715,6 +715,23 @@ class Engine:
             ):
                 found[row["id"]] = _record(row)
         return found
+
+    def _shape_page(self, info: TableInfo, records: list[dict], query: ListQuery) -> list[dict]:
+        """``_shape`` of each record; the plain query (every field, by name) inlined, as the
+        per-record cost of a listing is mostly this copy."""
+        if query.fields is not None or query.by_field_ids or query.comment_count:
+            return [self._shape(info, r, query) for r in records]
+        out = []
+        for record in records:
+            mutable = record.get(MUTABLE)
+            if mutable is None:
+                fields = copy_fields(record["fields"])
+            else:
+                fields = record["fields"].copy()
+                for name in mutable:
+                    fields[name] = copy_value(fields[name])
+            out.append({"id": record["id"], "createdTime": record["createdTime"], "fields": fields})
+        return out
 
     def _shape(self, info: TableInfo, record: dict, query: ListQuery) -> dict:
         """A stored record as Airtable returns it for this query."""
