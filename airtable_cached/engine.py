@@ -121,11 +121,11 @@ class _Snapshots:
         self._lock = threading.Lock()
         self._ids = 0
 
-    def put(self, ids: list[str], now: float) -> str:
+    def put(self, ids: list[str], now: float, *, load: bool = True) -> str:
         token = "itr" + secrets.token_hex(7)
         with self._lock:
             self._sweep(now)
-            self._items[token] = _Snapshot(now, ids)
+            self._items[token] = _Snapshot(now, ids, load=load)
             self._ids += len(ids)
             while len(self._items) > 1 and (len(self._items) > MAX_SNAPSHOTS or self._ids > MAX_SNAPSHOT_IDS):
                 _token, evicted = self._items.popitem(last=False)
@@ -182,6 +182,8 @@ class _Snapshot:
     used: float
     ids: list[str]
     finished: bool = False
+    #: Whether the later pages may decode the table into the read model (Engine._may_load_model).
+    load: bool = True
 
 
 def _offset_token(snapshot: str, position: int) -> str:
@@ -492,12 +494,12 @@ class Engine:
         row = self.store.conn.execute("SELECT pulled_at FROM views WHERE tid = ? AND view = ?", (info.tid, view)).fetchone()
         return row is not None and TableState(row[0], self.settings.max_age).is_fresh(self.clock())
 
-    def _select(self, info: TableInfo, query: ListQuery, *, limit: int | None = None) -> list[dict]:
+    def _select(self, info: TableInfo, query: ListQuery, *, limit: int | None = None, load: bool = True) -> list[dict]:
         """Every record the query matches, in the order Airtable would list them (the first
         ``limit`` of them: only for a query SQL answers whole, see ``_sql_decides``)."""
         # A limited read (first(), maxRecords, a first page) uses the model only if it is current:
         # decoding the whole table for one page is what LIMIT in SQL avoids.
-        model = None if query.view else self.model.table(info.tid, load=limit is None)
+        model = None if query.view else self.model.table(info.tid, load=load and limit is None)
         if model is not None:
             records = self._select_in_model(info, query, model)
             if query.sort:
@@ -632,14 +634,26 @@ class Engine:
 
     def _first_page(self, info: TableInfo, query: ListQuery) -> dict:
         """The first page; the ids of the rest (if any) go to a snapshot for the offset."""
-        records, rest = self._select_page(info, query)
+        load = self._may_load_model(info, query)
+        records, rest = self._select_page(info, query, load=load)
         result: dict[str, Any] = {"records": self._shape_page(info, records, query)}
         if rest:
-            token = self.snapshots.put([r["id"] for r in records] + rest, self.clock())
+            token = self.snapshots.put([r["id"] for r in records] + rest, self.clock(), load=load)
             result["offset"] = _offset_token(token, query.page_size)
         return result
 
-    def _select_page(self, info: TableInfo, query: ListQuery) -> tuple[list[dict], list[str]]:
+    def _may_load_model(self, info: TableInfo, query: ListQuery) -> bool:
+        """Whether this listing may decode the whole table into the read model (when it is not
+        current): a whole-table listing decodes every record anyway; a filtered one only when a
+        filtered listing of this table came already at this state of the file (the first one
+        goes to SQLite, which decodes only the matches: see ReadModel.wanted_again)."""
+        if query.view:
+            return False
+        if not query.formula or self.model.table(info.tid, load=False) is not None:
+            return True
+        return self.model.wanted_again(info.tid)
+
+    def _select_page(self, info: TableInfo, query: ListQuery, *, load: bool = True) -> tuple[list[dict], list[str]]:
         """The first page's records and the ids of the records after it (``max_records`` applied).
         Where SQL alone decides membership and order, the limit goes into SQL and only the first
         page is decoded; otherwise every match is decoded to be filtered or sorted here."""
@@ -651,7 +665,7 @@ class Engine:
                 return records, []
             ids = self._select_ids(info, query, limit=limit)
             return records[: query.page_size], ids[query.page_size :]
-        records = self._select(info, query)
+        records = self._select(info, query, load=load)
         if limit is not None:
             records = records[:limit]
         return records[: query.page_size], [r["id"] for r in records[query.page_size :]]
@@ -678,7 +692,9 @@ class Engine:
         ids = snapshot.ids
         # The same records as when the listing began, with their current contents; deleted ones skipped.
         wanted = ids[position : position + query.page_size]
-        rows = self._rows_by_id(info.tid, wanted, load=True)
+        # The later pages of a listing decode the table once into the model if its first page
+        # could (_may_load_model); otherwise they read their records from SQLite.
+        rows = self._rows_by_id(info.tid, wanted, load=snapshot.load)
         self._follow_flushed_creates(info.tid, wanted, rows)
         page = [rows[i] for i in wanted if i in rows]
         result: dict[str, Any] = {"records": self._shape_page(info, page, query)}

@@ -97,6 +97,7 @@ class ReadModel:
         #: The database's change marker (the engine's, which asks SQLite once per call).
         self.marker = marker or store.change_marker
         self._tables: dict[int, TableModel] = {}
+        self._asked: dict[int, tuple] = {}
         self._lock = threading.Lock()
         #: Times a table was decoded whole (for tests and benchmarks).
         self.loads = 0
@@ -163,6 +164,18 @@ class ReadModel:
         if self.store.change_marker() != after:
             return
         model.apply(after, changed)
+
+    def wanted_again(self, tid: int) -> bool:
+        """Whether a read that could use the model but not load it (a filtered read: SQLite
+        decodes only the matches) came for this table already at this state of the file. The
+        first such read goes to SQLite; the second loads the model, which pays off from then on.
+        So a file changed by another process between every read costs what it cost before the
+        model existed, and a quiet one is read at the floor."""
+        marker = self.marker()
+        with self._lock:
+            again = self._asked.get(tid) == marker
+            self._asked[tid] = marker
+        return again
 
     def carry(self, before: tuple) -> None:
         """This engine committed one transaction that changed no record (statistics, a token's
