@@ -79,9 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.1, help="seconds of latency per request (default 0.1)")
     parser.add_argument("--path", type=Path, default=None, help="cache file (default: a temporary one)")
     args = parser.parse_args(argv)
+    if args.path is not None:
+        return _demo(args, args.path, kept=True)
+    # The cache file of a demo is scratch: removed with its folder, whatever happens.
+    with tempfile.TemporaryDirectory(prefix="airtable-cached-demo-") as workdir:
+        return _demo(args, Path(workdir) / "cache.sqlite3", kept=False)
+
+
+def _demo(args: argparse.Namespace, path: Path, *, kept: bool) -> int:
     out = print
-    workdir = Path(tempfile.mkdtemp(prefix="airtable-cached-demo-"))
-    path = args.path or workdir / "cache.sqlite3"
 
     out(f"Fake Airtable on 127.0.0.1: {args.latency * 1000:.0f} ms a request, 300 leads, no token needed.")
     out(f"The agent runs {args.steps} steps: read its work list, enrich 5 leads, add a lead, check its best lead.\n")
@@ -120,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     speedup = plain["agent_seconds"] / max(cached["agent_seconds"], 1e-9)
     out(f"  agent time                          : {cached['agent_seconds']:.2f} s vs {plain['agent_seconds']:.2f} s ({speedup:.1f}x as fast)")
     out(f"  Airtable's final state              : {'identical to the plain run' if same else 'DIFFERENT from the plain run'}")
-    out(f"  cache file                          : {path}")
+    out(f"  cache file                          : {path if kept else 'temporary, removed now (keep one with --path)'}")
     api.close()
     plain_fake.stop()
     cached_fake.stop()

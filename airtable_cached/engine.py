@@ -5,7 +5,7 @@
 (``api.py``) and the plain-HTTP front-end (``http.py``) are thin wrappers around it, so paging,
 sorting, filtering, write semantics and errors exist once.
 
-What the cache holds (see DESIGN.md §2): per record the last state Airtable reported (``remote``)
+What the cache holds: per record the last state Airtable reported (``remote``)
 and what reads see (``fields``: remote with the pending writes applied). Every write applies to
 ``fields`` and appends to the outbox in one transaction; a pull replaces ``remote`` and replays the
 pending writes on top.
@@ -13,6 +13,8 @@ pending writes on top.
 
 from __future__ import annotations
 
+import atexit
+import dataclasses
 import hashlib
 import json
 import logging
@@ -22,14 +24,15 @@ import sqlite3
 import threading
 import time
 import unicodedata
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import unquote, urlsplit
 
-from airtable_cached import outbox
+from airtable_cached import checksum, outage, outbox
 from airtable_cached.config import Settings
 from airtable_cached.errors import AirtableResponseError, OfflineError
 from airtable_cached.policy import Read, TableState, Write, decide_read, decide_write
@@ -269,7 +272,7 @@ class Engine:
             return self.list_records(r.base_id, r.table, query)
         if r.action == "get":
             query = _PLAIN_QUERY if not params else ListQuery.from_params(params)
-            return self.get_record(r.base_id, r.table, r.record_id, query)
+            return self.get_record(r.base_id, r.table, r.record_id or "", query)
         if r.action == "create":
             return self.create(r.base_id, r.table, _json_body(body))
         if r.action in ("update", "replace"):
@@ -284,6 +287,12 @@ class Engine:
         raise AssertionError(r.action)
 
     # -- tables ------------------------------------------------------------------------------------
+    @overload
+    def table_info(self, base_id: str, table: str) -> TableInfo: ...
+    @overload
+    def table_info(self, base_id: str, table: str, *, create: Literal[True]) -> TableInfo: ...
+    @overload
+    def table_info(self, base_id: str, table: str, *, create: bool) -> TableInfo | None: ...
     def table_info(self, base_id: str, table: str, *, create: bool = True) -> TableInfo | None:
         """The table's row, remembered until the database changes (every read asks for it)."""
         if self.store.conn.in_transaction:
@@ -301,14 +310,14 @@ class Engine:
         """``Store.change_marker``, asked of SQLite once per call of ``dispatch`` while this
         process commits nothing (a read asks for it several times; each asking is a query)."""
         memo = getattr(self._answer, "marker", None)
-        if memo is not None and memo[0] == self.store.commits and memo[1] == id(self.store.conn):
+        if memo is not None and memo[0] == self.store.commits and memo[1] == self.store.conn.serial:
             return memo
         marker = self.store.change_marker()
         self._answer.marker = marker
         return marker
 
     def _read_table_info(self, base_id: str, table: str, *, create: bool = True) -> TableInfo | None:
-        conn = self.store.conn
+        conn: sqlite3.Connection = self.store.conn
         row = conn.execute(
             "SELECT t.* FROM table_aliases a JOIN tables t USING (tid) WHERE a.base_id = ? AND a.alias = ?",
             (base_id, table),
@@ -359,7 +368,8 @@ class Engine:
             why = remote_reason or f"table {table!r} of base {info.base_id} has never been pulled"
             raise OfflineError(f"offline mode: cannot answer from the cache: {why}")
         if decision is Read.PULL_THEN_SERVE:
-            self._require_sync().pull(info.base_id, table)
+            if not outage.pull_or_serve_stale(self, info, table):
+                return Read.SERVE, info
             info = self.table_info(info.base_id, table)
         elif decision is Read.SERVE:
             self._authorize(info, table)
@@ -450,7 +460,8 @@ class Engine:
                 raise OfflineError(f"offline mode: view {query.view!r} of table {table!r} has never been pulled")
             self._require_sync().pull(base_id, table, view=query.view)
         page = self._first_page(info, query)
-        self.stats.count(info.tid, "list.local", started)
+        # A read that pulled the table first waited for Airtable: not a local read.
+        self.stats.count(info.tid, "list.pull" if decision is Read.PULL_THEN_SERVE else "list.local", started)
         self._answer.local = True
         return page
 
@@ -505,10 +516,7 @@ class Engine:
             if query.sort:
                 records = sort_records(records, [(self._field_name(info, f), d) for f, d in query.sort], info.fields_by_name)
             return records if limit is None else records[:limit]
-        sql, args, residual = self._select_sql(info, query, _RECORD_COLUMNS)
-        if limit is not None:
-            sql, args = sql + " LIMIT ?", [*args, limit]
-        rows = self.store.conn.execute(sql, args).fetchall()
+        rows, residual = self._select_rows(info, query, _RECORD_COLUMNS, limit=limit)
         records = [_record(row) for row in rows]
         if residual is not None:
             records = [r for r in records if residual(r)]
@@ -532,8 +540,8 @@ class Engine:
             if not compiled.indexed:
                 return [r for r in model.records if predicate(r)]
             # An index finds the candidates (ids only, nothing decoded); the model has them decoded.
-            sql, args, residual = self._select_sql(info, query, "r.id")
-            found = (model.get(row[0]) for row in self.store.conn.execute(sql, args))
+            rows, residual = self._select_rows(info, query, "r.id")
+            found = (model.get(row[0]) for row in rows)
             return [r for r in found if r is not None and (residual is None or residual(r))]
 
         if clock_bound:
@@ -544,10 +552,32 @@ class Engine:
         """The ids ``_select`` would list, without decoding a record (a query SQL answers whole)."""
         if not query.view and self.model.table(info.tid, load=False) is not None:
             return [r["id"] for r in self._select(info, query, limit=limit)]
-        sql, args, _residual = self._select_sql(info, query, "r.id")
+        rows, residual = self._select_rows(info, query, "r.id", limit=limit)
+        if residual is not None:  # SQL could not take the formula: decode and let the evaluator decide
+            return [r["id"] for r in self._select(info, query, limit=limit)]
+        return [row[0] for row in rows]
+
+    def _select_rows(self, info: TableInfo, query: ListQuery, columns: str, *,
+                     limit: int | None = None) -> tuple[list[sqlite3.Row], Callable[[dict], bool] | None]:
+        """The rows ``_select_sql`` selects, and the check still to apply to them. SQLite bounds an
+        expression's depth (an OR of about 1,000 terms): such a formula is answered by the
+        evaluator over the whole table instead."""
+        sql, args, residual = self._select_sql(info, query, columns)
         if limit is not None:
             sql, args = sql + " LIMIT ?", [*args, limit]
-        return [row[0] for row in self.store.conn.execute(sql, args)]
+        try:
+            return self.store.conn.execute(sql, args).fetchall(), residual
+        except sqlite3.OperationalError as exc:
+            from airtable_cached import formula_bridge
+
+            if not query.formula or not formula_bridge.too_big_for_sql(exc):
+                raise
+        self.stats.count(info.tid, "formula.python")
+        from airtable_cached import formula_bridge
+
+        predicate, _clock_bound = formula_bridge.python_filter(info, query.formula)
+        sql, args, _none = self._select_sql(info, dataclasses.replace(query, formula=None), columns)
+        return self.store.conn.execute(sql, args).fetchall(), predicate
 
     def _select_sql(self, info: TableInfo, query: ListQuery, columns: str) -> tuple[str, list, Callable[[dict], bool] | None]:
         where, params, residual, order = "", [], None, "r.position"
@@ -773,7 +803,7 @@ class Engine:
         if not rows:
             self.stats.count(info.tid, "get.miss", started)
             raise AirtableResponseError.record_not_found(record_id)
-        self.stats.count(info.tid, "get.local", started)
+        self.stats.count(info.tid, "get.pull" if decision is Read.PULL_THEN_SERVE else "get.local", started)
         self._answer.local = True
         return self._shape(info, next(iter(rows.values())), query)
 
@@ -787,10 +817,10 @@ class Engine:
     # -- writes ------------------------------------------------------------------------------------
     def create(self, base_id: str, table: str, body: dict) -> dict:
         info = self.table_info(base_id, table)
-        self._authorize(info, table)
+        outage.authorize_in_background(self, info, table)
         single = "fields" in body and "records" not in body
         items = [{"fields": body.get("fields")}] if single else body.get("records")
-        _check_batch(items, need_id=False)
+        items = _check_batch(items, need_id=False)
         typecast = bool(body.get("typecast"))
         field_sets = [self._validate_fields(info, item.get("fields") or {}, typecast) for item in items]
         seqs: list[int] = []
@@ -835,7 +865,7 @@ class Engine:
             self._require_sync().pull(base_id, table)
             info = self.table_info(base_id, table)
         else:
-            self._authorize(info, table)
+            outage.authorize_in_background(self, info, table)
         return info
 
     def update(self, base_id: str, table: str, record_id: str | None, body: dict, *, replace: bool) -> dict:
@@ -849,7 +879,7 @@ class Engine:
             return self._shape_write(info, self._maybe_reread(info, records)[0], body)
         items = body.get("records")
         upsert = body.get("performUpsert")
-        _check_batch(items, need_id=upsert is None)
+        items = _check_batch(items, need_id=upsert is None)
         if upsert is not None:
             return self._upsert(info, table, items, upsert, op, typecast, body)
         pairs = [(item["id"], self._validate_fields(info, item.get("fields") or {}, typecast)) for item in items]
@@ -1010,7 +1040,7 @@ class Engine:
         """Write-through sends the writes now and fails the call if Airtable refused them."""
         if decide_write(self.settings.mode) is not Write.WRITE_THROUGH or not seqs:
             if self.sync is not None:
-                self.sync.notify_write()
+                self.sync.notify_write(len(seqs))
             return
         self._require_sync().flush(info.base_id)
         marks = ",".join("?" * len(seqs))
@@ -1124,7 +1154,7 @@ class Engine:
                 )
 
     def _resolve_conflicts(self, conn: sqlite3.Connection, tid: int, pulled: list[dict], now: float, started_at: float) -> None:
-        """Airtable wins (DESIGN.md §2): a field that changed in Airtable since the cache last saw it,
+        """Airtable wins: a field that changed in Airtable since the cache last saw it,
         to a value other than the agent's, and that a queued update also writes, keeps Airtable's
         value. The update no longer sends that field; the dropped local value goes to the
         ``conflicts`` log. Left alone: writes a flusher is sending right now, PUTs (the agent
@@ -1157,7 +1187,7 @@ class Engine:
                 )
                 kept = {name: value for name, value in written.items() if name not in lost}
                 if kept:
-                    conn.execute("UPDATE outbox SET fields = ? WHERE seq = ?", (dumps(kept), op["seq"]))
+                    checksum.rewrite(conn, op["seq"], fields=dumps(kept))
                 else:
                     outbox.ack(conn, [op["seq"]])
                 log.warning("conflict on %s: Airtable changed %s meanwhile; its value wins", record["id"], ", ".join(sorted(lost)))
@@ -1272,7 +1302,8 @@ def _json_body(body: Any) -> dict:
     return body
 
 
-def _check_batch(items: Any, *, need_id: bool) -> None:
+def _check_batch(items: Any, *, need_id: bool) -> list[dict]:
+    """The request's records, once they are a list Airtable would take."""
     if not isinstance(items, list) or not items:
         raise AirtableResponseError.invalid_request("records must be a non-empty list")
     if len(items) > MAX_RECORDS_PER_WRITE:
@@ -1284,6 +1315,18 @@ def _check_batch(items: Any, *, need_id: bool) -> None:
             raise AirtableResponseError.invalid_request("each record must be a JSON object")
         if need_id and not isinstance(item.get("id"), str):
             raise AirtableResponseError.invalid_request("each record to update needs an id")
+    return items
+
+
+_exit_recorders: weakref.WeakSet[StatsRecorder] = weakref.WeakSet()
+
+
+def _write_stats_at_exit() -> None:
+    for recorder in list(_exit_recorders):
+        recorder.write()
+
+
+atexit.register(_write_stats_at_exit)
 
 
 class StatsRecorder:
@@ -1300,6 +1343,8 @@ class StatsRecorder:
         self._latencies: list[tuple[int, str, float]] = []
         self._lock = threading.Lock()
         self._last_write = time.monotonic()
+        # What a short-lived agent counted is written at exit (and by Api.close()).
+        _exit_recorders.add(self)
 
     def count(self, tid: int, kind: str, started: float | None = None) -> None:
         ms = (time.perf_counter() - started) * 1000 if started is not None else 0.0

@@ -9,14 +9,17 @@ of failing. The schema version lives in ``PRAGMA user_version``.
 from __future__ import annotations
 
 import contextlib
+import errno
+import itertools
 import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from airtable_cached.errors import AirtableCachedError
+from airtable_cached.errors import AirtableCachedError, DiskFullError
 
 #: Applied to every connection, in order. Data, so they can be read and tested at a glance.
 PRAGMAS: tuple[tuple[str, object], ...] = (
@@ -27,7 +30,7 @@ PRAGMAS: tuple[tuple[str, object], ...] = (
     ("cache_size", -16_000),
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -164,11 +167,16 @@ MIGRATIONS: dict[int, str] = {
     3: """
     ALTER TABLE records ADD COLUMN first_seen REAL;
     """,
+    # A checksum of what each queued write will send (airtable_cached/checksum.py): a write whose
+    # bytes changed on disk is dead-lettered instead of sent. NULL for rows written before.
+    4: """
+    ALTER TABLE outbox ADD COLUMN checksum TEXT;
+    """,
     # The full-text index without a table scan per row (issue 11): FTS5 finds a row by its rowid
     # only, so the rowid of each record's index row is kept in records_fts_keys, keyed by
     # (tid, id). A record's own rowid cannot serve: VACUUM may renumber it. A rewrite that leaves
     # a record's text as it was does not touch the index at all.
-    4: """
+    5: """
     DROP TRIGGER records_fts_insert;
     DROP TRIGGER records_fts_update;
     DROP TRIGGER records_fts_delete;
@@ -217,6 +225,16 @@ MIGRATIONS: dict[int, str] = {
 }
 
 
+_serials = itertools.count(1)
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that can be referred to weakly (the base class cannot), with a serial number
+    never reused in the process (``id()`` is: a closed connection's address goes to the next)."""
+
+    serial: int = 0
+
+
 class StoreError(AirtableCachedError):
     """The database cannot be used (wrong schema version, unreadable file)."""
 
@@ -230,6 +248,10 @@ class Store:
         self._local = threading.local()
         self._pid = os.getpid()
         self._lock = threading.Lock()
+        #: Every thread's open connection, so that close_all() can close them (weak: a finished
+        #: thread's connection goes with it).
+        self._open: weakref.WeakSet[sqlite3.Connection] = weakref.WeakSet()
+        self._open_lock = threading.Lock()
         #: Write transactions committed through this Store (any thread) since it was opened.
         self.commits = 0
         self._prepare_file()
@@ -244,35 +266,51 @@ class Store:
             os.close(fd)
 
     @property
-    def conn(self) -> sqlite3.Connection:
+    def conn(self) -> _Connection:
         """This thread's connection (re-opened in a forked child)."""
         if os.getpid() != self._pid:
             self._local = threading.local()
             self._pid = os.getpid()
+            self._open = weakref.WeakSet()  # the parent's connections: never used (nor closed) here
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._connect()
             self._local.conn = conn
+            with self._open_lock:
+                self._open.add(conn)
         return conn
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self) -> _Connection:
         # isolation_level=None: we issue BEGIN ourselves, so transactions are explicit.
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False, factory=_Connection)
+        assert isinstance(conn, _Connection)
         for name, value in PRAGMAS:
             if name == "journal_mode":
                 _enable_wal(conn)
             else:
                 conn.execute(f"PRAGMA {name} = {value}")
         conn.row_factory = sqlite3.Row
+        conn.serial = next(_serials)
         if self._on_connect:
             self._on_connect(conn)
         return conn
 
     def close(self) -> None:
+        """Close the calling thread's connection (it reconnects on next use)."""
         conn = getattr(self._local, "conn", None)
-        if conn is not None:
+        if conn is not None and os.getpid() == self._pid:
+            with self._open_lock:
+                self._open.discard(conn)
             conn.close()
-            self._local.conn = None
+        self._local.conn = None
+
+    def close_all(self) -> None:
+        """Close every thread's connection. A thread that uses the Store again reconnects."""
+        with self._open_lock:
+            conns, self._open = list(self._open), weakref.WeakSet()
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
 
     # -- transactions --------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -285,18 +323,27 @@ class Store:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
             conn.execute("COMMIT")
-            self.commits += 1
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if is_disk_full(exc):
+                raise self._disk_full() from exc
+            raise
+        self.commits += 1
+
+    def _disk_full(self) -> DiskFullError:
+        return DiskFullError(
+            f"the disk holding the cache {self.path} is full: this call was not recorded and nothing"
+            " was queued for it; the writes queued before are intact and will be sent. Free space on"
+            " that disk (or move AIRTABLE_CACHED_PATH) and try again"
+        )
 
     def change_marker(self) -> tuple[int, int, int]:
         """Changes whenever the database may have changed: a commit through this Store, or one by
         another process. ``data_version`` counts per connection, so the connection is part of it."""
         conn = self.conn
-        return self.commits, id(conn), conn.execute("PRAGMA data_version").fetchone()[0]
+        return self.commits, conn.serial, conn.execute("PRAGMA data_version").fetchone()[0]
 
     def execute(self, sql: str, params: tuple | list | dict = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)
@@ -318,6 +365,13 @@ class Store:
                     for statement in _statements(MIGRATIONS[version]):
                         conn.execute(statement)
                     conn.execute(f"PRAGMA user_version = {version}")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """SQLite's SQLITE_FULL ("database or disk is full"), or the OS's ENOSPC."""
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
 
 
 def _enable_wal(conn: sqlite3.Connection, attempts: int = 50) -> None:

@@ -1,8 +1,9 @@
 """A fake Airtable Web API server for tests (standard library only).
 
 ``FakeAirtable`` serves the record endpoints, the meta endpoints the project uses and whoami over
-real HTTP on 127.0.0.1, behaving as Airtable does as far as it is known (see
-``/work/shared/AIRTABLE_FACTS.md`` and the recorded traffic). Pass ``fake.url`` as
+real HTTP on 127.0.0.1, behaving as Airtable does as far as it is known (the
+Airtable facts and recorded traffic beside the checkout, which ``tests/test_recorded_airtable.py``
+checks it against). Pass ``fake.url`` as
 ``endpoint_url=`` to ``pyairtable.Api``.
 
 Everything is deterministic given ``seed``: record, table, field, view and option ids come from
@@ -281,6 +282,20 @@ class _Table:
                 return r
         return None
 
+    def known_field(self, key: str) -> dict:
+        """A field the request was already checked to name (a KeyError here is a bug in the fake)."""
+        found = self.field(key)
+        if found is None:
+            raise KeyError(key)
+        return found
+
+    def known_record(self, record_id: str) -> dict:
+        """A record the request was already checked to name (a KeyError here is a bug in the fake)."""
+        found = self.find(record_id)
+        if found is None:
+            raise KeyError(record_id)
+        return found
+
 
 class FakeAirtable:
     """An in-process fake of the Airtable Web API on 127.0.0.1 (see module docstring)."""
@@ -414,11 +429,11 @@ class FakeAirtable:
             for raw, flds in zip(records, plain):
                 stored = {}
                 for k, v in flds.items():
-                    f = table.field(k)
-                    if f is None:
+                    col = table.field(k)
+                    if col is None:
                         raise KeyError(f"record field {k!r} is not in the schema of {name!r}")
                     if not _is_empty(v):
-                        stored[f["name"]] = copy.deepcopy(v)
+                        stored[col["name"]] = copy.deepcopy(v)
                 created = raw.get("createdTime") if flds is not raw else None
                 rid = raw.get("id") if flds is not raw else None
                 ts = self._tick()
@@ -491,7 +506,7 @@ class FakeAirtable:
             for flds in records:
                 ts = self._tick()
                 rec = {"id": self._ids.new("rec"), "createdTime": ts, "_modified": ts,
-                       "fields": {t.field(k)["name"]: copy.deepcopy(v) for k, v in flds.items() if not _is_empty(v)}}
+                       "fields": {t.known_field(k)["name"]: copy.deepcopy(v) for k, v in flds.items() if not _is_empty(v)}}
                 t.records.append(rec)
                 out.append(self._render(t, rec))
             return out
@@ -762,7 +777,7 @@ class FakeAirtable:
     # -- list -----------------------------------------------------------------------------------
 
     def _list(self, t: _Table, opts: dict) -> dict:
-        page_size = _int_option(opts.get("pageSize"), default=100)
+        page_size = _int_option(opts.get("pageSize"), default=100) or 0
         if not 1 <= page_size <= 100:
             raise _invalid_request()
         max_records = _int_option(opts.get("maxRecords"), default=None)
@@ -911,9 +926,9 @@ class FakeAirtable:
             self._commit_choices(t, pending)
             made = [self._insert(t, c) for c in converted]
             return {"records": [self._render_opts(t, m, self._write_opts(body)) for m in made]}
-        converted = self._convert_fields(t, body.get("fields", {}), typecast, pending)
+        one = self._convert_fields(t, body.get("fields", {}), typecast, pending)
         self._commit_choices(t, pending)
-        return self._render_opts(t, self._insert(t, converted), self._write_opts(body))
+        return self._render_opts(t, self._insert(t, one), self._write_opts(body))
 
     def _insert(self, t: _Table, converted: dict) -> dict:
         ts = self._tick()
@@ -924,7 +939,7 @@ class FakeAirtable:
 
     def _commit_choices(self, t: _Table, pending: dict) -> None:
         for fid, names in pending.items():
-            f = t.field(fid)
+            f = t.known_field(fid)
             choices = f.setdefault("options", {}).setdefault("choices", [])
             for n in names:
                 if n not in [c["name"] for c in choices]:
@@ -953,7 +968,7 @@ class FakeAirtable:
         self._commit_choices(t, pending)
         out = []
         for r, c in zip(recs, converted):
-            rec = t.find(r["id"])
+            rec = t.known_record(r["id"])
             self._apply(t, rec, c, replace)
             out.append(self._render_opts(t, rec, self._write_opts(body)))
         return out
@@ -1015,7 +1030,7 @@ class FakeAirtable:
                         rec = self._insert(t, converted)
                         created.append(rec["id"])
                 else:
-                    rec = t.find(rid)
+                    rec = t.known_record(rid)
                     self._apply(t, rec, converted, replace)
                     if rid not in updated and rid not in created:
                         updated.append(rid)
@@ -1237,7 +1252,9 @@ def _convert_value(f: dict, value: Any, typecast: bool, pending_choices: dict) -
         return value if ftype == "singleSelect" else list(dict.fromkeys(items))
     if ftype in _TEXT_TYPES:
         if isinstance(value, str):
-            return value
+            # Airtable stores rich text as Markdown ending with a newline (recorded: refine's create
+            # of "bar" answered "bar\n").
+            return value + "\n" if ftype == "richText" and value and not value.endswith("\n") else value
         if typecast and isinstance(value, (int, float)) and not isinstance(value, bool):
             return _format_number(value)
         raise _cannot_accept(f)
@@ -1312,6 +1329,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # Airtable's Date header and the createdTime it gives records read one clock; here that
+        # clock is the fake's logical one (a lost create is looked for by CREATED_TIME after it).
+        from email.utils import format_datetime
+
+        return format_datetime(_dt.datetime.fromisoformat(self.fake.now().replace("Z", "+00:00")), usegmt=True)
 
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
