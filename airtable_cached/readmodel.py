@@ -20,6 +20,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
+import msgspec
+
 from airtable_cached.store import Store
 
 #: A table larger than this is read from SQLite page by page instead (its decoded copy would cost
@@ -193,9 +195,21 @@ class ReadModel:
             self._tables.clear()
 
 
+_decoder = msgspec.json.Decoder()
+
+
+def loads(text: str) -> Any:
+    """``json.loads``, four times quicker (msgspec) for what the cache stores; anything msgspec
+    refuses (numbers out of a float's range, lone surrogates) is decoded by ``json.loads``."""
+    try:
+        return _decoder.decode(text)
+    except msgspec.DecodeError:
+        return json.loads(text)
+
+
 def decode(row: Any) -> dict:
     """A stored row as the engine's record dict (the model's own copy: never handed out)."""
-    fields = json.loads(row[3])
+    fields = loads(row[3])
     record = {
         "id": row[0],
         "createdTime": row[1],

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
@@ -448,3 +448,31 @@ def test_writing_statistics_keeps_the_model(api, table):
     table.all()
     table.get(table.first()["id"])
     assert api.engine.model.loads == loads
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(json_values)
+@settings(max_examples=200, deadline=None)
+def test_the_models_json_decoding_is_json_loads(value):
+    """msgspec where it can, json.loads where it cannot (numbers past a float, lone surrogates):
+    the same values, key order included."""
+    from airtable_cached.readmodel import loads
+    from airtable_cached.records import dumps
+
+    text = dumps({"v": value})
+    assert loads(text) == json.loads(text)
+    assert list(loads(text)["v"]) == list(json.loads(text)["v"]) if isinstance(value, dict) else True
+
+
+@pytest.mark.parametrize("text", ['{"v":1e400}', '{"v":"\\ud800"}', '{"v":123456789012345678901234567890}',
+                                  '{"b":1,"a":2}', '{"v":-0.0}'])
+def test_what_msgspec_refuses_is_decoded_by_json_loads(text):
+    from airtable_cached.readmodel import loads
+
+    assert repr(loads(text)) == repr(json.loads(text))
