@@ -114,7 +114,10 @@ class Api(pyairtable.Api):
     Every keyword of ``pyairtable.Api`` is accepted. The cache's settings come from
     ``AIRTABLE_CACHED_*`` environment variables, each overridable here: ``path``, ``max_age``,
     ``mode`` (cache | write-through | passthrough | offline), ``flush`` (auto | manual),
-    ``exit_timeout``, ``rate_limit``, ``penalty``, ``retries``, ``claim_timeout``.
+    ``exit_timeout``, ``rate_limit``, ``penalty``, ``retries``, ``claim_timeout``, and for refreshes
+    ``stale`` (refresh | serve), ``feed`` (webhooks | off), ``overlap``, ``sweep_every``,
+    ``full_pull_every``.
+    ``on_dead_letter`` is called with a dict describing each call a flush dead-letters.
     ``endpoint_url`` defaults to ``AIRTABLE_CACHED_ENDPOINT_URL`` or Airtable's.
     """
 
@@ -128,6 +131,7 @@ class Api(pyairtable.Api):
         use_field_ids: bool = False,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] | None = None,
+        on_dead_letter: Callable[[dict], Any] | None = None,
         **cache_settings: Any,
     ):
         check_token(api_key)
@@ -141,6 +145,11 @@ class Api(pyairtable.Api):
         )
         self._clock = clock
         self._sleep = sleep
+        if on_dead_letter is not None and not callable(on_dead_letter):
+            raise TypeError(f"on_dead_letter must be callable, got {type(on_dead_letter).__name__}")
+        #: Called with a dict (base_id, tables, record_ids, seqs, status, error, writes) each time
+        #: a flush dead-letters a call's writes.
+        self.on_dead_letter = on_dead_letter
         self._rt: Runtime | None = None
         self._rt_lock = threading.Lock()
 
@@ -161,6 +170,8 @@ class Api(pyairtable.Api):
                 rt = _runtime(self.settings, self.api_key, self.timeout, self._clock, self._sleep)
                 with _registry_lock:
                     rt.users += 1
+                if self.on_dead_letter is not None:
+                    rt.sync.on_dead_letter = self.on_dead_letter
                 self._rt = rt
             return rt
 
@@ -338,10 +349,14 @@ class Table(pyairtable.api.table.Table):
         return self._cached_api.sync.flush(self.base.id)
 
     def refresh(self, force: bool = False) -> bool:
-        """Pull the table now if it is stale (or always, with ``force``). Returns whether it pulled."""
+        """Refresh the table now if it is stale: only what changed since its watermark when that is
+        enough. ``force``: pull it whole now. Returns whether it refreshed."""
         if not force and self.is_fresh():
             return False
-        self._cached_api.sync.pull(self.base.id, self._table_ref)
+        self._cached_api.sync.refresh(self.base.id, self._table_ref, force_full=force)
+        if force:  # the views read so far are pulled again too (their members and order)
+            for view in self._cached_api.engine.known_views(self.base.id, self._table_ref):
+                self._cached_api.sync.pull(self.base.id, self._table_ref, view=view)
         return True
 
     def is_fresh(self) -> bool:

@@ -30,13 +30,14 @@ import requests
 import tenacity
 import urllib3
 
-from airtable_cached import checksum, outbox, reconcile, safety
+from airtable_cached import checksum, links, outbox, reconcile, safety
 from airtable_cached.config import Settings, check_token
 from airtable_cached.errors import AirtableResponseError, OfflineError, RemoteError
 from airtable_cached.locks import FlushLocks, HeldLock
 from airtable_cached.policy import backoff
 from airtable_cached.query import ListQuery
-from airtable_cached.records import dumps, now_iso, replace_ids
+from airtable_cached.records import dumps, now_iso, referenced_provisional_ids, replace_ids
+from airtable_cached.refresh import Refresher, RefreshResult
 
 if TYPE_CHECKING:
     from airtable_cached.engine import Engine, TableInfo
@@ -115,6 +116,7 @@ class Remote:
         self._sessions_lock = threading.Lock()
         #: Airtable's clock as its last answer told it (``Date``): bounds what a lost create made.
         self.server_time: Any = None
+        self._counted = threading.local()  # per thread: requests and Airtable's clock since mark()
 
     @property
     def session(self) -> requests.Session:
@@ -156,6 +158,26 @@ class Remote:
     def token_digest(self, salt: bytes) -> str:
         """An HMAC of the token keyed by ``salt``: tells tokens apart without keeping the token."""
         return hmac.new(salt, self._token.encode(), hashlib.sha256).hexdigest()
+
+    def mark(self) -> None:
+        """Start counting this thread's requests (a refresh's cost) and noting Airtable's clock."""
+        self._counted.requests = 0
+        self._counted.first_date = None
+        self._counted.last_date = None
+
+    def since_mark(self) -> tuple[int, float | None, float | None]:
+        """Requests this thread sent since ``mark()``, and the Date header (epoch seconds, Airtable's
+        clock) of the first and the last answer."""
+        return (getattr(self._counted, "requests", 0), getattr(self._counted, "first_date", None),
+                getattr(self._counted, "last_date", None))
+
+    def _note(self, response: requests.Response | None) -> None:
+        self._counted.requests = getattr(self._counted, "requests", 0) + 1
+        date = _server_date(response) if response is not None else None
+        if date is not None:
+            if getattr(self._counted, "first_date", None) is None:
+                self._counted.first_date = date
+            self._counted.last_date = date
 
     def url(self, *parts: str) -> str:
         return self.settings.endpoint_url + "/v0/" + "/".join(quote(p, safe="") for p in parts)
@@ -204,7 +226,9 @@ class Remote:
         try:
             response = self.session.request(method, url, params=params, json=json_body, timeout=self.timeout)
             status = response.status_code
+            self._note(response)
         except requests.RequestException as exc:
+            self._note(None)
             error = RemoteError(None, f"{type(exc).__name__}: {exc}".replace(self._token, "***"))
             error.unsent = _never_sent(exc)  # type: ignore[attr-defined]
             error.no_answer = error.unsent or isinstance(exc, requests.Timeout)  # type: ignore[attr-defined]
@@ -253,6 +277,12 @@ def may_have_applied(error: RemoteError) -> bool:
     if error.status is None:
         return not getattr(error, "unsent", False)
     return error.status >= 500
+
+
+def _server_date(response: requests.Response) -> float | None:
+    """Airtable's clock from an answer's Date header (one-second resolution), as epoch seconds."""
+    when = reconcile.server_time(response.headers.get("Date"))
+    return when.timestamp() if when is not None else None
 
 
 def _retry_after(response: requests.Response) -> float | None:
@@ -323,6 +353,8 @@ class Sync:
         self.settings = engine.settings
         self.remote = Remote(token, self.settings, engine, timeout=timeout, clock=clock, sleep=sleep)
         self._schema_denied: set[str] = set()
+        #: Called with a dict describing each dead-lettered call (``Api(on_dead_letter=...)``).
+        self.on_dead_letter: Callable[[dict], Any] | None = None
         #: Bases Airtable refused this token (401, 403, 404 to a probe): writes to them are refused
         #: at once, without asking again.
         self.refused: dict[str, AirtableResponseError] = {}
@@ -331,6 +363,7 @@ class Sync:
         self._flusher_lock = threading.Lock()
         self._closed = False
         self._start_flusher()
+        self.refresher = Refresher(self)
 
     @property
     def store(self):
@@ -340,6 +373,7 @@ class Sync:
     def pull(self, base_id: str, table: str, *, view: str | None = None) -> int:
         """Pull a table (or one view's members and order) whole; returns the number of records."""
         started = self.remote.clock()
+        self.remote.mark()
         info = self.engine.table_info(base_id, table)
         schema = self._fetch_schema(info, table) if info.schema is None else None
         params: dict[str, Any] = {"pageSize": PULL_PAGE_SIZE, "recordMetadata[]": ["commentCount"]}
@@ -348,7 +382,17 @@ class Sync:
         records = self._fetch_all(base_id, table, params)
         self.engine.grant(base_id)
         self.engine.apply_pull(base_id, table, records, started_at=started, schema=schema, view=view)
+        if view is None:
+            requests, server_start, _last = self.remote.since_mark()
+            self.refresher.record_full(info, requests=requests, server_start=server_start)
         return len(records)
+
+    def refresh(self, base_id: str, table: str, *, max_age: float | None = None,
+                force_full: bool = False) -> RefreshResult:
+        """Bring a table up to date: only what changed since its watermark when that is enough
+        (see airtable_cached/refresh.py); skipped if it is younger than ``max_age`` by the time
+        this process holds the table's refresh lock."""
+        return self.refresher.refresh(base_id, table, max_age=max_age, force_full=force_full)
 
     def probe(self, base_id: str, table: str) -> bool:
         """Ask Airtable whether this token may read the table (one record, one field at most).
@@ -416,6 +460,13 @@ class Sync:
         if query.returns_full_records:
             self.engine.absorb(info.base_id, table, page.get("records", []), sent_at=sent_at)
         return page
+
+    def send_now(self, base_id: str, method: str, url: str, body: Any, *, idempotent: bool) -> Any:
+        """Send one write call of the agent as it is (one only Airtable can answer)."""
+        try:
+            return self.remote.send(base_id, method, url, kind="push", json_body=body, idempotent=idempotent)
+        except RemoteError as exc:
+            raise _as_response_error(exc) from exc
 
     def list_request(self, base_id: str, table: str, params: dict[str, Any], *, kind: str) -> Any:
         """List records as pyairtable does: a GET, or ``POST .../listRecords`` with the options in
@@ -502,10 +553,10 @@ class Sync:
             now = self.remote.clock()
             with self.store.transaction() as conn:
                 self._quarantine(conn, base_id, result)
-                ops = outbox.claim(conn, base_id, now=now, lease=lease)
+                ops = outbox.claim(conn, base_id, now=now, lease=lease, link_fields=self._base_link_fields(conn, base_id))
             if not ops:
                 return result
-            sends = outbox.plan(ops)
+            sends = outbox.plan(ops, self._link_fields({op.tid for op in ops}))
             self._plan = sends  # the creates in doubt among them are counted by reconciliation
             try:
                 if not self._send_planned(held, sends, now, lease, result):
@@ -568,6 +619,14 @@ class Sync:
         result.failed.append({"op": "flush", "status": exc.status, "error": exc.body, "dead": False,
                               "queued": released})
 
+    def _base_link_fields(self, conn: Any, base_id: str) -> dict[int, frozenset[str]]:
+        tids = {r[0] for r in conn.execute("SELECT DISTINCT tid FROM outbox WHERE base_id = ?", (base_id,))}
+        return {tid: frozenset(pair.field for pair in links.link_pairs(conn, tid)) for tid in tids}
+
+    def _link_fields(self, tids: set[int]) -> dict[int, frozenset[str]]:
+        conn = self.store.conn
+        return {tid: frozenset(pair.field for pair in links.link_pairs(conn, tid)) for tid in tids}
+
     def _renew(self, seqs: list[int], until: float) -> None:
         with self.store.transaction() as conn:
             conn.executemany(
@@ -595,6 +654,11 @@ class Sync:
                 result.sent.append({"op": "none", "record_id": send.record_id, "seqs": send.seqs})
 
     def _send_batch(self, batch: list[outbox.Send], result: FlushResult) -> None:
+        batch = self._still_claimed(batch)
+        if not batch:
+            return
+        for send in batch:
+            self._with_real_ids(send)
         attempt = 0
         while True:
             before_send = self.remote.server_time
@@ -630,8 +694,15 @@ class Sync:
         if first.kind == "delete":
             self.remote.send(first.base_id, "DELETE", url, kind="push", params={"records[]": [s.record_id for s in batch]})
             return None
+        if first.merge_on and first.kind in ("create", "update"):
+            # An upsert: records made by it go by their fields, records it matched by their id.
+            body: dict[str, Any] = {
+                "records": [{"id": s.record_id, "fields": s.fields} if s.kind == "update" else {"fields": s.fields} for s in batch],
+                "typecast": first.typecast, "performUpsert": {"fieldsToMergeOn": first.merge_on},
+            }
+            return self.remote.send(first.base_id, "PATCH", url, kind="push", json_body=body)["records"]
         if first.kind == "create":
-            body: dict[str, Any] = {"records": [{"fields": s.fields} for s in batch], "typecast": first.typecast}
+            body = {"records": [{"fields": s.fields} for s in batch], "typecast": first.typecast}
             if first.merge_on:
                 body["performUpsert"] = {"fieldsToMergeOn": first.merge_on}
                 return self.remote.send(first.base_id, "PATCH", url, kind="push", json_body=body)["records"]
@@ -642,18 +713,23 @@ class Sync:
 
     def _handle_failure(self, batch: list[outbox.Send], exc: RemoteError, result: FlushResult) -> None:
         first = batch[0]
-        if not exc.transient and len(batch) > 1:
-            # Airtable refuses a whole request for one bad record: send them one by one to find it.
-            for send in batch:
+        if first.kind == "delete" and len(batch) > 1 and _is_gone(exc):
+            for send in batch:  # find which record is gone already; the others are still deleted
                 self._send_batch([send], result)
+            return
+        if not exc.transient and len(outbox.components(batch)) > 1:
+            # Airtable refuses a whole request for one bad record: send call by call to find it.
+            for component in outbox.components(batch):
+                self._send_batch(component, result)
             return
         error: dict[str, Any] = {"status": exc.status, "body": exc.body}
         if any(s.uncertain for s in batch) and _is_plain_create(batch):
             error["uncertain"] = True  # the next flush looks for the record before re-sending it
             error["created_after"] = next((s.created_after for s in batch if s.created_after), None)
         seqs = [seq for s in batch for seq in s.seqs]
+        dead: list[outbox.Op] = []
         with self.store.transaction() as conn:
-            if first.kind == "delete" and (exc.status == 404 or _error_type(exc.body) == "ROW_DOES_NOT_EXIST"):
+            if first.kind == "delete" and _is_gone(exc):
                 # Already gone from Airtable: the delete has happened.
                 outbox.ack(conn, seqs)
                 conn.executemany("DELETE FROM records WHERE tid = ? AND id = ?", [(s.tid, s.record_id) for s in batch])
@@ -666,26 +742,78 @@ class Sync:
                 )
                 outbox.retry_later(conn, seqs, error=error, next_attempt_at=self.remote.clock() + backoff(attempts))
             else:
-                outbox.dead_letter(conn, seqs, error=error)
-                for send in batch:
-                    self.engine.recompute(conn, send.tid, [send.record_id])
+                dead = self._dead_letter_calls(conn, batch, error)
+        if not exc.transient:
+            self._report_dead(dead, exc)
         for send in batch:
             result.failed.append({
                 "op": send.kind, "record_id": send.record_id, "seqs": send.seqs, "status": exc.status,
                 "error": exc.body, "dead": not exc.transient,
             })
 
+    def _with_real_ids(self, send: outbox.Send) -> None:
+        """Ids Airtable gave earlier in this flush replace provisional ones in a planned send (the
+        queue on disk was remapped; this send was planned before)."""
+        if send.kind != "create":
+            send.record_id = self.engine.resolve_id(send.record_id)
+        mapping = {p: self.engine.resolve_id(p) for p in referenced_provisional_ids(send.fields)}
+        if send.fields and any(p != r for p, r in mapping.items()):
+            send.fields = {name: replace_ids(value, mapping) for name, value in send.fields.items()}
+
+    def _still_claimed(self, batch: list[outbox.Send]) -> list[outbox.Send]:
+        """Sends none of whose writes was dead-lettered meanwhile (with another write of its call)."""
+        seqs = [seq for s in batch for seq in s.seqs]
+        dead = {r[0] for r in self.store.conn.execute(
+            f"SELECT seq FROM outbox WHERE state = 'dead' AND seq IN ({','.join('?' * len(seqs))})", seqs
+        )} if seqs else set()
+        return [s for s in batch if not dead & set(s.seqs)]
+
+    def _dead_letter_calls(self, conn: Any, batch: list[outbox.Send], error: dict) -> list[outbox.Op]:
+        """Airtable refused a write: every write of the calls it belongs to is dead-lettered with it
+        (a call is applied whole or not at all), and reads show Airtable's values for them again."""
+        dead = outbox.dead_letter_calls(conn, {c for s in batch for c in s.calls}, error=error)
+        by_table: dict[int, set[str]] = {}
+        for op in dead:
+            by_table.setdefault(op.tid, set()).add(op.record_id)
+        for tid, ids in by_table.items():
+            self.engine.recompute(conn, tid, ids)
+            for linked_tid, others in links.targets(conn, tid, ids).items():
+                self.engine.recompute(conn, linked_tid, others)
+        return dead
+
+    def _report_dead(self, dead: list[outbox.Op], exc: RemoteError) -> None:
+        """A dead letter is logged (never the token: errors are scrubbed when made) and handed to
+        ``Api(on_dead_letter=...)``."""
+        if not dead:
+            return
+        tables = sorted({op.table_ref for op in dead})
+        ids = sorted({op.record_id for op in dead})
+        log.warning("dead-lettered %d write(s) to %s (records %s): Airtable answered %s %s",
+                    len(dead), ", ".join(tables), ", ".join(ids), exc.status, dumps(exc.body) if not isinstance(exc.body, str) else exc.body)
+        if self.on_dead_letter is None:
+            return
+        event = {"base_id": dead[0].base_id, "tables": tables, "record_ids": ids, "seqs": [op.seq for op in dead],
+                 "status": exc.status, "error": exc.body, "writes": [op.as_dict() for op in dead]}
+        try:
+            self.on_dead_letter(event)
+        except Exception:  # the agent's hook must not break the flush
+            log.exception("on_dead_letter raised")
+
     def _confirm(self, batch: list[outbox.Send], records: list[dict] | None, result: FlushResult) -> None:
         now = self.remote.clock()
+        recompute: dict[int, set[str]] = {}  # once per table at the end (link lists read the queue)
         with self.store.transaction() as conn:
             for i, send in enumerate(batch):
                 if send.kind == "delete":
+                    _add(recompute, links.after_confirm(self.engine, conn, send.tid, send.record_id,
+                                                        self._remote_of(conn, send.tid, send.record_id), None))
                     conn.execute("DELETE FROM records WHERE tid = ? AND id = ?", (send.tid, send.record_id))
                     outbox.ack(conn, send.seqs)
                     result.sent.append({"op": "delete", "record_id": send.record_id, "seqs": send.seqs})
                     continue
                 assert records is not None  # Airtable answers every create and update with records
                 record = records[i]
+                before = self._remote_of(conn, send.tid, send.record_id)
                 if send.kind == "create":
                     self._adopt(conn, send, record, now)
                 else:
@@ -694,10 +822,19 @@ class Sync:
                         (dumps(record.get("fields", {})), now, send.tid, send.record_id),
                     )
                 outbox.ack(conn, send.seqs)
-                self.engine.recompute(conn, send.tid, [record["id"]])
+                recompute.setdefault(send.tid, set()).add(record["id"])
+                _add(recompute, links.after_confirm(self.engine, conn, send.tid, record["id"], before, record.get("fields", {})))
                 result.sent.append({"op": send.kind, "record_id": send.record_id, "id": record["id"], "seqs": send.seqs})
-            # Airtable has new state: which records its views hold, and in what order, is pulled again.
-            conn.executemany("DELETE FROM views WHERE tid = ?", [(t,) for t in {send.tid for send in batch}])
+            for tid, ids in recompute.items():
+                self.engine.recompute(conn, tid, ids)
+            # Airtable has new state: which records its views hold, and in what order, is pulled again
+            # (views of linked tables too: their inverse link fields changed).
+            conn.executemany("DELETE FROM views WHERE tid = ?", [(t,) for t in {send.tid for send in batch} | set(recompute)])
+
+    @staticmethod
+    def _remote_of(conn: Any, tid: int, record_id: str) -> dict | None:
+        row = conn.execute("SELECT remote FROM records WHERE tid = ? AND id = ?", (tid, record_id)).fetchone()
+        return json.loads(row[0]) if row is not None and row[0] is not None else None
 
     def _adopt(self, conn, send: outbox.Send, record: dict, now: float) -> None:
         """Airtable made the record: its real id replaces the provisional one everywhere."""
@@ -862,6 +999,15 @@ def _groups(sends: list[outbox.Send]) -> list[list[outbox.Send]]:
 def _is_plain_create(batch: list[outbox.Send]) -> bool:
     """A POST of new records: not idempotent (an upsert on key fields is)."""
     return bool(batch) and batch[0].kind == "create" and not batch[0].merge_on
+
+
+def _add(into: dict[int, set[str]], more: dict[int, set[str]]) -> None:
+    for tid, ids in more.items():
+        into.setdefault(tid, set()).update(ids)
+
+
+def _is_gone(exc: RemoteError) -> bool:
+    return exc.status == 404 or _error_type(exc.body) == "ROW_DOES_NOT_EXIST"
 
 
 def _error_type(body: Any) -> str | None:

@@ -27,13 +27,15 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Iterable
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from airtable_cached.records import DATE_TYPES, format_number, parse_iso_datetime, plain_text, sort_key
+from airtable_cached.testing_webhooks import WebhookError, Webhooks
 
-__all__ = ["FakeAirtable", "seed_leads", "LEADS_SCHEMA", "FakeAirtableError"]
+__all__ = ["FakeAirtable", "seed_leads", "LEADS_SCHEMA", "FakeAirtableError", "add_linked_tables"]
 
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _BASE_INSTANT = _dt.datetime(2024, 1, 1, tzinfo=_dt.UTC)
@@ -264,7 +266,9 @@ class _Table:
         self.name = name
         self.fields = fields  # schema dicts, with ids
         self.primary_id = primary_id
+        self.base_id = ""
         self.records: list[dict] = []  # {"id","createdTime","fields"(by name), "_modified"}
+        self.base_id = ""
         self.views: list[dict] = []  # {"id","name","type","formula","sort"}
 
     def field(self, key: str) -> dict | None:
@@ -311,6 +315,7 @@ class FakeAirtable:
         rate_limit: float | None = None,
         penalty_seconds: float = 30.0,
         schema_access: bool = True,
+        webhook_access: bool = True,
         port: int = 0,
         seed: int = 0,
     ):
@@ -323,7 +328,7 @@ class FakeAirtable:
         self._port = port
         self._lock = threading.RLock()
         self._ids = _IdGen(seed)
-        self._clock = 0
+        self._clock: float = 0
         self._bases: dict[str, dict] = {}  # base id -> {"name", "tables": list[_Table]}
         self._iterators: dict[str, dict] = {}
         self._iter_counter = 0
@@ -331,6 +336,11 @@ class FakeAirtable:
         self._recent: dict[str, deque] = {}
         self._penalty_until: dict[str, float] = {}
         self.requests: list[dict] = []
+        #: The webhooks API (see airtable_cached/testing_webhooks.py); ``webhooks.access = False``
+        #: answers 403 as for a token without the webhook:manage scope.
+        self.webhooks = Webhooks(self._ids.new, self._now_instant)
+        self.webhooks.access = webhook_access
+        self._events: list[tuple[str, str, str, Any]] = []  # published when the request succeeds
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
@@ -384,6 +394,24 @@ class FakeAirtable:
         with self._lock:
             return _iso(_BASE_INSTANT + _dt.timedelta(seconds=self._clock))
 
+    def _now_instant(self) -> _dt.datetime:
+        return _BASE_INSTANT + _dt.timedelta(seconds=self._clock)
+
+    def advance_clock(self, seconds: float) -> None:
+        """Let time pass on the server (webhook expiry, payload retention, the Date header)."""
+        with self._lock:
+            self._clock += seconds
+
+    # -- change events (webhook payloads) -------------------------------------------------------
+
+    def _event(self, t: _Table, kind: str, item: Any) -> None:
+        self._events.append((t.base_id, t.id, kind, item))
+
+    def _publish_events(self) -> None:
+        events, self._events = self._events, []
+        for base_id, table_id, kind, item in events:
+            self.webhooks.publish(base_id, table_id, kind, item)
+
     # -- setup ----------------------------------------------------------------------------------
 
     def add_base(self, base_id: str, name: str | None = None) -> str:
@@ -425,6 +453,7 @@ class FakeAirtable:
             if primary_field is not None:
                 primary = next(f for f in schema if f["name"] == primary_field or f["id"] == primary_field)
             table = _Table(table_id or self._ids.new("tbl"), name, schema, primary["id"])
+            table.base_id = base_id
             table.views.append({"id": self._ids.new("viw"), "name": "Grid view", "type": "grid", "formula": None, "sort": []})
             for raw, flds in zip(records, plain):
                 stored = {}
@@ -464,6 +493,8 @@ class FakeAirtable:
             t = self._table_or_raise(base_id, table)
             added = {"id": self._ids.new("fld"), **copy.deepcopy(field)}
             t.fields.append(added)
+            self._event(t, "field", added)
+            self._publish_events()
             return added["id"]
 
     def records(self, base_id: str, table: str) -> list[dict]:
@@ -478,6 +509,7 @@ class FakeAirtable:
             rec = t.find(record_id)
             if rec is None:
                 raise KeyError(record_id)
+            before = dict(rec["fields"])
             for k, v in fields.items():
                 f = t.field(k)
                 if f is None:
@@ -486,7 +518,10 @@ class FakeAirtable:
                     rec["fields"].pop(f["name"], None)
                 else:
                     rec["fields"][f["name"]] = copy.deepcopy(v)
+            self._sync_inverse(t, record_id, before, rec["fields"])
             rec["_modified"] = self._tick()
+            self._event(t, "changed", rec)
+            self._publish_events()
             return self._render(t, rec)
 
     def delete_record(self, base_id: str, table: str, record_id: str) -> None:
@@ -496,7 +531,8 @@ class FakeAirtable:
             rec = t.find(record_id)
             if rec is None:
                 raise KeyError(record_id)
-            t.records.remove(rec)
+            self._remove(t, rec)
+            self._publish_events()
 
     def add_records(self, base_id: str, table: str, records: Iterable[dict]) -> list[dict]:
         """Simulate another user creating records (plain field dicts); returns them rendered."""
@@ -505,10 +541,14 @@ class FakeAirtable:
             out = []
             for flds in records:
                 ts = self._tick()
-                rec = {"id": self._ids.new("rec"), "createdTime": ts, "_modified": ts,
-                       "fields": {t.known_field(k)["name"]: copy.deepcopy(v) for k, v in flds.items() if not _is_empty(v)}}
+                stored = {t.known_field(k)["name"]: copy.deepcopy(v) for k, v in flds.items() if not _is_empty(v)}
+                rid = self._ids.new("rec")
+                rec = {"id": rid, "createdTime": ts, "_modified": ts, "fields": stored}
                 t.records.append(rec)
+                self._event(t, "created", rec)
+                self._sync_inverse(t, rid, {}, stored)
                 out.append(self._render(t, rec))
+            self._publish_events()
             return out
 
     def schema(self, base_id: str, table: str) -> dict:
@@ -612,8 +652,14 @@ class FakeAirtable:
         with self._lock:
             entry = {"method": method, "path": path, "query": query, "json": body, "status": None, "base_id": base_id}
             self.requests.append(entry)
-            status, out, extra = self._dispatch_guarded(method, segments, path, query, body, body_error, headers, base_id)
+            try:
+                status, out, extra = self._dispatch_guarded(method, segments, path, query, body, body_error, headers, base_id)
+            finally:
+                self._events.clear()  # a request that failed changed nothing
             entry["status"] = status
+            # Airtable's answers carry a Date header (see the recorded traffic); this one is the
+            # server clock as the answer was made, which clients may use as a watermark.
+            extra = {**extra, "Date": formatdate(self._now_instant().timestamp(), usegmt=True)}
             return status, out, extra
 
     def _dispatch_guarded(self, method, segments, path, query, body, body_error, headers, base_id):
@@ -649,15 +695,24 @@ class FakeAirtable:
         if body_error:
             return 422, _invalid_request("Could not parse request body as JSON").body, {}
         try:
-            return 200, self._dispatch(method, segments, query, body), {}
+            answer = self._dispatch(method, segments, query, body)
         except FakeAirtableError as exc:
             return exc.status, exc.body, {}
+        self._publish_events()
+        return 200, answer, {}
 
     def _dispatch(self, method: str, seg: list[str], query: dict, body: Any) -> Any:
         if len(seg) < 2 or seg[0] != "v0":
             raise FakeAirtableError(404, NOT_FOUND)
         if seg[1] == "meta":
             return self._meta(method, seg[2:])
+        if seg[1] == "bases" and len(seg) >= 4 and seg[3] == "webhooks":
+            if seg[2] not in self._bases:
+                raise FakeAirtableError(404, NOT_FOUND)
+            try:
+                return self.webhooks.handle(method, seg[2], seg[4:], query, body)
+            except WebhookError as exc:
+                raise FakeAirtableError(exc.status, exc.body) from None
         base_id = seg[1]
         if base_id not in self._bases or len(seg) < 3:
             raise FakeAirtableError(404, NOT_FOUND)
@@ -696,7 +751,7 @@ class FakeAirtable:
                 return result[0]
             if method == "DELETE":
                 rec = self._record_or_404(table, rid)
-                table.records.remove(rec)
+                self._remove(table, rec)
                 return {"deleted": True, "id": rid}
         raise FakeAirtableError(404, NOT_FOUND)
 
@@ -797,7 +852,7 @@ class FakeAirtable:
         offset = opts.get("offset")
         now = time.monotonic()
         if offset:
-            itr, pos = self._resolve_offset(t, str(offset), now)
+            itr, pos = self._resolve_offset(t, str(offset), now, opts)
             ids = itr["ids"]
         else:
             ids = [r["id"] for r in self._query(t, opts)]
@@ -805,7 +860,8 @@ class FakeAirtable:
                 ids = ids[:max_records]
             self._iter_counter += 1
             token = "itr" + _counter_id(self._iter_counter)
-            itr = {"token": token, "table": t.id, "ids": ids, "index": {rid: i for i, rid in enumerate(ids)}}
+            itr = {"token": token, "table": t.id, "ids": ids, "index": {rid: i for i, rid in enumerate(ids)},
+                   "listing": _listing(opts)}
             pos = 0
         itr["last_used"] = now
         page_ids = ids[pos:pos + page_size]
@@ -820,12 +876,14 @@ class FakeAirtable:
             self._iterators.pop(itr["token"], None)
         return out
 
-    def _resolve_offset(self, t: _Table, offset: str, now: float) -> tuple[dict, int]:
+    def _resolve_offset(self, t: _Table, offset: str, now: float, opts: dict) -> tuple[dict, int]:
         token, _, rid = offset.partition("/")
         itr = self._iterators.get(token)
         if itr is not None and now - itr["last_used"] > self.offset_ttl:
             self._iterators.pop(token, None)
             itr = None
+        if itr is not None and itr.get("listing") != _listing(opts):
+            itr = None  # an offset of another query (issue 9: Airtable refuses it as expired)
         if itr is None or itr["table"] != t.id or rid not in itr["index"]:
             raise _fail(422, "LIST_RECORDS_ITERATOR_NOT_AVAILABLE", "LIST_RECORDS_ITERATOR_NOT_AVAILABLE")
         return itr, itr["index"][rid]
@@ -878,7 +936,7 @@ class FakeAirtable:
         field_ids = {f["id"]: f["name"] for f in t.fields}
         out = []
         for r in records:
-            rd = {"id": r["id"], "createdTime": r["createdTime"], "fields": copy.deepcopy(r["fields"]),
+            rd = {"id": r["id"], "createdTime": r["createdTime"], "fields": self._formula_cells(t, r["fields"]),
                   "lastModifiedTime": r["_modified"]}
             try:
                 ok = matches(node, rd, field_ids=field_ids)
@@ -886,6 +944,19 @@ class FakeAirtable:
                 ok = False  # an error value excludes the record, as in Airtable
             if ok:
                 out.append(r)
+        return out
+
+    def _formula_cells(self, t: _Table, fields: dict) -> dict:
+        """Cells as a formula sees them: a link reads as its records' primary values."""
+        out = copy.deepcopy(fields)
+        for f in t.fields:
+            if f["type"] == "multipleRecordLinks" and f["name"] in out:
+                linked = self._find_table_by_id(((f.get("options") or {}).get("linkedTableId")) or "")
+                if linked is None:
+                    continue
+                primary = linked.known_field(linked.primary_id)["name"]
+                shown = [(linked.find(x) or {"fields": {}})["fields"].get(primary) for x in out[f["name"]]]
+                out[f["name"]] = [v for v in shown if not _is_empty(v)]
         return out
 
     @staticmethod
@@ -906,7 +977,94 @@ class FakeAirtable:
             if f["type"] in COMPUTED_TYPES:
                 raise _fail(422, "INVALID_VALUE_FOR_COLUMN", f'Field "{f["name"]}" cannot accept a value because the field is computed')
             out[f["name"]] = _convert_value(f, value, typecast, pending_choices)
+            if f["type"] == "multipleRecordLinks" and out[f["name"]] is not None:
+                out[f["name"]] = self._check_links(f, out[f["name"]], typecast, pending_choices)
         return out
+
+    # -- links ----------------------------------------------------------------------------------
+
+    def _check_links(self, f: dict, ids: list[str], typecast: bool, pending: dict) -> list[str]:
+        """Every linked id must name a record of the linked table (422 ``ROW_DOES_NOT_EXIST``, as
+        issue 9 reports Airtable's answer). With ``typecast`` a value that is no record id of that
+        table is taken as a primary value: the record having it, else a new record made with it
+        (MODELLING DECISION: the first record with that primary value)."""
+        linked = self._find_table_by_id(((f.get("options") or {}).get("linkedTableId")) or "")
+        if linked is None:
+            return ids
+        out = []
+        for item in ids:
+            if linked.find(item) is not None:
+                out.append(item)
+            elif not typecast:
+                if not _RECORD_ID_RE.match(item):
+                    raise _cannot_accept(f)
+                raise _fail(422, "ROW_DOES_NOT_EXIST", f"Record ID {item} does not exist")
+            else:
+                primary = linked.known_field(linked.primary_id)["name"]
+                hit = next((r for r in linked.records if r["fields"].get(primary) == item), None)
+                if hit is not None:
+                    out.append(hit["id"])
+                else:
+                    # Made when the request is applied (ids are drawn only for requests that succeed);
+                    # one record per new primary value in a request (MODELLING DECISION).
+                    made = pending.setdefault("__links__", [])
+                    if (linked, primary, item) not in made:
+                        made.append((linked, primary, item))
+                    out.append(_NEW_LINK + str(made.index((linked, primary, item))))
+        return list(dict.fromkeys(out))
+
+    def _find_table_by_id(self, table_id: str) -> _Table | None:
+        for base in self._bases.values():
+            for t in base["tables"]:
+                if t.id == table_id:
+                    return t
+        return None
+
+    def _make_pending_links(self, pending: dict, converted: list[dict]) -> None:
+        """Create the records a typecast link named by primary value, and put their ids in place."""
+        made = []
+        for linked, primary, value in pending.pop("__links__", []):
+            rec = self._insert(linked, {primary: value})
+            made.append(rec["id"])
+        if not made:
+            return
+        for fields in converted:
+            for name, value in fields.items():
+                if isinstance(value, list):
+                    fields[name] = [made[int(v[len(_NEW_LINK):])] if isinstance(v, str) and v.startswith(_NEW_LINK) else v
+                                    for v in value]
+
+    def _link_fields(self, t: _Table) -> list[tuple[dict, _Table, dict]]:
+        """(field, linked table, inverse field) for each link field with an inverse."""
+        out = []
+        for f in t.fields:
+            options = f.get("options") or {}
+            if f["type"] != "multipleRecordLinks" or not options.get("inverseLinkFieldId"):
+                continue
+            linked = self._find_table_by_id(options.get("linkedTableId") or "")
+            inverse = linked.field(options["inverseLinkFieldId"]) if linked else None
+            if linked is not None and inverse is not None:
+                out.append((f, linked, inverse))
+        return out
+
+    def _sync_inverse(self, t: _Table, rid: str, before: dict, after: dict) -> None:
+        """Airtable keeps both sides of a link: a record linked gains this record in its inverse
+        field (appended: MODELLING DECISION, as the recorded gatsby-source-airtable tables suggest),
+        a record unlinked loses it."""
+        for f, linked, inverse in self._link_fields(t):
+            old = before.get(f["name"]) or []
+            new = after.get(f["name"]) or []
+            for other_id in [x for x in old if x not in new]:
+                other = linked.find(other_id)
+                if other is not None:
+                    kept = [x for x in other["fields"].get(inverse["name"], []) if x != rid]
+                    _set_or_clear(other["fields"], inverse["name"], kept)
+            for other_id in [x for x in new if x not in old]:
+                other = linked.find(other_id)
+                if other is not None:
+                    current = other["fields"].get(inverse["name"], [])
+                    if rid not in current:
+                        other["fields"][inverse["name"]] = [*current, rid]
 
     def _write_opts(self, body: dict) -> dict:
         return {"returnFieldsByFieldId": body.get("returnFieldsByFieldId")}
@@ -923,19 +1081,29 @@ class FakeAirtable:
                 if not isinstance(r, dict):
                     raise _fail(422, "INVALID_RECORDS", "Invalid records")
                 converted.append(self._convert_fields(t, r.get("fields", {}), typecast, pending))
+            self._make_pending_links(pending, converted)
             self._commit_choices(t, pending)
             made = [self._insert(t, c) for c in converted]
             return {"records": [self._render_opts(t, m, self._write_opts(body)) for m in made]}
         one = self._convert_fields(t, body.get("fields", {}), typecast, pending)
+        self._make_pending_links(pending, [one])
         self._commit_choices(t, pending)
         return self._render_opts(t, self._insert(t, one), self._write_opts(body))
 
     def _insert(self, t: _Table, converted: dict) -> dict:
         ts = self._tick()
-        rec = {"id": self._ids.new("rec"), "createdTime": ts, "_modified": ts,
-               "fields": {k: v for k, v in converted.items() if not _is_empty(v)}}
+        rid = self._ids.new("rec")
+        stored = {k: v for k, v in converted.items() if not _is_empty(v)}
+        rec = {"id": rid, "createdTime": ts, "_modified": ts, "fields": stored}
         t.records.append(rec)
+        self._event(t, "created", rec)
+        self._sync_inverse(t, rid, {}, stored)
         return rec
+
+    def _remove(self, t: _Table, rec: dict) -> None:
+        t.records.remove(rec)
+        self._event(t, "destroyed", rec["id"])
+        self._sync_inverse(t, rec["id"], rec["fields"], {})
 
     def _commit_choices(self, t: _Table, pending: dict) -> None:
         for fid, names in pending.items():
@@ -965,6 +1133,7 @@ class FakeAirtable:
         typecast = bool(body.get("typecast"))
         pending: dict = {}
         converted = [self._convert_fields(t, r.get("fields", {}) if r.get("fields") is not None else {}, typecast, pending) for r in recs]
+        self._make_pending_links(pending, converted)
         self._commit_choices(t, pending)
         out = []
         for r, c in zip(recs, converted):
@@ -974,6 +1143,11 @@ class FakeAirtable:
         return out
 
     def _apply(self, t: _Table, rec: dict, converted: dict, replace: bool) -> None:
+        before = dict(rec["fields"])
+        self._apply_fields(t, rec, converted, replace)
+        self._sync_inverse(t, rec["id"], before, rec["fields"])
+
+    def _apply_fields(self, t: _Table, rec: dict, converted: dict, replace: bool) -> None:
         if replace:
             # PUT clears every field not given, except computed ones (which the user cannot set).
             keep = {k: v for k, v in rec["fields"].items() if (t.field(k) or {}).get("type") in COMPUTED_TYPES}
@@ -984,6 +1158,7 @@ class FakeAirtable:
             else:
                 rec["fields"][k] = v
         rec["_modified"] = self._tick()
+        self._event(t, "changed", rec)
 
     def _upsert(self, t: _Table, recs: list[dict], body: dict, replace: bool, upsert: Any) -> dict:
         merge_on = upsert.get("fieldsToMergeOn") if isinstance(upsert, dict) else None
@@ -994,6 +1169,9 @@ class FakeAirtable:
             f = t.field(key) if isinstance(key, str) else None
             if f is None:
                 raise _fail(422, "UNKNOWN_FIELD_NAME", f'Unknown field name: "{key}"')
+            if f["type"] in COMPUTED_TYPES or f["type"] in _NOT_A_MERGE_KEY:
+                # MODELLING DECISION: computed fields and values with no single value to match on.
+                raise _fail(422, "INVALID_VALUE_FOR_COLUMN", f'Field "{f["name"]}" cannot be used in fieldsToMergeOn')
             merge_fields.append(f)
         typecast = bool(body.get("typecast"))
         pending: dict = {}
@@ -1005,12 +1183,14 @@ class FakeAirtable:
                     raise _fail(422, "ROW_DOES_NOT_EXIST", f"Record ID {r['id']} does not exist")
                 plan.append((r["id"], converted))
                 continue
-            missing = [f["name"] for f in merge_fields if f["name"] not in converted]
+            # A blank key value is no key (issue 9: Airtable refuses it).
+            missing = [f["name"] for f in merge_fields if _is_empty(converted.get(f["name"]))]
             if missing:
                 raise _fail(422, "INVALID_RECORDS", f"Missing value for fieldsToMergeOn field(s): {', '.join(missing)}")
             plan.append((None, converted))
         # Validation done: apply (records in one request are matched in order, so a key created
         # earlier in the same request is updated by a later record with the same key).
+        self._make_pending_links(pending, [c for _rid, c in plan])
         snapshot = copy.deepcopy(t.records), self._clock, copy.deepcopy(self._ids._rngs)
         created, updated, out = [], [], []
         try:
@@ -1053,7 +1233,7 @@ class FakeAirtable:
         for rid in ids:
             rec = t.find(rid)
             if rec is not None:
-                t.records.remove(rec)
+                self._remove(t, rec)
         return {"records": [{"deleted": True, "id": rid} for rid in ids]}
 
 
@@ -1061,7 +1241,8 @@ class FakeAirtable:
 
 
 def _unknown_fields_error(names: list[str]) -> FakeAirtableError:
-    return _fail(422, "INVALID_FILTER_BY_FORMULA", "Unknown field names: " + ", ".join(names))
+    return _fail(422, "INVALID_FILTER_BY_FORMULA",
+                 "The formula for filtering records is invalid: Unknown field names: " + ", ".join(n.lower() for n in names))
 
 
 def _ast_field_names(node: Any, _depth: int = 0) -> Iterable[str]:
@@ -1083,6 +1264,11 @@ def _ast_field_names(node: Any, _depth: int = 0) -> Iterable[str]:
 def _is_full_record(r: dict) -> bool:
     """``{"id"?, "createdTime"?, "fields"}`` (Airtable shape) rather than a plain field dict."""
     return isinstance(r.get("fields"), dict) and set(r) <= {"id", "createdTime", "fields"}
+
+
+def _listing(opts: dict) -> str:
+    """The query an offset belongs to: every option but the offset and the page size."""
+    return json.dumps({k: v for k, v in opts.items() if k not in ("offset", "pageSize")}, sort_keys=True, default=str)
 
 
 def _merge_value(v: Any) -> Any:
@@ -1116,6 +1302,8 @@ def _counter_id(n: int) -> str:
 
 
 def _base_of(segments: list[str]) -> str | None:
+    if len(segments) >= 3 and segments[0] == "v0" and segments[1] == "bases":
+        return segments[2]  # the webhooks API: /v0/bases/{base}/webhooks...
     if len(segments) >= 2 and segments[0] == "v0":
         if segments[1] == "meta":
             if len(segments) >= 4 and segments[2] == "bases":
@@ -1196,6 +1384,18 @@ def _infer_schema(records: list[dict]) -> list[dict]:
         if f["type"] == "number":
             f.setdefault("options", {"precision": 0})
     return list(order.values())
+
+
+_NEW_LINK = "\0new-link:"
+_NOT_A_MERGE_KEY = frozenset({"multipleRecordLinks", "multipleAttachments", "multipleSelects", "multipleCollaborators",
+                              "singleCollaborator", "checkbox"})
+
+
+def _set_or_clear(fields: dict, name: str, value: list) -> None:
+    if value:
+        fields[name] = value
+    else:
+        fields.pop(name, None)
 
 
 def _cannot_accept(f: dict) -> FakeAirtableError:
@@ -1331,11 +1531,9 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def date_time_string(self, timestamp: float | None = None) -> str:
-        # Airtable's Date header and the createdTime it gives records read one clock; here that
-        # clock is the fake's logical one (a lost create is looked for by CREATED_TIME after it).
-        from email.utils import format_datetime
-
-        return format_datetime(_dt.datetime.fromisoformat(self.fake.now().replace("Z", "+00:00")), usegmt=True)
+        # The fake server's own clock (see FakeAirtable.handle_http), not the machine's.
+        date = getattr(self, "_date", None)
+        return date if date and timestamp is None else super().date_time_string(timestamp)
 
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -1352,6 +1550,7 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
             return
         data = json.dumps(out, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        self._date = extra.pop("Date", None)
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         for k, v in _COMMON_HEADERS.items():
@@ -1438,3 +1637,44 @@ def seed_leads(n: int, *, seed: int = 0) -> list[dict]:
             fields["Opted Out"] = True
         out.append(fields)
     return out
+
+
+#: Two tables linked both ways (``add_linked_tables``): ids fixed so that two fakes agree.
+COMPANIES_ID = "tblCompanies00001"
+PEOPLE_ID = "tblPeople00000001"
+
+
+def add_linked_tables(fake: FakeAirtable, base_id: str, *, companies: int = 3, people: int = 6) -> tuple[str, str]:
+    """Add ``Companies`` and ``People`` to a base, linked both ways (``People.Company`` and its
+    inverse ``Companies.Employees``), with a view on each (one filtered on the link), select,
+    number, date and checkbox fields, and a few records linked consistently. Returns the two table
+    ids."""
+    fake.add_table(base_id, "Companies", [
+        {"id": "fldCoName0000001", "name": "Name", "type": "singleLineText"},
+        {"id": "fldCoEmployees01", "name": "Employees", "type": "multipleRecordLinks",
+         "options": {"linkedTableId": PEOPLE_ID, "inverseLinkFieldId": "fldPeCompany0001", "prefersSingleRecordLink": False}},
+        {"id": "fldCoKind0000001", "name": "Kind", "type": "singleSelect",
+         "options": {"choices": [{"name": "Client"}, {"name": "Prospect"}]}},
+    ], [{"Name": f"Company {i}"} for i in range(companies)], table_id=COMPANIES_ID)
+    fake.add_table(base_id, "People", [
+        {"id": "fldPeName0000001", "name": "Name", "type": "singleLineText"},
+        {"id": "fldPeCompany0001", "name": "Company", "type": "multipleRecordLinks",
+         "options": {"linkedTableId": COMPANIES_ID, "inverseLinkFieldId": "fldCoEmployees01", "prefersSingleRecordLink": False}},
+        {"id": "fldPeEmail000001", "name": "Email", "type": "email"},
+        {"id": "fldPeStage000001", "name": "Stage", "type": "singleSelect",
+         "options": {"choices": [{"name": "New"}, {"name": "Won"}]}},
+        {"id": "fldPeScore000001", "name": "Score", "type": "number", "options": {"precision": 0}},
+        {"id": "fldPeMet00000001", "name": "Met", "type": "date", "options": {"dateFormat": {"name": "iso"}}},
+        {"id": "fldPeActive00001", "name": "Active", "type": "checkbox", "options": {"icon": "check", "color": "greenBright"}},
+    ], [], table_id=PEOPLE_ID)
+    company_ids = [r["id"] for r in fake.records(base_id, COMPANIES_ID)]
+    made = fake.add_records(base_id, PEOPLE_ID, [
+        {"Name": f"Person {i}", "Score": i, "Stage": "New" if i % 2 else "Won",
+         **({"Company": [company_ids[i % len(company_ids)]]} if company_ids and i % 3 else {}),
+         **({"Email": f"p{i}@example.com"} if i % 2 else {})}
+        for i in range(people)
+    ])
+    assert len(made) == people
+    fake.add_view(base_id, PEOPLE_ID, "No email", formula="{Email} = ''", sort=[("Score", "desc")])
+    fake.add_view(base_id, COMPANIES_ID, "Without staff", formula="{Employees} = ''", sort=[("Name", "asc")])
+    return COMPANIES_ID, PEOPLE_ID

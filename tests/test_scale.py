@@ -48,8 +48,9 @@ def test_a_refresh_rewrites_only_the_records_that_changed(api, table, fake, cloc
     index_after = fts_rows(api)
     assert {rid for rid in index_before if index_before[rid] != index_after[rid]} == {changed}
     assert "Zanzibar Shipping" in index_after[changed][1]
-    # One record row, its index row and key, the table's stamp: a handful of rows, not 250.
-    assert conn.total_changes - changes < 20
+    # One record row, its index row and key, the table's stamp, the refresh's bookkeeping and the
+    # request log: a handful of rows, not 250.
+    assert conn.total_changes - changes < 40
     assert [r["id"] for r in table.search("zanzibar")] == [changed]
 
 
@@ -392,14 +393,14 @@ def test_own_writes_patch_the_model_without_decoding_the_table_again(api, table,
     table.all()
     loads = api.engine.model.loads
     ids = [r["id"] for r in table.all()]
-    table.update(ids[3], {"Status": "Won"})
-    created = table.create({"Full Name": "Zed Newcomer", "Status": "Won"})
+    table.update(ids[3], {"Status": "Qualified"})
+    created = table.create({"Full Name": "Zed Newcomer", "Status": "Qualified"})
     table.delete(ids[7])
     table.batch_update([{"id": ids[9], "fields": {"Score": 99}}])
     seen = table.all()
     assert api.engine.model.loads == loads
     assert [r["id"] for r in seen] == [i for i in ids if i != ids[7]] + [created["id"]]
-    won = table.all(formula="{Status} = 'Won'")
+    won = table.all(formula="{Status} = 'Qualified'")
     assert ids[3] in {r["id"] for r in won} and created["id"] in {r["id"] for r in won}
     api.flush()
     assert [r["fields"] for r in table.all()] == [r["fields"] for r in plain.all()]

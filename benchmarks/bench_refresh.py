@@ -1,0 +1,74 @@
+"""Benchmark: an incremental refresh against a full pull of the same table, in the same run.
+
+For each table size: the table is pulled whole once (which also makes the base's webhook), then
+timed twice: a full pull (the baseline), and, after 10 records changed and 2 deleted in Airtable,
+an incremental refresh (the change feed's payloads, then the records changed since the watermark).
+Both run against the fake Airtable with 100 ms latency and Airtable's 5 requests/s per base, and
+the cache paces itself under that limit. The refreshed cache is checked against Airtable's records.
+
+    python benchmarks/bench_refresh.py [--sizes 10000,50000]
+
+Goal (issue 8): at most 3 requests and at least 20x faster than the full pull at 10,000 records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from airtable_cached import Api
+from airtable_cached.testing import LEADS_SCHEMA, FakeAirtable, seed_leads
+
+BASE = "appBENCHbase00001"
+TABLE = "Leads"
+
+
+def measure(size: int) -> None:
+    fake = FakeAirtable(latency=0.1, rate_limit=5, penalty_seconds=30).start()
+    try:
+        fake.add_table(BASE, TABLE, LEADS_SCHEMA, seed_leads(size))
+        path = Path(tempfile.mkdtemp()) / "bench.sqlite3"
+        api = Api(fake.token, endpoint_url=fake.url, path=path, flush="manual", max_age=3600, feed="webhooks")
+        api.sync.refresh(BASE, TABLE)  # the first pull: whole, with the base's webhook made before it
+
+        time.sleep(1.1)  # an empty one-second window before each measurement
+        started = time.perf_counter()
+        full = api.sync.refresh(BASE, TABLE, force_full=True)
+        full_seconds = time.perf_counter() - started
+
+        records = fake.records(BASE, TABLE)
+        for i in range(10):
+            fake.set_fields(BASE, TABLE, records[i * (size // 10)]["id"], {"Score": 1000 + i})
+        for victim in (records[3]["id"], records[size - 4]["id"]):
+            fake.delete_record(BASE, TABLE, victim)
+
+        time.sleep(1.1)
+        started = time.perf_counter()
+        incremental = api.sync.refresh(BASE, TABLE)
+        incremental_seconds = time.perf_counter() - started
+
+        local = {r["id"]: r["fields"] for r in api.table(BASE, TABLE).all()}
+        remote = {r["id"]: r["fields"] for r in fake.records(BASE, TABLE)}
+        assert local == remote, "the refreshed cache differs from Airtable"
+        assert incremental.kind == "incremental" and incremental.changed >= 10 and incremental.deleted == 2
+        print(f"{size:>6,} records: full pull {full.requests:>3} requests {full_seconds:7.2f} s | incremental"
+              f" {incremental.requests} requests {incremental_seconds:5.2f} s ({incremental.changed} changed,"
+              f" {incremental.deleted} deleted) -> {full_seconds / incremental_seconds:,.0f}x faster,"
+              f" {full.requests / incremental.requests:,.0f}x fewer requests")
+        api.close()
+    finally:
+        fake.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="10000,50000", help="comma-separated table sizes")
+    args = parser.parse_args()
+    for size in (int(s) for s in args.sizes.split(",")):
+        measure(size)
+
+
+if __name__ == "__main__":
+    main()
