@@ -314,8 +314,19 @@ class Table(pyairtable.api.table.Table):
     def get(self, record_id: RecordId, **options: Any) -> RecordDict:
         if self.api.use_field_ids:
             options.setdefault("use_field_ids", self.api.use_field_ids)
-        record = self.api.get(self.urls.record(record_id), options=options)
+        record = self.api.get(self._record_url(record_id), options=options)
         return record if self._answered_locally() else assert_typed_dict(RecordDict, record)
+
+    def _record_url(self, record_id: RecordId) -> Any:
+        """``self.urls.record(record_id)``, remembered per table (building it parses and joins URLs)."""
+        urls = self.__dict__.setdefault("_record_urls", {})
+        key = (record_id, self._schema is None)  # the URL names the table by id once its schema is known
+        url = urls.get(key)
+        if url is None:
+            if len(urls) >= 4096:
+                urls.clear()
+            url = urls[key] = self.urls.record(record_id)
+        return url
 
     def iterate(self, **options: Any) -> Any:
         if isinstance(formula := options.get("formula"), Formula):

@@ -28,7 +28,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import unquote, urlsplit
 
@@ -37,7 +37,7 @@ from airtable_cached.config import Settings
 from airtable_cached.errors import AirtableResponseError, OfflineError
 from airtable_cached.policy import Read, TableState, Write, decide_read, decide_write
 from airtable_cached.query import ListQuery
-from airtable_cached.readmodel import ReadModel, TableModel, copy_fields
+from airtable_cached.readmodel import MUTABLE, ReadModel, TableModel, copy_fields, copy_record_fields, copy_value
 from airtable_cached.records import (
     COMPUTED_TYPES,
     PROVISIONAL_PREFIX,
@@ -87,6 +87,12 @@ class Route:
 
 def route(method: str, url: str) -> Route | None:
     """The record endpoint a request addresses, or ``None`` for anything else (passed through)."""
+    return _route(method, str(url))
+
+
+@lru_cache(maxsize=4096)
+def _route(method: str, url: str) -> Route | None:
+    # Pure, and asked on every call with the same few URLs (a record's, a table's): remembered.
     parts = [unquote(p) for p in urlsplit(url).path.split("/") if p]
     if len(parts) < 3 or parts[0] != "v0" or parts[1] == "meta" or not parts[1].startswith("app"):
         return None
@@ -121,11 +127,11 @@ class _Snapshots:
         self._lock = threading.Lock()
         self._ids = 0
 
-    def put(self, ids: list[str], now: float, listing: tuple = ()) -> str:
+    def put(self, ids: list[str], now: float, listing: tuple = (), *, load: bool = True) -> str:
         token = "itr" + secrets.token_hex(7)
         with self._lock:
             self._sweep(now)
-            self._items[token] = _Snapshot(now, ids, listing=listing)
+            self._items[token] = _Snapshot(now, ids, listing=listing, load=load)
             self._ids += len(ids)
             while len(self._items) > 1 and (len(self._items) > MAX_SNAPSHOTS or self._ids > MAX_SNAPSHOT_IDS):
                 _token, evicted = self._items.popitem(last=False)
@@ -184,6 +190,8 @@ class _Snapshot:
     finished: bool = False
     #: The table and query the offset belongs to: another listing's offset is refused.
     listing: tuple = ()
+    #: Whether the later pages may decode the table into the read model (Engine._may_load_model).
+    load: bool = True
 
 
 def _listing(info: TableInfo, query: ListQuery) -> tuple:
@@ -261,6 +269,7 @@ class Engine:
         self._answer = threading.local()
         self._infos: dict[tuple[str, str], tuple[tuple, TableInfo]] = {}
         self.stats = StatsRecorder(store)
+        self.stats.on_written = self.model.carry  # statistics change no record: the model stays
         #: Bases this engine's token has been seen to read (a pull or a probe answered), in memory.
         self.authorized: set[str] = set()
         self._digest: str | None = None
@@ -289,7 +298,8 @@ class Engine:
             query = ListQuery.from_json(body, params) if r.list_by_post else ListQuery.from_params(params)
             return self.list_records(r.base_id, r.table, query)
         if r.action == "get":
-            return self.get_record(r.base_id, r.table, r.record_id or "", ListQuery.from_params(params))
+            query = _PLAIN_QUERY if not params else ListQuery.from_params(params)
+            return self.get_record(r.base_id, r.table, r.record_id or "", query)
         if r.action == "create":
             return self.create(r.base_id, r.table, _json_body(body))
         if r.action in ("update", "replace"):
@@ -438,12 +448,15 @@ class Engine:
         digest = self._token_digest()
         if digest is None:
             return
+        before = None if self.store.conn.in_transaction else self.store.change_marker()
         with self.store.transaction() as conn:
             conn.execute(
                 "INSERT INTO token_grants (base_id, digest, granted_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (base_id, digest) DO UPDATE SET granted_at = excluded.granted_at",
                 (self._grant_key(base_id), digest, self.clock()),
             )
+        if before is not None:
+            self.model.carry(before)
 
     def _granted(self, base_id: str) -> bool:
         digest = self._token_digest()
@@ -655,12 +668,12 @@ class Engine:
         row = self.store.conn.execute("SELECT pulled_at FROM views WHERE tid = ? AND view = ?", (info.tid, view)).fetchone()
         return row is not None and TableState(row[0], self.settings.max_age).is_fresh(self.clock())
 
-    def _select(self, info: TableInfo, query: ListQuery, *, limit: int | None = None) -> list[dict]:
+    def _select(self, info: TableInfo, query: ListQuery, *, limit: int | None = None, load: bool = True) -> list[dict]:
         """Every record the query matches, in the order Airtable would list them (the first
         ``limit`` of them: only for a query SQL answers whole, see ``_sql_decides``)."""
         # A limited read (first(), maxRecords, a first page) uses the model only if it is current:
         # decoding the whole table for one page is what LIMIT in SQL avoids.
-        model = None if query.view else self.model.table(info.tid, load=limit is None)
+        model = None if query.view else self.model.table(info.tid, load=load and limit is None)
         if model is not None:
             records = self._select_in_model(info, query, model)
             if query.sort:
@@ -836,14 +849,26 @@ class Engine:
 
     def _first_page(self, info: TableInfo, query: ListQuery) -> dict:
         """The first page; the ids of the rest (if any) go to a snapshot for the offset."""
-        records, rest = self._select_page(info, query)
-        result: dict[str, Any] = {"records": [self._shape(info, r, query) for r in records]}
+        load = self._may_load_model(info, query)
+        records, rest = self._select_page(info, query, load=load)
+        result: dict[str, Any] = {"records": self._shape_page(info, records, query)}
         if rest:
-            token = self.snapshots.put([r["id"] for r in records] + rest, self.clock(), _listing(info, query))
+            token = self.snapshots.put([r["id"] for r in records] + rest, self.clock(), _listing(info, query), load=load)
             result["offset"] = _offset_token(token, query.page_size)
         return result
 
-    def _select_page(self, info: TableInfo, query: ListQuery) -> tuple[list[dict], list[str]]:
+    def _may_load_model(self, info: TableInfo, query: ListQuery) -> bool:
+        """Whether this listing may decode the whole table into the read model (when it is not
+        current): a whole-table listing decodes every record anyway; a filtered one only when a
+        filtered listing of this table came already at this state of the file (the first one
+        goes to SQLite, which decodes only the matches: see ReadModel.wanted_again)."""
+        if query.view:
+            return False
+        if not query.formula or self.model.table(info.tid, load=False) is not None:
+            return True
+        return self.model.wanted_again(info.tid)
+
+    def _select_page(self, info: TableInfo, query: ListQuery, *, load: bool = True) -> tuple[list[dict], list[str]]:
         """The first page's records and the ids of the records after it (``max_records`` applied).
         Where SQL alone decides membership and order, the limit goes into SQL and only the first
         page is decoded; otherwise every match is decoded to be filtered or sorted here."""
@@ -855,7 +880,7 @@ class Engine:
                 return records, []
             ids = self._select_ids(info, query, limit=limit)
             return records[: query.page_size], ids[query.page_size :]
-        records = self._select(info, query)
+        records = self._select(info, query, load=load)
         if limit is not None:
             records = records[:limit]
         return records[: query.page_size], [r["id"] for r in records[query.page_size :]]
@@ -884,10 +909,12 @@ class Engine:
         ids = snapshot.ids
         # The same records as when the listing began, with their current contents; deleted ones skipped.
         wanted = ids[position : position + query.page_size]
-        rows = self._rows_by_id(info.tid, wanted, load=True)
+        # The later pages of a listing decode the table once into the model if its first page
+        # could (_may_load_model); otherwise they read their records from SQLite.
+        rows = self._rows_by_id(info.tid, wanted, load=snapshot.load)
         self._follow_flushed_creates(info.tid, wanted, rows)
         page = [rows[i] for i in wanted if i in rows]
-        result: dict[str, Any] = {"records": [self._shape(info, r, query) for r in page]}
+        result: dict[str, Any] = {"records": self._shape_page(info, page, query)}
         if position + query.page_size < len(ids):
             result["offset"] = _offset_token(parsed[0], position + query.page_size)
         else:
@@ -922,10 +949,27 @@ class Engine:
                 found[row["id"]] = _record(row)
         return found
 
+    def _shape_page(self, info: TableInfo, records: list[dict], query: ListQuery) -> list[dict]:
+        """``_shape`` of each record; the plain query (every field, by name) inlined, as the
+        per-record cost of a listing is mostly this copy."""
+        if query.fields is not None or query.by_field_ids or query.comment_count:
+            return [self._shape(info, r, query) for r in records]
+        out = []
+        for record in records:
+            mutable = record.get(MUTABLE)
+            if mutable is None:
+                fields = copy_fields(record["fields"])
+            else:
+                fields = record["fields"].copy()
+                for name in mutable:
+                    fields[name] = copy_value(fields[name])
+            out.append({"id": record["id"], "createdTime": record["createdTime"], "fields": fields})
+        return out
+
     def _shape(self, info: TableInfo, record: dict, query: ListQuery) -> dict:
         """A stored record as Airtable returns it for this query."""
         # A copy: the record may be the read model's own (issue 11: never hand out what the cache keeps).
-        out = {"id": record["id"], "createdTime": record["createdTime"], "fields": copy_fields(record["fields"])}
+        out = {"id": record["id"], "createdTime": record["createdTime"], "fields": copy_record_fields(record)}
         if query.fields is not None:
             out = project(out, [self._field_name(info, f) for f in query.fields])
         if query.by_field_ids:
@@ -1289,7 +1333,7 @@ class Engine:
         info.set_schema(schema)
 
     def _shape_write(self, info: TableInfo, record: dict, body: dict) -> dict:
-        out = {"id": record["id"], "createdTime": record["createdTime"], "fields": copy_fields(record["fields"])}
+        out = {"id": record["id"], "createdTime": record["createdTime"], "fields": copy_record_fields(record)}
         if body.get("returnFieldsByFieldId"):
             out = rename_to_ids(out, info.id_for_name)
         return out
@@ -1528,6 +1572,8 @@ class Engine:
 
 
 _RECORD_COLUMNS = "r.id, r.created_time, r.modified_time, r.fields, r.comment_count"
+#: The query of a request without parameters (immutable, so shared).
+_PLAIN_QUERY = ListQuery.from_params({})
 
 
 def _record(row: sqlite3.Row) -> dict:
@@ -1603,6 +1649,8 @@ class StatsRecorder:
 
     def __init__(self, store: Store):
         self.store = store
+        #: Called with the change marker from before each write of statistics (which changes no record).
+        self.on_written: Callable[[tuple], None] | None = None
         self._counts: dict[tuple[int, str], list[float]] = {}
         self._latencies: list[tuple[int, str, float]] = []
         self._lock = threading.Lock()
@@ -1629,6 +1677,7 @@ class StatsRecorder:
         if not counts:
             return
         try:
+            before = None if self.store.conn.in_transaction else self.store.change_marker()
             with self.store.transaction() as conn:
                 conn.executemany(
                     "INSERT INTO stats (tid, kind, count, total_ms) VALUES (?, ?, ?, ?)"
@@ -1636,5 +1685,7 @@ class StatsRecorder:
                     [(tid, kind, c, ms) for (tid, kind), (c, ms) in counts.items()],
                 )
                 conn.executemany("INSERT INTO latencies (tid, kind, ms) VALUES (?, ?, ?)", latencies)
+            if before is not None and self.on_written is not None:
+                self.on_written(before)
         except sqlite3.Error as exc:  # statistics must never fail a read
             log.debug("could not write statistics: %s", exc)
