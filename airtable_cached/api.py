@@ -11,7 +11,7 @@ from __future__ import annotations
 import json as jsonlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyairtable
@@ -30,7 +30,7 @@ from airtable_cached.sync import FlushResult, Sync
 __all__ = ["Api", "Base", "Table", "open_store"]
 
 _stores: dict[str, Store] = {}
-_runtimes: dict[tuple, tuple[Engine, Sync]] = {}
+_runtimes: dict[tuple, Runtime] = {}
 _registry_lock = threading.Lock()
 
 
@@ -46,20 +46,64 @@ def open_store(path) -> Store:
         return store
 
 
-def _runtime(settings: Settings, token: str, timeout: Any, clock: Callable | None, sleep: Callable | None) -> tuple[Engine, Sync]:
+class Runtime:
+    """An engine and its sync (with the background flusher), shared by every ``Api`` of one
+    (settings, token) in a process. Counts the ``Api`` objects using it; the last one to close it
+    closes it. Unpacks as ``engine, sync``."""
+
+    def __init__(self, key: tuple, engine: Engine, sync: Sync):
+        self.key = key
+        self.engine = engine
+        self.sync = sync
+        self.users = 0
+        self.closed = False
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.engine, self.sync))
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Flush (auto flush: bounded by ``timeout``, default ``exit_timeout``), stop the flusher,
+        write the read statistics, close the sessions and every SQLite connection of the file.
+        Returns whether the queue drained in time."""
+        with _registry_lock:
+            if _runtimes.get(self.key) is self:
+                del _runtimes[self.key]
+            if self.closed:
+                return True
+            self.closed = True
+        drained = self.sync.close(timeout)
+        self.engine.stats.write()
+        with _registry_lock:
+            others = any(rt.engine.store is self.engine.store for rt in _runtimes.values())
+        if not others:
+            # Other users of the file (a CLI command, another runtime later) reconnect on next use.
+            self.engine.store.close_all()
+        return drained
+
+
+def _runtime(settings: Settings, token: str, timeout: Any, clock: Callable | None, sleep: Callable | None) -> Runtime:
     """Engines and syncs are shared per (settings, token) in a process: an ORM model builds a new
-    Api on every access, and they must not each start a flusher thread."""
+    Api on every access, and they must not each start a flusher thread. A closed runtime is never
+    handed out again: the next caller gets a new one."""
     key = (settings, token, timeout, clock, sleep)
     with _registry_lock:
         found = _runtimes.get(key)
-    if found is not None:
+    if found is not None and not found.closed:
         return found
     store = open_store(settings.path)
     engine = Engine(store, settings, clock=clock or time.time)
     sync = Sync(engine, token, timeout=timeout, clock=clock or time.time, sleep=sleep or time.sleep)
     engine.sync = sync
+    runtime = Runtime(key, engine, sync)
     with _registry_lock:
-        return _runtimes.setdefault(key, (engine, sync))
+        found = _runtimes.get(key)
+        if found is not None and not found.closed:
+            winner = found
+        else:
+            winner = _runtimes[key] = runtime
+    if winner is not runtime:
+        runtime.close(0)  # another thread built one first
+    return winner
 
 
 class Api(pyairtable.Api):
@@ -97,17 +141,39 @@ class Api(pyairtable.Api):
         )
         self._clock = clock
         self._sleep = sleep
+        self._rt: Runtime | None = None
+        self._rt_lock = threading.Lock()
+
+    def __enter__(self) -> Api:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _use_runtime(self) -> Runtime:
+        """The runtime this Api uses (acquired on first use; a new one after ``close()``)."""
+        rt = self._rt
+        if rt is not None and not rt.closed:
+            return rt
+        with self._rt_lock:
+            rt = self._rt
+            if rt is None or rt.closed:
+                rt = _runtime(self.settings, self.api_key, self.timeout, self._clock, self._sleep)
+                with _registry_lock:
+                    rt.users += 1
+                self._rt = rt
+            return rt
 
     def __repr__(self) -> str:
         return f"<airtable_cached.Api mode={self.settings.mode!r} path={str(self.settings.path)!r}>"
 
     @property
     def engine(self) -> Engine:
-        return _runtime(self.settings, self.api_key, self.timeout, self._clock, self._sleep)[0]
+        return self._use_runtime().engine
 
     @property
     def sync(self) -> Sync:
-        return _runtime(self.settings, self.api_key, self.timeout, self._clock, self._sleep)[1]
+        return self._use_runtime().sync
 
     # -- pyairtable's factories, returning the cached classes ------------------------------------
     def base(self, base_id: str, *, validate: bool = False, force: bool = False) -> Base:
@@ -164,8 +230,25 @@ class Api(pyairtable.Api):
         """The queued and dead-lettered writes, with attempts and last error."""
         return [op.as_dict() for op in outbox.list_ops(self.engine.store.conn)]
 
-    def close(self) -> None:
-        self.sync.close()
+    def close(self, timeout: float | None = None) -> bool:
+        """Flush what is queued (auto flush; at most ``timeout``, default ``exit_timeout`` seconds),
+        stop the background flusher, close the SQLite connections, the diskcache, the sessions and
+        their sockets. Other ``Api`` objects sharing the runtime keep it until they close too. Using
+        this ``Api`` again, or a new one, starts a fresh runtime. Returns whether the queue drained
+        in time (what did not stays queued on disk). Also a context manager::
+
+            with Api(token) as api:
+                api.table(base_id, "Leads").update(record_id, {"Status": "Won"})
+        """
+        with self._rt_lock:
+            rt, self._rt = self._rt, None
+        self.session.close()
+        if rt is None:
+            return True
+        with _registry_lock:
+            rt.users -= 1
+            last = rt.users <= 0
+        return rt.close(timeout) if last else True
 
 
 class Base(pyairtable.api.base.Base):
@@ -179,7 +262,7 @@ class Base(pyairtable.api.base.Base):
             return Table(None, self, schema)
         return Table(None, self, id_or_name)
 
-    def tables(self, *, force: bool = False) -> list[Table]:
+    def tables(self, *, force: bool = False) -> list[Table]:  # type: ignore[override]  # a list of our Tables
         return [Table(None, self, table_schema) for table_schema in self.schema(force=force).tables]
 
 
@@ -202,24 +285,30 @@ class Table(pyairtable.api.table.Table):
         super().__init__(api_key, base_id, table_name)
 
     @property
+    def _cached_api(self) -> Api:
+        # Base.table() builds every Table of ours with our Api; pyairtable types it as its own.
+        assert isinstance(self.api, Api)
+        return self.api
+
+    @property
     def _table_ref(self) -> str:
         return self._schema.id if self._schema else self.name
 
     def flush(self) -> FlushResult:
         """Push this base's queued writes now."""
-        return self.api.sync.flush(self.base.id)
+        return self._cached_api.sync.flush(self.base.id)
 
     def refresh(self, force: bool = False) -> bool:
         """Refresh the table now if it is stale: only what changed since its watermark when that is
         enough. ``force``: pull it whole now. Returns whether it refreshed."""
         if not force and self.is_fresh():
             return False
-        self.api.sync.refresh(self.base.id, self._table_ref, force_full=force)
+        self._cached_api.sync.refresh(self.base.id, self._table_ref, force_full=force)
         return True
 
     def is_fresh(self) -> bool:
         """Whether reads are served without pulling first."""
-        return self.api.engine.is_fresh(self.base.id, self._table_ref)
+        return self._cached_api.engine.is_fresh(self.base.id, self._table_ref)
 
     def search(self, text: str, fields: list[str] | None = None, *, max_records: int | None = None) -> list[dict]:
         """Full-text search over the table's text fields (any case, word prefixes), best first.
@@ -227,5 +316,5 @@ class Table(pyairtable.api.table.Table):
         >>> leads.search("ada lovelace")
         >>> leads.search("acme", fields=["Company", "Email"])
         """
-        return self.api.engine.search(self.base.id, self._table_ref, text, fields=fields, max_records=max_records)
+        return self._cached_api.engine.search(self.base.id, self._table_ref, text, fields=fields, max_records=max_records)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from airtable_cached import maintenance
+from airtable_cached import maintenance, safety
 from airtable_cached.config import Settings
 
 # -- shared options and rendering --------------------------------------------------------------------
@@ -50,7 +50,7 @@ def _fail_cleanly(f: Callable) -> Callable:
             return f(*args, **kwargs)
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
-        except Exception as exc:  # rendered, not a traceback: operators read this in cron mail
+        except Exception as exc:  # noqa: BLE001 - rendered, not a traceback: operators read this in cron mail
             token = kwargs.get("token")
             message = f"{type(exc).__name__}: {exc}"
             if token:
@@ -69,8 +69,13 @@ def _open(path: Path | None, *, must_exist: bool = True):
 
     settings = _settings(path)
     if must_exist and not settings.path.exists():
-        raise click.ClickException(f"no database at {settings.path} (pull a table first, or pass --path)")
+        raise _no_database(settings.path)
     return settings, open_store(settings.path)
+
+
+def _no_database(path: Path) -> click.ClickException:
+    """One wording and one exit status (1) for every command that needs the file."""
+    return click.ClickException(f"no database at {path} (pull a table first, or pass --path)")
 
 
 def _need_token(token: str | None) -> str:
@@ -125,21 +130,19 @@ def _progress(as_json: bool, length: int, label: str):
 # -- the group ---------------------------------------------------------------------------------------
 
 class _Group(click.Group):
-    """Commands from modules that may be missing (``run``) are loaded when asked for, so the rest of
-    the CLI keeps working when one of them cannot be imported."""
+    """Commands whose modules are costly to import (``run``) are imported only when listed or asked
+    for; an import that fails raises, so a broken command is never silently missing."""
 
     lazy = {"run": ("airtable_cached.run", "run_command")}
 
-    def _load(self, name: str) -> click.Command | None:
+    def _load(self, name: str) -> click.Command:
         module_name, attr = self.lazy[name]
-        try:
-            return getattr(importlib.import_module(module_name), attr)
-        except Exception:
-            return None
+        command: click.Command = getattr(importlib.import_module(module_name), attr)
+        return command
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         names = set(super().list_commands(ctx))
-        names |= {n for n in self.lazy if self._load(n) is not None}
+        names |= set(self.lazy)
         return sorted(names)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
@@ -395,18 +398,22 @@ def queue_drop(ids: tuple[int, ...], all_: bool, include_pending: bool, yes: boo
                    "Default: backups/ beside the database.")
 @click.option("--keep", type=click.IntRange(min=1), default=None, envvar="AIRTABLE_CACHED_BACKUP_KEEP",
               help="Keep only the newest N backups in the folder.")
+@click.option("--force", is_flag=True, help="Overwrite an existing file named by --to (never the live database).")
 @_path_option
 @_json_option
 @_fail_cleanly
-def backup(to: Path | None, keep: int | None, path: Path | None, as_json: bool) -> None:
+def backup(to: Path | None, keep: int | None, force: bool, path: Path | None, as_json: bool) -> None:
     """Take a consistent copy of the database while agents keep running (SQLite backup API).
+
+    Refuses to write over the live database, and over an existing file unless --force.
 
     \b
     Example:
       airtable-cached backup --to /backups --keep 7
+      airtable-cached backup --to /backups/before-upgrade.sqlite3 --force
     """
     settings, store = _open(path)
-    made = maintenance.backup(store, to, keep)
+    made = maintenance.backup(store, to, keep, force=force)
     data = {"backup": str(made), "bytes": made.stat().st_size}
     if as_json:
         return _emit_json(data)
@@ -430,6 +437,10 @@ def restore(backup_path: Path, yes: bool, path: Path | None, as_json: bool) -> N
       airtable-cached restore ~/.cache/airtable_cached/backups/cache-20250101T030000.000000Z.sqlite3
     """
     settings = _settings(path)
+    try:
+        safety.require_cache_database(backup_path)
+    except safety.SafetyError as exc:
+        raise click.ClickException(f"restore refused: {exc}") from None
     if settings.path.exists() and not yes:
         from airtable_cached.maintenance import _queued_seqs  # the same count restore reports
 
@@ -452,6 +463,37 @@ def restore(backup_path: Path, yes: bool, path: Path | None, as_json: bool) -> N
         click.echo(f"note: {len(result.writes_resent)} write(s) in the backup were probably sent already and "
                    f"will be sent again (see `queue list`)", err=True)
     click.echo(f"{result.pending} write(s) queued")
+
+
+@main.command()
+@click.option("--from", "source", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The damaged database (default: the configured one).")
+@click.option("--to", "dest", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="A new file to copy the queue into (must not exist).")
+@_path_option
+@_json_option
+@_fail_cleanly
+def salvage(source: Path | None, dest: Path, path: Path | None, as_json: bool) -> None:
+    """Copy every readable queued write out of a damaged database into a fresh one.
+
+    Reads row by row where a whole-table read fails; writes that are unreadable or no longer match
+    their checksum are listed, not copied. Cached records are not copied (the next read pulls them);
+    the agents' own unflushed creates are rebuilt from the queue. Then stop the agents and
+    `restore` the new file (or point AIRTABLE_CACHED_PATH at it).
+
+    \b
+    Example:
+      airtable-cached salvage --to /tmp/salvaged.sqlite3 && airtable-cached restore /tmp/salvaged.sqlite3 --yes
+    """
+    damaged = source or _settings(path).path
+    result = safety.salvage(damaged, dest)
+    if as_json:
+        return _emit_json(result.as_dict())
+    click.echo(f"salvaged {len(result.copied)} queued write(s) from {result.source} into {result.database}")
+    for skipped in result.skipped:
+        click.echo(f"  not copied: seq {skipped['seq']}: {skipped['reason']}", err=True)
+    if result.skipped:
+        raise click.exceptions.Exit(1)
 
 
 # -- check, stats ------------------------------------------------------------------------------------
@@ -477,8 +519,10 @@ def check(fix: bool, quick: bool, fail_on: str, path: Path | None, as_json: bool
     """
     try:
         settings = _settings(path)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - logged or re-raised
         raise click.ClickException(str(exc)) from None
+    if not settings.path.exists():
+        raise _no_database(settings.path)
     try:
         findings = maintenance.check(settings.path, fix=fix, thorough=not quick)
     except sqlite3.Error as exc:

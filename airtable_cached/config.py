@@ -41,8 +41,13 @@ class Settings:
     flush: str = "auto"
     #: The Airtable the cache syncs with.
     endpoint_url: str = "https://api.airtable.com"
-    #: Seconds the interpreter waits at exit for the queue to drain (auto flush).
+    #: Seconds the interpreter waits at exit for the queue to drain (auto flush), in all.
     exit_timeout: float = 30.0
+    #: Longest a write waits in the queue for others to share its request (auto flush). Longer:
+    #: fewer requests (an agent writing one record every 10 s sends one PATCH per 10 records at
+    #: 100 s) but Airtable, and people looking at it, see the writes that much later. Reads are
+    #: not affected (they see the queue), and the wait is no risk: the queue is on disk.
+    batch_delay: float = 3.0
     #: Requests per second per base, shared by every process using the cache file.
     rate_limit: float = 5.0
     #: Seconds Airtable locks a base out after a 429.
@@ -52,6 +57,9 @@ class Settings:
     #: Seconds a flusher's claim on a batch lasts before another flusher may take it over. Longer
     #: than one batch can take while retrying (5 attempts, 30 s penalties after 429s).
     claim_timeout: float = 300.0
+    #: Seconds to wait for Airtable to accept a connection, and again for each answer. When it does
+    #: not, reads of a cached table serve the cache (stale-if-error) and writes stay queued.
+    network_timeout: float = 10.0
     #: Fields to index from the start (comma-separated in the environment).
     index_fields: tuple[str, ...] = ()
     #: A text field filtered by equality this many times gets an index of its own.
@@ -116,8 +124,8 @@ def _convert(name: str, value: Any, source: str) -> Any:
 
     if name == "path":
         return Path(os.path.expanduser(str(value)))
-    if name in ("max_age", "exit_timeout", "rate_limit", "penalty", "claim_timeout", "overlap", "full_pull_every",
-                "sweep_every"):
+    if name in ("max_age", "exit_timeout", "rate_limit", "penalty", "claim_timeout", "batch_delay", "network_timeout",
+                "overlap", "full_pull_every", "sweep_every"):
         try:
             number = float(value)
         except (TypeError, ValueError):
@@ -126,6 +134,8 @@ def _convert(name: str, value: Any, source: str) -> Any:
             raise fail("must be zero or more")
         if name == "rate_limit" and number == 0:
             raise fail("must be more than zero requests per second")
+        if name == "network_timeout" and not 0 < number <= 600:
+            raise fail("must be more than zero and at most 600 seconds")
         return number
     if name == "index_fields":
         items = value.split(",") if isinstance(value, str) else list(value)

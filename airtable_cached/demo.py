@@ -84,12 +84,12 @@ def _next_run_starts_warm(fake: FakeAirtable, path: Path, out) -> bool:
     fake.set_fields(BASE, TABLE, records[0]["id"], {"Status": "Qualified"})  # a colleague's edit
     fake.delete_record(BASE, TABLE, records[1]["id"])  # and a deletion
     before = fake.request_count()
-    service = SyncService(Settings.from_env(path=path, endpoint_url=fake.url), fake.token,
+    service = SyncService(Settings.from_env(path=path, endpoint_url=fake.url, feed="webhooks"), fake.token,
                           tables=[f"{BASE}/{TABLE}"], pull_every=0, backup_every=None)
     service.cycle()
     service.close()
     refresh_requests = fake.request_count() - before
-    api = Api(fake.token, endpoint_url=fake.url, path=path, flush="manual")
+    api = Api(fake.token, endpoint_url=fake.url, path=path, flush="manual", feed="webhooks")
     before = fake.request_count()
     started = time.perf_counter()
     todo = api.table(BASE, TABLE).all(formula="AND({Email} = '', {Status} = 'New')", max_records=5)
@@ -111,9 +111,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.1, help="seconds of latency per request (default 0.1)")
     parser.add_argument("--path", type=Path, default=None, help="cache file (default: a temporary one)")
     args = parser.parse_args(argv)
+    if args.path is not None:
+        return _demo(args, args.path, kept=True)
+    # The cache file of a demo is scratch: removed with its folder, whatever happens.
+    with tempfile.TemporaryDirectory(prefix="airtable-cached-demo-") as workdir:
+        return _demo(args, Path(workdir) / "cache.sqlite3", kept=False)
+
+
+def _demo(args: argparse.Namespace, path: Path, *, kept: bool) -> int:
     out = print
-    workdir = Path(tempfile.mkdtemp(prefix="airtable-cached-demo-"))
-    path = args.path or workdir / "cache.sqlite3"
 
     out(f"Fake Airtable on 127.0.0.1: {args.latency * 1000:.0f} ms a request, 300 leads, no token needed.")
     out(f"The agent runs {args.steps} steps: read its work list, enrich 5 leads, add a lead, check its best lead.\n")
@@ -128,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     cached_api: list[Api] = []
 
     def cached_table(fake: FakeAirtable):
-        api = Api(fake.token, endpoint_url=fake.url, path=path, flush="manual")
+        # The change feed on, as by default (the demo's next run shows deletions learnt from it).
+        api = Api(fake.token, endpoint_url=fake.url, path=path, flush="manual", feed="webhooks")
         cached_api.append(api)
         return api.table(BASE, TABLE)
 
@@ -152,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     speedup = plain["agent_seconds"] / max(cached["agent_seconds"], 1e-9)
     out(f"  agent time                          : {cached['agent_seconds']:.2f} s vs {plain['agent_seconds']:.2f} s ({speedup:.1f}x as fast)")
     out(f"  Airtable's final state              : {'identical to the plain run' if same else 'DIFFERENT from the plain run'}")
-    out(f"  cache file                          : {path}")
+    out(f"  cache file                          : {path if kept else 'temporary, removed now (keep one with --path)'}")
     api.close()
     warm = _next_run_starts_warm(cached_fake, path, out)
     plain_fake.stop()

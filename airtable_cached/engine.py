@@ -5,7 +5,7 @@
 (``api.py``) and the plain-HTTP front-end (``http.py``) are thin wrappers around it, so paging,
 sorting, filtering, write semantics and errors exist once.
 
-What the cache holds (see DESIGN.md §2): per record the last state Airtable reported (``remote``)
+What the cache holds: per record the last state Airtable reported (``remote``)
 and what reads see (``fields``: remote with the pending writes applied). Every write applies to
 ``fields`` and appends to the outbox in one transaction; a pull replaces ``remote`` and replays the
 pending writes on top.
@@ -13,6 +13,7 @@ pending writes on top.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import logging
@@ -22,14 +23,15 @@ import sqlite3
 import threading
 import time
 import unicodedata
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import unquote, urlsplit
 
-from airtable_cached import outbox
+from airtable_cached import checksum, outage, outbox
 from airtable_cached.config import Settings
 from airtable_cached.errors import AirtableResponseError, OfflineError
 from airtable_cached.policy import Read, TableState, Write, decide_read, decide_write
@@ -201,7 +203,7 @@ class Engine:
             query = ListQuery.from_json(body, params) if r.list_by_post else ListQuery.from_params(params)
             return self.list_records(r.base_id, r.table, query)
         if r.action == "get":
-            return self.get_record(r.base_id, r.table, r.record_id, ListQuery.from_params(params))
+            return self.get_record(r.base_id, r.table, r.record_id or "", ListQuery.from_params(params))
         if r.action == "create":
             return self.create(r.base_id, r.table, _json_body(body))
         if r.action in ("update", "replace"):
@@ -216,6 +218,12 @@ class Engine:
         raise AssertionError(r.action)
 
     # -- tables ------------------------------------------------------------------------------------
+    @overload
+    def table_info(self, base_id: str, table: str) -> TableInfo: ...
+    @overload
+    def table_info(self, base_id: str, table: str, *, create: Literal[True]) -> TableInfo: ...
+    @overload
+    def table_info(self, base_id: str, table: str, *, create: bool) -> TableInfo | None: ...
     def table_info(self, base_id: str, table: str, *, create: bool = True) -> TableInfo | None:
         conn = self.store.conn
         row = conn.execute(
@@ -270,7 +278,8 @@ class Engine:
         if decision is Read.PULL_THEN_SERVE and self._serve_stale(info, table):
             decision = Read.SERVE
         if decision is Read.PULL_THEN_SERVE:
-            self._require_sync().refresh(info.base_id, table, max_age=self.settings.max_age)
+            if not outage.pull_or_serve_stale(self, info, table):
+                return Read.SERVE, info
             info = self.table_info(info.base_id, table)
         elif decision is Read.SERVE:
             self._authorize(info, table)
@@ -356,7 +365,8 @@ class Engine:
         if query.max_records is not None:
             records = records[: query.max_records]
         page = self._first_page(info, query, records)
-        self.stats.count(info.tid, "list.local", started)
+        # A read that pulled the table first waited for Airtable: not a local read.
+        self.stats.count(info.tid, "list.pull" if decision is Read.PULL_THEN_SERVE else "list.local", started)
         return page
 
     def _refresh_schema(self, info: TableInfo) -> bool:
@@ -429,7 +439,18 @@ class Engine:
                 f" WHERE r.tid = ? AND r.fields IS NOT NULL {where} ORDER BY {order}"
             )
             args = [info.tid, *params]
-        rows = conn.execute(sql, args).fetchall()
+        try:
+            rows = conn.execute(sql, args).fetchall()
+        except sqlite3.OperationalError as exc:
+            from airtable_cached import formula_bridge
+
+            if not where or not formula_bridge.too_big_for_sql(exc):
+                raise
+            # SQLite bounds an expression's depth (an OR of ~1,000 terms): read the table and let
+            # the evaluator answer the whole formula.
+            rows = conn.execute(sql.replace(where, "", 1), args[: len(args) - len(params)]).fetchall()
+            residual = formula_bridge.python_filter(info, query.formula or "")
+            self.stats.count(info.tid, "formula.python")
         records = [_record(row) for row in rows]
         if residual is not None:
             records = [r for r in records if residual(r)]
@@ -506,7 +527,7 @@ class Engine:
     def _next_page(self, info: TableInfo, query: ListQuery) -> dict:
         parsed = _parse_offset(query.offset or "")
         snapshot = self.snapshots.get(parsed[0], self.clock()) if parsed else None
-        if snapshot is None:
+        if parsed is None or snapshot is None:
             raise AirtableResponseError.typed(
                 422,
                 "LIST_RECORDS_ITERATOR_NOT_AVAILABLE",
@@ -561,7 +582,7 @@ class Engine:
         if not rows:
             self.stats.count(info.tid, "get.miss", started)
             raise AirtableResponseError.record_not_found(record_id)
-        self.stats.count(info.tid, "get.local", started)
+        self.stats.count(info.tid, "get.pull" if decision is Read.PULL_THEN_SERVE else "get.local", started)
         return self._shape(info, next(iter(rows.values())), query)
 
     def resolve_id(self, record_id: str) -> str:
@@ -574,10 +595,10 @@ class Engine:
     # -- writes ------------------------------------------------------------------------------------
     def create(self, base_id: str, table: str, body: dict) -> dict:
         info = self.table_info(base_id, table)
-        self._authorize(info, table)
+        outage.authorize_in_background(self, info, table)
         single = "fields" in body and "records" not in body
         items = [{"fields": body.get("fields")}] if single else body.get("records")
-        _check_batch(items, need_id=False)
+        items = _check_batch(items, need_id=False)
         typecast = bool(body.get("typecast"))
         field_sets = [self._validate_fields(info, item.get("fields") or {}, typecast) for item in items]
         seqs: list[int] = []
@@ -620,7 +641,7 @@ class Engine:
             self._require_sync().pull(base_id, table)
             info = self.table_info(base_id, table)
         else:
-            self._authorize(info, table)
+            outage.authorize_in_background(self, info, table)
         return info
 
     def update(self, base_id: str, table: str, record_id: str | None, body: dict, *, replace: bool) -> dict:
@@ -634,7 +655,7 @@ class Engine:
             return self._shape_write(info, self._maybe_reread(info, records)[0], body)
         items = body.get("records")
         upsert = body.get("performUpsert")
-        _check_batch(items, need_id=upsert is None)
+        items = _check_batch(items, need_id=upsert is None)
         if upsert is not None:
             return self._upsert(info, table, items, upsert, op, typecast, body)
         pairs = [(item["id"], self._validate_fields(info, item.get("fields") or {}, typecast)) for item in items]
@@ -788,7 +809,7 @@ class Engine:
         """Write-through sends the writes now and fails the call if Airtable refused them."""
         if decide_write(self.settings.mode) is not Write.WRITE_THROUGH or not seqs:
             if self.sync is not None:
-                self.sync.notify_write()
+                self.sync.notify_write(len(seqs))
             return
         self._require_sync().flush(info.base_id)
         marks = ",".join("?" * len(seqs))
@@ -893,7 +914,7 @@ class Engine:
             self.recompute(conn, info.tid, outbox.records_with_live_ops(conn, info.tid))
 
     def _resolve_conflicts(self, conn: sqlite3.Connection, tid: int, pulled: list[dict], now: float, started_at: float) -> None:
-        """Airtable wins (DESIGN.md §2): a field that changed in Airtable since the cache last saw it,
+        """Airtable wins: a field that changed in Airtable since the cache last saw it,
         to a value other than the agent's, and that a queued update also writes, keeps Airtable's
         value. The update no longer sends that field; the dropped local value goes to the
         ``conflicts`` log. Left alone: writes a flusher is sending right now, PUTs (the agent
@@ -926,7 +947,7 @@ class Engine:
                 )
                 kept = {name: value for name, value in written.items() if name not in lost}
                 if kept:
-                    conn.execute("UPDATE outbox SET fields = ? WHERE seq = ?", (dumps(kept), op["seq"]))
+                    checksum.rewrite(conn, op["seq"], fields=dumps(kept))
                 else:
                     outbox.ack(conn, [op["seq"]])
                 log.warning("conflict on %s: Airtable changed %s meanwhile; its value wins", record["id"], ", ".join(sorted(lost)))
@@ -1036,7 +1057,8 @@ def _json_body(body: Any) -> dict:
     return body
 
 
-def _check_batch(items: Any, *, need_id: bool) -> None:
+def _check_batch(items: Any, *, need_id: bool) -> list[dict]:
+    """The request's records, once they are a list Airtable would take."""
     if not isinstance(items, list) or not items:
         raise AirtableResponseError.invalid_request("records must be a non-empty list")
     if len(items) > MAX_RECORDS_PER_WRITE:
@@ -1048,6 +1070,18 @@ def _check_batch(items: Any, *, need_id: bool) -> None:
             raise AirtableResponseError.invalid_request("each record must be a JSON object")
         if need_id and not isinstance(item.get("id"), str):
             raise AirtableResponseError.invalid_request("each record to update needs an id")
+    return items
+
+
+_exit_recorders: weakref.WeakSet[StatsRecorder] = weakref.WeakSet()
+
+
+def _write_stats_at_exit() -> None:
+    for recorder in list(_exit_recorders):
+        recorder.write()
+
+
+atexit.register(_write_stats_at_exit)
 
 
 class StatsRecorder:
@@ -1062,6 +1096,8 @@ class StatsRecorder:
         self._latencies: list[tuple[int, str, float]] = []
         self._lock = threading.Lock()
         self._last_write = time.monotonic()
+        # What a short-lived agent counted is written at exit (and by Api.close()).
+        _exit_recorders.add(self)
 
     def count(self, tid: int, kind: str, started: float | None = None) -> None:
         ms = (time.perf_counter() - started) * 1000 if started is not None else 0.0

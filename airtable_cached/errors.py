@@ -26,6 +26,11 @@ class WriteRejectedError(AirtableCachedError, TypeError, ValueError):
     was queued. A ``TypeError`` as plain pyairtable raises (from JSON encoding) for the same call."""
 
 
+class DiskFullError(AirtableCachedError, OSError):
+    """The disk holding the cache file is full: the call was not recorded (SQLite rolled it back),
+    and everything committed before, the queued writes included, is intact."""
+
+
 class AirtableResponseError(AirtableCachedError):
     """An answer Airtable would give with an error status, produced by the local engine.
 
@@ -84,6 +89,13 @@ class RemoteError(AirtableCachedError):
         self.status = status
         self.body = body
         self.retry_after = retry_after
+        self.unsent = False  # True when the request surely never reached Airtable
+
+    @property
+    def unreachable(self) -> bool:
+        """Airtable could not be reached at all (refused, or no answer within the network timeout):
+        retrying at once would only wait again; the caller serves the cache or keeps the write."""
+        return bool(getattr(self, "no_answer", False))
 
     @property
     def transient(self) -> bool:

@@ -156,6 +156,19 @@ def sql_filter(info: TableInfo, text: str) -> SqlFilter:
     return SqlFilter(sql, params, check, names, bool(names or ids))
 
 
+def too_big_for_sql(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite refused a compiled formula for its size, not for an error in it."""
+    text = str(exc).lower()
+    return any(m in text for m in ("too large", "too many sql variables", "parser stack overflow", "too deep"))
+
+
+def python_filter(info: TableInfo, text: str) -> Callable[[dict], bool]:
+    """The whole formula as a Python check (the evaluator), for what SQLite cannot run."""
+    module = _formula()
+    node = _with_names(module, _parse(text), info.name_for_id)
+    return lambda record: module.matches(node, record)
+
+
 @lru_cache(maxsize=512)
 def _compile(text: str, field_ids: tuple[tuple[str, str], ...]):
     """Compile once per formula and table schema. Field ids (``{fldXXX}``) are rewritten to the

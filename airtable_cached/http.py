@@ -118,7 +118,7 @@ class _Interceptor:
             self._local.depth -= 1
 
     # -- tokens ------------------------------------------------------------------------------------
-    def token_is_valid(self, token: str) -> bool:
+    def token_is_valid(self, token: str, base_id: str = "") -> bool:
         """Airtable's verdict on a token, asked once per process (``GET /v0/meta/whoami``).
 
         When Airtable cannot be asked (offline mode, network down, 5xx) the token is let through
@@ -136,12 +136,12 @@ class _Interceptor:
             verdict = self._verdicts.get(key)
             if verdict is not None:
                 return verdict
-            verdict = self._ask_airtable(token)
+            verdict = self._ask_airtable(token, base_id)
             if verdict is not None:
                 self._verdicts[key] = verdict
             return True if verdict is None else verdict
 
-    def _ask_airtable(self, token: str) -> bool | None:
+    def _ask_airtable(self, token: str, base_id: str) -> bool | None:
         # A throwaway session: a wrong token must not get a runtime (and a flusher thread) of its own.
         with mark_direct(requests.Session()) as session:
             session.headers["Authorization"] = f"Bearer {token}"
@@ -149,8 +149,10 @@ class _Interceptor:
             try:
                 response = session.get(self.settings.endpoint_url + "/v0/meta/whoami", timeout=(10, 30))
             except requests.RequestException as exc:
+                self._log_check(base_id, None)
                 log.warning("could not check the token with Airtable (%s); answering from the cache", exc)
                 return None
+        self._log_check(base_id, response.status_code)
         if response.status_code == 401:
             return False
         if response.status_code >= 500 or response.status_code == 429:
@@ -158,6 +160,14 @@ class _Interceptor:
                         response.status_code)
             return None
         return True
+
+    def _log_check(self, base_id: str, status: int | None) -> None:
+        """The token check is a request Airtable counts: it goes in the request log (under the base
+        the agent was addressing) like every other one."""
+        from airtable_cached.api import open_store
+        from airtable_cached.sync import log_request
+
+        log_request(open_store(self.settings.path), base_id, "whoami", "GET", status)
 
 
 _installed: _Interceptor | None = None
@@ -187,7 +197,7 @@ class CachedAdapter(BaseAdapter):
 
     def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None,
              verify: Any = True, cert: Any = None, proxies: Any = None) -> requests.Response:
-        url = request.url.decode("utf-8") if isinstance(request.url, bytes) else request.url
+        url = _url_of(request)
         found = route(request.method or "GET", url) if self.interceptor.is_airtable(url) else None
         if found is None:
             return self.fallback.send(request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies)
@@ -195,7 +205,7 @@ class CachedAdapter(BaseAdapter):
         if self.interceptor.settings.mode == "passthrough":
             # Airtable answers (and judges the token); the cache keeps what it says about records.
             return self._passthrough(token, found, request, timeout, verify, cert, proxies)
-        if token is None or not self.interceptor.token_is_valid(token):
+        if token is None or not self.interceptor.token_is_valid(token, found.base_id):
             return self._respond(request, 401, _auth_required())
         engine, _sync = self.interceptor.runtime(token)
         try:
@@ -230,8 +240,8 @@ class CachedAdapter(BaseAdapter):
         try:
             engine, _sync = self.interceptor.runtime(token)
             body = _json_body(request.body)
-            engine.absorb_answer(found, _query_params(request.url), body, result, sent_at=sent_at)
-        except Exception as exc:  # keeping a copy must never fail the agent's request
+            engine.absorb_answer(found, _query_params(_url_of(request)), body, result, sent_at=sent_at)
+        except Exception as exc:  # noqa: BLE001 - keeping a copy must never fail the agent's request
             log.debug("passthrough: could not keep the records: %s", exc)
         return response
 
@@ -249,9 +259,9 @@ class CachedAdapter(BaseAdapter):
         response.encoding = "utf-8"
         response.raw = raw
         response.reason = reason
-        response.url = request.url.decode("utf-8") if isinstance(request.url, bytes) else request.url
+        response.url = _url_of(request)
         response.request = request
-        response.connection = self
+        response.connection = self  # type: ignore[assignment]  # requests sets its adapter here too
         return response
 
     def close(self) -> None:
@@ -353,3 +363,9 @@ def _unwrap(owner: type, name: str) -> None:
         setattr(owner, name, current.__wrapped__)
     else:
         log.warning("uninstall: %s.%s was wrapped again by someone else; leaving it", owner.__name__, name)
+
+
+def _url_of(request: requests.PreparedRequest) -> str:
+    """The request's URL as text (requests allows bytes, and None before it is prepared)."""
+    url = request.url
+    return url.decode("utf-8") if isinstance(url, bytes) else str(url or "")

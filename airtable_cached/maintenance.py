@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from airtable_cached import outbox
+from airtable_cached import checksum, outbox, safety
 from airtable_cached.config import Settings
 from airtable_cached.errors import AirtableCachedError
 from airtable_cached.policy import TableState
@@ -224,7 +224,7 @@ def list_backups(db_path: str | os.PathLike, directory: str | os.PathLike | None
 
 
 def backup(store: Store | str | os.PathLike, to: str | os.PathLike | None = None, keep: int | None = None,
-           *, now: float | None = None) -> Path:
+           *, now: float | None = None, force: bool = False) -> Path:
     """A consistent online copy of the database (SQLite's backup API) while agents keep running.
 
     ``to`` is a folder (default: ``backups/`` beside the database) or, ending in ``.sqlite3``/``.db``,
@@ -238,11 +238,12 @@ def backup(store: Store | str | os.PathLike, to: str | os.PathLike | None = None
     if keep is not None and keep < 1:
         raise MaintenanceError("keep must be at least 1")
     target = Path(to) if to is not None else backup_dir_for(db_path)
-    if target.suffix in (".sqlite3", ".db", ".sqlite") and not target.is_dir():
+    if (target.suffix in (".sqlite3", ".db", ".sqlite") or target.is_file()) and not target.is_dir():
         directory, dest = target.parent, target
     else:
         directory = target
         dest = directory / f"{_backup_prefix(db_path)}{_utc_stamp(now)}{BACKUP_SUFFIX}"
+    safety.check_backup_target(db_path, dest, force=force)
     directory.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(OSError):
         os.chmod(directory, 0o700)
@@ -298,24 +299,24 @@ def _bases_of(path: Path) -> set[str]:
 @contextlib.contextmanager
 def _hold_flush_locks(settings: Settings, bases: Iterable[str]) -> Iterator[None]:
     """Take every base's flush lock without waiting; refuse if a flusher holds one."""
-    from airtable_cached.sync import Pacer
+    import diskcache
 
-    pacer = Pacer(settings, clock=time.time, sleep=time.sleep)
+    from airtable_cached.locks import FlushLocks
+
+    cache = diskcache.Cache(str(settings.locks_dir))
+    locks = FlushLocks(settings.locks_dir, cache, settings.claim_timeout)
     held = []
     try:
         for base in sorted(bases):
-            key = pacer.try_flush_lock(base)
-            if key is None:
-                raise RestoreRefused(
-                    f"a flush of base {base} holds the database; try again when it is over "
-                    f"(a stuck lock expires after {settings.claim_timeout:g} s)"
-                )
-            held.append(key)
+            lock = locks.try_acquire(base)
+            if lock is None:
+                raise RestoreRefused(f"a flush of base {base} holds the database; try again when it is over")
+            held.append(lock)
         yield
     finally:
-        for key in held:
-            pacer.release(key)
-        pacer.cache.close()
+        for lock in held:
+            locks.release(lock)
+        cache.close()
 
 
 def restore(path: str | os.PathLike, settings: Settings, *, now: float | None = None) -> RestoreResult:
@@ -330,6 +331,10 @@ def restore(path: str | os.PathLike, settings: Settings, *, now: float | None = 
     source = Path(path)
     if not source.is_file():
         raise MaintenanceError(f"no backup at {source}")
+    try:
+        safety.require_cache_database(source)
+    except safety.SafetyError as exc:
+        raise RestoreRefused(str(exc)) from None
     problems = [f for f in check(source, thorough=True, permissions=False) if f.severity == "error"]
     if problems:
         raise RestoreRefused(f"{source} fails check: " + "; ".join(f.message for f in problems))
@@ -435,6 +440,7 @@ def check(store_or_path: Store | str | os.PathLike, fix: bool = False, *, thorou
         findings += _mode_findings([p for p in _db_files(path) if p.exists()], "database file", fix)
         directory = Path(backup_dir) if backup_dir is not None else backup_dir_for(path)
         findings += _mode_findings(list_backups(path, directory), "backup", fix)
+        findings += safety.locks_findings(path, fix)
     try:
         conn = _raw_connect(path, timeout=10)
     except sqlite3.Error as exc:
@@ -447,7 +453,10 @@ def check(store_or_path: Store | str | os.PathLike, fix: bool = False, *, thorou
         findings += version_findings
         if any(f.severity == "error" and not f.fixed for f in version_findings):
             return findings
-        findings += _check_queue(conn, path, fix, now, claim_grace)
+        findings += safety.readable_findings(conn, path)  # what agents' reads and the flush parse
+        findings += safety.checksum_findings(conn, fix)
+        if not any(f.code == "unreadable" for f in findings):
+            findings += _check_queue(conn, path, fix, now, claim_grace)
     finally:
         conn.close()
     return findings
@@ -498,7 +507,10 @@ def _check_queue(conn: sqlite3.Connection, path: Path, fix: bool, now: float, gr
     orphans, remappable, stale = [], [], []
     for row in rows:
         rid = row["record_id"]
-        fields = json.loads(row["fields"]) if row["fields"] else None
+        try:
+            fields = json.loads(row["fields"]) if row["fields"] else None
+        except ValueError:
+            fields = None  # garbled: reported by safety.readable_findings
         if is_provisional(rid) and row["op"] != "create":
             if rid in mapped:
                 remappable.append(row)
@@ -520,10 +532,13 @@ def _check_queue(conn: sqlite3.Connection, path: Path, fix: bool, now: float, gr
         if fix:
             error = {"status": None, "body": {"error": {"type": "ORPHANED_WRITE",
                                                         "message": "names a provisional id nothing will create"}}}
+            # Opening the engine may open (and migrate) the file through a second connection: done
+            # before this one takes the write lock, or it would wait on it for busy_timeout.
+            recompute = _recomputer(path)
             conn.execute("BEGIN IMMEDIATE")
             try:
                 outbox.dead_letter(conn, seqs, error=error)
-                _recompute(conn, path, {(r["tid"], r["record_id"]) for r, _ in orphans})
+                recompute(conn, {(r["tid"], r["record_id"]) for r, _ in orphans})
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -537,7 +552,7 @@ def _check_queue(conn: sqlite3.Connection, path: Path, fix: bool, now: float, gr
         if fix:
             conn.execute("BEGIN IMMEDIATE")
             for row in remappable:
-                conn.execute("UPDATE outbox SET record_id = ? WHERE seq = ?", (mapped[row["record_id"]], row["seq"]))
+                checksum.rewrite(conn, row["seq"], record_id=mapped[row["record_id"]])
             conn.execute("COMMIT")
             finding.fixed = True
         findings.append(finding)
@@ -566,18 +581,24 @@ def _check_queue(conn: sqlite3.Connection, path: Path, fix: bool, now: float, gr
     return findings
 
 
-def _recompute(conn: sqlite3.Connection, path: Path, keys: Iterable[tuple[int, str]]) -> None:
+def _recomputer(path: Path) -> Callable[[sqlite3.Connection, Iterable[tuple[int, str]]], None]:
+    """Rebuilds what reads see for records, on the connection it is given."""
     from airtable_cached.engine import Engine
 
     engine = Engine(_store(path), Settings.from_env(path=path))
-    for tid, rid in keys:
-        engine.recompute(conn, tid, [rid])
+
+    def recompute(conn: sqlite3.Connection, keys: Iterable[tuple[int, str]]) -> None:
+        for tid, rid in keys:
+            engine.recompute(conn, tid, [rid])
+
+    return recompute
 
 
 # -- statistics --------------------------------------------------------------------------------------
 
 LOCAL_KINDS = ("list.local", "list.page", "get.local")
-REMOTE_KINDS = ("list.remote", "get.remote")
+#: A read that pulled its table first counts as remote (``*.pull``): it waited for Airtable.
+REMOTE_KINDS = ("list.remote", "get.remote", "list.pull", "get.pull")
 
 
 def stats(store: Store) -> dict:
@@ -620,7 +641,7 @@ def stats(store: Store) -> dict:
             totals[key] += entry[key]
     by_kind: dict[str, dict] = {}
     merged: dict[str, list[float]] = {}
-    for (tid, kind), values in samples.items():
+    for (_tid, kind), values in samples.items():
         merged.setdefault(kind, []).extend(values)
     for kind, values in merged.items():
         values.sort()

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from airtable_cached import checksum
 from airtable_cached.records import apply_write, dumps, is_provisional, referenced_provisional_ids
 
 MAX_RECORDS_PER_REQUEST = 10
@@ -87,6 +88,8 @@ class Send:
     seqs: list[int] = field(default_factory=list)
     #: A create that was sent before and whose answer never came back: reconcile before re-sending.
     uncertain: bool = False
+    #: Airtable's time (ISO) before that create was first sent: what it made was created after it.
+    created_after: str | None = None
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -106,23 +109,30 @@ def append(
     now: float,
     merge_on: list[str] | None = None,
 ) -> int:
+    sealed = {
+        "tid": tid, "base_id": base_id, "table_ref": table_ref, "op": op, "record_id": record_id,
+        "fields": None if fields is None else dumps(fields), "typecast": int(bool(typecast)),
+        "merge_on": dumps(merge_on) if merge_on else None,
+    }
     cur = conn.execute(
-        "INSERT INTO outbox (tid, base_id, table_ref, op, record_id, fields, base, typecast, merge_on, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO outbox (tid, base_id, table_ref, op, record_id, fields, base, typecast, merge_on, created_at,"
+        " checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             tid,
             base_id,
             table_ref,
             op,
             record_id,
-            None if fields is None else dumps(fields),
+            sealed["fields"],
             None if base is None else dumps(base),
-            int(bool(typecast)),
-            dumps(merge_on) if merge_on else None,
+            sealed["typecast"],
+            sealed["merge_on"],
             now,
+            checksum.seal(sealed),
         ),
     )
-    return int(cur.lastrowid)
+    assert cur.lastrowid is not None  # an INSERT always sets it
+    return cur.lastrowid
 
 
 def live_ops_for_record(conn: sqlite3.Connection, tid: int, record_id: str) -> list[Op]:
@@ -153,12 +163,18 @@ def list_ops(conn: sqlite3.Connection, *, base_id: str | None = None, states: Se
 
 
 def has_ready(conn: sqlite3.Connection, now: float) -> bool:
-    """Whether any write could be claimed now: due, or claimed by a flusher whose lease ran out."""
+    """Whether any write may be claimable now: due, or in flight (its flusher may have died; only
+    taking the base's flush lock tells, and a live holder keeps it)."""
     return conn.execute(
-        "SELECT 1 FROM outbox WHERE (state = 'pending' AND next_attempt_at <= ?)"
-        " OR (state = 'inflight' AND claimed_until < ?) LIMIT 1",
-        (now, now),
+        "SELECT 1 FROM outbox WHERE (state = 'pending' AND next_attempt_at <= ?) OR state = 'inflight' LIMIT 1",
+        (now,),
     ).fetchone() is not None
+
+
+def next_due(conn: sqlite3.Connection) -> float | None:
+    """When the earliest queued write waiting for its retry time is due (``None``: none waits)."""
+    row = conn.execute("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'").fetchone()
+    return row[0] if row and row[0] is not None else None
 
 
 def claim(conn: sqlite3.Connection, base_id: str, *, now: float, lease: float, limit: int = 500) -> list[Op]:
@@ -176,14 +192,14 @@ def claim(conn: sqlite3.Connection, base_id: str, *, now: float, lease: float, l
     creates_here: set[str] = set()
     claimed: list[Op] = []
     for row in rows:
-        op = Op.from_row(row)
-        key = (op.tid, op.record_id)
+        key = (row["tid"], row["record_id"])
         if key in blocked:
             continue
-        if op.state == "dead":
-            if op.op == "create":
+        if row["state"] == "dead":  # judged by its columns: a dead letter may be unreadable (damaged)
+            if row["op"] == "create":
                 blocked.add(key)
             continue
+        op = Op.from_row(row)
         ready = (op.state == "pending" and row["next_attempt_at"] <= now) or (
             op.state == "inflight" and (op.claimed_until or 0) < now
         )
@@ -204,6 +220,15 @@ def claim(conn: sqlite3.Connection, base_id: str, *, now: float, lease: float, l
             [(now + lease, op.seq) for op in claimed],
         )
     return claimed
+
+
+def release_claims(conn: sqlite3.Connection, base_id: str) -> int:
+    """Make the in-flight writes of a base claimable now (their flusher is gone). They stay
+    ``inflight``, so a create among them is looked for before it is sent again. Returns how many."""
+    cur = conn.execute(
+        "UPDATE outbox SET claimed_until = NULL WHERE base_id = ? AND state = 'inflight'", (base_id,)
+    )
+    return cur.rowcount
 
 
 def plan(ops: Iterable[Op]) -> list[Send]:
@@ -228,13 +253,19 @@ def plan(ops: Iterable[Op]) -> list[Send]:
                 merge_on=op.merge_on,
                 seqs=[op.seq],
                 uncertain=op.op == "create" and (op.state == "inflight" or _left_uncertain(op)),
+                created_after=_last_error(op).get("created_after") if op.op == "create" else None,
             )
             continue
         send.seqs.append(op.seq)
         send.typecast = send.typecast or op.typecast
         if op.op == "delete":
-            send.kind = "none" if send.kind in ("create", "none") else "delete"
-            send.fields = None
+            if send.kind in ("create", "none"):
+                # Nothing to send; the fields stay: a create sent before with its answer lost may
+                # have made a record, and finding it (to delete it) needs what it was made of.
+                send.kind = "none"
+            else:
+                send.kind = "delete"
+                send.fields = None
         elif send.kind == "none":
             continue  # cannot happen: writes to a deleted record are refused at the call
         elif op.op == "replace":
@@ -249,13 +280,17 @@ def plan(ops: Iterable[Op]) -> list[Send]:
 
 def _left_uncertain(op: Op) -> bool:
     """A create whose last attempt may have made the record although no answer said so."""
+    return bool(_last_error(op).get("uncertain"))
+
+
+def _last_error(op: Op) -> dict:
     if not op.last_error:
-        return False
+        return {}
     try:
         error = json.loads(op.last_error)
     except ValueError:
-        return False
-    return isinstance(error, dict) and bool(error.get("uncertain"))
+        return {}
+    return error if isinstance(error, dict) else {}
 
 
 def chunk_requests(sends: Iterable[Send]) -> list[list[Send]]:
@@ -309,14 +344,15 @@ def requeue(conn: sqlite3.Connection, seqs: Iterable[int] | None = None) -> list
 def remap_id(conn: sqlite3.Connection, provisional: str, real: str, tid: int) -> None:
     """Replace a provisional id by Airtable's everywhere: queued writes, link fields, the id map."""
     conn.execute("INSERT OR REPLACE INTO id_map (provisional, real, tid) VALUES (?, ?, ?)", (provisional, real, tid))
-    conn.execute("UPDATE outbox SET record_id = ? WHERE record_id = ?", (real, provisional))
+    for (seq,) in conn.execute("SELECT seq FROM outbox WHERE record_id = ?", (provisional,)).fetchall():
+        checksum.rewrite(conn, seq, record_id=real)
     mapping = {provisional: real}
     from airtable_cached.records import replace_ids
 
     for seq, fields in conn.execute(
         "SELECT seq, fields FROM outbox WHERE fields IS NOT NULL AND instr(fields, ?) > 0", (provisional,)
     ).fetchall():
-        conn.execute("UPDATE outbox SET fields = ? WHERE seq = ?", (dumps(replace_ids(json.loads(fields), mapping)), seq))
+        checksum.rewrite(conn, seq, fields=dumps(replace_ids(json.loads(fields), mapping)))
 
 
 def replay(remote_fields: dict | None, ops: Iterable[Op]) -> dict | None:

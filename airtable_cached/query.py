@@ -92,7 +92,7 @@ class ListQuery:
                     f"Invalid sort: each sort needs a field and a direction of asc or desc, got {item!r}"
                 )
             parsed_sort.append((str(name), direction))
-        page_size = _int_option(options, "pageSize", MAX_PAGE_SIZE)
+        page_size = _int_option(options, "pageSize", MAX_PAGE_SIZE) or 0
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise AirtableResponseError.invalid_request(
                 f"pageSize must be between 1 and {MAX_PAGE_SIZE}, got {page_size}"

@@ -39,7 +39,11 @@ BOOTSTRAP_ENV = "AIRTABLE_CACHED_RUN_BOOTSTRAP"
 PACKAGE_ROOT_ENV = "AIRTABLE_CACHED_RUN_PACKAGE_ROOT"
 
 SITECUSTOMIZE = '''\
-"""Written by airtable_cached.run: intercept Airtable calls made with requests, then get out of the way."""
+"""Written by airtable_cached.run: intercept Airtable calls made with requests, then get out of the way.
+
+The interception is installed when the program imports requests (at once if it already has): a
+program's start-up does not pay for importing the cache (and pyairtable, requests) it may never use.
+"""
 
 
 def _airtable_cached_bootstrap():
@@ -49,12 +53,19 @@ def _airtable_cached_bootstrap():
     import sys
 
     here = os.environ.get("{bootstrap_env}") or os.path.dirname(os.path.abspath(__file__))
-    try:
-        import airtable_cached.http as cached_http
-    except ImportError:
+    if importlib.util.find_spec("airtable_cached") is None:
         root = os.environ.get("{package_root_env}")
         if root and root not in sys.path:
             sys.path.append(root)
+    if importlib.util.find_spec("airtable_cached") is None:
+        sys.stderr.write(
+            "airtable-cached run: this Python (%s) cannot import airtable_cached;"
+            " install airtable_cached in it or run the program with the interpreter that has it\\n"
+            % (sys.executable,)
+        )
+        raise SystemExit(70)
+
+    def install():
         try:
             import airtable_cached.http as cached_http
         except ImportError as exc:
@@ -64,7 +75,31 @@ def _airtable_cached_bootstrap():
                 % (sys.executable, exc)
             )
             raise SystemExit(70)
-    cached_http.install()
+        cached_http.install()
+
+    class InstallAfterRequests:
+        """A meta path finder that lets requests import as usual, then installs the interception."""
+
+        def find_spec(self, name, path=None, target=None):
+            if name != "requests":
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.machinery.PathFinder.find_spec(name, path)
+            if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+                return spec
+            exec_module = spec.loader.exec_module
+
+            def exec_then_install(module):
+                exec_module(module)
+                install()
+
+            spec.loader.exec_module = exec_then_install
+            return spec
+
+    if "requests" in sys.modules:
+        install()
+    else:
+        sys.meta_path.insert(0, InstallAfterRequests())
 
     # Leave no trace on sys.path, and run the sitecustomize this one shadows.
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != os.path.abspath(here)]

@@ -171,7 +171,7 @@ class SyncService:
                 step()
             except _Abandon:
                 raise
-            except Exception as exc:  # one failing step never stops the others
+            except Exception as exc:  # noqa: BLE001 - one failing step never stops the others
                 log.warning("%s failed: %s", step.__name__, exc)
 
     def targets(self) -> list[tuple[str, str]]:
@@ -202,7 +202,7 @@ class SyncService:
                          result.kind, result.changed, result.deleted, result.requests)
             except _Abandon:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - logged or re-raised
                 self.stats.pull_errors += 1
                 log.warning("pull of %s/%s failed: %s", base_id, table, exc)
             self._next_pull[key] = self.clock() + self.pull_every

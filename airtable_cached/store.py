@@ -9,14 +9,16 @@ of failing. The schema version lives in ``PRAGMA user_version``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from airtable_cached.errors import AirtableCachedError
+from airtable_cached.errors import AirtableCachedError, DiskFullError
 
 #: Applied to every connection, in order. Data, so they can be read and tested at a glance.
 PRAGMAS: tuple[tuple[str, object], ...] = (
@@ -27,7 +29,7 @@ PRAGMAS: tuple[tuple[str, object], ...] = (
     ("cache_size", -16_000),
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -164,10 +166,15 @@ MIGRATIONS: dict[int, str] = {
     3: """
     ALTER TABLE records ADD COLUMN first_seen REAL;
     """,
+    # A checksum of what each queued write will send (airtable_cached/checksum.py): a write whose
+    # bytes changed on disk is dead-lettered instead of sent. NULL for rows written before.
+    4: """
+    ALTER TABLE outbox ADD COLUMN checksum TEXT;
+    """,
     # Incremental refresh (airtable_cached/refresh.py): per table its watermark and what its pulls
     # cost; per base the polled webhook (change feed) and its cursor; which token fingerprints read
     # which base lately (a keyed hash, never the token), so a second process need not ask again.
-    4: """
+    5: """
     CREATE TABLE refresh_state (
         tid                  INTEGER PRIMARY KEY REFERENCES tables(tid) ON DELETE CASCADE,
         watermark            REAL,     -- Airtable's clock (its Date header) when the last pull began
@@ -206,6 +213,10 @@ MIGRATIONS: dict[int, str] = {
 }
 
 
+class _Connection(sqlite3.Connection):
+    """A connection that can be referred to weakly (the base class cannot)."""
+
+
 class StoreError(AirtableCachedError):
     """The database cannot be used (wrong schema version, unreadable file)."""
 
@@ -219,6 +230,10 @@ class Store:
         self._local = threading.local()
         self._pid = os.getpid()
         self._lock = threading.Lock()
+        #: Every thread's open connection, so that close_all() can close them (weak: a finished
+        #: thread's connection goes with it).
+        self._open: weakref.WeakSet[sqlite3.Connection] = weakref.WeakSet()
+        self._open_lock = threading.Lock()
         #: Write transactions committed through this Store (any thread) since it was opened.
         self.commits = 0
         self._prepare_file()
@@ -238,15 +253,18 @@ class Store:
         if os.getpid() != self._pid:
             self._local = threading.local()
             self._pid = os.getpid()
+            self._open = weakref.WeakSet()  # the parent's connections: never used (nor closed) here
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._connect()
             self._local.conn = conn
+            with self._open_lock:
+                self._open.add(conn)
         return conn
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN ourselves, so transactions are explicit.
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False, factory=_Connection)
         for name, value in PRAGMAS:
             if name == "journal_mode":
                 _enable_wal(conn)
@@ -258,10 +276,21 @@ class Store:
         return conn
 
     def close(self) -> None:
+        """Close the calling thread's connection (it reconnects on next use)."""
         conn = getattr(self._local, "conn", None)
-        if conn is not None:
+        if conn is not None and os.getpid() == self._pid:
+            with self._open_lock:
+                self._open.discard(conn)
             conn.close()
-            self._local.conn = None
+        self._local.conn = None
+
+    def close_all(self) -> None:
+        """Close every thread's connection. A thread that uses the Store again reconnects."""
+        with self._open_lock:
+            conns, self._open = list(self._open), weakref.WeakSet()
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
 
     # -- transactions --------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -274,12 +303,21 @@ class Store:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
             conn.execute("COMMIT")
-            self.commits += 1
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if is_disk_full(exc):
+                raise self._disk_full() from exc
+            raise
+        self.commits += 1
+
+    def _disk_full(self) -> DiskFullError:
+        return DiskFullError(
+            f"the disk holding the cache {self.path} is full: this call was not recorded and nothing"
+            " was queued for it; the writes queued before are intact and will be sent. Free space on"
+            " that disk (or move AIRTABLE_CACHED_PATH) and try again"
+        )
 
     def change_marker(self) -> tuple[int, int, int]:
         """Changes whenever the database may have changed: a commit through this Store, or one by
@@ -307,6 +345,13 @@ class Store:
                     for statement in _statements(MIGRATIONS[version]):
                         conn.execute(statement)
                     conn.execute(f"PRAGMA user_version = {version}")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """SQLite's SQLITE_FULL ("database or disk is full"), or the OS's ENOSPC."""
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
 
 
 def _enable_wal(conn: sqlite3.Connection, attempts: int = 50) -> None:

@@ -12,6 +12,9 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import os
+import re
+import sqlite3
 import threading
 import time
 import weakref
@@ -25,9 +28,10 @@ import requests
 import tenacity
 import urllib3
 
-from airtable_cached import outbox
+from airtable_cached import checksum, outbox, reconcile, safety
 from airtable_cached.config import Settings, check_token
 from airtable_cached.errors import AirtableResponseError, OfflineError, RemoteError
+from airtable_cached.locks import FlushLocks, HeldLock
 from airtable_cached.policy import backoff
 from airtable_cached.query import ListQuery
 from airtable_cached.records import dumps, now_iso, replace_ids
@@ -39,6 +43,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("airtable_cached")
 
 PULL_PAGE_SIZE = 100
+#: Airtable's limit on a URL (pyairtable's ``Api.MAX_URL_LENGTH``): longer lists go by POST.
+MAX_URL_LENGTH = 16_000
+#: Seconds before writes are tried again after Airtable could not be reached: short, so the queue
+#: drains within seconds of Airtable answering again (an attempt costs a refused connection or
+#: one network timeout, not an Airtable request).
+OUTAGE_RETRY = 2.0
 
 
 # -- pacing and retries ----------------------------------------------------------------------------
@@ -52,6 +62,7 @@ class Pacer:
         self.settings = settings
         self.clock = clock
         self.sleep = sleep
+        safety.private_locks_dir(settings.locks_dir)  # 0700, its files 0600, like the database
         self.cache = diskcache.Cache(str(settings.locks_dir))
 
     def wait_turn(self, base_id: str) -> None:
@@ -78,17 +89,8 @@ class Pacer:
         until = self.clock() + (self.settings.penalty if seconds is None else seconds)
         self.cache.set(f"penalty:{base_id}", until, expire=3600)
 
-    def try_flush_lock(self, base_id: str) -> str | None:
-        """Take a base's flush lock without waiting; its key (release with ``release``), or None."""
-        key = f"flush:{base_id}"
-        return key if self.cache.add(key, None, expire=self.settings.claim_timeout, retry=True) else None
-
-    def release(self, key: str) -> None:
-        self.cache.delete(key, retry=True)
-
-    def flush_lock(self, base_id: str) -> diskcache.Lock:
-        """One flusher at a time per base, across processes (expires if its holder was killed)."""
-        return diskcache.Lock(self.cache, f"flush:{base_id}", expire=self.settings.claim_timeout)
+    def close(self) -> None:
+        self.cache.close()
 
 
 class Remote:
@@ -98,18 +100,58 @@ class Remote:
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):
         self.settings = settings
         self.engine = engine
-        self.timeout = timeout if timeout is not None else (10, 60)
+        self.timeout = timeout if timeout is not None else (settings.network_timeout, settings.network_timeout)
         self.clock = clock
         self.sleep = sleep
         self.pacer = Pacer(settings, clock=clock, sleep=sleep)
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {check_token(token)}"
-        self._token = token  # only to scrub it from error messages before they are stored
-        self.session.headers["User-Agent"] = "airtable_cached"
+        self.locks = FlushLocks(settings.locks_dir, self.pacer.cache, settings.claim_timeout)
+        self._token = check_token(token)  # in memory only; scrubbed from error messages before they are stored
+        # One requests.Session per thread (and per process after a fork): a Session's connection
+        # pool and cookies are not meant to be shared between threads.
+        self._local = threading.local()
+        self._counted = threading.local()  # per thread: requests and Airtable's clock since mark()
+        # Weak: a finished thread's session goes with it.
+        self._sessions: weakref.WeakSet[requests.Session] = weakref.WeakSet()
+        self._sessions_lock = threading.Lock()
+        #: Airtable's clock as its last answer told it (``Date``): bounds what a lost create made.
+        self.server_time: Any = None
+
+    @property
+    def session(self) -> requests.Session:
+        """This thread's session with Airtable."""
+        found = getattr(self._local, "session", None)
+        if found is not None and found[0] == os.getpid():
+            return found[1]
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {self._token}"
+        session.headers["User-Agent"] = "airtable_cached"
         # Marked so that airtable_cached.http's interception of requests never answers the sync
         # from the cache it is filling.
-        self.session._airtable_cached_direct = True  # type: ignore[attr-defined]
-        self._counted = threading.local()  # per thread: requests and Airtable's clock since mark()
+        session._airtable_cached_direct = True  # type: ignore[attr-defined]
+        self._local.session = (os.getpid(), session)
+        session._airtable_cached_pid = os.getpid()  # type: ignore[attr-defined]
+        with self._sessions_lock:
+            self._sessions.add(session)
+        return session
+
+    def close_thread_session(self) -> None:
+        """Close the calling thread's session (a thread that ends closes its own sockets)."""
+        found = getattr(self._local, "session", None)
+        if found is not None and found[0] == os.getpid():
+            found[1].close()
+            with self._sessions_lock:
+                self._sessions.discard(found[1])
+        self._local.session = None
+
+    def close(self) -> None:
+        """Close every thread's session (their sockets) and the pacer's diskcache."""
+        with self._sessions_lock:
+            sessions, self._sessions = list(self._sessions), weakref.WeakSet()
+        for session in sessions:
+            if session._airtable_cached_pid == os.getpid():  # type: ignore[attr-defined]  # a parent's are the parent's
+                session.close()
+        self._local = threading.local()
+        self.pacer.close()
 
     def mark(self) -> None:
         """Start counting this thread's requests (a refresh's cost) and noting Airtable's clock."""
@@ -146,7 +188,9 @@ class Remote:
             raise OfflineError(f"offline mode: not sending {method} {url}")
 
         def worth_retrying(error: BaseException) -> bool:
-            return isinstance(error, RemoteError) and error.transient and (idempotent or not may_have_applied(error))
+            if not isinstance(error, RemoteError) or error.unreachable:
+                return False  # unreachable: the caller serves the cache or keeps the writes queued
+            return error.transient and (idempotent or not may_have_applied(error))
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(worth_retrying),
@@ -180,10 +224,12 @@ class Remote:
         except requests.RequestException as exc:
             self._note(None)
             error = RemoteError(None, f"{type(exc).__name__}: {exc}".replace(self._token, "***"))
-            error.unsent = _never_sent(exc)
+            error.unsent = _never_sent(exc)  # type: ignore[attr-defined]
+            error.no_answer = error.unsent or isinstance(exc, requests.Timeout)  # type: ignore[attr-defined]
             raise error from exc
         finally:
             self._log(base_id, kind, method, status)
+        self.server_time = reconcile.server_time(response.headers.get("Date")) or self.server_time
         if status == 429:
             self.pacer.penalise(base_id, _retry_after(response))
         if status >= 400:
@@ -195,14 +241,19 @@ class Remote:
         return response.json() if response.content else None
 
     def _log(self, base_id: str, kind: str, method: str, status: int | None) -> None:
-        try:
-            with self.engine.store.transaction() as conn:
-                conn.execute(
-                    "INSERT INTO sync_log (at, base_id, kind, method, status) VALUES (?, ?, ?, ?, ?)",
-                    (time.time(), base_id, kind, method.upper(), status),
-                )
-        except Exception as exc:  # the log is for operators; it never fails a request
-            log.debug("could not log request: %s", exc)
+        log_request(self.engine.store, base_id, kind, method, status)
+
+
+def log_request(store: Any, base_id: str, kind: str, method: str, status: int | None) -> None:
+    """One row of the request log (``status`` and ``stats`` count what Airtable was sent)."""
+    try:
+        with store.transaction() as conn:
+            conn.execute(
+                "INSERT INTO sync_log (at, base_id, kind, method, status) VALUES (?, ?, ?, ?, ?)",
+                (time.time(), base_id, kind, method.upper(), status),
+            )
+    except Exception as exc:  # noqa: BLE001 - the log is for operators; it never fails a request
+        log.debug("could not log request: %s", exc)
 
 
 def _never_sent(exc: requests.RequestException) -> bool:
@@ -252,6 +303,8 @@ class FlushResult:
     failed: list[dict] = field(default_factory=list)
     requests: int = 0
     pending: int = 0
+    #: Bases left to another flusher that holds them (never waited for).
+    busy: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -262,12 +315,34 @@ class FlushResult:
         self.failed += other.failed
         self.requests += other.requests
         self.pending = other.pending
+        self.busy += other.busy
 
     def as_dict(self) -> dict:
-        return {"sent": self.sent, "failed": self.failed, "requests": self.requests, "pending": self.pending}
+        return {"sent": self.sent, "failed": self.failed, "requests": self.requests, "pending": self.pending,
+                "busy": self.busy}
 
 
 # -- sync ------------------------------------------------------------------------------------------
+
+
+_in_process_locks: dict[tuple[str, str], threading.Lock] = {}
+_in_process_locks_guard = threading.Lock()
+
+
+def _in_process_lock(path: Any, base_id: str) -> threading.Lock:
+    """One flusher thread at a time per (cache file, base) in this process."""
+    with _in_process_locks_guard:
+        return _in_process_locks.setdefault((str(path), base_id), threading.Lock())
+
+
+def _reset_in_process_locks() -> None:
+    """In a forked child: a lock held by a parent's thread would never be released."""
+    global _in_process_locks_guard
+    _in_process_locks.clear()
+    _in_process_locks_guard = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_in_process_locks)
 
 
 class Sync:
@@ -277,10 +352,14 @@ class Sync:
         self.settings = engine.settings
         self.remote = Remote(token, self.settings, engine, timeout=timeout, clock=clock, sleep=sleep)
         self._schema_denied: set[str] = set()
-        self._holding: set[str] = set()  # bases whose flush lock this process holds
+        #: Bases Airtable refused this token (401, 403, 404 to a probe): writes to them are refused
+        #: at once, without asking again.
+        self.refused: dict[str, AirtableResponseError] = {}
+        self._plan: list[outbox.Send] = []  # the sends of the batch being flushed
         self._flusher: AutoFlusher | None = None
-        if self.settings.flush == "auto" and self.settings.mode == "cache":
-            self._flusher = AutoFlusher(self)
+        self._flusher_lock = threading.Lock()
+        self._closed = False
+        self._start_flusher()
         self.refresher = Refresher(self)
 
     @property
@@ -320,10 +399,13 @@ class Sync:
                              params={"maxRecords": 1, "pageSize": 1})
         except RemoteError as exc:
             if exc.status in (401, 403, 404):
+                self.refused[base_id] = AirtableResponseError(exc.status, exc.body if isinstance(exc.body, dict) else {})
                 raise _as_response_error(exc) from exc
             log.info("could not ask Airtable whether the token may read %s: %s", base_id, exc)
         except OfflineError:
             pass
+        else:
+            self.refused.pop(base_id, None)
 
     def _fetch_all(self, base_id: str, table: str, params: dict) -> list[dict]:
         for _attempt in range(3):
@@ -367,13 +449,23 @@ class Sync:
         """A list only Airtable can answer exactly: send it, keep the full records it returns."""
         sent_at = self.remote.clock()
         try:
-            page = self.remote.send(info.base_id, "GET", self.remote.url(info.base_id, table), kind="passthrough",
-                                    params=query.to_params())
+            page = self.list_request(info.base_id, table, query.to_params(), kind="passthrough")
         except RemoteError as exc:
             raise _as_response_error(exc) from exc
         if query.returns_full_records:
             self.engine.absorb(info.base_id, table, page.get("records", []), sent_at=sent_at)
         return page
+
+    def list_request(self, base_id: str, table: str, params: dict[str, Any], *, kind: str) -> Any:
+        """List records as pyairtable does: a GET, or ``POST .../listRecords`` with the options in
+        a JSON body when the URL would be too long for Airtable (which answers 414)."""
+        url = self.remote.url(base_id, table)
+        prepared = requests.Request("GET", url, params=params).prepare()
+        if len(str(prepared.url)) < MAX_URL_LENGTH:
+            return self.remote.send(base_id, "GET", url, kind=kind, params=params)
+        body, spare = _list_body(params)
+        return self.remote.send(base_id, "POST", self.remote.url(base_id, table, "listRecords"), kind=kind,
+                                params=spare, json_body=body)
 
     def get_remote(self, info: TableInfo, table: str, record_id: str, query: ListQuery) -> dict:
         try:
@@ -383,12 +475,29 @@ class Sync:
             raise _as_response_error(exc) from exc
 
     # -- flush -------------------------------------------------------------------------------------
-    def notify_write(self) -> None:
-        if self._flusher is not None:
-            self._flusher.wake()
+    def _start_flusher(self) -> AutoFlusher | None:
+        """The background flusher of this process (a forked child starts its own: threads do not
+        survive a fork)."""
+        if self.settings.flush != "auto" or self.settings.mode != "cache" or self._closed:
+            return None
+        with self._flusher_lock:
+            if self._flusher is None or self._flusher.pid != os.getpid():
+                self._flusher = AutoFlusher(self)
+            return self._flusher
 
-    def flush(self, base_id: str | None = None) -> FlushResult:
-        """Push the queue now (one base, or every base with queued writes)."""
+    @property
+    def flusher(self) -> AutoFlusher | None:
+        return self._start_flusher()
+
+    def notify_write(self, records: int = 1) -> None:
+        """Queued writes of ``records`` records wait for the background flusher."""
+        flusher = self._start_flusher()
+        if flusher is not None:
+            flusher.wake(records)
+
+    def flush(self, base_id: str | None = None, *, wait_in_process: bool = True) -> FlushResult:
+        """Push the queue now (one base, or every base with queued writes). Bases another process
+        is flushing are left to it and listed in ``busy``."""
         if self.settings.mode == "offline":
             raise OfflineError("offline mode: flush needs Airtable; the writes stay queued")
         result = FlushResult()
@@ -396,62 +505,128 @@ class Sync:
             r[0] for r in self.store.conn.execute("SELECT DISTINCT base_id FROM outbox WHERE state != 'dead'")
         ]
         for base in bases:
-            with self.remote.pacer.flush_lock(base):
-                self._holding.add(base)
-                try:
-                    result.merge(self._flush_base(base))
-                finally:
-                    self._holding.discard(base)
+            result.merge(self._flush_base_if_free(base, wait_in_process=wait_in_process))
         result.pending = self.store.conn.execute("SELECT COUNT(*) FROM outbox WHERE state != 'dead'").fetchone()[0]
         return result
 
-    def _flush_base(self, base_id: str) -> FlushResult:
+    def _flush_base_if_free(self, base_id: str, *, wait_in_process: bool) -> FlushResult:
+        """Flush a base unless another flusher is at it. Another process holding the base's lock is
+        never waited for: the base is left to it (``FlushResult.busy``). Another thread of this
+        process is waited for by an explicit flush (its caller expects the writes sent when it
+        returns; that flusher is making progress), not by the background flusher."""
+        local = _in_process_lock(self.settings.path, base_id)
+        if not local.acquire(blocking=wait_in_process):
+            return FlushResult(busy=[base_id])
+        try:
+            held = self.remote.locks.try_acquire(base_id)
+            if held is None:
+                log.info("base %s is being flushed by another process; left to it", base_id)
+                return FlushResult(busy=[base_id])
+            try:
+                return self._flush_base(held)
+            finally:
+                self.remote.locks.release(held)
+        finally:
+            local.release()
+
+    def _flush_base(self, held: HeldLock) -> FlushResult:
+        base_id = held.base_id
         result = FlushResult()
         lease = self.settings.claim_timeout
+        with self.store.transaction() as conn:
+            # This flusher holds the base's lock, so whoever claimed its in-flight writes is gone
+            # (the kernel released its lock when it died) or was taken over (hung past its lease).
+            outbox.release_claims(conn, base_id)
         while True:
             now = self.remote.clock()
             with self.store.transaction() as conn:
+                self._quarantine(conn, base_id, result)
                 ops = outbox.claim(conn, base_id, now=now, lease=lease)
             if not ops:
                 return result
             sends = outbox.plan(ops)
-            self._drop_cancelled([s for s in sends if s.kind == "none"], result)
-            renewed = now
-            batches = outbox.chunk_requests(sends)
-            for i, batch in enumerate(batches):
-                if self.remote.clock() - renewed > lease / 3:
-                    # A long flush (penalties, retries) keeps its claims and its lock: otherwise another
-                    # flusher would take them over and send them a second time.
-                    renewed = self.remote.clock()
-                    self._renew(base_id, [seq for b in batches[i:] for s in b for seq in s.seqs], renewed + lease)
-                self._send_batch(batch, result)
+            self._plan = sends  # the creates in doubt among them are counted by reconciliation
+            try:
+                if not self._send_planned(held, sends, now, lease, result):
+                    return result
+            except RemoteError as exc:
+                self._release(sends, exc, result)
+                return result
 
-    def _renew(self, base_id: str, seqs: list[int], until: float) -> None:
+    def _quarantine(self, conn: sqlite3.Connection, base_id: str, result: FlushResult) -> None:
+        """Writes whose stored bytes no longer match their checksum are dead-lettered, never sent."""
+        damaged = checksum.broken(conn, base_id)
+        if not damaged:
+            return
+        checksum.quarantine(conn, base_id)
+        for row in damaged:
+            log.error("queued write %s (%s of %s) no longer matches its checksum: dead-lettered, not sent",
+                      row["seq"], row["op"], row["record_id"])
+            self.engine.recompute(conn, row["tid"], [row["record_id"]])
+            result.failed.append({"op": row["op"], "record_id": row["record_id"], "seqs": [row["seq"]],
+                                  "status": None, "error": checksum.quarantine_error(row)["body"], "dead": True})
+
+    def _send_planned(self, held: HeldLock, sends: list[outbox.Send], now: float, lease: float,
+                      result: FlushResult) -> bool:
+        """Send the planned writes batch by batch; ``False`` when another flusher took the base over
+        while this one was stalled (it stops at once)."""
+        self._drop_cancelled([s for s in sends if s.kind == "none"], result)
+        renewed = now
+        batches = outbox.chunk_requests(sends)
+        for i, batch in enumerate(batches):
+            if not self.remote.locks.renew(held):
+                log.warning("base %s was taken over by another flusher while this one was stalled; stopping",
+                            held.base_id)
+                return False
+            if self.remote.clock() - renewed > lease / 3:
+                # A long flush (penalties, retries) keeps its claims: a flusher that took over
+                # from a hung holder leaves them alone while they last.
+                renewed = self.remote.clock()
+                self._renew([seq for b in batches[i:] for s in b for seq in s.seqs], renewed + lease)
+            self._send_batch(batch, result)
+        return True
+
+    def _release(self, sends: list[outbox.Send], exc: RemoteError, result: FlushResult) -> None:
+        """Airtable could not be reached (or a lookup failed): the writes this claim still holds go
+        back to the queue, due again in ``OUTAGE_RETRY`` seconds, so the queue drains as soon as
+        Airtable answers. A create in doubt keeps its mark (and its clock bound)."""
+        retry_at = self.remote.clock() + OUTAGE_RETRY
+        rows = []
+        for send in sends:
+            error: dict[str, Any] = {"status": exc.status, "body": exc.body}
+            if send.uncertain:
+                error.update(uncertain=True, created_after=send.created_after)
+            rows += [(retry_at, dumps(error), seq) for seq in send.seqs]
+        with self.store.transaction() as conn:
+            released = sum(conn.execute(
+                "UPDATE outbox SET state = 'pending', claimed_until = NULL, next_attempt_at = ?, last_error = ?"
+                " WHERE seq = ? AND state = 'inflight'", row,
+            ).rowcount for row in rows)
+        log.warning("Airtable did not answer (%s): %d write(s) stay queued, tried again in %ss",
+                    exc, released, OUTAGE_RETRY)
+        result.failed.append({"op": "flush", "status": exc.status, "error": exc.body, "dead": False,
+                              "queued": released})
+
+    def _renew(self, seqs: list[int], until: float) -> None:
         with self.store.transaction() as conn:
             conn.executemany(
                 "UPDATE outbox SET claimed_until = ? WHERE seq = ? AND state = 'inflight'", [(until, seq) for seq in seqs]
             )
-        self.remote.pacer.cache.touch(f"flush:{base_id}", expire=self.settings.claim_timeout)
-
-    def abandon_flush_locks(self) -> None:
-        """At exit, when a flush could not finish in time: let other processes flush this base now.
-        The writes this process had claimed stay claimed until their lease expires, so nobody sends
-        them twice meanwhile."""
-        for base in list(self._holding):
-            self.remote.pacer.cache.delete(f"flush:{base}")
 
     def _drop_cancelled(self, sends: list[outbox.Send], result: FlushResult) -> None:
         """A create deleted before it was flushed: nothing to send, nothing to keep; unless the
         create was sent before and its answer lost, in which case the record it made is deleted."""
         if not sends:
             return
-        for send in sends:
-            if send.uncertain:
-                made = self._find_created(send)
-                if made is not None:
-                    url = self.remote.url(send.base_id, send.table_ref)
-                    self.remote.send(send.base_id, "DELETE", url, kind="push", params={"records[]": [made["id"]]})
-                    result.requests += 1
+        doubtful = [s for s in sends if s.uncertain]
+        plain = [s for s in sends if not s.uncertain]
+        for group in _groups(doubtful):
+            self._settle(group, result)
+        self._forget_cancelled(plain, result)
+
+    def _forget_cancelled(self, sends: list[outbox.Send], result: FlushResult) -> None:
+        if not sends:
+            return
         with self.store.transaction() as conn:
             for send in sends:
                 outbox.ack(conn, send.seqs)
@@ -461,6 +636,7 @@ class Sync:
     def _send_batch(self, batch: list[outbox.Send], result: FlushResult) -> None:
         attempt = 0
         while True:
+            before_send = self.remote.server_time
             try:
                 if batch[0].kind == "create" and batch[0].uncertain and not batch[0].merge_on:
                     batch = self._reconcile_creates(batch, result)
@@ -475,10 +651,13 @@ class Sync:
                     # sending them again (within this flush after a backoff, or in a later one).
                     for send in batch:
                         send.uncertain = True
+                        send.created_after = send.created_after or reconcile.created_after(before_send)
                     attempt += 1
-                    if attempt < self.settings.retries:
+                    if attempt < self.settings.retries and not exc.unreachable:
                         self.remote.sleep(self.remote.retry_delay(attempt, exc))
                         continue
+                if exc.unreachable:
+                    raise  # the whole claim goes back to the queue (see _release)
                 self._handle_failure(batch, exc, result)
                 return
             self._confirm(batch, records, result)
@@ -510,6 +689,7 @@ class Sync:
         error: dict[str, Any] = {"status": exc.status, "body": exc.body}
         if any(s.uncertain for s in batch) and _is_plain_create(batch):
             error["uncertain"] = True  # the next flush looks for the record before re-sending it
+            error["created_after"] = next((s.created_after for s in batch if s.created_after), None)
         seqs = [seq for s in batch for seq in s.seqs]
         with self.store.transaction() as conn:
             if first.kind == "delete" and (exc.status == 404 or _error_type(exc.body) == "ROW_DOES_NOT_EXIST"):
@@ -543,6 +723,7 @@ class Sync:
                     outbox.ack(conn, send.seqs)
                     result.sent.append({"op": "delete", "record_id": send.record_id, "seqs": send.seqs})
                     continue
+                assert records is not None  # Airtable answers every create and update with records
                 record = records[i]
                 if send.kind == "create":
                     self._adopt(conn, send, record, now)
@@ -576,42 +757,145 @@ class Sync:
             )
 
     def _reconcile_creates(self, batch: list[outbox.Send], result: FlushResult) -> list[outbox.Send]:
-        """A create was sent before but its answer never arrived: look for the record it would have
-        made before sending it again, so a lost response does not duplicate the record."""
-        still_needed = []
-        for send in batch:
-            found = self._find_created(send)
-            if found is None:
-                still_needed.append(send)
-            else:
-                self._confirm([send], [found], result)
-        return still_needed
+        """Creates were sent before but their answer never arrived: look for the records they
+        would have made before sending them again (see :mod:`airtable_cached.reconcile`). Returns
+        the creates that made nothing and must be sent again."""
+        again: list[outbox.Send] = []
+        for group in _groups(batch):
+            again += self._settle(group, result)
+        for send in again:
+            send.uncertain = False  # looked for and not found: a plain create again
+        return again
 
-    def _find_created(self, send: outbox.Send) -> dict | None:
-        from airtable_cached.formula_bridge import equality_formula
+    def _settle(self, group: list[outbox.Send], result: FlushResult) -> list[outbox.Send]:
+        """Settle identical creates in doubt (some perhaps cancelled since); returns those to resend."""
+        key = reconcile.group_key(group[0])
+        in_doubt = sum(1 for s in self._plan if s.uncertain and reconcile.group_key(s) == key)
+        candidates = self._candidates(group)
+        outcome = reconcile.settle(group, candidates, max(in_doubt, len(group)))
+        for send, record in outcome.adopt:
+            self._confirm([send], [record], result)
+        if outcome.delete:
+            first = group[0]
+            ids = [r["id"] for r in outcome.delete]
+            for i in range(0, len(ids), outbox.MAX_RECORDS_PER_REQUEST):
+                self.remote.send(first.base_id, "DELETE", self.remote.url(first.base_id, first.table_ref), kind="push",
+                                 params={"records[]": ids[i : i + outbox.MAX_RECORDS_PER_REQUEST]})
+                result.requests += 1
+            log.info("deleted %d record(s) made by creates whose answer was lost and that were deleted since", len(ids))
+        self._forget_cancelled(outcome.drop, result)
+        if outcome.uncertain:
+            self._dead_letter_uncertain(outcome.uncertain, candidates, result)
+        for send in group:
+            send.uncertain = any(send is again for again in outcome.resend)
+        return outcome.resend
 
-        formula = equality_formula(send.fields or {})
-        if formula is None:
-            return None
-        page = self.remote.send(send.base_id, "GET", self.remote.url(send.base_id, send.table_ref), kind="reconcile",
-                                params={"filterByFormula": formula})
+    def _dead_letter_uncertain(self, sends: list[outbox.Send], candidates: list[dict], result: FlushResult) -> None:
+        """More identical records appeared than creates were in doubt: someone else made some, and
+        nothing tells which are this queue's. Sending again could duplicate; adopting could take
+        another's record. The operator decides (``queue retry`` looks again, ``queue drop`` forgets)."""
+        ids = sorted(r["id"] for r in candidates)
+        error = {
+            "status": None, "uncertain": True, "created_after": sends[0].created_after,
+            "body": {"error": {"type": "UNCERTAIN_CREATE", "message": (
+                f"the answer to this create was lost and {len(ids)} identical records exist in Airtable"
+                f" for {len(sends)} create(s) in doubt; not sent again to avoid a duplicate"
+            ), "candidates": ids}},
+        }
+        log.warning("dead-lettered %d create(s) as uncertain: %d identical records in Airtable (%s)",
+                    len(sends), len(ids), ", ".join(ids[:10]))
+        with self.store.transaction() as conn:
+            for send in sends:
+                outbox.dead_letter(conn, send.seqs, error=error)
+                self.engine.recompute(conn, send.tid, [send.record_id])
+                result.failed.append({"op": send.kind, "record_id": send.record_id, "seqs": send.seqs, "status": None,
+                                      "error": error["body"], "dead": True})
+
+    def _candidates(self, group: list[outbox.Send]) -> list[dict]:
+        """Records in Airtable that only these (identical) creates can have made."""
+        first = group[0]
+        info = self.engine.table_info(first.base_id, first.table_ref)
+        after = min((s.created_after for s in group if s.created_after), default=None)
+        schema_fields = info.fields_by_name if info is not None else {}
+        formula = reconcile.lookup_formula(first.fields or {}, schema_fields, typecast=first.typecast, after=after)
+        try:
+            found = self._lookup(first, formula)
+        except RemoteError as exc:
+            if exc.status != 422 or not formula:
+                raise
+            # Airtable refused the formula (a field renamed, a type it compares otherwise): the
+            # time bound alone, or the whole table, still holds every candidate.
+            log.info("lost-create lookup formula refused (%s); looking more widely", exc)
+            found = self._lookup(first, reconcile.lookup_formula({}, {}, typecast=False, after=after))
         conn = self.store.conn
+        seqs = [seq for s in group for seq in s.seqs]
         queued_at = conn.execute(
-            f"SELECT MIN(created_at) FROM outbox WHERE seq IN ({','.join('?' * len(send.seqs))})", send.seqs
+            f"SELECT MIN(created_at) FROM outbox WHERE seq IN ({','.join('?' * len(seqs))})", seqs
         ).fetchone()[0]
-        # Not it: a record another create already adopted, or one the cache saw before this create
-        # was queued. A record a pull brought in since (the lost create's, pulled first) still is.
-        taken = {r[0] for r in conn.execute("SELECT real FROM id_map WHERE tid = ?", (send.tid,))}
+        # Not theirs: a record another create already adopted, or one the cache saw before these
+        # creates were queued. A record a pull brought in since (a lost create's, pulled first) is.
+        taken = {r[0] for r in conn.execute("SELECT real FROM id_map WHERE tid = ?", (first.tid,))}
         older = {r[0] for r in conn.execute(
             "SELECT id FROM records WHERE tid = ? AND remote IS NOT NULL AND (first_seen IS NULL OR first_seen < ?)",
-            (send.tid, queued_at if queued_at is not None else float("inf")),
+            (first.tid, queued_at if queued_at is not None else float("inf")),
         )}
-        fresh = [r for r in page.get("records", []) if r["id"] not in taken and r["id"] not in older]
-        return fresh[0] if len(fresh) == 1 else None
+        return [r for r in found if r["id"] not in taken and r["id"] not in older]
 
-    def close(self) -> None:
-        if self._flusher is not None:
-            self._flusher.stop()
+    def _lookup(self, send: outbox.Send, formula: str) -> list[dict]:
+        params: dict[str, Any] = {"pageSize": PULL_PAGE_SIZE}
+        if formula:
+            params["filterByFormula"] = formula
+        records: list[dict] = []
+        while True:
+            page = self.list_request(send.base_id, send.table_ref, params, kind="reconcile")
+            records += page.get("records", [])
+            if not page.get("offset"):
+                return records
+            params["offset"] = page["offset"]
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Flush what is queued (auto flush only; at most ``timeout``, default ``exit_timeout``
+        seconds), stop the background flusher, close the sessions, their sockets and the pacer's
+        diskcache. Returns whether the queue drained in time. Idempotent."""
+        drained = True
+        flusher = self._flusher
+        self._closed = True
+        if flusher is not None and flusher.pid == os.getpid():
+            drained = flusher.drain(timeout)
+            self._flusher = None
+        self.remote.close()
+        return drained
+
+
+def _list_body(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Query parameters of a list as the JSON body of ``POST .../listRecords`` (as pyairtable's
+    ``options_to_json_and_params``); ``timeZone`` and ``userLocale`` stay in the query string."""
+    body: dict[str, Any] = {}
+    spare: dict[str, Any] = {}
+    sort: dict[int, dict[str, str]] = {}
+    for name, value in params.items():
+        found = re.fullmatch(r"sort\[(\d+)\]\[(field|direction)\]", name)
+        if found:
+            sort.setdefault(int(found.group(1)), {})[found.group(2)] = value
+        elif name in ("timeZone", "userLocale"):
+            spare[name] = value
+        elif name.endswith("[]"):
+            body[name[:-2]] = list(value)
+        elif name == "returnFieldsByFieldId":
+            body[name] = bool(value)
+        else:
+            body[name] = value
+    if sort:
+        body["sort"] = [sort[i] for i in sorted(sort)]
+    return body, spare
+
+
+def _groups(sends: list[outbox.Send]) -> list[list[outbox.Send]]:
+    """Sends split into groups of identical creates (same table, same fields), in order."""
+    groups: dict[tuple, list[outbox.Send]] = {}
+    for send in sends:
+        groups.setdefault(reconcile.group_key(send), []).append(send)
+    return list(groups.values())
 
 
 def _is_plain_create(batch: list[outbox.Send]) -> bool:
@@ -638,63 +922,130 @@ def _as_response_error(exc: RemoteError) -> Exception:
 
 
 class AutoFlusher:
-    """Flushes in a background thread shortly after writes, and once more at interpreter exit with
-    a bounded wait. A flush cut short by exit loses nothing: its claims expire and the next run
-    sends them."""
+    """Flushes in a background thread after writes, and once more at interpreter exit with a
+    bounded wait. A flush cut short by exit loses nothing: the base's flush lock dies with the
+    process and the next flusher sends what was in flight.
 
-    DEBOUNCE = 0.2
+    A write wakes the thread, which then waits ``batch_delay`` seconds for more writes to share
+    its requests, and sends everything queued by then: fewer requests, at the cost of writes
+    reaching Airtable up to that much later. (Waiting only for a quiet moment, as this did before,
+    sends one request per write for an agent that writes every few seconds.)"""
+
     PERIOD = 15.0
 
     def __init__(self, sync: Sync):
         self._sync = weakref.ref(sync)
-        self._wake = threading.Event()
-        self._stopped = threading.Event()
+        self._batch_delay = sync.settings.batch_delay
+        self._exit_timeout = sync.settings.exit_timeout
+        self._cond = threading.Condition()
+        self._writes = 0  # writes since the last flush began
+        self._stopping = False
         self._busy = threading.Lock()  # held while this flusher flushes (the thread or the exit drain)
+        self.pid = os.getpid()
         self._thread = threading.Thread(target=self._run, name="airtable_cached-flush", daemon=True)
         self._thread.start()
-        self._exit_timeout = sync.settings.exit_timeout
         _register_exit(self)
 
-    def wake(self) -> None:
-        self._wake.set()
+    @property
+    def waiting_writes(self) -> int:
+        """Writes the thread has been told of and not yet flushed."""
+        return self._writes
+
+    def wake(self, records: int = 1) -> None:
+        with self._cond:
+            self._writes += max(1, records)
+            self._cond.notify()
 
     def _run(self) -> None:
-        while not self._stopped.is_set():
-            self._wake.wait(self.PERIOD)
-            if self._stopped.is_set():
-                return
-            time.sleep(self.DEBOUNCE)
-            self._wake.clear()
-            self._flush_once()
+        try:
+            while self._wait_for_work():
+                self._flush_once()
+        finally:
+            self._close_thread_resources()
+
+    def _wait_for_work(self) -> bool:
+        """Block until a flush is due; ``False`` when stopped."""
+        with self._cond:
+            # Until a write, or until the next queued write is due (after an outage: seconds).
+            self._cond.wait_for(lambda: self._stopping or self._writes > 0, timeout=self._idle_wait())
+            if self._writes:
+                # Gather the writes that follow for batch_delay (real time: the thread waits).
+                self._cond.wait_for(lambda: self._stopping, timeout=self._batch_delay)
+            if self._stopping:
+                return False
+            self._writes = 0
+            return True
+
+    def _idle_wait(self) -> float:
+        """Until the next queued write is due (after an outage: seconds), at most ``PERIOD``."""
+        sync = self._sync()
+        if sync is None:
+            return 0.0
+        try:
+            due = outbox.next_due(sync.store.conn)
+        except sqlite3.Error as exc:
+            log.debug("could not read the queue: %s", exc)
+            return self.PERIOD
+        if due is None:
+            return self.PERIOD
+        # At least a second: writes that are due but blocked (behind a dead create) must not spin.
+        return min(self.PERIOD, max(1.0, due - sync.remote.clock()))
 
     def _flush_once(self) -> None:
         sync = self._sync()
         if sync is None:
-            self._stopped.set()
+            self.stop()
             return
         with self._busy:
             try:
                 if outbox.has_ready(sync.store.conn, sync.remote.clock()):
-                    sync.flush()
-            except Exception as exc:  # the queue keeps the writes; the next round tries again
+                    sync.flush(wait_in_process=False)
+            except Exception as exc:  # noqa: BLE001 - the queue keeps the writes; the next round tries again
                 log.warning("background flush failed: %s", exc)
 
-    def stop(self) -> None:
-        self._stopped.set()
-        self._wake.set()
+    def _drain_once(self) -> None:
+        try:
+            self._flush_once()
+        finally:
+            self._close_thread_resources()
 
-    def drain(self) -> None:
-        """At exit: let a background flush in progress finish, then one last flush, waiting at most
-        ``exit_timeout`` seconds in all. If time runs out, the cross-process flush lock is given up
-        (the daemon threads die with the interpreter and would otherwise hold it until it expires)."""
-        self.stop()
-        worker = threading.Thread(target=self._flush_once, daemon=True)
-        worker.start()
-        worker.join(self._exit_timeout)
+    def _close_thread_resources(self) -> None:
+        """This thread's SQLite connections (cache file, pacer) are its own to close."""
         sync = self._sync()
-        if worker.is_alive() and sync is not None:
-            log.warning("exit: the queue did not drain within %ss; the next run flushes the rest", self._exit_timeout)
-            sync.abandon_flush_locks()
+        if sync is not None:
+            sync.store.close()
+            sync.remote.pacer.cache.close()
+            sync.remote.close_thread_session()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+
+    def join(self, timeout: float | None) -> None:
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Stop the thread, let a flush in progress finish, then flush once more, waiting at most
+        ``timeout`` (default ``exit_timeout``) seconds in all. Returns whether the queue drained in
+        time; if not, what is left stays queued (and in flight, for the next flusher to take)."""
+        timeout = self._exit_timeout if timeout is None else timeout
+        drained = self.drain_until(time.monotonic() + timeout)
+        if not drained:
+            log.warning("the queue did not drain within %ss; the next run flushes the rest", timeout)
+        return drained
+
+    def drain_until(self, deadline: float) -> bool:
+        """:meth:`drain` with a deadline (``time.monotonic()``); does not log."""
+        if self.pid != os.getpid():
+            return True  # a parent's flusher: the parent drains it
+        self.stop()
+        worker = threading.Thread(target=self._drain_once, name="airtable_cached-drain", daemon=True)
+        worker.start()
+        worker.join(max(0.0, deadline - time.monotonic()))
+        self.join(max(0.0, deadline - time.monotonic()))
+        return not worker.is_alive()
 
 
 _exit_flushers: weakref.WeakSet[AutoFlusher] = weakref.WeakSet()
@@ -706,11 +1057,28 @@ _exit_hook_installed = False
 def _register_exit(flusher: AutoFlusher) -> None:
     global _exit_hook_installed
     if not _exit_hook_installed:
-        atexit.register(_drain_all)
+        atexit.register(drain_all)
         _exit_hook_installed = True
     _exit_flushers.add(flusher)
 
 
-def _drain_all() -> None:
-    for flusher in list(_exit_flushers):
-        flusher.drain()
+def drain_all(timeout: float | None = None) -> bool:
+    """At exit: drain every flusher of this process at once, waiting at most ``timeout`` (default:
+    the longest ``exit_timeout`` among them) in all, not once per flusher. Returns whether all
+    drained."""
+    flushers = [f for f in list(_exit_flushers) if f.pid == os.getpid()]
+    if not flushers:
+        return True
+    if timeout is None:
+        timeout = max(f._exit_timeout for f in flushers)
+    deadline = time.monotonic() + timeout
+    done: list[bool] = []
+    drains = [threading.Thread(target=lambda f=f: done.append(f.drain_until(deadline)), daemon=True) for f in flushers]
+    for thread in drains:
+        thread.start()
+    for thread in drains:
+        thread.join(max(0.0, deadline - time.monotonic()) + 0.05)
+    drained = len(done) == len(flushers) and all(done)
+    if not drained:
+        log.warning("the queue did not drain within %ss; the next run flushes the rest", timeout)
+    return drained

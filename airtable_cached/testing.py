@@ -1,8 +1,9 @@
 """A fake Airtable Web API server for tests (standard library only).
 
 ``FakeAirtable`` serves the record endpoints, the meta endpoints the project uses and whoami over
-real HTTP on 127.0.0.1, behaving as Airtable does as far as it is known (see
-``/work/shared/AIRTABLE_FACTS.md`` and the recorded traffic). Pass ``fake.url`` as
+real HTTP on 127.0.0.1, behaving as Airtable does as far as it is known (the
+Airtable facts and recorded traffic beside the checkout, which ``tests/test_recorded_airtable.py``
+checks it against). Pass ``fake.url`` as
 ``endpoint_url=`` to ``pyairtable.Api``.
 
 Everything is deterministic given ``seed``: record, table, field, view and option ids come from
@@ -26,8 +27,8 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -284,6 +285,20 @@ class _Table:
                 return r
         return None
 
+    def known_field(self, key: str) -> dict:
+        """A field the request was already checked to name (a KeyError here is a bug in the fake)."""
+        found = self.field(key)
+        if found is None:
+            raise KeyError(key)
+        return found
+
+    def known_record(self, record_id: str) -> dict:
+        """A record the request was already checked to name (a KeyError here is a bug in the fake)."""
+        found = self.find(record_id)
+        if found is None:
+            raise KeyError(record_id)
+        return found
+
 
 class FakeAirtable:
     """An in-process fake of the Airtable Web API on 127.0.0.1 (see module docstring)."""
@@ -312,7 +327,7 @@ class FakeAirtable:
         self._port = port
         self._lock = threading.RLock()
         self._ids = _IdGen(seed)
-        self._clock = 0
+        self._clock: float = 0
         self._bases: dict[str, dict] = {}  # base id -> {"name", "tables": list[_Table]}
         self._iterators: dict[str, dict] = {}
         self._iter_counter = 0
@@ -442,11 +457,11 @@ class FakeAirtable:
             for raw, flds in zip(records, plain):
                 stored = {}
                 for k, v in flds.items():
-                    f = table.field(k)
-                    if f is None:
+                    col = table.field(k)
+                    if col is None:
                         raise KeyError(f"record field {k!r} is not in the schema of {name!r}")
                     if not _is_empty(v):
-                        stored[f["name"]] = copy.deepcopy(v)
+                        stored[col["name"]] = copy.deepcopy(v)
                 created = raw.get("createdTime") if flds is not raw else None
                 rid = raw.get("id") if flds is not raw else None
                 ts = self._tick()
@@ -525,7 +540,7 @@ class FakeAirtable:
             for flds in records:
                 ts = self._tick()
                 rec = {"id": self._ids.new("rec"), "createdTime": ts, "_modified": ts,
-                       "fields": {t.field(k)["name"]: copy.deepcopy(v) for k, v in flds.items() if not _is_empty(v)}}
+                       "fields": {t.known_field(k)["name"]: copy.deepcopy(v) for k, v in flds.items() if not _is_empty(v)}}
                 t.records.append(rec)
                 self._event(t, "created", rec)
                 out.append(self._render(t, rec))
@@ -814,7 +829,7 @@ class FakeAirtable:
     # -- list -----------------------------------------------------------------------------------
 
     def _list(self, t: _Table, opts: dict) -> dict:
-        page_size = _int_option(opts.get("pageSize"), default=100)
+        page_size = _int_option(opts.get("pageSize"), default=100) or 0
         if not 1 <= page_size <= 100:
             raise _invalid_request()
         max_records = _int_option(opts.get("maxRecords"), default=None)
@@ -963,9 +978,9 @@ class FakeAirtable:
             self._commit_choices(t, pending)
             made = [self._insert(t, c) for c in converted]
             return {"records": [self._render_opts(t, m, self._write_opts(body)) for m in made]}
-        converted = self._convert_fields(t, body.get("fields", {}), typecast, pending)
+        one = self._convert_fields(t, body.get("fields", {}), typecast, pending)
         self._commit_choices(t, pending)
-        return self._render_opts(t, self._insert(t, converted), self._write_opts(body))
+        return self._render_opts(t, self._insert(t, one), self._write_opts(body))
 
     def _insert(self, t: _Table, converted: dict) -> dict:
         ts = self._tick()
@@ -977,7 +992,7 @@ class FakeAirtable:
 
     def _commit_choices(self, t: _Table, pending: dict) -> None:
         for fid, names in pending.items():
-            f = t.field(fid)
+            f = t.known_field(fid)
             choices = f.setdefault("options", {}).setdefault("choices", [])
             for n in names:
                 if n not in [c["name"] for c in choices]:
@@ -1006,7 +1021,7 @@ class FakeAirtable:
         self._commit_choices(t, pending)
         out = []
         for r, c in zip(recs, converted):
-            rec = t.find(r["id"])
+            rec = t.known_record(r["id"])
             self._apply(t, rec, c, replace)
             out.append(self._render_opts(t, rec, self._write_opts(body)))
         return out
@@ -1069,7 +1084,7 @@ class FakeAirtable:
                         rec = self._insert(t, converted)
                         created.append(rec["id"])
                 else:
-                    rec = t.find(rid)
+                    rec = t.known_record(rid)
                     self._apply(t, rec, converted, replace)
                     if rid not in updated and rid not in created:
                         updated.append(rid)
@@ -1294,7 +1309,9 @@ def _convert_value(f: dict, value: Any, typecast: bool, pending_choices: dict) -
         return value if ftype == "singleSelect" else list(dict.fromkeys(items))
     if ftype in _TEXT_TYPES:
         if isinstance(value, str):
-            return value
+            # Airtable stores rich text as Markdown ending with a newline (recorded: refine's create
+            # of "bar" answered "bar\n").
+            return value + "\n" if ftype == "richText" and value and not value.endswith("\n") else value
         if typecast and isinstance(value, (int, float)) and not isinstance(value, bool):
             return _format_number(value)
         raise _cannot_accept(f)
@@ -1371,9 +1388,16 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def date_time_string(self, timestamp: float | None = None) -> str:
-        # The fake server's own clock (see FakeAirtable.handle_http), not the machine's.
+        # Airtable's Date header and the createdTime it gives records read one clock; here that
+        # clock is the fake's logical one (a lost create is looked for by CREATED_TIME after it),
+        # taken when the answer was made (see FakeAirtable.handle_http): incremental refreshes
+        # use it as their watermark.
+        from email.utils import format_datetime
+
         date = getattr(self, "_date", None)
-        return date if date and timestamp is None else super().date_time_string(timestamp)
+        if date and timestamp is None:
+            return date
+        return format_datetime(_dt.datetime.fromisoformat(self.fake.now().replace("Z", "+00:00")), usegmt=True)
 
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)

@@ -23,7 +23,7 @@ def wait_for(predicate, timeout: float = 10.0) -> bool:
 
 
 def test_background_thread_flushes_soon_after_a_write(fake, db_path):
-    api = Api(fake.token, endpoint_url=fake.url, path=db_path, flush="auto")
+    api = Api(fake.token, endpoint_url=fake.url, path=db_path, flush="auto", batch_delay=0.2)
     table = api.table(BASE, TABLE)
     table.create({"Full Name": "Sent By The Background Thread"})
     assert wait_for(lambda: any(r["fields"].get("Full Name") == "Sent By The Background Thread" for r in fake.records(BASE, TABLE)))

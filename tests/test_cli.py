@@ -203,7 +203,8 @@ def test_check_exit_codes(agent, fake, tmp_path, db_path):
         f.write(b"\xa5" * 16384)
     damaged = run("check", "--path", corrupt)
     assert damaged.exit_code == 2 and "error" in damaged.output
-    assert run("check", "--path", str(tmp_path / "missing.sqlite3")).exit_code == 2
+    missing = run("check", "--path", str(tmp_path / "missing.sqlite3"))
+    assert missing.exit_code == 1 and "no database at" in missing.output  # as status says it
 
 
 def test_check_warning_exit_code_and_fail_on(agent, fake):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import glob
 import re
 import time
 import urllib.parse
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -146,7 +146,8 @@ def test_matches(formula, fields, included):
 
 def test_grouparoo_traffic_filters():
     formulas = set()
-    for path in glob.glob("/work/shared/airtable-traffic/grouparoo/*.yaml"):
+    traffic = Path(__file__).resolve().parents[2] / "shared" / "airtable-traffic" / "grouparoo"
+    for path in sorted(traffic.glob("*.yaml")):
         for m in re.finditer(r"filterByFormula=([^&\s'\"]+)", open(path, encoding="utf-8").read()):
             formulas.add(urllib.parse.unquote_plus(m.group(1)))
     if not formulas:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from decimal import Decimal
 from fractions import Fraction
@@ -133,7 +134,7 @@ def test_field_and_function_names():
 def test_nodes_hashable_and_immutable():
     a, b = parse("{a}=1"), parse("{a} = 1")
     assert a == b and hash(a) == hash(b) and len({a, b}) == 1
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         a.op = "!="
 
 

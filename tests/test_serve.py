@@ -41,6 +41,7 @@ def test_pulls_on_schedule_flushes_and_backs_up_daily(fake, api, table, clock, s
     stats = service.run(max_cycles=1)
     assert stats.pulls == 1 and len(stats.backups) == 1
     table.create({"Full Name": "Queued while serving"})
+    wait_until(lambda: BASE in api.engine.authorized)  # the write's access check runs in the background
     fake.reset_log()
     service.run(max_cycles=2)  # the table is fresh: no pull, only the flush
     assert service.stats.pulls == 1 and service.stats.sent == 1
@@ -197,3 +198,13 @@ def test_docker_image_builds():
     ran = subprocess.run(["docker", "run", "--rm", "airtable-cached:test", "airtable-cached", "--help"],
                          capture_output=True, text=True, timeout=120)
     assert ran.returncode == 0 and "serve-sync" in ran.stdout
+
+
+def wait_until(condition, timeout: float = 10.0) -> None:
+    """Real time, bounded: for what another thread of the process does."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)

@@ -11,6 +11,10 @@ from .nodes import BinaryOp, Call, ErrorValue, Field, Literal, UnaryOp, walk
 from .parser import parse
 from .values import ERROR, compare, parse_datetime, to_number, to_text, truthy
 
+# What a function meets when a cell holds data it cannot compute with (Airtable shows #ERROR!).
+# Anything else (AttributeError, NameError, AssertionError...) is a bug here and propagates.
+_DATA_ERRORS = (_Err, ArithmeticError, ValueError, TypeError, LookupError, RecursionError)
+
 __all__ = ["Env", "compile_python", "evaluate", "matches", "field_names", "function_names"]
 
 
@@ -181,7 +185,8 @@ def _build_call(node: Call) -> Callable:
         return lambda env: isinstance(inner(env), ErrorValue)
     if name == "OR" and len(node.args) > 3:
         # OR(RECORD_ID()='rec1', RECORD_ID()='rec2', ...) (pyairtable's ORM): a set lookup
-        ids, others = set(), []
+        ids: set[str] = set()
+        others: list[Callable[..., object]] = []
         for a, fn_ in zip(node.args, args):
             if (isinstance(a, BinaryOp) and a.op == "=" and isinstance(a.left, Call) and a.left.name == "RECORD_ID"
                     and isinstance(a.right, Literal) and isinstance(a.right.value, str)):
@@ -190,21 +195,21 @@ def _build_call(node: Call) -> Callable:
                 others.append(fn_)
         if len(ids) > 1:
             frozen = frozenset(ids)
-            rest = FUNCTIONS["OR"]
+            or_impl = FUNCTIONS["OR"]
 
             def f_or_ids(env):
                 values = [a(env) for a in others]
                 for v in values:
                     if isinstance(v, ErrorValue):
                         return v
-                return env.record_id() in frozen or rest(env, *values) if values else env.record_id() in frozen
+                return env.record_id() in frozen or or_impl(env, *values) if values else env.record_id() in frozen
             return f_or_ids
     impl = FUNCTIONS[name]
     if not args:
         def f0(env):
             try:
                 return impl(env)
-            except Exception:
+            except _DATA_ERRORS:
                 return ERROR
         return f0
     if len(args) == 1:
@@ -216,7 +221,7 @@ def _build_call(node: Call) -> Callable:
                 return v
             try:
                 return impl(env, v)
-            except Exception:
+            except _DATA_ERRORS:
                 return ERROR
         return f1
 
@@ -227,7 +232,7 @@ def _build_call(node: Call) -> Callable:
                 return v  # UNVERIFIED: errors propagate through every function (incl. AND/OR)
         try:
             return impl(env, *values)
-        except Exception:
+        except _DATA_ERRORS:
             return ERROR
     return fn
 
@@ -257,9 +262,8 @@ def compile_python(node) -> Callable[..., object]:
     def run(record, *, field_ids=None, now=None):
         try:
             return inner(Env(record, field_ids, now))
-        except Exception:  # pragma: no cover - defensive: evaluation never raises
+        except _DATA_ERRORS:  # pragma: no cover - defensive: the functions catch their own
             return ERROR
-    run.inner = inner
     return run
 
 

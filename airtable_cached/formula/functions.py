@@ -14,6 +14,8 @@ import urllib.parse
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_UP, Decimal
 
+import re2
+
 from .nodes import ErrorValue
 from .values import (
     ERROR,
@@ -223,6 +225,8 @@ def f_encode(env, s):
 
 
 _regex_cache: dict = {}
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # an invalid pattern is #ERROR!, not a line on stderr
 
 
 def _re(p):
@@ -230,10 +234,11 @@ def _re(p):
     r = _regex_cache.get(p)
     if r is None:
         try:
-            # UNVERIFIED: Airtable uses RE2; Python's re accepts a superset of the common syntax.
-            r = re.compile(p)
-        except (re.error, OverflowError, RecursionError):
-            raise _Err
+            # Airtable evaluates regexes with RE2: same syntax, and linear time, so a pattern that
+            # makes a backtracking engine run for ever (``(a+)+$``) answers at once here too.
+            r = re2.compile(p, _RE2_OPTIONS)
+        except (re2.error, OverflowError, RecursionError, TypeError):
+            raise _Err from None
         if len(_regex_cache) > 512:
             _regex_cache.clear()
         _regex_cache[p] = r
@@ -533,10 +538,10 @@ def _parse_with_format(text: str, fmt: str) -> datetime:
             pattern.append(rx)
         pos = m.end()
     pattern.append(re.escape(fmt[pos:]))
-    m = re.match("".join(pattern) + r"\s*\Z", text.strip())
-    if not m:
+    parsed = re.match("".join(pattern) + r"\s*\Z", text.strip())
+    if not parsed:
         raise _Err
-    g = m.groupdict()
+    g = parsed.groupdict()
     if g.get("X"):
         return datetime.fromtimestamp(float(g["X"]), UTC)
     if g.get("x"):
@@ -647,8 +652,8 @@ def f_set_timezone(env, d, tz):
     from zoneinfo import ZoneInfo
     try:
         return _date(d).astimezone(ZoneInfo(_text(tz)))
-    except Exception:
-        raise _Err
+    except (ValueError, KeyError, OverflowError):  # an unknown zone name or an unparsable date
+        raise _Err from None
 
 
 def _holidays(h):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Union
 
 __all__ = ["Node", "Field", "Literal", "Call", "BinaryOp", "UnaryOp", "ErrorValue", "to_formula",
            "PRECEDENCE", "COMPARISON_OPS"]
@@ -55,7 +54,7 @@ class UnaryOp:
     operand: Node
 
 
-Node = Union[Field, Literal, Call, BinaryOp, UnaryOp]
+Node = Field | Literal | Call | BinaryOp | UnaryOp
 
 COMPARISON_OPS = ("=", "!=", "<", ">", "<=", ">=")
 PRECEDENCE = {"=": 1, "!=": 1, "<": 1, ">": 1, "<=": 1, ">=": 1, "&": 2, "+": 3, "-": 3, "*": 4, "/": 4}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import Any
 
 from .errors import FormulaSyntaxError, UnknownFunctionError
 from .functions import ARITY
@@ -32,7 +33,7 @@ def _number_value(text: str):
 
 def tokenize(text: str) -> list:
     """Return a list of (kind, value, position) tuples ending with an END token."""
-    tokens = []
+    tokens: list[tuple[str, Any, int]] = []
     i, n = 0, len(text)
     while i < n:
         c = text[i]
@@ -113,17 +114,13 @@ def tokenize(text: str) -> list:
     return tokens
 
 
-def _depth(node) -> int:
-    return getattr(node, "_depth", 1)
-
-
 class _Parser:
     def __init__(self, text: str):
         self.text = text
         self.tokens = tokenize(text)
         self.i = 0
         self.nesting = 0
-        self.depth = {}  # id(node) -> tree depth (for guarding deep left-recursive chains)
+        self.depth: dict[int, int] = {}  # id(node) -> tree depth (for guarding deep left-recursive chains)
 
     def peek(self):
         return self.tokens[self.i]

@@ -10,17 +10,21 @@ so :func:`register_sql_functions` must be called on every connection that runs c
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import Any
 
 from .evaluator import evaluate, field_names, matches
 from .functions import RECORD_FUNCTIONS, TIME_FUNCTIONS
 from .nodes import COMPARISON_OPS, BinaryOp, Call, ErrorValue, Field, Literal, conjuncts, to_formula, walk
 from .parser import parse
 from .values import js_number, parse_datetime
+
+log = logging.getLogger(__name__)
 
 __all__ = ["CompiledFilter", "compile_where", "register_sql_functions"]
 
@@ -77,7 +81,8 @@ def _atc_match(formula, fields_json, rec_id, created):
             fields = {}
         rec = {"id": rec_id or "", "createdTime": created, "fields": fields}
         return 1 if matches(_parse_cached(formula), rec) else 0
-    except Exception:
+    except ValueError as exc:  # a row whose fields are not JSON: matched by nothing, and said so
+        log.warning("record %s has unreadable fields, left out of a formula read: %s", rec_id, exc)
         return 0
 
 
@@ -117,7 +122,7 @@ def register_sql_functions(conn: sqlite3.Connection) -> None:
 
 
 # ---------------------------------------------------------------- compiler
-_DUMMY = {"id": "", "createdTime": None, "fields": {}}
+_DUMMY: dict[str, Any] = {"id": "", "createdTime": None, "fields": {}}
 
 
 def _is_constant(node) -> bool:
@@ -317,13 +322,13 @@ class _Compiler:
                 " ELSE ", const(_MISSING), " END) END)"]
 
     def record_id_cmp(self, node):
-        l, r = node.left, node.right
+        left, right = node.left, node.right
         op = node.op
-        if _is_rid(r) and not _is_rid(l):
-            l, r, op = r, l, _FLIP[op]
-        if not (_is_rid(l) and _is_constant(r)):
+        if _is_rid(right) and not _is_rid(left):
+            left, right, op = right, left, _FLIP[op]
+        if not (_is_rid(left) and _is_constant(right)):
             return None
-        ok, v = _const_value(r)
+        ok, v = _const_value(right)
         if not ok:
             return None
         if v is None:

@@ -1,0 +1,105 @@
+"""When Airtable cannot be reached: serve what the cache holds, and never make a write wait.
+
+* stale-if-error (as HTTP caches do, RFC 5861): a read of a table whose max age has passed pulls it
+  first; if Airtable cannot be reached (refused, no answer within ``network_timeout``, a 5xx or a
+  429), the cached records are served however old, with a logged warning and the ``read.stale``
+  statistic. A table never pulled has nothing to serve: the error is raised.
+* a write is queued at once: the check that this process's token may use a base it has not read
+  yet (one small request) runs in the background. Its refusal is what the next read raises, and
+  the queued writes are refused by Airtable at flush (dead letters with Airtable's answer).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+import requests
+
+from airtable_cached.errors import AirtableResponseError, OfflineError, RemoteError
+
+if TYPE_CHECKING:
+    from airtable_cached.engine import Engine, TableInfo
+
+log = logging.getLogger("airtable_cached")
+
+_probing: set[tuple[int, str]] = set()
+_probing_lock = threading.Lock()
+
+
+def cannot_reach(exc: BaseException) -> bool:
+    """Whether a failed pull means Airtable is out of reach (rather than refusing the request)."""
+    if isinstance(exc, OfflineError):
+        return False
+    if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+        return True
+    if isinstance(exc, RemoteError):
+        return exc.transient
+    if isinstance(exc, AirtableResponseError):
+        return exc.status == 429 or exc.status >= 500
+    return False
+
+
+#: Seconds after Airtable could not be reached during which stale reads of that base serve the
+#: cache without trying again (each try may cost a whole network timeout).
+QUIET_AFTER_FAILURE = 5.0
+
+_unreachable_since: dict[tuple[int, str], float] = {}
+
+
+def pull_or_serve_stale(engine: Engine, info: TableInfo, table: str) -> bool:
+    """Pull a stale table; returns False when the cache is served stale instead (Airtable out of
+    reach now or moments ago). A table never pulled, or a refusal, raises."""
+    key = (id(engine), info.base_id)
+    failed_at = _unreachable_since.get(key)
+    if info.pulled_at is not None and failed_at is not None and engine.clock() - failed_at < QUIET_AFTER_FAILURE:
+        serve_stale(engine, info, table, "it did not answer moments ago")
+        return False
+    try:
+        # Incremental when the table's watermark allows it (airtable_cached/refresh.py).
+        engine._require_sync().refresh(info.base_id, table, max_age=engine.settings.max_age)
+    except Exception as exc:  # noqa: BLE001 - raised again unless Airtable is out of reach
+        if not cannot_reach(exc):
+            raise
+        _unreachable_since[key] = engine.clock()
+        if info.pulled_at is None:
+            raise
+        serve_stale(engine, info, table, exc)
+        return False
+    _unreachable_since.pop(key, None)
+    return True
+
+
+def serve_stale(engine: Engine, info: TableInfo, table: str, why: object) -> None:
+    """Log and count a read served from a stale table because Airtable could not be reached."""
+    age = engine.clock() - (info.pulled_at or 0.0)
+    log.warning("Airtable cannot be reached (%s): serving table %r of base %s from the cache, last pulled %.0f s ago",
+                why, table, info.base_id, age)
+    engine.stats.count(info.tid, "read.stale")
+
+
+def authorize_in_background(engine: Engine, info: TableInfo, table: str) -> None:
+    """Ask Airtable whether this token may use the base, without making the write wait for it."""
+    if info.base_id in engine.authorized or engine.settings.mode == "offline" or engine.sync is None:
+        return
+    refused = engine.sync.refused.get(info.base_id)
+    if refused is not None:
+        raise AirtableResponseError(refused.status, refused.body)
+    key = (id(engine), info.base_id)
+    with _probing_lock:
+        if key in _probing:
+            return
+        _probing.add(key)
+
+    def probe() -> None:
+        try:
+            engine._authorize(info, table)
+        except Exception as exc:  # noqa: BLE001 - a refusal is raised again by the next read
+            log.warning("token may not use base %s: %s (its queued writes will be refused at flush)",
+                        info.base_id, exc)
+        finally:
+            with _probing_lock:
+                _probing.discard(key)
+
+    threading.Thread(target=probe, name="airtable_cached-probe", daemon=True).start()

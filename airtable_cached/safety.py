@@ -1,0 +1,350 @@
+"""Guards against damage: operator mistakes, damaged files, loose permissions.
+
+* backup never overwrites the live database, nor an existing file unless forced;
+* restore takes only an airtable_cached database;
+* ``check`` reads what agents read (every cached record and queued write is parsed, as a read or a
+  flush would), verifies each queued write's checksum, and looks at the locks folder's permissions;
+* :func:`salvage` copies every readable queued write out of a damaged file into a fresh one (row by
+  row where a whole-table read fails), so a damaged file loses only what is really unreadable;
+* the locks folder beside the database is ``0700`` and its files ``0600``, like the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import stat
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airtable_cached import checksum, outbox
+from airtable_cached.errors import AirtableCachedError
+from airtable_cached.records import dumps, is_provisional, now_iso
+
+if TYPE_CHECKING:
+    from airtable_cached.maintenance import Finding
+
+log = logging.getLogger("airtable_cached")
+
+#: The tables an airtable_cached database has from its first schema version.
+CORE_TABLES = frozenset({"tables", "table_aliases", "records", "outbox", "id_map"})
+
+
+class SafetyError(AirtableCachedError):
+    """An operation was refused because it would destroy data (the message says what to do)."""
+
+
+# -- locks folder ------------------------------------------------------------------------------------
+
+
+def private_locks_dir(locks_dir: Path) -> None:
+    """Create the locks folder ``0700`` and its lock database ``0600`` before anything opens them;
+    tighten an existing folder the same way."""
+    locks_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(OSError):
+        os.chmod(locks_dir, 0o700)
+    lock_db = locks_dir / "cache.db"  # diskcache's file (SQLite gives its -wal/-shm the same mode)
+    if not lock_db.exists():
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(lock_db, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    for child in locks_dir.iterdir():
+        with contextlib.suppress(OSError):
+            if child.is_file() and stat.S_IMODE(child.stat().st_mode) & 0o077:
+                os.chmod(child, 0o600)
+
+
+def locks_findings(db_path: Path, fix: bool) -> list[Finding]:
+    from airtable_cached.maintenance import Finding
+
+    locks_dir = db_path.with_name(db_path.name + ".locks")
+    if not locks_dir.is_dir():
+        return []
+    found = []
+    for p, wanted in [(locks_dir, 0o700), *((c, 0o600) for c in sorted(locks_dir.iterdir()) if c.is_file())]:
+        mode = stat.S_IMODE(p.stat().st_mode)
+        if not mode & 0o077:
+            continue
+        finding = Finding("error" if mode & 0o007 else "warning", "permissions",
+                          f"locks {'folder' if p.is_dir() else 'file'} {p} is accessible to others (mode {mode:04o});"
+                          f" it should be {wanted:04o}", detail={"path": str(p), "mode": f"{mode:04o}"})
+        if fix:
+            with contextlib.suppress(OSError):
+                os.chmod(p, wanted)
+                finding.fixed = True
+        found.append(finding)
+    return found
+
+
+# -- backup and restore ------------------------------------------------------------------------------
+
+
+def check_backup_target(db_path: Path, dest: Path, *, force: bool) -> None:
+    """Refuse a backup that would overwrite the live database (always), or an existing file
+    (unless ``force``): either destroys data, the first under running agents."""
+    live = [db_path, db_path.with_name(db_path.name + "-wal"), db_path.with_name(db_path.name + "-shm")]
+    for p in live:
+        if dest.exists() and p.exists() and os.path.samefile(dest, p) or dest.resolve() == p.resolve():
+            raise SafetyError(
+                f"refusing to back up into {dest}: it is the live database the agents use; name another file"
+                " or a folder (`--force` does not change this)"
+            )
+    if dest.exists() and not force:
+        raise SafetyError(f"refusing to overwrite {dest}: it exists; name a new file or a folder, or add --force")
+
+
+def require_cache_database(path: Path) -> None:
+    """Refuse a file that is not an airtable_cached database (empty, another application's)."""
+    if path.stat().st_size == 0:
+        raise SafetyError(f"{path} is empty: not an airtable_cached database, nothing to restore")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise SafetyError(f"{path} cannot be opened as a database: {exc}") from exc
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as exc:
+        raise SafetyError(f"{path} is not a readable SQLite database: {exc}") from exc
+    finally:
+        conn.close()
+    missing = CORE_TABLES - names
+    if version < 1 or missing:
+        raise SafetyError(
+            f"{path} is not an airtable_cached database (schema version {version}, no "
+            f"{', '.join(sorted(missing)) or 'version'}): another application's file? Nothing was changed"
+        )
+
+
+# -- check: what agents read, and the checksums ------------------------------------------------------
+
+
+def readable_findings(conn: sqlite3.Connection, path: Path) -> list[Finding]:
+    """Parse what reads and flushes parse: every cached record and every queued write."""
+    from airtable_cached.maintenance import Finding
+
+    try:
+        bad_records = conn.execute(
+            "SELECT r.tid, COALESCE(t.name, t.table_id, r.tid) AS label, COUNT(*) AS n FROM records r"
+            " LEFT JOIN tables t ON t.tid = r.tid"
+            " WHERE (r.fields IS NOT NULL AND NOT json_valid(r.fields)) OR (r.remote IS NOT NULL AND NOT json_valid(r.remote))"
+            " GROUP BY r.tid"
+        ).fetchall()
+        bad_writes = [r[0] for r in conn.execute(
+            "SELECT seq FROM outbox WHERE (fields IS NOT NULL AND NOT json_valid(fields))"
+            " OR (base IS NOT NULL AND NOT json_valid(base)) OR (merge_on IS NOT NULL AND NOT json_valid(merge_on))"
+        )]
+    except sqlite3.DatabaseError as exc:
+        return [Finding("error", "unreadable",
+                        f"{path}: reading the cached records or the queue fails ({exc}), as agents' reads will;"
+                        " copy the queue out with `airtable-cached salvage`, or restore a backup")]
+    found = []
+    for row in bad_records:
+        found.append(Finding(
+            "error", "unreadable-records",
+            f"{row['n']} cached record(s) of table {row['label']} are garbled: reads of that table fail;"
+            f" `airtable-cached reset --table {row['label']}` drops them (the queue is kept) and the next read pulls",
+            detail={"tid": row["tid"], "records": row["n"]},
+        ))
+    if bad_writes:
+        found.append(Finding(
+            "error", "unreadable-writes",
+            f"{len(bad_writes)} queued write(s) are garbled (seq {', '.join(map(str, bad_writes[:10]))}): they cannot be"
+            " sent; `airtable-cached salvage` copies the readable ones into a fresh file",
+            detail={"seqs": bad_writes},
+        ))
+    return found
+
+
+def checksum_findings(conn: sqlite3.Connection, fix: bool) -> list[Finding]:
+    from airtable_cached.maintenance import Finding
+
+    try:
+        damaged = checksum.broken(conn)
+    except sqlite3.DatabaseError:
+        return []  # reported by readable_findings
+    if not damaged:
+        return []
+    seqs = [r["seq"] for r in damaged]
+    finding = Finding(
+        "error", "queue-checksum",
+        f"{len(seqs)} queued write(s) no longer match their checksum (seq {', '.join(map(str, seqs[:10]))}): their"
+        " stored content changed on disk; the flush dead-letters them instead of sending them (`--fix` does it now)",
+        detail={"seqs": seqs},
+    )
+    if fix:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            checksum.quarantine(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        finding.fixed = True
+    return [finding]
+
+
+# -- salvage -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class SalvageResult:
+    source: str
+    database: str
+    copied: list[int] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    tables: int = 0
+    id_map: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def salvage(source: str | os.PathLike, dest: str | os.PathLike) -> SalvageResult:
+    """Copy every readable queued write (and what they need: tables, aliases, the id map) out of a
+    damaged database into a new one at ``dest``. Cached records are not copied: the next read pulls
+    them again; the agent's own creates not flushed yet are rebuilt from the queue."""
+    from airtable_cached.store import Store
+
+    source, dest = Path(source), Path(dest)
+    if not source.is_file():
+        raise SafetyError(f"no database at {source}")
+    if dest.exists():
+        raise SafetyError(f"refusing to salvage into {dest}: it exists; name a new file")
+    result = SalvageResult(source=str(source), database=str(dest))
+    src = sqlite3.connect(str(source), isolation_level=None)
+    src.row_factory = sqlite3.Row
+    try:
+        tables, _ = _readable_rows(src, "tables")
+        aliases, _ = _readable_rows(src, "table_aliases")
+        id_map, _ = _readable_rows(src, "id_map")
+        writes, lost_rowids = _readable_rows(src, "outbox")
+    finally:
+        src.close()
+    result.skipped += [{"seq": rowid, "reason": "unreadable row"} for rowid in lost_rowids]
+    kept = []
+    for row in writes:
+        reason = _unsendable(row)
+        if reason:
+            result.skipped.append({"seq": row["seq"], "reason": reason})
+        else:
+            kept.append(row)
+    store = Store(dest)
+    try:
+        with store.transaction() as conn:
+            for row in tables:
+                conn.execute("INSERT INTO tables (tid, base_id, table_id, name, schema_json) VALUES (?, ?, ?, ?, ?)",
+                             (row["tid"], row["base_id"], row["table_id"], row["name"],
+                              row["schema_json"] if _valid_json(row["schema_json"]) else None))
+            known = {row["tid"] for row in tables}
+            conn.executemany("INSERT OR IGNORE INTO table_aliases (base_id, alias, tid) VALUES (?, ?, ?)",
+                             [(r["base_id"], r["alias"], r["tid"]) for r in aliases if r["tid"] in known])
+            conn.executemany("INSERT OR IGNORE INTO id_map (provisional, real, tid) VALUES (?, ?, ?)",
+                             [(r["provisional"], r["real"], r["tid"]) for r in id_map])
+            for row in kept:
+                if row["tid"] not in known:  # its table's row was lost: make one from the write itself
+                    conn.execute("INSERT INTO tables (tid, base_id, name) VALUES (?, ?, ?)",
+                                 (row["tid"], row["base_id"], row["table_ref"]))
+                    conn.execute("INSERT OR IGNORE INTO table_aliases (base_id, alias, tid) VALUES (?, ?, ?)",
+                                 (row["base_id"], row["table_ref"], row["tid"]))
+                    known.add(row["tid"])
+                _insert_write(conn, row)
+                result.copied.append(row["seq"])
+            _rebuild_local_creates(conn)
+        result.tables = len(known)
+        result.id_map = len(id_map)
+    finally:
+        store.close()
+    for p in (dest, dest.with_name(dest.name + "-wal"), dest.with_name(dest.name + "-shm")):
+        with contextlib.suppress(OSError):
+            os.chmod(p, 0o600)
+    if result.skipped:
+        log.warning("salvage: %d queued write(s) could not be copied: %s", len(result.skipped), result.skipped[:10])
+    return result
+
+
+def _readable_rows(conn: sqlite3.Connection, table: str) -> tuple[list[dict[str, Any]], list[int]]:
+    """Every row of ``table`` that can be read; where a whole read fails, row by row (rowids that
+    fail are returned too). A table that cannot be read at all gives nothing."""
+    try:
+        return [dict(r) for r in conn.execute(f"SELECT rowid AS _rowid, * FROM {table} ORDER BY rowid")], []
+    except sqlite3.DatabaseError as exc:
+        log.warning("salvage: reading %s whole failed (%s); reading it row by row", table, exc)
+    top = _top_rowid(conn, table)
+    rows, lost = [], []
+    for rowid in range(1, top + 1):
+        try:
+            row = conn.execute(f"SELECT rowid AS _rowid, * FROM {table} WHERE rowid = ?", (rowid,)).fetchone()
+        except sqlite3.DatabaseError:
+            lost.append(rowid)
+            continue
+        if row is not None:
+            rows.append(dict(row))
+    return rows, lost
+
+
+def _top_rowid(conn: sqlite3.Connection, table: str) -> int:
+    for sql in (f"SELECT MAX(rowid) FROM {table}", "SELECT seq FROM sqlite_sequence WHERE name = ?"):
+        try:
+            row = conn.execute(sql, (table,) if "?" in sql else ()).fetchone()
+        except sqlite3.DatabaseError:
+            continue
+        if row and row[0]:
+            return int(row[0])
+    return 100_000  # nothing tells how far the rows go: look that far
+
+
+def _unsendable(row: dict[str, Any]) -> str | None:
+    if row.get("op") not in ("create", "update", "replace", "delete"):
+        return "garbled operation"
+    for column in ("fields", "base", "merge_on"):
+        if not _valid_json(row.get(column)):
+            return f"garbled {column}"
+    if row.get("checksum") is not None and not checksum.intact(row):
+        return "does not match its checksum"
+    return None
+
+
+def _valid_json(text: Any) -> bool:
+    if text is None:
+        return True
+    try:
+        json.loads(text)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _insert_write(conn: sqlite3.Connection, row: dict[str, Any]) -> None:
+    # An inflight write's flusher is gone: its claim is expired at once (a create stays in doubt).
+    claimed_until = 0.0 if row["state"] == "inflight" else row["claimed_until"]
+    conn.execute(
+        "INSERT INTO outbox (seq, tid, base_id, table_ref, op, record_id, fields, base, typecast, merge_on, state,"
+        " attempts, next_attempt_at, claimed_until, last_error, created_at, checksum)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (row["seq"], row["tid"], row["base_id"], row["table_ref"], row["op"], row["record_id"], row["fields"],
+         row["base"], row["typecast"], row["merge_on"], row["state"], row["attempts"], row["next_attempt_at"],
+         claimed_until, row["last_error"], row["created_at"], row.get("checksum")),
+    )
+
+
+def _rebuild_local_creates(conn: sqlite3.Connection) -> None:
+    """Records the agent created and that are not on Airtable yet exist only in the queue: rebuild
+    them so reads show them, as before the damage."""
+    creates = conn.execute(
+        "SELECT tid, record_id, MIN(created_at) AS at FROM outbox WHERE op = 'create' AND state != 'dead'"
+        " GROUP BY tid, record_id"
+    ).fetchall()
+    for position, row in enumerate(creates, start=1_000_000_000):
+        if not is_provisional(row["record_id"]):
+            continue
+        view = outbox.replay(None, outbox.live_ops_for_record(conn, row["tid"], row["record_id"]))
+        conn.execute(
+            "INSERT OR IGNORE INTO records (tid, id, position, created_time, modified_time, remote, fields)"
+            " VALUES (?, ?, ?, ?, ?, NULL, ?)",
+            (row["tid"], row["record_id"], position, now_iso(row["at"]), now_iso(row["at"]),
+             None if view is None else dumps(view)),
+        )

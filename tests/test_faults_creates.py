@@ -1,0 +1,170 @@
+"""Creates reach Airtable exactly once when their answers are lost after Airtable committed them.
+
+Compared with: the project's fake Airtable (``airtable_cached/testing.py``) behind a proxy that
+closes the connection after the fake carried the request out (``tests/fault_proxy.py``); what
+reached "Airtable" is read from the fake's own state.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from airtable_cached import Api
+from airtable_cached.records import is_provisional
+from tests.conftest import BASE, TABLE
+from tests.fault_proxy import FaultProxy
+
+
+@pytest.fixture
+def proxy(fake):
+    p = FaultProxy(fake.url)
+    yield p
+    p.stop()
+
+
+def _api(proxy, db_path, clock, **settings) -> Api:
+    return Api("patFAKE.token", endpoint_url=proxy.url, path=db_path, flush="manual", clock=clock,
+               sleep=clock.sleep, **settings)
+
+
+def _flush_until_empty(api, clock, rounds: int = 40) -> None:
+    for _ in range(rounds):
+        api.flush()
+        if not [op for op in api.pending() if op["state"] != "dead"]:
+            return
+        clock.advance(600)  # past any retry time
+    raise AssertionError(f"queue did not drain: {api.pending()}")
+
+
+def _key(fields: dict) -> tuple:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in fields.items()))
+
+
+def test_half_the_create_answers_lost_airtable_ends_with_exactly_the_records_queued(fake, proxy, db_path, clock):
+    rng = random.Random(14)
+    proxy.drop_answer = lambda method, path: method == "POST" and rng.random() < 0.5
+    api = _api(proxy, db_path, clock)
+    table = api.table(BASE, TABLE)
+    table.all()
+    before = Counter(_key(r["fields"]) for r in fake.records(BASE, TABLE))
+    queued = (
+        [{"Full Name": f"Ordinary {i}", "Score": i} for i in range(12)]
+        + [{"Full Name": "Twin", "Status": "New"}] * 8  # identical creates
+        + [{"Tags": ["SMB", "Warm"]}] * 6  # list-only and identical
+        + [{"Tags": ["Referral"]}] * 2
+        + [{"Opted Out": True}] * 3  # nothing a text or list comparison could use
+    )
+    rng.shuffle(queued)
+    for i in range(0, len(queued), 10):
+        table.batch_create(queued[i : i + 10])
+    table.create({"Full Name": "Single"})
+    queued.append({"Full Name": "Single"})
+
+    _flush_until_empty(api, clock)
+
+    assert proxy.dropped >= 2, "the test must lose some answers"
+    assert [op for op in api.pending() if op["state"] == "dead"] == []
+    after = Counter(_key(r["fields"]) for r in fake.records(BASE, TABLE))
+    assert after - before == Counter(_key(f) for f in queued)
+    assert sum(after.values()) - sum(before.values()) == len(queued)
+    # The cache knows each of them, by the id Airtable gave it.
+    local = table.all()
+    assert not [r for r in local if is_provisional(r["id"])]
+    assert sorted(r["id"] for r in local) == sorted(r["id"] for r in fake.records(BASE, TABLE))
+
+
+def test_identical_record_made_by_someone_else_meanwhile_dead_letters_the_create_as_uncertain(
+        fake, proxy, db_path, clock):
+    """Two identical records where one create was in doubt: nothing tells which is this queue's."""
+    api = _api(proxy, db_path, clock, retries=1)
+    table = api.table(BASE, TABLE)
+    table.all()
+    table.create({"Tags": ["Cold"], "Opted Out": True})
+    fake.fail_next(drop_connection=True, apply=True, method="POST")
+    api.flush()  # the answer is lost; retries=1 leaves the create in doubt for the next flush
+    fake.add_records(BASE, TABLE, [{"Tags": ["Cold"], "Opted Out": True}])  # another user's identical record
+    clock.advance(600)
+    result = api.flush()
+    assert fake.request_count(method="POST") == 1  # never sent again
+    made = [r for r in fake.records(BASE, TABLE) if r["fields"] == {"Tags": ["Cold"], "Opted Out": True}]
+    assert len(made) == 2
+    [dead] = api.pending()
+    assert dead["state"] == "dead" and dead["last_error"]["uncertain"]
+    assert dead["last_error"]["body"]["error"]["type"] == "UNCERTAIN_CREATE"
+    assert sorted(dead["last_error"]["body"]["error"]["candidates"]) == sorted(r["id"] for r in made)
+    assert result.failed and result.failed[0]["dead"]
+
+
+def test_lost_create_deleted_locally_before_next_flush_leaves_nothing_in_airtable(fake, proxy, db_path, clock):
+    """Issue 10's defect: the record a lost create made is found (by its fields) and deleted."""
+    api = _api(proxy, db_path, clock, retries=1)
+    table = api.table(BASE, TABLE)
+    table.all()
+    created = table.create({"Full Name": "Regretted", "Score": 7})
+    fake.fail_next(drop_connection=True, apply=True, method="POST")
+    api.flush()
+    assert [r for r in fake.records(BASE, TABLE) if r["fields"].get("Full Name") == "Regretted"]
+    table.delete(created["id"])
+    clock.advance(600)
+    result = api.flush()
+    assert result.ok and api.pending() == []
+    assert not [r for r in fake.records(BASE, TABLE) if r["fields"].get("Full Name") == "Regretted"]
+
+
+def test_lost_list_only_create_deleted_locally_deletes_only_what_it_made(fake, proxy, db_path, clock):
+    api = _api(proxy, db_path, clock, retries=1)
+    table = api.table(BASE, TABLE)
+    table.all()
+    older = Counter(tuple(r["fields"].get("Tags", ())) for r in fake.records(BASE, TABLE))
+    created = table.create({"Tags": ["SMB"]})
+    fake.fail_next(drop_connection=True, apply=True, method="POST")
+    api.flush()
+    table.delete(created["id"])
+    clock.advance(600)
+    assert api.flush().ok and api.pending() == []
+    assert Counter(tuple(r["fields"].get("Tags", ())) for r in fake.records(BASE, TABLE)) == older
+
+
+def _send(record_id: str, fields: dict, kind: str = "create"):
+    from airtable_cached.outbox import Send
+
+    return Send(tid=1, base_id=BASE, table_ref=TABLE, kind=kind, record_id=record_id, fields=fields,
+                typecast=False, merge_on=None, seqs=[int(record_id[-1])], uncertain=True)
+
+
+def test_settle_adopts_what_was_made_resends_the_rest_and_refuses_to_guess():
+    from airtable_cached.reconcile import settle
+
+    sends = [_send("recLOCAL00000001", {"A": 1}), _send("recLOCAL00000002", {"A": 1}),
+             _send("recLOCAL00000003", {"A": 1}, kind="none")]
+    made = [{"id": "recB", "createdTime": "2024-01-01T00:00:02.000Z"},
+            {"id": "recA", "createdTime": "2024-01-01T00:00:01.000Z"}]
+    one = settle(sends, made[:1], 3)
+    assert [(s.record_id, r["id"]) for s, r in one.adopt] == [("recLOCAL00000001", "recB")]
+    assert [s.record_id for s in one.resend] == ["recLOCAL00000002"] and one.delete == []
+    both = settle(sends, made, 3)
+    assert [r["id"] for _, r in both.adopt] == ["recA", "recB"] and both.resend == []
+    cancelled_made = settle(sends, [*made, {"id": "recC", "createdTime": "2024-01-01T00:00:03.000Z"}], 3)
+    assert [r["id"] for r in cancelled_made.delete] == ["recC"] and len(cancelled_made.drop) == 1
+    too_many = settle(sends, [*made, {"id": "recC"}, {"id": "recD"}], 3)
+    assert too_many.uncertain == sends and not too_many.adopt and not too_many.resend
+
+
+def test_lookup_formula_compares_only_what_airtable_stores_as_sent():
+    from airtable_cached.reconcile import lookup_formula
+
+    schema = {"Tags": {"type": "multipleSelects"}, "Lead": {"type": "multipleRecordLinks"},
+              "Due": {"type": "date"}, "Score": {"type": "number"}}
+    formula = lookup_formula(
+        {"Name": "O'Brien", "Tags": ["SMB", "Warm"], "Lead": ["recAAAAAAAAAAAAAA"], "Due": "2024-01-02",
+         "Score": 2.5, "Done": False, "Ok": True},
+        schema, typecast=False, after="2024-01-01T00:00:00.000Z",
+    )
+    assert formula == (
+        "AND(IS_AFTER(CREATED_TIME(), DATETIME_PARSE('2024-01-01T00:00:00.000Z')), {Name}='O\\'Brien',"
+        " ARRAYJOIN({Tags}, ', ')='SMB, Warm', {Ok}=TRUE())"
+    )
+    assert lookup_formula({"Lead": ["recAAAAAAAAAAAAAA"]}, {}, typecast=False, after=None) == ""
