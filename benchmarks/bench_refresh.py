@@ -30,8 +30,15 @@ def measure(size: int) -> None:
     try:
         fake.add_table(BASE, TABLE, LEADS_SCHEMA, seed_leads(size))
         path = Path(tempfile.mkdtemp()) / "bench.sqlite3"
+        # The first pull (whole, with the base's webhook made before it) is set-up, not measured:
+        # it runs unpaced to save time; the measured client below keeps to 5 requests/s.
+        fake.rate_limit = None
+        setup = Api(fake.token, endpoint_url=fake.url, path=path, flush="manual", max_age=3600, feed="webhooks",
+                    rate_limit=1000)
+        setup.sync.refresh(BASE, TABLE)
+        setup.close()
+        fake.rate_limit = 5
         api = Api(fake.token, endpoint_url=fake.url, path=path, flush="manual", max_age=3600, feed="webhooks")
-        api.sync.refresh(BASE, TABLE)  # the first pull: whole, with the base's webhook made before it
 
         time.sleep(1.1)  # an empty one-second window before each measurement
         started = time.perf_counter()
