@@ -426,3 +426,18 @@ def test_a_daily_agent_beside_serve_sync_starts_warm(tmp_path):
         assert first is not None and first["fields"]["Score"] == 1023
         assert elapsed < 1.0  # a loose bound: milliseconds in practice (see benchmarks/bench_refresh.py)
         agent.close()
+
+
+def test_an_incremental_refresh_keeps_airtables_order_and_own_creates_last(fake, db_path, clock):
+    """The order a full pull would give: Airtable's records (new ones after the old), then the
+    agent's creates not flushed yet."""
+    api = cached(fake, db_path, clock)
+    table = api.table(BASE, TABLE)
+    table.all()
+    mine = table.create({"Full Name": "Queued Here"})
+    made = fake.add_records(BASE, TABLE, [{"Full Name": "Made There"}])[0]
+    clock.advance(301)
+    ids = [r["id"] for r in table.all()]
+    assert ids[:-1] == [r["id"] for r in fake.records(BASE, TABLE)] and ids[-2] == made["id"]
+    assert ids[-1] == mine["id"]
+    api.close()
