@@ -297,9 +297,10 @@ class Engine:
             # Another process with this very token (serve-sync) read the base lately.
             self.authorized.add(info.base_id)
             return
-        self.sync.probe(info.base_id, table)
+        answered = self.sync.probe(info.base_id, table)
         self.authorized.add(info.base_id)
-        self.sync.refresher.remember_read(info.base_id)
+        if answered:  # only Airtable's yes is remembered for other processes with this token
+            self.sync.refresher.remember_read(info.base_id)
 
     def _serve_stale(self, info: TableInfo, table: str) -> bool:
         """``AIRTABLE_CACHED_STALE=serve``: a stale table that was pulled before answers at once

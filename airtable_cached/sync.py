@@ -391,9 +391,10 @@ class Sync:
         this process holds the table's refresh lock."""
         return self.refresher.refresh(base_id, table, max_age=max_age, force_full=force_full)
 
-    def probe(self, base_id: str, table: str) -> None:
+    def probe(self, base_id: str, table: str) -> bool:
         """Ask Airtable whether this token may read the table (one record, one field at most).
-        Raises Airtable's refusal; a transient failure lets the caller go on."""
+        Raises Airtable's refusal; a transient failure lets the caller go on. Returns whether
+        Airtable answered yes."""
         try:
             self.remote.send(base_id, "GET", self.remote.url(base_id, table), kind="probe",
                              params={"maxRecords": 1, "pageSize": 1})
@@ -406,6 +407,8 @@ class Sync:
             pass
         else:
             self.refused.pop(base_id, None)
+            return True
+        return False
 
     def _fetch_all(self, base_id: str, table: str, params: dict) -> list[dict]:
         for _attempt in range(3):
