@@ -14,6 +14,7 @@ pending writes on top.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import hashlib
 import json
 import logging
@@ -36,6 +37,7 @@ from airtable_cached.config import Settings
 from airtable_cached.errors import AirtableResponseError, OfflineError
 from airtable_cached.policy import Read, TableState, Write, decide_read, decide_write
 from airtable_cached.query import ListQuery
+from airtable_cached.readmodel import ReadModel, TableModel, copy_fields
 from airtable_cached.records import (
     COMPUTED_TYPES,
     apply_write,
@@ -60,6 +62,10 @@ MAX_RECORDS_PER_WRITE = 10
 #: Offsets (list iterators) expire like Airtable's do after some idle minutes.
 OFFSET_TTL = 300.0
 MAX_SNAPSHOTS = 256
+#: Record ids held by all listings' snapshots together (about 60 bytes each: 30 MB at most).
+MAX_SNAPSHOT_IDS = 500_000
+#: Listings read to their last page whose snapshots are still kept.
+KEPT_FINISHED = 4
 
 
 # -- routing ---------------------------------------------------------------------------------------
@@ -99,37 +105,80 @@ def route(method: str, url: str) -> Route | None:
 
 class _Snapshots:
     """Record ids of a listing, kept so later pages neither skip nor repeat records while the agent
-    writes between pages. Offsets look like Airtable's (``itr.../rec...``) and expire after a while."""
+    writes between pages. Offsets look like Airtable's (``itr.../rec...``) and expire after a while.
+
+    Bounded (issue 11): a snapshot holds ids only, never records; only the newest few listings read
+    to their last page are kept (``finish``); every listing sweeps the ones idle longer than
+    ``OFFSET_TTL`` (expiry on time, not on reuse); and past ``MAX_SNAPSHOTS`` listings or
+    ``MAX_SNAPSHOT_IDS`` ids in all, the least recently used go first. An
+    offset whose snapshot is gone gets Airtable's LIST_RECORDS_ITERATOR_NOT_AVAILABLE."""
 
     def __init__(self) -> None:
         self._items: OrderedDict[str, _Snapshot] = OrderedDict()
         self._lock = threading.Lock()
+        self._ids = 0
 
-    def put(self, records: list[dict], marker: tuple, now: float) -> str:
+    def put(self, ids: list[str], now: float) -> str:
         token = "itr" + secrets.token_hex(7)
         with self._lock:
-            self._items[token] = _Snapshot(now, [r["id"] for r in records], records, marker)
-            while len(self._items) > MAX_SNAPSHOTS:
-                self._items.popitem(last=False)
+            self._sweep(now)
+            self._items[token] = _Snapshot(now, ids)
+            self._ids += len(ids)
+            while len(self._items) > 1 and (len(self._items) > MAX_SNAPSHOTS or self._ids > MAX_SNAPSHOT_IDS):
+                _token, evicted = self._items.popitem(last=False)
+                self._ids -= len(evicted.ids)
+                log.info("offset %s evicted: more than %d listings or %d record ids held", _token, MAX_SNAPSHOTS, MAX_SNAPSHOT_IDS)
         return token
 
     def get(self, token: str, now: float) -> _Snapshot | None:
         with self._lock:
+            self._sweep(now)
             item = self._items.get(token)
-            if item is None or now - item.used > OFFSET_TTL:
-                self._items.pop(token, None)
+            if item is None:
                 return None
             item.used = now
+            self._items.move_to_end(token)
             return item
+
+    def sweep(self, now: float) -> None:
+        with self._lock:
+            self._sweep(now)
+
+    def finish(self, token: str) -> None:
+        """The listing's last page was served. Airtable still answers its offsets again for a
+        while (a client may retry a page), so it is kept, but only the newest ``KEPT_FINISHED``
+        finished listings are: a loop of ``all()`` calls holds no more than that."""
+        with self._lock:
+            item = self._items.get(token)
+            if item is None:
+                return
+            item.finished = True
+            finished = [t for t, i in self._items.items() if i.finished]
+            for old in finished[: max(0, len(finished) - KEPT_FINISHED)]:
+                self._ids -= len(self._items.pop(old).ids)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def held_ids(self) -> int:
+        return self._ids
+
+    def _sweep(self, now: float) -> None:
+        # Least recently used first: stop at the first one still alive.
+        while self._items:
+            token, item = next(iter(self._items.items()))
+            if now - item.used <= OFFSET_TTL:
+                return
+            del self._items[token]
+            self._ids -= len(item.ids)
 
 
 @dataclass
 class _Snapshot:
     used: float
     ids: list[str]
-    #: The records as the first page saw them; served as they are while nothing changed since.
-    records: list[dict]
-    marker: tuple
+    finished: bool = False
 
 
 def _offset_token(snapshot: str, position: int) -> str:
@@ -183,9 +232,13 @@ class Engine:
         self.sync = sync
         self.clock = clock
         self.snapshots = _Snapshots()
+        self.model = ReadModel(store, marker=self.change_marker)
+        self._answer = threading.local()
+        self._infos: dict[tuple[str, str], tuple[tuple, TableInfo]] = {}
         self.stats = StatsRecorder(store)
         #: Bases this engine's token has been seen to read (a pull or a probe answered), in memory.
         self.authorized: set[str] = set()
+        self._digest: str | None = None
         self._filter_uses: dict[str, int] = {}
         self._background: dict[int, threading.Thread] = {}  # tid -> refresh started by a stale read
         self._background_lock = threading.Lock()
@@ -198,7 +251,15 @@ class Engine:
             raise ValueError(f"not a record endpoint: {method} {url}")
         return self.dispatch(found, params or {}, body)
 
+    def answered_locally(self) -> bool:
+        """Whether this thread's last ``dispatch`` was answered from the cache (not by Airtable):
+        such an answer is built by the engine, already in Airtable's record shape, so the
+        pyairtable front-end need not validate it again (api.py, ``Table.iterate``)."""
+        return getattr(self._answer, "local", False)
+
     def dispatch(self, r: Route, params: Mapping[str, Any], body: Any) -> Any:
+        self._answer.local = False
+        self._answer.marker = None
         if r.action == "list":
             query = ListQuery.from_json(body, params) if r.list_by_post else ListQuery.from_params(params)
             return self.list_records(r.base_id, r.table, query)
@@ -225,7 +286,34 @@ class Engine:
     @overload
     def table_info(self, base_id: str, table: str, *, create: bool) -> TableInfo | None: ...
     def table_info(self, base_id: str, table: str, *, create: bool = True) -> TableInfo | None:
-        conn = self.store.conn
+        """The table's row, remembered until the database changes (every read asks for it)."""
+        if self.store.conn.in_transaction:
+            return self._read_table_info(base_id, table, create=create)
+        marker = self.change_marker()
+        hit = self._infos.get((base_id, table))
+        if hit is not None and hit[0] == marker:
+            return hit[1]
+        info = self._read_table_info(base_id, table, create=create)
+        if info is not None and self.change_marker() == marker:
+            self._infos[(base_id, table)] = (marker, info)
+        return info
+
+    def forget_marker(self) -> None:
+        """After waiting (on a lock another process held), ask SQLite again: it may have committed."""
+        self._answer.marker = None
+
+    def change_marker(self) -> tuple:
+        """``Store.change_marker``, asked of SQLite once per call of ``dispatch`` while this
+        process commits nothing (a read asks for it several times; each asking is a query)."""
+        memo = getattr(self._answer, "marker", None)
+        if memo is not None and memo[0] == self.store.commits and memo[1] == self.store.conn.serial:
+            return memo
+        marker = self.store.change_marker()
+        self._answer.marker = marker
+        return marker
+
+    def _read_table_info(self, base_id: str, table: str, *, create: bool = True) -> TableInfo | None:
+        conn: sqlite3.Connection = self.store.conn
         row = conn.execute(
             "SELECT t.* FROM table_aliases a JOIN tables t USING (tid) WHERE a.base_id = ? AND a.alias = ?",
             (base_id, table),
@@ -293,14 +381,46 @@ class Engine:
         the answer. If Airtable cannot be asked (offline, network down), the cache answers."""
         if info.base_id in self.authorized or self.settings.mode == "offline" or self.sync is None:
             return
-        if self.sync.refresher.read_lately(info.base_id, self.settings.max_age):
-            # Another process with this very token (serve-sync) read the base lately.
+        if self._granted(info.base_id):
             self.authorized.add(info.base_id)
             return
-        answered = self.sync.probe(info.base_id, table)
-        self.authorized.add(info.base_id)
-        if answered:  # only Airtable's yes is remembered for other processes with this token
-            self.sync.refresher.remember_read(info.base_id)
+        if self.sync.probe(info.base_id, table):
+            self.grant(info.base_id)
+        else:
+            self.authorized.add(info.base_id)  # Airtable could not be asked: as before, not remembered
+
+    # Remembered answers (issue 11): a new process reading a fresh cache sends no probe when this
+    # token was seen to read the base within max_age, the same window the cached data is trusted
+    # for. The file keeps an HMAC of the token (keyed by a random salt of its own), never the token.
+    def grant(self, base_id: str) -> None:
+        """This engine's token was seen to read ``base_id`` (a pull or a probe answered)."""
+        self.authorized.add(base_id)
+        digest = self._token_digest()
+        if digest is None:
+            return
+        with self.store.transaction() as conn:
+            conn.execute(
+                "INSERT INTO token_grants (base_id, digest, granted_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (base_id, digest) DO UPDATE SET granted_at = excluded.granted_at",
+                (base_id, digest, self.clock()),
+            )
+
+    def _granted(self, base_id: str) -> bool:
+        digest = self._token_digest()
+        if digest is None:
+            return False
+        row = self.store.conn.execute(
+            "SELECT granted_at FROM token_grants WHERE base_id = ? AND digest = ?", (base_id, digest)
+        ).fetchone()
+        return row is not None and self.clock() - row[0] <= self.settings.max_age
+
+    def _token_digest(self) -> str | None:
+        if self.sync is None:
+            return None
+        if self._digest is None:
+            salt = self.store.conn.execute("SELECT salt FROM token_salt").fetchone()[0]
+            self._digest = self.sync.remote.token_digest(salt)
+        return self._digest
 
     def _serve_stale(self, info: TableInfo, table: str) -> bool:
         """``AIRTABLE_CACHED_STALE=serve``: a stale table that was pulled before answers at once
@@ -340,6 +460,7 @@ class Engine:
     # -- reads -------------------------------------------------------------------------------------
     def list_records(self, base_id: str, table: str, query: ListQuery) -> dict:
         started = time.perf_counter()
+        self.snapshots.sweep(self.clock())
         info = self.table_info(base_id, table)
         if query.offset and _parse_offset(query.offset) is None:
             # Airtable's own offset, from a listing it answered: the next page is its to give.
@@ -350,6 +471,7 @@ class Engine:
         if query.offset:
             page = self._next_page(info, query)
             self.stats.count(info.tid, "list.page", started)
+            self._answer.local = True
             return page
         reason = self._remote_reason(info, query)
         decision, info = self._ensure_fresh(info, table, reason)
@@ -362,12 +484,10 @@ class Engine:
             if self.settings.mode == "offline":
                 raise OfflineError(f"offline mode: view {query.view!r} of table {table!r} has never been pulled")
             self._require_sync().pull(base_id, table, view=query.view)
-        records = self._select(info, query)
-        if query.max_records is not None:
-            records = records[: query.max_records]
-        page = self._first_page(info, query, records)
+        page = self._first_page(info, query)
         # A read that pulled the table first waited for Airtable: not a local read.
         self.stats.count(info.tid, "list.pull" if decision is Read.PULL_THEN_SERVE else "list.local", started)
+        self._answer.local = True
         return page
 
     def _refresh_schema(self, info: TableInfo) -> bool:
@@ -410,9 +530,81 @@ class Engine:
         row = self.store.conn.execute("SELECT pulled_at FROM views WHERE tid = ? AND view = ?", (info.tid, view)).fetchone()
         return row is not None and TableState(row[0], self.settings.max_age).is_fresh(self.clock())
 
-    def _select(self, info: TableInfo, query: ListQuery) -> list[dict]:
-        """Every record the query matches, in the order Airtable would list them."""
-        conn = self.store.conn
+    def _select(self, info: TableInfo, query: ListQuery, *, limit: int | None = None) -> list[dict]:
+        """Every record the query matches, in the order Airtable would list them (the first
+        ``limit`` of them: only for a query SQL answers whole, see ``_sql_decides``)."""
+        # A limited read (first(), maxRecords, a first page) uses the model only if it is current:
+        # decoding the whole table for one page is what LIMIT in SQL avoids.
+        model = None if query.view else self.model.table(info.tid, load=limit is None)
+        if model is not None:
+            records = self._select_in_model(info, query, model)
+            if query.sort:
+                records = sort_records(records, [(self._field_name(info, f), d) for f, d in query.sort], info.fields_by_name)
+            return records if limit is None else records[:limit]
+        rows, residual = self._select_rows(info, query, _RECORD_COLUMNS, limit=limit)
+        records = [_record(row) for row in rows]
+        if residual is not None:
+            records = [r for r in records if residual(r)]
+        if query.sort:
+            records = sort_records(records, [(self._field_name(info, f), d) for f, d in query.sort], info.fields_by_name)
+        return records
+
+    def _select_in_model(self, info: TableInfo, query: ListQuery, model: TableModel) -> list[dict]:
+        """The matching records of the decoded model, in natural order (shared with the model:
+        never mutated, never handed out; ``_shape`` copies), remembered for the model's state
+        unless the formula reads the clock."""
+        if not query.formula:
+            return model.records
+        from airtable_cached import formula_bridge
+
+        compiled = formula_bridge.sql_filter(info, query.formula)
+        self._index_filtered_fields(compiled.equality_fields)
+        predicate, clock_bound = formula_bridge.python_filter(info, query.formula)
+
+        def matching() -> list[dict]:
+            if not compiled.indexed:
+                return [r for r in model.records if predicate(r)]
+            # An index finds the candidates (ids only, nothing decoded); the model has them decoded.
+            rows, residual = self._select_rows(info, query, "r.id")
+            found = (model.get(row[0]) for row in rows)
+            return [r for r in found if r is not None and (residual is None or residual(r))]
+
+        if clock_bound:
+            return matching()
+        return model.remembered(("formula", query.formula), matching)
+
+    def _select_ids(self, info: TableInfo, query: ListQuery, *, limit: int | None) -> list[str]:
+        """The ids ``_select`` would list, without decoding a record (a query SQL answers whole)."""
+        if not query.view and self.model.table(info.tid, load=False) is not None:
+            return [r["id"] for r in self._select(info, query, limit=limit)]
+        rows, residual = self._select_rows(info, query, "r.id", limit=limit)
+        if residual is not None:  # SQL could not take the formula: decode and let the evaluator decide
+            return [r["id"] for r in self._select(info, query, limit=limit)]
+        return [row[0] for row in rows]
+
+    def _select_rows(self, info: TableInfo, query: ListQuery, columns: str, *,
+                     limit: int | None = None) -> tuple[list[sqlite3.Row], Callable[[dict], bool] | None]:
+        """The rows ``_select_sql`` selects, and the check still to apply to them. SQLite bounds an
+        expression's depth (an OR of about 1,000 terms): such a formula is answered by the
+        evaluator over the whole table instead."""
+        sql, args, residual = self._select_sql(info, query, columns)
+        if limit is not None:
+            sql, args = sql + " LIMIT ?", [*args, limit]
+        try:
+            return self.store.conn.execute(sql, args).fetchall(), residual
+        except sqlite3.OperationalError as exc:
+            from airtable_cached import formula_bridge
+
+            if not query.formula or not formula_bridge.too_big_for_sql(exc):
+                raise
+        self.stats.count(info.tid, "formula.python")
+        from airtable_cached import formula_bridge
+
+        predicate, _clock_bound = formula_bridge.python_filter(info, query.formula)
+        sql, args, _none = self._select_sql(info, dataclasses.replace(query, formula=None), columns)
+        return self.store.conn.execute(sql, args).fetchall(), predicate
+
+    def _select_sql(self, info: TableInfo, query: ListQuery, columns: str) -> tuple[str, list, Callable[[dict], bool] | None]:
         where, params, residual, order = "", [], None, "r.position"
         if query.formula:
             from airtable_cached import formula_bridge
@@ -428,36 +620,14 @@ class Engine:
             # The view's members in its order, then the agent's own creates not flushed yet (the
             # view's filter cannot be evaluated here; after a flush the view is pulled again).
             sql = (
-                "SELECT r.id, r.created_time, r.modified_time, r.fields, r.comment_count FROM records r"
+                f"SELECT {columns} FROM records r"
                 " LEFT JOIN view_members v ON v.tid = r.tid AND v.record_id = r.id AND v.view = ?"
                 " WHERE r.tid = ? AND r.fields IS NOT NULL AND (v.record_id IS NOT NULL OR r.remote IS NULL)"
                 f" {where} ORDER BY v.position IS NULL, v.position, r.position"
             )
-            args = [query.view, info.tid, *params]
-        else:
-            sql = (
-                "SELECT r.id, r.created_time, r.modified_time, r.fields, r.comment_count FROM records r"
-                f" WHERE r.tid = ? AND r.fields IS NOT NULL {where} ORDER BY {order}"
-            )
-            args = [info.tid, *params]
-        try:
-            rows = conn.execute(sql, args).fetchall()
-        except sqlite3.OperationalError as exc:
-            from airtable_cached import formula_bridge
-
-            if not where or not formula_bridge.too_big_for_sql(exc):
-                raise
-            # SQLite bounds an expression's depth (an OR of ~1,000 terms): read the table and let
-            # the evaluator answer the whole formula.
-            rows = conn.execute(sql.replace(where, "", 1), args[: len(args) - len(params)]).fetchall()
-            residual = formula_bridge.python_filter(info, query.formula or "")
-            self.stats.count(info.tid, "formula.python")
-        records = [_record(row) for row in rows]
-        if residual is not None:
-            records = [r for r in records if residual(r)]
-        if query.sort:
-            records = sort_records(records, [(self._field_name(info, f), d) for f, d in query.sort], info.fields_by_name)
-        return records
+            return sql, [query.view, info.tid, *params], residual
+        sql = f"SELECT {columns} FROM records r WHERE r.tid = ? AND r.fields IS NOT NULL {where} ORDER BY {order}"
+        return sql, [info.tid, *params], residual
 
     # -- indexes and search ------------------------------------------------------------------------
     def _index_filtered_fields(self, names: list[str]) -> None:
@@ -517,13 +687,40 @@ class Engine:
     def _field_name(self, info: TableInfo, name_or_id: str) -> str:
         return info.name_for_id.get(name_or_id, name_or_id)
 
-    def _first_page(self, info: TableInfo, query: ListQuery, records: list[dict]) -> dict:
-        page = records[: query.page_size]
-        result: dict[str, Any] = {"records": [self._shape(info, r, query) for r in page]}
-        if len(records) > query.page_size:
-            token = self.snapshots.put(records, self.store.change_marker(), self.clock())
+    def _first_page(self, info: TableInfo, query: ListQuery) -> dict:
+        """The first page; the ids of the rest (if any) go to a snapshot for the offset."""
+        records, rest = self._select_page(info, query)
+        result: dict[str, Any] = {"records": [self._shape(info, r, query) for r in records]}
+        if rest:
+            token = self.snapshots.put([r["id"] for r in records] + rest, self.clock())
             result["offset"] = _offset_token(token, query.page_size)
         return result
+
+    def _select_page(self, info: TableInfo, query: ListQuery) -> tuple[list[dict], list[str]]:
+        """The first page's records and the ids of the records after it (``max_records`` applied).
+        Where SQL alone decides membership and order, the limit goes into SQL and only the first
+        page is decoded; otherwise every match is decoded to be filtered or sorted here."""
+        limit = query.max_records
+        if self._sql_decides(info, query):
+            wanted = query.page_size + 1 if limit is None else min(limit, query.page_size + 1)
+            records = self._select(info, query, limit=wanted)
+            if len(records) <= query.page_size:
+                return records, []
+            ids = self._select_ids(info, query, limit=limit)
+            return records[: query.page_size], ids[query.page_size :]
+        records = self._select(info, query)
+        if limit is not None:
+            records = records[:limit]
+        return records[: query.page_size], [r["id"] for r in records[query.page_size :]]
+
+    def _sql_decides(self, info: TableInfo, query: ListQuery) -> bool:
+        if query.sort:
+            return False
+        if not query.formula:
+            return True
+        from airtable_cached import formula_bridge
+
+        return formula_bridge.sql_filter(info, query.formula).check is None
 
     def _next_page(self, info: TableInfo, query: ListQuery) -> dict:
         parsed = _parse_offset(query.offset or "")
@@ -536,18 +733,34 @@ class Engine:
             )
         position = parsed[1]
         ids = snapshot.ids
-        if snapshot.marker == self.store.change_marker():
-            page = snapshot.records[position : position + query.page_size]
-        else:  # written to since the first page: same records, current contents, deleted ones skipped
-            wanted = ids[position : position + query.page_size]
-            rows = self._rows_by_id(info.tid, wanted)
-            page = [rows[i] for i in wanted if i in rows]
+        # The same records as when the listing began, with their current contents; deleted ones skipped.
+        wanted = ids[position : position + query.page_size]
+        rows = self._rows_by_id(info.tid, wanted, load=True)
+        self._follow_flushed_creates(info.tid, wanted, rows)
+        page = [rows[i] for i in wanted if i in rows]
         result: dict[str, Any] = {"records": [self._shape(info, r, query) for r in page]}
         if position + query.page_size < len(ids):
             result["offset"] = _offset_token(parsed[0], position + query.page_size)
+        else:
+            self.snapshots.finish(parsed[0])
         return result
 
-    def _rows_by_id(self, tid: int, ids: list[str]) -> dict[str, dict]:
+    def _follow_flushed_creates(self, tid: int, wanted: list[str], rows: dict[str, dict]) -> None:
+        """A create flushed (by any process) between two pages now has Airtable's id: it is the
+        same record, listed under its real id, not a deleted one to skip."""
+        moved = {i: self.resolve_id(i) for i in wanted if i not in rows and is_provisional(i)}
+        moved = {old: new for old, new in moved.items() if new != old}
+        if moved:
+            found = self._rows_by_id(tid, list(moved.values()))
+            rows.update({old: found[new] for old, new in moved.items() if new in found})
+
+    def _rows_by_id(self, tid: int, ids: list[str], *, load: bool = False) -> dict[str, dict]:
+        """The visible records among ``ids``. From the read model when it is current (or with
+        ``load``, decoded for this: a listing's later pages), else from SQLite."""
+        model = self.model.table(tid, load=load)
+        if model is not None:
+            pairs = ((i, model.get(i)) for i in ids)
+            return {i: r for i, r in pairs if r is not None}
         found: dict[str, dict] = {}
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
@@ -562,7 +775,8 @@ class Engine:
 
     def _shape(self, info: TableInfo, record: dict, query: ListQuery) -> dict:
         """A stored record as Airtable returns it for this query."""
-        out = {"id": record["id"], "createdTime": record["createdTime"], "fields": record["fields"]}
+        # A copy: the record may be the read model's own (issue 11: never hand out what the cache keeps).
+        out = {"id": record["id"], "createdTime": record["createdTime"], "fields": copy_fields(record["fields"])}
         if query.fields is not None:
             out = project(out, [self._field_name(info, f) for f in query.fields])
         if query.by_field_ids:
@@ -584,6 +798,7 @@ class Engine:
             self.stats.count(info.tid, "get.miss", started)
             raise AirtableResponseError.record_not_found(record_id)
         self.stats.count(info.tid, "get.pull" if decision is Read.PULL_THEN_SERVE else "get.local", started)
+        self._answer.local = True
         return self._shape(info, next(iter(rows.values())), query)
 
     def resolve_id(self, record_id: str) -> str:
@@ -605,6 +820,7 @@ class Engine:
         seqs: list[int] = []
         created = []
         now = self.clock()
+        before = self.model.marker()
         with self.store.transaction() as conn:
             position = conn.execute("SELECT COALESCE(MAX(position), -1) FROM records WHERE tid = ?", (info.tid,)).fetchone()[0]
             for fields in field_sets:
@@ -612,6 +828,7 @@ class Engine:
                 record = self._insert_local(conn, info, table, fields, typecast, position, now, merge_on=None)
                 seqs.append(record.pop("_seq"))
                 created.append(record)
+        self.model.after_write(info.tid, before, [r["id"] for r in created])
         self._after_write(info, seqs)
         created = [self._reread(info, r["id"]) for r in created] if self.settings.mode == "write-through" else created
         shaped = [self._shape_write(info, r, body) for r in created]
@@ -668,11 +885,13 @@ class Engine:
                      *, batch: bool = True) -> tuple[list[int], list[dict]]:
         now = self.clock()
         seqs, results = [], []
+        before = self.model.marker()
         with self.store.transaction() as conn:
             for record_id, fields in pairs:
                 seq, record = self._update_one(conn, info, table, record_id, fields, op, typecast, now, batch=batch)
                 seqs.append(seq)
                 results.append(record)
+        self.model.after_write(info.tid, before, [r["id"] for r in results])
         return seqs, results
 
     def _update_one(self, conn: sqlite3.Connection, info: TableInfo, table: str, record_id: str, fields: dict,
@@ -714,6 +933,7 @@ class Engine:
             prepared.append((item.get("id"), fields))
         now = self.clock()
         created_ids, updated_ids, records, seqs = [], [], [], []
+        before = self.model.marker()
         with self.store.transaction() as conn:
             current = [_record(row) for row in conn.execute(
                 "SELECT id, created_time, modified_time, fields, comment_count FROM records WHERE tid = ? AND fields IS NOT NULL ORDER BY position",
@@ -741,6 +961,7 @@ class Engine:
                     seqs.append(seq)
                     updated_ids.append(record["id"])
                 records.append(record)
+        self.model.after_write(info.tid, before, [r["id"] for r in records])
         self._after_write(info, seqs)
         if self.settings.mode == "write-through":
             remapped = {r["id"]: self.resolve_id(r["id"]) for r in records}
@@ -763,10 +984,12 @@ class Engine:
                     422, "INVALID_RECORDS", f"You can delete at most {MAX_RECORDS_PER_WRITE} records per request"
                 )
         now = self.clock()
-        seqs = []
+        seqs, deleted_ids = [], []
+        before = self.model.marker()
         with self.store.transaction() as conn:
             for record_id in record_ids:
                 real_id = self.resolve_id(record_id)
+                deleted_ids.append(real_id)
                 changed = conn.execute(
                     "UPDATE records SET fields = NULL WHERE tid = ? AND id = ? AND fields IS NOT NULL", (info.tid, real_id)
                 ).rowcount
@@ -776,6 +999,7 @@ class Engine:
                     conn, tid=info.tid, base_id=base_id, table_ref=table, op="delete", record_id=real_id,
                     fields=None, base=None, typecast=False, now=now,
                 ))
+        self.model.after_write(info.tid, before, deleted_ids)
         self._after_write(info, seqs)
         deleted = [{"id": self.resolve_id(i) if self.settings.mode == "write-through" else i, "deleted": True} for i in record_ids]
         return deleted[0] if single else {"records": deleted}
@@ -801,7 +1025,7 @@ class Engine:
         return fields
 
     def _shape_write(self, info: TableInfo, record: dict, body: dict) -> dict:
-        out = {"id": record["id"], "createdTime": record["createdTime"], "fields": record["fields"]}
+        out = {"id": record["id"], "createdTime": record["createdTime"], "fields": copy_fields(record["fields"])}
         if body.get("returnFieldsByFieldId"):
             out = rename_to_ids(out, info.id_for_name)
         return out
@@ -876,15 +1100,21 @@ class Engine:
                         " fields = excluded.fields, comment_count = excluded.comment_count, synced_at = excluded.synced_at,"
                         " modified_time = CASE WHEN records.remote IS excluded.remote THEN records.modified_time ELSE excluded.modified_time END"
                         # A flush confirmed this record after the pull began: its state is newer than the page's.
-                        " WHERE records.synced_at IS NULL OR records.synced_at <= ?",
+                        " WHERE (records.synced_at IS NULL OR records.synced_at <= ?)"
+                        # A row the pull would leave as it is, is not rewritten (issue 11: a refresh
+                        # costs what changed; synced_at is when remote was last *set*).
+                        " AND (records.remote IS NOT excluded.remote OR records.fields IS NOT excluded.fields"
+                        " OR records.position IS NOT excluded.position OR records.comment_count IS NOT excluded.comment_count)",
                         (info.tid, record["id"], pos, record.get("createdTime") or now_iso(now), now_iso(now),
                          fields_json, fields_json, record.get("commentCount", 0), now, now, started_at),
                     )
                 else:
                     conn.execute(
                         "UPDATE records SET remote = ?, fields = ?, synced_at = ?, comment_count = ? WHERE tid = ? AND id = ?"
-                        " AND (synced_at IS NULL OR synced_at <= ?)",
-                        (fields_json, fields_json, now, record.get("commentCount", 0), info.tid, record["id"], started_at),
+                        " AND (synced_at IS NULL OR synced_at <= ?)"
+                        " AND (remote IS NOT ? OR fields IS NOT ? OR comment_count IS NOT ?)",
+                        (fields_json, fields_json, now, record.get("commentCount", 0), info.tid, record["id"], started_at,
+                         fields_json, fields_json, record.get("commentCount", 0)),
                     )
             if view is not None:
                 conn.execute("DELETE FROM view_members WHERE tid = ? AND view = ?", (info.tid, view))
@@ -909,10 +1139,13 @@ class Engine:
                     "SELECT id FROM records WHERE tid = ? AND remote IS NULL ORDER BY position", (info.tid,)
                 ).fetchall()):
                     conn.execute("UPDATE records SET position = ? WHERE tid = ? AND id = ?", (offset + i, info.tid, rid))
-                conn.execute(
-                    "UPDATE tables SET pulled_at = ?, generation = generation + 1 WHERE tid = ?", (now, info.tid)
-                )
             self.recompute(conn, info.tid, outbox.records_with_live_ops(conn, info.tid))
+            if view is None and complete:
+                # Stamped when the apply ends, not when it began: a long apply must not leave the
+                # table already stale for the next read (issue 11).
+                conn.execute(
+                    "UPDATE tables SET pulled_at = ?, generation = generation + 1 WHERE tid = ?", (self.clock(), info.tid)
+                )
 
     def _resolve_conflicts(self, conn: sqlite3.Connection, tid: int, pulled: list[dict], now: float, started_at: float) -> None:
         """Airtable wins: a field that changed in Airtable since the cache last saw it,
@@ -1018,6 +1251,9 @@ class Engine:
         info = self.table_info(base_id, table)
         with self.store.transaction() as conn:
             conn.executemany("DELETE FROM records WHERE tid = ? AND id = ?", [(info.tid, i) for i in record_ids])
+
+
+_RECORD_COLUMNS = "r.id, r.created_time, r.modified_time, r.fields, r.comment_count"
 
 
 def _record(row: sqlite3.Row) -> dict:

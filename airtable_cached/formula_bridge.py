@@ -162,13 +162,6 @@ def too_big_for_sql(exc: sqlite3.OperationalError) -> bool:
     return any(m in text for m in ("too large", "too many sql variables", "parser stack overflow", "too deep"))
 
 
-def python_filter(info: TableInfo, text: str) -> Callable[[dict], bool]:
-    """The whole formula as a Python check (the evaluator), for what SQLite cannot run."""
-    module = _formula()
-    node = _with_names(module, _parse(text), info.name_for_id)
-    return lambda record: module.matches(node, record)
-
-
 @lru_cache(maxsize=512)
 def _compile(text: str, field_ids: tuple[tuple[str, str], ...]):
     """Compile once per formula and table schema. Field ids (``{fldXXX}``) are rewritten to the
@@ -292,3 +285,23 @@ def equality_formula(fields: dict) -> str | None:
     if not parts:
         return None
     return "AND(" + ",".join(parts) + ")"
+
+
+#: Functions whose value depends on the moment of evaluation: their results are never remembered.
+CLOCK_FUNCTIONS = frozenset({"NOW", "TODAY"})
+
+
+def python_filter(info: TableInfo, text: str) -> tuple[Callable[[dict], bool], bool]:
+    """The whole formula as a Python predicate over decoded records (``filterByFormula``
+    semantics, the same evaluator the SQL residual uses), and whether its answer depends on the
+    clock (``NOW()``, ``TODAY()``). Compiled once per formula and table schema."""
+    return _python_filter(text, tuple(sorted(info.name_for_id.items())))
+
+
+@lru_cache(maxsize=512)
+def _python_filter(text: str, field_ids: tuple[tuple[str, str], ...]) -> tuple[Callable[[dict], bool], bool]:
+    module = _formula()
+    node = _with_names(module, _parse(text), dict(field_ids))
+    clock_bound = bool({name.upper() for name in module.function_names(node)} & CLOCK_FUNCTIONS)
+    matches = module.matches
+    return (lambda record: matches(node, record)), clock_bound

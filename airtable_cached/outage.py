@@ -49,7 +49,7 @@ _unreachable_since: dict[tuple[int, str], float] = {}
 
 
 def pull_or_serve_stale(engine: Engine, info: TableInfo, table: str) -> bool:
-    """Pull a stale table; returns False when the cache is served stale instead (Airtable out of
+    """Refresh a stale table (incrementally where it can); returns False when the cache is served stale instead (Airtable out of
     reach now or moments ago). A table never pulled, or a refusal, raises."""
     key = (id(engine), info.base_id)
     failed_at = _unreachable_since.get(key)
@@ -57,7 +57,6 @@ def pull_or_serve_stale(engine: Engine, info: TableInfo, table: str) -> bool:
         serve_stale(engine, info, table, "it did not answer moments ago")
         return False
     try:
-        # Incremental when the table's watermark allows it (airtable_cached/refresh.py).
         engine._require_sync().refresh(info.base_id, table, max_age=engine.settings.max_age)
     except Exception as exc:  # noqa: BLE001 - raised again unless Airtable is out of reach
         if not cannot_reach(exc):

@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
-import hmac
 import logging
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -89,7 +86,6 @@ class Refresher:
         self.settings = sync.settings
         self.remote = sync.remote
         self._checked: set[str] = set()  # bases whose webhook this process has seen listed
-        self._fingerprint: str | None = None
         self._locks_dir = self.settings.locks_dir / "refresh"
 
     @property
@@ -102,6 +98,7 @@ class Refresher:
         it is younger than ``max_age`` seconds: someone else refreshed it meanwhile."""
         info = self._info(base_id, table)
         with self._single_flight(info):
+            self.engine.forget_marker()  # whoever held the lock may have refreshed the table
             info = self._info(base_id, table)
             if max_age is not None and info.pulled_at is not None and self.engine.clock() - info.pulled_at <= max_age:
                 return RefreshResult("skipped", why="refreshed meanwhile by another process or thread")
@@ -171,7 +168,7 @@ class Refresher:
                 (server_start, now, now, hook[0] if hook else None, "feed" if hook and hook[0] else "sweep",
                  requests, info.tid),
             )
-        self.remember_read(info.base_id)
+        self.engine.grant(info.base_id)
 
     # -- incremental -------------------------------------------------------------------------------
     def _incremental(self, info: TableInfo, table: str, state: dict, hook: str | None, plan: RefreshPlan) -> RefreshResult:
@@ -208,7 +205,7 @@ class Refresher:
             if feed is not None:
                 conn.execute("UPDATE webhooks SET cursor = MAX(cursor, ?), read_at = ? WHERE base_id = ? AND webhook_id = ?",
                              (feed.cursor, now, info.base_id, feed.hook_id))
-        self.remember_read(info.base_id)
+        self.engine.grant(info.base_id)
         log.info("refreshed %s/%s incrementally: %d changed, %d deleted, %d requests", info.base_id, table,
                  len(records), deleted, requests)
         return RefreshResult("incremental", requests=requests, changed=len(records), deleted=deleted, why=plan.why)
@@ -407,35 +404,6 @@ class Refresher:
         with self.store.transaction() as conn:
             self._ensure_row(conn, tid)
             conn.execute("UPDATE refresh_state SET stale_served = stale_served + 1 WHERE tid = ?", (tid,))
-
-    # -- which token read which base lately ------------------------------------------------------------
-    def fingerprint(self) -> str:
-        """A keyed hash of this token (the key is random per cache file): lets processes sharing
-        the file recognise the same token without the token ever being written."""
-        if self._fingerprint is None:
-            with self.store.transaction() as conn:
-                row = conn.execute("SELECT value FROM cache_meta WHERE key = 'token_key'").fetchone()
-                if row is None:
-                    key = secrets.token_hex(32)
-                    conn.execute("INSERT INTO cache_meta (key, value) VALUES ('token_key', ?)", (key,))
-                else:
-                    key = row[0]
-            self._fingerprint = hmac.new(key.encode(), self.remote._token.encode(), hashlib.sha256).hexdigest()
-        return self._fingerprint
-
-    def remember_read(self, base_id: str) -> None:
-        with self.store.transaction() as conn:
-            conn.execute(
-                "INSERT INTO token_reads (fingerprint, base_id, at) VALUES (?, ?, ?)"
-                " ON CONFLICT (fingerprint, base_id) DO UPDATE SET at = excluded.at",
-                (self.fingerprint(), base_id, self.engine.clock()),
-            )
-
-    def read_lately(self, base_id: str, within: float) -> bool:
-        """Whether Airtable let this token read the base within ``within`` seconds (any process)."""
-        row = self.store.conn.execute("SELECT at FROM token_reads WHERE fingerprint = ? AND base_id = ?",
-                                      (self.fingerprint(), base_id)).fetchone()
-        return row is not None and self.engine.clock() - row[0] <= within
 
 
 def _epoch(iso: str | None) -> float | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import sqlite3
 import threading
@@ -29,7 +30,7 @@ PRAGMAS: tuple[tuple[str, object], ...] = (
     ("cache_size", -16_000),
 )
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -171,10 +172,59 @@ MIGRATIONS: dict[int, str] = {
     4: """
     ALTER TABLE outbox ADD COLUMN checksum TEXT;
     """,
-    # Incremental refresh (airtable_cached/refresh.py): per table its watermark and what its pulls
-    # cost; per base the polled webhook (change feed) and its cursor; which token fingerprints read
-    # which base lately (a keyed hash, never the token), so a second process need not ask again.
+    # The full-text index without a table scan per row (issue 11): FTS5 finds a row by its rowid
+    # only, so the rowid of each record's index row is kept in records_fts_keys, keyed by
+    # (tid, id). A record's own rowid cannot serve: VACUUM may renumber it. A rewrite that leaves
+    # a record's text as it was does not touch the index at all.
     5: """
+    DROP TRIGGER records_fts_insert;
+    DROP TRIGGER records_fts_update;
+    DROP TRIGGER records_fts_delete;
+    DROP TABLE records_fts;
+    CREATE VIRTUAL TABLE records_fts USING fts5(tid UNINDEXED, id UNINDEXED, body, tokenize = 'unicode61 remove_diacritics 2');
+    CREATE TABLE records_fts_keys (
+        docid INTEGER PRIMARY KEY,   -- the rowid of the record's row in records_fts
+        tid   INTEGER NOT NULL,
+        id    TEXT NOT NULL,
+        UNIQUE (tid, id)
+    );
+    CREATE TRIGGER records_fts_insert AFTER INSERT ON records WHEN NEW.fields IS NOT NULL BEGIN
+        INSERT INTO records_fts (tid, id, body)
+        SELECT NEW.tid, NEW.id, group_concat(value, ' ') FROM json_tree(NEW.fields) WHERE type = 'text';
+        INSERT INTO records_fts_keys (docid, tid, id) VALUES (last_insert_rowid(), NEW.tid, NEW.id);
+    END;
+    CREATE TRIGGER records_fts_update AFTER UPDATE OF id, fields ON records
+    WHEN OLD.fields IS NOT NEW.fields OR OLD.id IS NOT NEW.id BEGIN
+        DELETE FROM records_fts WHERE rowid = (SELECT docid FROM records_fts_keys WHERE tid = OLD.tid AND id = OLD.id);
+        DELETE FROM records_fts_keys WHERE tid = OLD.tid AND id = OLD.id;
+        INSERT INTO records_fts (tid, id, body)
+        SELECT NEW.tid, NEW.id, group_concat(value, ' ') FROM json_tree(NEW.fields) WHERE type = 'text' AND NEW.fields IS NOT NULL
+        HAVING NEW.fields IS NOT NULL;
+        INSERT INTO records_fts_keys (docid, tid, id) SELECT last_insert_rowid(), NEW.tid, NEW.id WHERE NEW.fields IS NOT NULL;
+    END;
+    CREATE TRIGGER records_fts_delete AFTER DELETE ON records BEGIN
+        DELETE FROM records_fts WHERE rowid = (SELECT docid FROM records_fts_keys WHERE tid = OLD.tid AND id = OLD.id);
+        DELETE FROM records_fts_keys WHERE tid = OLD.tid AND id = OLD.id;
+    END;
+    INSERT INTO records_fts (rowid, tid, id, body)
+    SELECT r.rowid, r.tid, r.id, (SELECT group_concat(value, ' ') FROM json_tree(r.fields) WHERE type = 'text')
+    FROM records r WHERE r.fields IS NOT NULL;
+    INSERT INTO records_fts_keys (docid, tid, id) SELECT rowid, tid, id FROM records WHERE fields IS NOT NULL;
+    -- Bases a token was seen to read (a pull or a probe answered), so that a new process reading
+    -- a fresh cache asks Airtable nothing. Never the token: an HMAC of it keyed by this file's
+    -- own random salt (engine.py, Engine._authorize).
+    CREATE TABLE token_salt (salt BLOB NOT NULL);
+    INSERT INTO token_salt (salt) VALUES (randomblob(32));
+    CREATE TABLE token_grants (
+        base_id    TEXT NOT NULL,
+        digest     TEXT NOT NULL,
+        granted_at REAL NOT NULL,
+        PRIMARY KEY (base_id, digest)
+    );
+    """,
+    # Incremental refresh (airtable_cached/refresh.py): per table its watermark and what its pulls
+    # cost; per base the polled webhook (change feed) and its cursor.
+    6: """
     CREATE TABLE refresh_state (
         tid                  INTEGER PRIMARY KEY REFERENCES tables(tid) ON DELETE CASCADE,
         watermark            REAL,     -- Airtable's clock (its Date header) when the last pull began
@@ -199,22 +249,18 @@ MIGRATIONS: dict[int, str] = {
         denied_at  REAL,                -- local clock: Airtable refused (403) or the limit was reached
         denied_why TEXT
     );
-    CREATE TABLE token_reads (
-        fingerprint TEXT NOT NULL,
-        base_id     TEXT NOT NULL,
-        at          REAL NOT NULL,
-        PRIMARY KEY (fingerprint, base_id)
-    );
-    CREATE TABLE cache_meta (
-        key   TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    );
     """,
 }
 
 
+_serials = itertools.count(1)
+
+
 class _Connection(sqlite3.Connection):
-    """A connection that can be referred to weakly (the base class cannot)."""
+    """A connection that can be referred to weakly (the base class cannot), with a serial number
+    never reused in the process (``id()`` is: a closed connection's address goes to the next)."""
+
+    serial: int = 0
 
 
 class StoreError(AirtableCachedError):
@@ -248,7 +294,7 @@ class Store:
             os.close(fd)
 
     @property
-    def conn(self) -> sqlite3.Connection:
+    def conn(self) -> _Connection:
         """This thread's connection (re-opened in a forked child)."""
         if os.getpid() != self._pid:
             self._local = threading.local()
@@ -262,15 +308,17 @@ class Store:
                 self._open.add(conn)
         return conn
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self) -> _Connection:
         # isolation_level=None: we issue BEGIN ourselves, so transactions are explicit.
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False, factory=_Connection)
+        assert isinstance(conn, _Connection)
         for name, value in PRAGMAS:
             if name == "journal_mode":
                 _enable_wal(conn)
             else:
                 conn.execute(f"PRAGMA {name} = {value}")
         conn.row_factory = sqlite3.Row
+        conn.serial = next(_serials)
         if self._on_connect:
             self._on_connect(conn)
         return conn
@@ -323,7 +371,7 @@ class Store:
         """Changes whenever the database may have changed: a commit through this Store, or one by
         another process. ``data_version`` counts per connection, so the connection is part of it."""
         conn = self.conn
-        return self.commits, id(conn), conn.execute("PRAGMA data_version").fetchone()[0]
+        return self.commits, conn.serial, conn.execute("PRAGMA data_version").fetchone()[0]
 
     def execute(self, sql: str, params: tuple | list | dict = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)

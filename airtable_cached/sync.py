@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import atexit
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -109,12 +111,12 @@ class Remote:
         # One requests.Session per thread (and per process after a fork): a Session's connection
         # pool and cookies are not meant to be shared between threads.
         self._local = threading.local()
-        self._counted = threading.local()  # per thread: requests and Airtable's clock since mark()
         # Weak: a finished thread's session goes with it.
         self._sessions: weakref.WeakSet[requests.Session] = weakref.WeakSet()
         self._sessions_lock = threading.Lock()
         #: Airtable's clock as its last answer told it (``Date``): bounds what a lost create made.
         self.server_time: Any = None
+        self._counted = threading.local()  # per thread: requests and Airtable's clock since mark()
 
     @property
     def session(self) -> requests.Session:
@@ -152,6 +154,10 @@ class Remote:
                 session.close()
         self._local = threading.local()
         self.pacer.close()
+
+    def token_digest(self, salt: bytes) -> str:
+        """An HMAC of the token keyed by ``salt``: tells tokens apart without keeping the token."""
+        return hmac.new(salt, self._token.encode(), hashlib.sha256).hexdigest()
 
     def mark(self) -> None:
         """Start counting this thread's requests (a refresh's cost) and noting Airtable's clock."""
@@ -275,13 +281,8 @@ def may_have_applied(error: RemoteError) -> bool:
 
 def _server_date(response: requests.Response) -> float | None:
     """Airtable's clock from an answer's Date header (one-second resolution), as epoch seconds."""
-    from email.utils import parsedate_to_datetime
-
-    value = response.headers.get("Date")
-    try:
-        return parsedate_to_datetime(value).timestamp() if value else None
-    except (TypeError, ValueError):
-        return None
+    when = reconcile.server_time(response.headers.get("Date"))
+    return when.timestamp() if when is not None else None
 
 
 def _retry_after(response: requests.Response) -> float | None:
@@ -377,7 +378,7 @@ class Sync:
         if view:
             params["view"] = view
         records = self._fetch_all(base_id, table, params)
-        self.engine.authorized.add(base_id)
+        self.engine.grant(base_id)
         self.engine.apply_pull(base_id, table, records, started_at=started, schema=schema, view=view)
         if view is None:
             requests, server_start, _last = self.remote.since_mark()
@@ -403,12 +404,11 @@ class Sync:
                 self.refused[base_id] = AirtableResponseError(exc.status, exc.body if isinstance(exc.body, dict) else {})
                 raise _as_response_error(exc) from exc
             log.info("could not ask Airtable whether the token may read %s: %s", base_id, exc)
+            return False
         except OfflineError:
-            pass
-        else:
-            self.refused.pop(base_id, None)
-            return True
-        return False
+            return False
+        self.refused.pop(base_id, None)
+        return True
 
     def _fetch_all(self, base_id: str, table: str, params: dict) -> list[dict]:
         for _attempt in range(3):

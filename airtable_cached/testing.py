@@ -1388,16 +1388,9 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def date_time_string(self, timestamp: float | None = None) -> str:
-        # Airtable's Date header and the createdTime it gives records read one clock; here that
-        # clock is the fake's logical one (a lost create is looked for by CREATED_TIME after it),
-        # taken when the answer was made (see FakeAirtable.handle_http): incremental refreshes
-        # use it as their watermark.
-        from email.utils import format_datetime
-
+        # The fake server's own clock (see FakeAirtable.handle_http), not the machine's.
         date = getattr(self, "_date", None)
-        if date and timestamp is None:
-            return date
-        return format_datetime(_dt.datetime.fromisoformat(self.fake.now().replace("Z", "+00:00")), usegmt=True)
+        return date if date and timestamp is None else super().date_time_string(timestamp)
 
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)

@@ -46,8 +46,12 @@ def test_or_of_thousand_equalities_falls_back_to_the_evaluator(fake, api, table,
     assert fake.request_count() == 0  # answered from the cache
     assert sorted(r["id"] for r in answer) == sorted(r["id"] for r in everyone[:7])
     assert answer == plain.all(formula=formula)
+    # Those records were decoded in memory (the read model); first() of a table not decoded yet
+    # asks SQLite with a LIMIT, which refuses the formula, and the evaluator answers instead.
+    api.engine.model.clear()
+    assert table.first(formula=formula) == plain.first(formula=formula)
     api.engine.stats.write()
-    assert api.engine.store.conn.execute("SELECT count FROM stats WHERE kind = 'formula.python'").fetchone()[0] == 1
+    assert api.engine.store.conn.execute("SELECT count FROM stats WHERE kind = 'formula.python'").fetchone()[0] >= 1
 
 
 def test_long_formula_only_airtable_can_answer_goes_as_post_listrecords(fake, api, table, plain):

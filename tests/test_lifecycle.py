@@ -47,7 +47,9 @@ def test_twenty_open_close_cycles_leave_no_descriptors_or_threads(fake, db_path)
         table = api.table(BASE, TABLE)
         table.first()
         table.create({"Full Name": f"Cycle {i}"})
-        threading.Thread(target=table.first).start()  # a caller's thread has its own connection
+        reader = threading.Thread(target=table.first)  # a caller's thread has its own connection
+        reader.start()
+        reader.join()  # (a read after close() would open the runtime again, by design)
         assert api.close() is True
 
     cycle(0)  # imports, the fake's first connections, SQLite's first open of the file

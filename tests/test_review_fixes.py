@@ -110,6 +110,7 @@ def test_a_demo_run_leaves_no_folder_behind(tmp_path, monkeypatch, capsys):
     from airtable_cached import demo
 
     monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setenv("AIRTABLE_CACHED_FEED", "webhooks")  # the demo as users run it (conftest turns it off)
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", None)  # TMPDIR is read again

@@ -1,0 +1,193 @@
+"""The decoded read model: each table's visible records, decoded once and kept in memory (issue 11).
+
+A cached ``all()`` used to decode every record's JSON on every call (45% of its time). The model
+decodes a table once and serves it until the database changes: the change marker
+(:meth:`Store.change_marker`) moves with every commit through this process's ``Store`` and, through
+SQLite's ``data_version``, with every commit by another process. So the model is exact across
+processes, and a read never sees a state older than the file's.
+
+Records handed out are always fresh copies (:func:`copy_record`): an agent mutating what it got
+changes nothing the cache keeps. Filters the cache answers in Python are evaluated over the model,
+and their matching ids are remembered for the same change marker (formulas that read the clock,
+``NOW()`` and ``TODAY()``, are evaluated again on every call).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any
+
+from airtable_cached.store import Store
+
+#: A table larger than this is read from SQLite page by page instead (its decoded copy would cost
+#: more memory than it saves time).
+MAX_RECORDS = 200_000
+#: Filter results remembered per table (each an id list) for the current marker.
+MAX_REMEMBERED_FILTERS = 64
+
+_ATOMS = (str, int, float, bool, type(None))
+
+
+class TableModel:
+    """One table's visible records (``fields IS NOT NULL``) by id, in natural order (a dict keeps
+    its insertion order; local creates go to the end, as in the ``records`` table).
+
+    Readers in other threads may hold it while this engine patches it after its own writes: every
+    change replaces ``records`` (never mutates a list handed out) and goes under the lock."""
+
+    def __init__(self, marker: tuple, records: list[dict]):
+        self.marker = marker
+        self.by_id: dict[str, dict] = {r["id"]: r for r in records}
+        self._records: list[dict] | None = records
+        self._filters: OrderedDict[Hashable, list[dict]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def records(self) -> list[dict]:
+        with self._lock:
+            if self._records is None:
+                self._records = list(self.by_id.values())
+            return self._records
+
+    def get(self, record_id: str) -> dict | None:
+        return self.by_id.get(record_id)
+
+    def remembered(self, key: Hashable, compute: Callable[[], list[dict]]) -> list[dict]:
+        with self._lock:
+            found = self._filters.get(key)
+            if found is not None:
+                self._filters.move_to_end(key)
+                return found
+        found = compute()
+        with self._lock:
+            self._filters[key] = found
+            while len(self._filters) > MAX_REMEMBERED_FILTERS:
+                self._filters.popitem(last=False)
+        return found
+
+    def apply(self, marker: tuple, changed: dict[str, dict | None]) -> None:
+        """Records this engine just wrote (``None``: no longer visible), now true as of ``marker``."""
+        with self._lock:
+            for record_id, record in changed.items():
+                if record is None:
+                    self.by_id.pop(record_id, None)
+                else:
+                    self.by_id[record_id] = record
+            self._records = None
+            self._filters.clear()
+            self.marker = marker
+
+
+class ReadModel:
+    """The models of the tables this engine reads, for the current state of the database."""
+
+    def __init__(self, store: Store, *, marker: Callable[[], tuple] | None = None):
+        self.store = store
+        #: The database's change marker (the engine's, which asks SQLite once per call).
+        self.marker = marker or store.change_marker
+        self._tables: dict[int, TableModel] = {}
+        self._lock = threading.Lock()
+        #: Times a table was decoded whole (for tests and benchmarks).
+        self.loads = 0
+
+    def table(self, tid: int, *, load: bool = True) -> TableModel | None:
+        """The table's model as of now; decoded again if the database changed and ``load`` (else
+        ``None``: a small read goes to SQLite rather than decode the whole table). Also ``None``
+        inside a write transaction (its own changes are not committed, so the marker has not moved
+        yet) and for a table past ``MAX_RECORDS``."""
+        conn = self.store.conn
+        if conn.in_transaction:
+            return None
+        marker = self.marker()
+        with self._lock:
+            model = self._tables.get(tid)
+        if model is not None and model.marker == marker:
+            return model
+        if not load:
+            return None
+        count = conn.execute("SELECT count(*) FROM records WHERE tid = ? AND fields IS NOT NULL", (tid,)).fetchone()[0]
+        if count > MAX_RECORDS:
+            with self._lock:
+                self._tables.pop(tid, None)
+            return None
+        rows = conn.execute(
+            "SELECT id, created_time, modified_time, fields, comment_count FROM records"
+            " WHERE tid = ? AND fields IS NOT NULL ORDER BY position",
+            (tid,),
+        ).fetchall()
+        if self.store.change_marker() != marker:
+            return None  # another thread committed meanwhile: this read goes to SQLite
+        model = TableModel(marker, [decode(row) for row in rows])
+        with self._lock:
+            # Models decoded under an older marker are stale: dropped, not kept for later.
+            self._tables = {t: m for t, m in self._tables.items() if m.marker == marker}
+            self._tables[tid] = model
+            self.loads += 1
+        return model
+
+    def after_write(self, tid: int, before: tuple, record_ids: Iterable[str]) -> None:
+        """This engine committed one transaction that changed only ``record_ids`` of table ``tid``:
+        patch the model instead of decoding the whole table again. Patched only when nothing else
+        committed meanwhile (the marker moved by exactly that one commit); otherwise the next read
+        decodes the table again."""
+        with self._lock:
+            model = self._tables.get(tid)
+        if model is None or model.marker != before:
+            return
+        after = self.store.change_marker()
+        if after != (before[0] + 1, *before[1:]):
+            return
+        ids = sorted(set(record_ids))
+        changed: dict[str, dict | None] = dict.fromkeys(ids)
+        conn = self.store.conn
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in conn.execute(
+                "SELECT id, created_time, modified_time, fields, comment_count FROM records"
+                f" WHERE tid = ? AND fields IS NOT NULL AND id IN ({marks})",
+                [tid, *chunk],
+            ):
+                changed[row[0]] = decode(row)
+        if self.store.change_marker() != after:
+            return
+        model.apply(after, changed)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._tables.clear()
+
+
+def decode(row: Any) -> dict:
+    """A stored row as the engine's record dict (the model's own copy: never handed out)."""
+    record = {
+        "id": row[0],
+        "createdTime": row[1],
+        "fields": json.loads(row[3]),
+        "commentCount": row[4],
+    }
+    if row[2]:
+        record["lastModifiedTime"] = row[2]
+    return record
+
+
+def copy_value(value: Any) -> Any:
+    """A deep copy of a JSON value (dicts, lists and atoms only), cheaper than ``copy.deepcopy``."""
+    kind = type(value)
+    if kind is list:
+        return [v if type(v) in _ATOMS else copy_value(v) for v in value]
+    if kind is dict:
+        return {k: v if type(v) in _ATOMS else copy_value(v) for k, v in value.items()}
+    return value
+
+
+def copy_fields(fields: dict) -> dict:
+    """A deep copy of a record's fields: atoms are shared (immutable), lists and dicts copied."""
+    out = fields.copy()
+    for name, value in fields.items():
+        if type(value) not in _ATOMS:
+            out[name] = copy_value(value)
+    return out

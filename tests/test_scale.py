@@ -1,0 +1,340 @@
+"""Issue 11: costs that stay linear in the table size, bounded memory for offsets, limits pushed into
+SQL. Answers are compared with plain pyairtable over the project's fake Airtable (``plain``); the
+per-record costs themselves are shown by ``benchmarks/bench_scale.py``, not timed here."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+import requests
+
+from airtable_cached import Api
+from airtable_cached import engine as engine_module
+from airtable_cached.store import MIGRATIONS, Store, _statements
+from tests.conftest import BASE, TABLE
+
+
+def fts_rows(api) -> dict[str, tuple[int, str]]:
+    """Each record's full-text row: its FTS rowid and indexed text."""
+    rows = api.engine.store.conn.execute(
+        "SELECT k.id, f.rowid, f.body FROM records_fts_keys k JOIN records_fts f ON f.rowid = k.docid"
+    ).fetchall()
+    return {row[0]: (row[1], row[2]) for row in rows}
+
+
+def test_a_refresh_rewrites_only_the_records_that_changed(api, table, fake, clock):
+    table.all()
+    conn = api.engine.store.conn
+    before = {row[0]: tuple(row[1:]) for row in conn.execute("SELECT id, synced_at, fields FROM records")}
+    index_before = fts_rows(api)
+    changed = next(iter(before))
+    fake.set_fields(BASE, TABLE, changed, {"Company": "Zanzibar Shipping"})
+    clock.advance(10)
+    changes = conn.total_changes
+    table.refresh(force=True)
+    after = {row[0]: tuple(row[1:]) for row in conn.execute("SELECT id, synced_at, fields FROM records")}
+    assert {rid for rid in before if before[rid] != after[rid]} == {changed}
+    index_after = fts_rows(api)
+    assert {rid for rid in index_before if index_before[rid] != index_after[rid]} == {changed}
+    assert "Zanzibar Shipping" in index_after[changed][1]
+    # One record row, its index row and key, the table's stamp, the refresh's bookkeeping and the
+    # request log: a handful of rows, not 250.
+    assert conn.total_changes - changes < 40
+    assert [r["id"] for r in table.search("zanzibar")] == [changed]
+
+
+def test_index_follows_updates_deletes_and_the_real_id_of_a_flushed_create(api, table, fake):
+    created = table.create({"Full Name": "Quentin Quokka"})
+    assert [r["id"] for r in table.search("quokka")] == [created["id"]]
+    api.flush()
+    real = api.engine.resolve_id(created["id"])
+    assert real != created["id"]
+    assert [r["id"] for r in table.search("quokka")] == [real]
+    table.update(real, {"Full Name": "Quentin Wombat"})
+    assert table.search("quokka") == [] and [r["id"] for r in table.search("wombat")] == [real]
+    table.delete(real)
+    assert table.search("wombat") == []
+    live = {row[0] for row in api.engine.store.conn.execute("SELECT id FROM records WHERE fields IS NOT NULL")}
+    assert set(fts_rows(api)) == live
+
+
+def test_index_rows_are_found_by_key_not_by_a_scan(api, table):
+    """The trigger's lookups, as SQLite plans them: by the FTS rowid and the keys' unique index."""
+    table.all()
+    plan = " | ".join(row[3] for row in api.engine.store.conn.execute(
+        "EXPLAIN QUERY PLAN DELETE FROM records_fts WHERE rowid ="
+        " (SELECT docid FROM records_fts_keys WHERE tid = 1 AND id = 'recX')"
+    ))
+    assert "INDEX 0:=" in plan  # FTS5's rowid lookup (a scan reads "INDEX 0:")
+    assert "USING COVERING INDEX sqlite_autoindex_records_fts_keys_1" in plan
+
+
+def test_a_schema_3_file_gets_its_existing_records_indexed(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for version in (1, 2, 3):
+        for statement in _statements(MIGRATIONS[version]):
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 3")
+    conn.execute("INSERT INTO tables (base_id, name) VALUES ('appX', 'T')")
+    conn.execute("INSERT INTO records (tid, id, position, created_time, fields) VALUES (1, 'rec1', 0, 't', ?)",
+                 (json.dumps({"Name": "Grace Hopper"}),))
+    conn.execute("INSERT INTO records (tid, id, position, created_time, fields) VALUES (1, 'rec2', 1, 't', NULL)")
+    conn.close()
+    store = Store(path)
+    assert store.version() >= 4
+    found = store.conn.execute(
+        "SELECT k.id FROM records_fts f JOIN records_fts_keys k ON k.docid = f.rowid WHERE records_fts MATCH 'hopper'"
+    ).fetchall()
+    assert [row[0] for row in found] == ["rec1"]
+    store.conn.execute("UPDATE records SET fields = ? WHERE id = 'rec1'", (json.dumps({"Name": "Ada"}),))
+    assert store.conn.execute("SELECT count(*) FROM records_fts WHERE records_fts MATCH 'hopper'").fetchone()[0] == 0
+
+
+def test_pulled_at_is_when_the_apply_ended(api, table, clock, monkeypatch):
+    """An apply that outlasts max_age must not leave the table stale for the very next read."""
+    recompute = api.engine.recompute
+
+    def slow_recompute(*args, **kwargs):
+        clock.advance(api.settings.max_age + 60)  # the apply takes longer than max_age
+        return recompute(*args, **kwargs)
+
+    monkeypatch.setattr(api.engine, "recompute", slow_recompute)
+    table.all()
+    monkeypatch.setattr(api.engine, "recompute", recompute)
+    assert table.is_fresh()
+
+
+# -- limits pushed into SQL ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def statements(api, table):
+    """The SQL statements this thread's connection runs from here on."""
+    table.all()  # pulled before recording
+    api.engine.model.clear()  # as in a new process, or after another process wrote
+    seen: list[str] = []
+    api.engine.store.conn.set_trace_callback(seen.append)
+    yield seen
+    api.engine.store.conn.set_trace_callback(None)
+
+
+def record_selects(statements: list[str]) -> list[str]:
+    return [s for s in statements if s.startswith("SELECT r.id, r.created_time")]
+
+
+@pytest.mark.parametrize(("call", "limit"), [
+    (lambda t: [t.first()], "LIMIT 1"),
+    (lambda t: [t.first(formula="{Status} = 'New'")], "LIMIT 1"),
+    (lambda t: t.all(max_records=10), "LIMIT 10"),
+    (lambda t: next(t.iterate(page_size=7)), "LIMIT 8"),
+    (lambda t: t.all(max_records=150), "LIMIT 101"),
+])
+def test_first_max_records_and_page_size_reach_sql(call, limit, table, plain, statements):
+    """Compared with plain pyairtable over the project's fake."""
+    got = call(table)
+    assert [r["id"] for r in got] == [r["id"] for r in call(plain)]
+    selects = record_selects(statements)
+    assert selects and all(s.endswith(limit) for s in selects)
+
+
+def test_a_filter_sql_cannot_decide_alone_still_reads_everything(table, plain, statements):
+    """A sort is done in Python: no LIMIT may cut the rows before it. Compared with the fake."""
+    got = table.all(sort=["Company"], max_records=5)
+    assert [r["id"] for r in got] == [r["id"] for r in plain.all(sort=["Company"], max_records=5)]
+    assert not any("LIMIT" in s for s in record_selects(statements))
+
+
+# -- offsets: bounded, expiring on time -----------------------------------------------------------
+
+
+def test_a_finished_listing_keeps_no_records_and_few_ids(api, table):
+    for _ in range(20):
+        assert len(table.all()) == 250
+    snapshots = api.engine.snapshots
+    assert len(snapshots) <= engine_module.KEPT_FINISHED
+    assert snapshots.held_ids <= engine_module.KEPT_FINISHED * 250
+    assert all(isinstance(i, str) for s in snapshots._items.values() for i in s.ids)
+
+
+def test_the_last_page_can_be_asked_again(table):
+    """Airtable answers an offset more than once while it lives; so does the cache."""
+    first = table.api.request("GET", table.urls.records, options={"page_size": 100})
+    second = table.api.request("GET", table.urls.records, options={"page_size": 100, "offset": first["offset"]})
+    last = table.api.request("GET", table.urls.records, options={"page_size": 100, "offset": second["offset"]})
+    again = table.api.request("GET", table.urls.records, options={"page_size": 100, "offset": second["offset"]})
+    assert again == last and "offset" not in last
+
+
+def test_abandoned_offsets_expire_on_time_without_being_reused(api, table, clock):
+    pages = table.iterate(page_size=10)
+    next(pages)  # abandoned after one page
+    assert len(api.engine.snapshots) == 1
+    clock.advance(engine_module.OFFSET_TTL + 1)
+    table.first()  # any other read: the idle one is gone, though nobody asked for it again
+    assert len(api.engine.snapshots) == 0
+    with pytest.raises(requests.HTTPError) as error:
+        next(pages)
+    assert error.value.response.status_code == 422
+    assert "LIST_RECORDS_ITERATOR_NOT_AVAILABLE" in error.value.args[-1]
+
+
+def test_offsets_held_are_bounded_in_ids(api, table, monkeypatch):
+    monkeypatch.setattr(engine_module, "MAX_SNAPSHOT_IDS", 600)
+    abandoned = [table.iterate(page_size=10) for _ in range(5)]
+    for pages in abandoned:
+        next(pages)
+    assert api.engine.snapshots.held_ids <= 600
+    assert len(api.engine.snapshots) == 2
+    assert len([r for page in abandoned[-1] for r in page]) == 240  # the newest one still works
+
+
+# -- no request for a read of a fresh cache ------------------------------------------------------------
+
+
+def another_process(fake, db_path, clock, **settings):
+    """An Api with its own engine over the same file, as a new process would have (the runtime is
+    shared per settings within a process, so the settings differ)."""
+    return Api(fake.token, endpoint_url=fake.url, path=db_path, flush="manual", clock=clock, sleep=clock.sleep,
+               max_age=299, **settings)
+
+
+def test_a_new_process_reading_a_fresh_cache_sends_nothing(fake, db_path, clock, table):
+    table.all()
+    clock.advance(60)
+    fake.reset_log()
+    other = another_process(fake, db_path, clock)
+    assert other.engine is not table.api.engine
+    assert len(other.table(BASE, TABLE).all()) == 250
+    assert other.table(BASE, TABLE).first() is not None
+    assert fake.request_count() == 0
+    other.close()
+
+
+def test_the_token_is_remembered_only_as_a_keyed_digest(fake, db_path, table):
+    table.all()
+    table.api.engine.stats.write()
+    conn = table.api.engine.store.conn
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    digests = [row[0] for row in conn.execute("SELECT digest FROM token_grants")]
+    assert len(digests) == 1 and fake.token not in digests[0]
+    stored = b"".join(p.read_bytes() for p in db_path.parent.glob(db_path.name + "*") if p.is_file())
+    assert fake.token.encode() not in stored
+
+
+def test_an_old_grant_is_checked_again(fake, db_path, clock, table):
+    """The table is fresh (another token refreshed it, say) but this token's answer is older
+    than max_age: one probe, then the grant is new again."""
+    table.all()
+    conn = table.api.engine.store.conn
+    conn.execute("UPDATE token_grants SET granted_at = granted_at - 1000")
+    fake.reset_log()
+    other = another_process(fake, db_path, clock)
+    other.table(BASE, TABLE).all()
+    assert fake.request_count() == 1
+    third = another_process(fake, db_path, clock, exit_timeout=1.0)
+    third.table(BASE, TABLE).all()
+    assert fake.request_count() == 1
+    other.close()
+    third.close()
+
+
+# -- the read model: exact, never shared -----------------------------------------------------------
+
+
+def test_a_create_flushed_between_pages_is_listed_under_its_real_id(api, table):
+    """It is the same record, not a deleted one: no page skips it (a flusher in this or another
+    process may send it at any moment)."""
+    created = table.create({"Full Name": "Between Pages"})
+    pages = table.iterate()
+    first = next(pages)
+    api.flush()
+    rest = [r for page in pages for r in page]
+    listed = [r["id"] for r in first + rest]
+    real = api.engine.resolve_id(created["id"])
+    assert len(listed) == 251 and listed[-1] == real != created["id"]
+
+
+def test_a_returned_record_is_never_the_caches_own(table):
+    before = table.all()
+    first = table.all()
+    got = table.get(first[0]["id"])
+    listed = table.all(formula="NOT({Email} = '')")
+    for record in (first[0], got, listed[0], table.first()):
+        record["fields"]["Full Name"] = "Mutated"
+        record["fields"].setdefault("Tags", []).append("Mutated")
+        record["fields"].clear()
+        record.clear()
+    assert table.all() == before
+    assert table.all(formula="NOT({Email} = '')") == [r for r in before if r["fields"].get("Email")]
+
+
+def test_reads_see_another_process_write_at_once(fake, db_path, clock, table):
+    """The decoded model follows SQLite's data_version: another process's commit is seen by the
+    very next read, with no request to Airtable."""
+    assert len(table.all()) == 250
+    loads = table.api.engine.model.loads
+    other = another_process(fake, db_path, clock)
+    theirs = other.table(BASE, TABLE).create({"Full Name": "Written Elsewhere"})
+    other.table(BASE, TABLE).update(table.all()[0]["id"], {"Full Name": "Renamed Elsewhere"})
+    fake.reset_log()
+    after = table.all()
+    assert after[-1]["id"] == theirs["id"] and after[0]["fields"]["Full Name"] == "Renamed Elsewhere"
+    assert table.get(theirs["id"])["fields"]["Full Name"] == "Written Elsewhere"
+    assert table.api.engine.model.loads > loads
+    assert fake.request_count() == 0
+    other.close()
+
+
+def test_own_writes_patch_the_model_without_decoding_the_table_again(api, table, plain):
+    """Compared with plain pyairtable over the fake, after the cache's writes are flushed."""
+    table.all()
+    loads = api.engine.model.loads
+    ids = [r["id"] for r in table.all()]
+    table.update(ids[3], {"Status": "Won"})
+    created = table.create({"Full Name": "Zed Newcomer", "Status": "Won"})
+    table.delete(ids[7])
+    table.batch_update([{"id": ids[9], "fields": {"Score": 99}}])
+    seen = table.all()
+    assert api.engine.model.loads == loads
+    assert [r["id"] for r in seen] == [i for i in ids if i != ids[7]] + [created["id"]]
+    won = table.all(formula="{Status} = 'Won'")
+    assert ids[3] in {r["id"] for r in won} and created["id"] in {r["id"] for r in won}
+    api.flush()
+    assert [r["fields"] for r in table.all()] == [r["fields"] for r in plain.all()]
+
+
+def test_formula_reads_over_the_model_match_airtables_answers(table, plain):
+    """Broad filters evaluated in Python over the decoded model, remembered per state; compared
+    with plain pyairtable over the project's fake."""
+    formulas = [
+        "NOT({Email} = '')",
+        "AND({Website} != '', {Company Description} = '')",
+        "AND(NOT({Full Name} = ''), OR({Company} = '', {Website} = ''))",
+        "{Score} > 3",
+        "FIND('a', LOWER({Full Name}))",
+    ]
+    for formula in formulas:
+        expected = plain.all(formula=formula)
+        assert table.all(formula=formula) == expected, formula
+        assert table.all(formula=formula) == expected, formula  # remembered
+    record = table.all(formula="{Score} > 3")[0]
+    table.update(record["id"], {"Score": 0})
+    assert record["id"] not in {r["id"] for r in table.all(formula="{Score} > 3")}
+
+
+def test_pyairtable_still_validates_what_airtable_answered(api, table, fake, monkeypatch):
+    """Only the engine's own answers skip pyairtable's check: a malformed answer from Airtable
+    (here a formula the cache sends on) fails as it does in plain pyairtable."""
+    import pydantic
+
+    from airtable_cached import formula_bridge
+
+    monkeypatch.setattr(formula_bridge, "remote_reason", lambda *a: "sent to Airtable for this test")
+    table.all()
+    monkeypatch.setattr(api.sync, "list_remote", lambda *a, **k: {"records": [{"id": "recX"}]})
+    with pytest.raises(pydantic.ValidationError):
+        table.all(formula="{Score} > 3")
+    assert table.all()  # the cache's own answers still pass
