@@ -84,12 +84,12 @@ def _next_run_starts_warm(fake: FakeAirtable, path: Path, out) -> bool:
     fake.set_fields(BASE, TABLE, records[0]["id"], {"Status": "Qualified"})  # a colleague's edit
     fake.delete_record(BASE, TABLE, records[1]["id"])  # and a deletion
     before = fake.request_count()
-    service = SyncService(Settings.from_env(path=path, endpoint_url=fake.url), fake.token,
+    service = SyncService(Settings.from_env(path=path, endpoint_url=fake.url, feed="webhooks"), fake.token,
                           tables=[f"{BASE}/{TABLE}"], pull_every=0, backup_every=None)
     service.cycle()
     service.close()
     refresh_requests = fake.request_count() - before
-    api = Api(fake.token, endpoint_url=fake.url, path=path, flush="manual")
+    api = Api(fake.token, endpoint_url=fake.url, path=path, flush="manual", feed="webhooks")
     before = fake.request_count()
     started = time.perf_counter()
     todo = api.table(BASE, TABLE).all(formula="AND({Email} = '', {Status} = 'New')", max_records=5)
@@ -134,7 +134,8 @@ def _demo(args: argparse.Namespace, path: Path, *, kept: bool) -> int:
     cached_api: list[Api] = []
 
     def cached_table(fake: FakeAirtable):
-        api = Api(fake.token, endpoint_url=fake.url, path=path, flush="manual")
+        # The change feed on, as by default (the demo's next run shows deletions learnt from it).
+        api = Api(fake.token, endpoint_url=fake.url, path=path, flush="manual", feed="webhooks")
         cached_api.append(api)
         return api.table(BASE, TABLE)
 

@@ -427,3 +427,46 @@ def test_a_daily_agent_beside_serve_sync_starts_warm(tmp_path):
         assert first is not None and first["fields"]["Score"] == 1023
         assert elapsed < 1.0  # a loose bound: milliseconds in practice (see benchmarks/bench_refresh.py)
         agent.close()
+
+
+def test_an_incremental_refresh_keeps_airtables_order_and_own_creates_last(fake, db_path, clock):
+    """The order a full pull would give: Airtable's records (new ones after the old), then the
+    agent's creates not flushed yet."""
+    api = cached(fake, db_path, clock)
+    table = api.table(BASE, TABLE)
+    table.all()
+    mine = table.create({"Full Name": "Queued Here"})
+    made = fake.add_records(BASE, TABLE, [{"Full Name": "Made There"}])[0]
+    clock.advance(301)
+    ids = [r["id"] for r in table.all()]
+    assert ids[:-1] == [r["id"] for r in fake.records(BASE, TABLE)] and ids[-2] == made["id"]
+    assert ids[-1] == mine["id"]
+    api.close()
+
+
+def test_a_flush_confirmed_while_a_refresh_runs_is_not_undone(fake, db_path, clock):
+    """The refresh's list answer was made before the flush reached Airtable; the cache keeps what
+    the flush confirmed."""
+    from urllib.parse import unquote
+
+    api = cached(fake, db_path, clock)
+    table = api.table(BASE, TABLE)
+    rid = table.all()[4]["id"]
+    table.update(rid, {"Score": 5})
+    fake.set_fields(BASE, TABLE, rid, {"Company": "Changed There"})  # so the refresh lists it
+    clock.advance(301)
+    original = fake.handle_http
+
+    def flush_after_answering(method, raw_path, headers, body):
+        answer = original(method, raw_path, headers, body)
+        if "LAST_MODIFIED_TIME" in unquote(raw_path):
+            fake.handle_http = original
+            clock.advance(1)
+            api.flush()  # confirmed by Airtable after the list answer was made
+        return answer
+
+    fake.handle_http = flush_after_answering
+    fields = table.get(rid)["fields"]
+    assert fields["Score"] == 5 and fields["Company"] == "Changed There"
+    assert remote_view(fake)[rid]["Score"] == 5
+    api.close()
