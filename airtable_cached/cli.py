@@ -190,6 +190,12 @@ def status(path: Path | None, as_json: bool) -> None:
         click.echo(_table(rows, ["base", "table", "records", "last pull", "age/max", "pending", "dead", "oldest"]))
     else:
         click.echo("no tables cached yet")
+    refresh_rows = [[t["base_id"], t["table"], _when(t.get("last_incremental")), _when(t.get("last_full")),
+                     t.get("watermark") or "-", f"{t.get('deletions') or '-'} ({_ago(t.get('deletions_age'))} ago)",
+                     t.get("full_pull_reason") or "-"] for t in data["tables"]]
+    if refresh_rows:
+        click.echo(_table(refresh_rows, ["base", "table", "last incremental", "last full", "watermark",
+                                         "deletions from", "full pulls"]))
     for base_id, b in data["bases"].items():
         click.echo(f"base {base_id}: {b['requests_last_hour']} requests in the last hour"
                    f" ({b['rate_limited_last_hour']} met 429)")
@@ -223,7 +229,9 @@ def pull(base: str | None, table: str | None, force: bool, token: str | None, pa
     if as_json:
         return _emit_json(results)
     for r in results:
-        what = f"{r['records']} records" if r["pulled"] else "fresh, skipped (use --force)"
+        what = "fresh, skipped (use --force)"
+        if r["pulled"]:
+            what = f"{r['records']} records" if r.get("kind") == "full" else f"{r['records']} changed ({r.get('kind')})"
         click.echo(f"{r['base_id']}/{r['table']}: {what}")
     if not results:
         click.echo("nothing to pull: name a BASE (and TABLE)")
@@ -253,6 +261,8 @@ def flush(base: str | None, token: str | None, path: Path | None, as_json: bool)
         for f in result.failed:
             kind = "dead-lettered" if f.get("dead") else "will retry"
             click.echo(f"  {f['op']} {f['record_id']}: {f['status']} {json.dumps(f['error'])} ({kind})", err=True)
+        for busy in result.busy:
+            click.echo(f"  base {busy}: another process is flushing it; its writes are left to that flusher")
     if result.failed:
         sys.exit(1)
 
@@ -471,7 +481,8 @@ def salvage(source: Path | None, dest: Path, path: Path | None, as_json: bool) -
     Reads row by row where a whole-table read fails; writes that are unreadable or no longer match
     their checksum are listed, not copied. Cached records are not copied (the next read pulls them);
     the agents' own unflushed creates are rebuilt from the queue. Then stop the agents and
-    `restore` the new file (or point AIRTABLE_CACHED_PATH at it).
+    `restore` the new file (or point AIRTABLE_CACHED_PATH at it). Exit status 1 when some writes
+    could not be copied (the new file is still made).
 
     \b
     Example:
@@ -480,12 +491,13 @@ def salvage(source: Path | None, dest: Path, path: Path | None, as_json: bool) -
     damaged = source or _settings(path).path
     result = safety.salvage(damaged, dest)
     if as_json:
-        return _emit_json(result.as_dict())
-    click.echo(f"salvaged {len(result.copied)} queued write(s) from {result.source} into {result.database}")
-    for skipped in result.skipped:
-        click.echo(f"  not copied: seq {skipped['seq']}: {skipped['reason']}", err=True)
+        _emit_json(result.as_dict())
+    else:
+        click.echo(f"salvaged {len(result.copied)} queued write(s) from {result.source} into {result.database}")
+        for skipped in result.skipped:
+            click.echo(f"  not copied: seq {skipped['seq']}: {skipped['reason']}", err=True)
     if result.skipped:
-        raise click.exceptions.Exit(1)
+        raise click.exceptions.Exit(1)  # the new file is usable; some writes could not be copied
 
 
 # -- check, stats ------------------------------------------------------------------------------------
@@ -557,6 +569,11 @@ def stats(path: Path | None, as_json: bool) -> None:
             rows.append([f"{t['base_id']}/{t['table']}", kind, k["count"], k["p50_ms"], k["p95_ms"]])
     if rows:
         click.echo(_table(rows, ["table", "kind", "count", "p50 ms", "p95 ms"]))
+    refreshes = [[f"{t['base_id']}/{t['table']}", t["incremental_pulls"], t["incremental_requests"], t["full_pulls"],
+                  t["full_requests"], t["stale_served"]] for t in data.get("refresh", [])]
+    if refreshes:
+        click.echo(_table(refreshes, ["table", "incremental", "their requests", "full", "their requests",
+                                      "stale served"]))
     q = data["requests"]
     click.echo(f"requests sent: {q['sent']} ({q['rate_limited']} met 429)")
     b = data["bytes"]
@@ -640,7 +657,7 @@ def vacuum(keep_log_days: float, path: Path | None, as_json: bool) -> None:
 @click.option("--table", "tables", multiple=True, metavar="BASE/TABLE",
               help="Tables to keep pulled (repeatable; default: the tables already in the cache).")
 @click.option("--pull-every", type=click.FloatRange(min=0), default=None, envvar="AIRTABLE_CACHED_PULL_EVERY",
-              help="Seconds between pulls of a table (default: AIRTABLE_CACHED_MAX_AGE).")
+              help="Seconds between refreshes of a table (default: half AIRTABLE_CACHED_MAX_AGE).")
 @click.option("--flush-every", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
               envvar="AIRTABLE_CACHED_FLUSH_EVERY", help="Seconds between looks at the queue.")
 @click.option("--backup-every", type=click.FloatRange(min=0), default=86400.0, show_default=True,
@@ -681,6 +698,77 @@ def serve_sync(tables, pull_every, flush_every, backup_every, backup_keep, backu
                    backup_every=backup_every or None, backup_keep=backup_keep, backup_dir=backup_dir,
                    keep_log_days=keep_log_days or None, stop_grace=stop_grace, max_cycles=max_cycles)
     click.echo(f"serve-sync stopped: {result.sent} sent, {result.failed} failed, {result.pulls} pulls", err=True)
+
+
+# -- webhooks (the change feed) ------------------------------------------------------------------------
+
+@main.group()
+def webhooks() -> None:
+    """See and clean up the webhooks the change feed uses (one per base per cache file).
+
+    \b
+    Examples:
+      airtable-cached webhooks list
+      airtable-cached webhooks remove appXXXXXXXXXXXXXX achXXXXXXXXXXXXXX
+    """
+
+
+def _feed_sync(token: str | None, path: Path | None):
+    from airtable_cached.maintenance import _sync
+
+    settings, store = _open(path, must_exist=False)
+    return _sync(store, settings, _need_token(token))
+
+
+@webhooks.command("list")
+@click.option("--base", "bases", multiple=True, help="Only these bases (default: every cached base).")
+@_token_option
+@_path_option
+@_json_option
+@_fail_cleanly
+def webhooks_list(bases: tuple[str, ...], token: str | None, path: Path | None, as_json: bool) -> None:
+    """Every webhook Airtable has on the bases, marking the one this cache file polls ("ours").
+
+    Airtable allows 10 per base; a webhook nobody polls expires after 7 days.
+
+    \b
+    Example:
+      AIRTABLE_API_KEY=pat... airtable-cached webhooks list --base appXXXXXXXXXXXXXX --json
+    """
+    from airtable_cached.refresh import list_webhooks
+
+    sync = _feed_sync(token, path)
+    names = list(bases) or [r[0] for r in sync.engine.store.conn.execute("SELECT DISTINCT base_id FROM tables")]
+    found = list_webhooks(sync, names)
+    if as_json:
+        return _emit_json(found)
+    rows = [[h["base_id"], h["id"], "yes" if h["ours"] else "", h["enabled"], h["notification_url"] or "(polled)",
+             h["expires"], ",".join(h["data_types"] or [])] for h in found]
+    click.echo(_table(rows, ["base", "webhook", "ours", "enabled", "notifies", "expires", "data"]) if rows
+               else "no webhooks")
+
+
+@webhooks.command("remove")
+@click.argument("base")
+@click.argument("ids", nargs=-1, required=True)
+@_token_option
+@_path_option
+@_json_option
+@_fail_cleanly
+def webhooks_remove(base: str, ids: tuple[str, ...], token: str | None, path: Path | None, as_json: bool) -> None:
+    """Delete webhooks from a base. If one is this cache file's, the next refresh makes a new one
+    and pulls each table of the base whole once.
+
+    \b
+    Example:
+      AIRTABLE_API_KEY=pat... airtable-cached webhooks remove appXXXXXXXXXXXXXX achXXXXXXXXXXXXXX
+    """
+    from airtable_cached.refresh import remove_webhooks
+
+    removed = remove_webhooks(_feed_sync(token, path), base, list(ids))
+    if as_json:
+        return _emit_json({"removed": removed})
+    click.echo(f"removed {len(removed)} webhook(s) from {base}: {', '.join(removed)}")
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

@@ -19,6 +19,8 @@ ENV_PREFIX = "AIRTABLE_CACHED_"
 
 MODES = ("cache", "write-through", "passthrough", "offline")
 FLUSH_MODES = ("auto", "manual")
+STALE_MODES = ("refresh", "serve")
+FEED_MODES = ("webhooks", "off")
 
 
 def default_path() -> Path:
@@ -62,6 +64,20 @@ class Settings:
     index_fields: tuple[str, ...] = ()
     #: A text field filtered by equality this many times gets an index of its own.
     index_after: int = 3
+    #: refresh: a stale read refreshes the table first | serve: it answers from the cache at once
+    #: and the refresh runs in the background.
+    stale: str = "refresh"
+    #: Seconds an incremental pull reaches back before its watermark (clock skew between Airtable's
+    #: servers, the Date header's one-second resolution, changes landing while a pull runs).
+    overlap: float = 60.0
+    #: Seconds between full pulls of a table whose computed fields can change without
+    #: LAST_MODIFIED_TIME() moving (lookups, rollups, counts, formulas over NOW()/TODAY()).
+    full_pull_every: float = 3600.0
+    #: Seconds between id sweeps (deletions found by listing ids) when there is no change feed.
+    sweep_every: float = 3600.0
+    #: webhooks: learn deletions and schema changes from a polled Airtable webhook per base |
+    #: off: only the id sweep.
+    feed: str = "webhooks"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -108,7 +124,8 @@ def _convert(name: str, value: Any, source: str) -> Any:
 
     if name == "path":
         return Path(os.path.expanduser(str(value)))
-    if name in ("max_age", "exit_timeout", "rate_limit", "penalty", "claim_timeout", "batch_delay", "network_timeout"):
+    if name in ("max_age", "exit_timeout", "rate_limit", "penalty", "claim_timeout", "batch_delay", "network_timeout",
+                "overlap", "full_pull_every", "sweep_every"):
         try:
             number = float(value)
         except (TypeError, ValueError):
@@ -138,6 +155,14 @@ def _convert(name: str, value: Any, source: str) -> Any:
     if name == "flush":
         if value not in FLUSH_MODES:
             raise fail(f"expected one of {', '.join(FLUSH_MODES)}")
+        return value
+    if name == "stale":
+        if value not in STALE_MODES:
+            raise fail(f"expected one of {', '.join(STALE_MODES)}")
+        return value
+    if name == "feed":
+        if value not in FEED_MODES:
+            raise fail(f"expected one of {', '.join(FEED_MODES)}")
         return value
     if name == "endpoint_url":
         text = str(value).rstrip("/")

@@ -28,7 +28,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import unquote, urlsplit
 
@@ -37,7 +37,7 @@ from airtable_cached.config import Settings
 from airtable_cached.errors import AirtableResponseError, OfflineError
 from airtable_cached.policy import Read, TableState, Write, decide_read, decide_write
 from airtable_cached.query import ListQuery
-from airtable_cached.readmodel import ReadModel, TableModel, copy_fields
+from airtable_cached.readmodel import MUTABLE, ReadModel, TableModel, copy_fields, copy_record_fields, copy_value
 from airtable_cached.records import (
     COMPUTED_TYPES,
     PROVISIONAL_PREFIX,
@@ -64,11 +64,11 @@ MAX_RECORDS_PER_WRITE = 10
 #: Offsets (list iterators) expire like Airtable's do after some idle minutes.
 OFFSET_TTL = 300.0
 MAX_SNAPSHOTS = 256
-_PROVISIONAL_RE = re.compile(PROVISIONAL_PREFIX + r"[A-Za-z0-9]{9}")
 #: Record ids held by all listings' snapshots together (about 60 bytes each: 30 MB at most).
 MAX_SNAPSHOT_IDS = 500_000
 #: Listings read to their last page whose snapshots are still kept.
 KEPT_FINISHED = 4
+_PROVISIONAL_RE = re.compile(PROVISIONAL_PREFIX + r"[A-Za-z0-9]{9}")
 
 
 # -- routing ---------------------------------------------------------------------------------------
@@ -87,6 +87,12 @@ class Route:
 
 def route(method: str, url: str) -> Route | None:
     """The record endpoint a request addresses, or ``None`` for anything else (passed through)."""
+    return _route(method, str(url))
+
+
+@lru_cache(maxsize=4096)
+def _route(method: str, url: str) -> Route | None:
+    # Pure, and asked on every call with the same few URLs (a record's, a table's): remembered.
     parts = [unquote(p) for p in urlsplit(url).path.split("/") if p]
     if len(parts) < 3 or parts[0] != "v0" or parts[1] == "meta" or not parts[1].startswith("app"):
         return None
@@ -121,11 +127,11 @@ class _Snapshots:
         self._lock = threading.Lock()
         self._ids = 0
 
-    def put(self, ids: list[str], now: float, listing: tuple = ()) -> str:
+    def put(self, ids: list[str], now: float, listing: tuple = (), *, load: bool = True) -> str:
         token = "itr" + secrets.token_hex(7)
         with self._lock:
             self._sweep(now)
-            self._items[token] = _Snapshot(now, ids, listing=listing)
+            self._items[token] = _Snapshot(now, ids, listing=listing, load=load)
             self._ids += len(ids)
             while len(self._items) > 1 and (len(self._items) > MAX_SNAPSHOTS or self._ids > MAX_SNAPSHOT_IDS):
                 _token, evicted = self._items.popitem(last=False)
@@ -184,6 +190,8 @@ class _Snapshot:
     finished: bool = False
     #: The table and query the offset belongs to: another listing's offset is refused.
     listing: tuple = ()
+    #: Whether the later pages may decode the table into the read model (Engine._may_load_model).
+    load: bool = True
 
 
 def _listing(info: TableInfo, query: ListQuery) -> tuple:
@@ -261,10 +269,13 @@ class Engine:
         self._answer = threading.local()
         self._infos: dict[tuple[str, str], tuple[tuple, TableInfo]] = {}
         self.stats = StatsRecorder(store)
+        self.stats.on_written = self.model.carry  # statistics change no record: the model stays
         #: Bases this engine's token has been seen to read (a pull or a probe answered), in memory.
         self.authorized: set[str] = set()
         self._digest: str | None = None
         self._filter_uses: dict[str, int] = {}
+        self._background: dict[int, threading.Thread] = {}  # tid -> refresh started by a stale read
+        self._background_lock = threading.Lock()
         self._indexed: set[str] = self._load_indexes()
 
     # -- entry point -------------------------------------------------------------------------------
@@ -287,7 +298,8 @@ class Engine:
             query = ListQuery.from_json(body, params) if r.list_by_post else ListQuery.from_params(params)
             return self.list_records(r.base_id, r.table, query)
         if r.action == "get":
-            return self.get_record(r.base_id, r.table, r.record_id or "", ListQuery.from_params(params))
+            query = _PLAIN_QUERY if not params else ListQuery.from_params(params)
+            return self.get_record(r.base_id, r.table, r.record_id or "", query)
         if r.action == "create":
             return self.create(r.base_id, r.table, _json_body(body))
         if r.action in ("update", "replace"):
@@ -302,6 +314,11 @@ class Engine:
         raise AssertionError(r.action)
 
     # -- tables ------------------------------------------------------------------------------------
+    @property
+    def endpoint(self) -> str:
+        """The Airtable this engine mirrors: part of every table's key in the cache."""
+        return self.settings.endpoint_url
+
     @overload
     def table_info(self, base_id: str, table: str) -> TableInfo: ...
     @overload
@@ -321,6 +338,10 @@ class Engine:
             self._infos[(base_id, table)] = (marker, info)
         return info
 
+    def forget_marker(self) -> None:
+        """After waiting (on a lock another process held), ask SQLite again: it may have committed."""
+        self._answer.marker = None
+
     def change_marker(self) -> tuple:
         """``Store.change_marker``, asked of SQLite once per call of ``dispatch`` while this
         process commits nothing (a read asks for it several times; each asking is a query)."""
@@ -333,35 +354,32 @@ class Engine:
 
     def _read_table_info(self, base_id: str, table: str, *, create: bool = True) -> TableInfo | None:
         conn: sqlite3.Connection = self.store.conn
-        row = conn.execute(
-            "SELECT t.* FROM table_aliases a JOIN tables t USING (tid) WHERE a.base_id = ? AND a.alias = ?",
-            (base_id, table),
-        ).fetchone()
+        find = "SELECT t.* FROM table_aliases a JOIN tables t USING (tid) WHERE a.endpoint = ? AND a.base_id = ? AND a.alias = ?"
+        row = conn.execute(find, (self.endpoint, base_id, table)).fetchone()
         if row is None:
             if not create:
                 return None
             with self.store.transaction() as conn:
-                row = conn.execute(
-                    "SELECT t.* FROM table_aliases a JOIN tables t USING (tid) WHERE a.base_id = ? AND a.alias = ?",
-                    (base_id, table),
-                ).fetchone()
+                row = conn.execute(find, (self.endpoint, base_id, table)).fetchone()
                 if row is None:
                     # The other spelling of a table whose schema is known (its id for its name, or
                     # the reverse): the same cached table, not a second one.
                     row = conn.execute(
-                        "SELECT * FROM tables WHERE base_id = ? AND (table_id = ? OR name = ?) ORDER BY tid LIMIT 1",
-                        (base_id, table, table),
+                        "SELECT * FROM tables WHERE endpoint = ? AND base_id = ? AND (table_id = ? OR name = ?) ORDER BY tid LIMIT 1",
+                        (self.endpoint, base_id, table, table),
                     ).fetchone()
                     if row is not None:
-                        conn.execute("INSERT INTO table_aliases (base_id, alias, tid) VALUES (?, ?, ?)", (base_id, table, row["tid"]))
+                        conn.execute("INSERT INTO table_aliases (endpoint, base_id, alias, tid) VALUES (?, ?, ?, ?)",
+                                     (self.endpoint, base_id, table, row["tid"]))
                 if row is None:
                     is_id = table.startswith("tbl") and len(table) == 17
                     cur = conn.execute(
-                        "INSERT INTO tables (base_id, table_id, name) VALUES (?, ?, ?)",
-                        (base_id, table if is_id else None, None if is_id else table),
+                        "INSERT INTO tables (endpoint, base_id, table_id, name) VALUES (?, ?, ?, ?)",
+                        (self.endpoint, base_id, table if is_id else None, None if is_id else table),
                     )
                     conn.execute(
-                        "INSERT INTO table_aliases (base_id, alias, tid) VALUES (?, ?, ?)", (base_id, table, cur.lastrowid)
+                        "INSERT INTO table_aliases (endpoint, base_id, alias, tid) VALUES (?, ?, ?, ?)",
+                        (self.endpoint, base_id, table, cur.lastrowid),
                     )
                     row = conn.execute("SELECT * FROM tables WHERE tid = ?", (cur.lastrowid,)).fetchone()
         return TableInfo(
@@ -373,6 +391,19 @@ class Engine:
             pulled_at=row["pulled_at"],
         )
 
+    def adopt_unkeyed_tables(self) -> int:
+        """Tables cached before the cache was keyed by endpoint become this engine's endpoint's
+        (the first sync to open an upgraded file is the one that filled it). Returns how many."""
+        if self.store.conn.execute("SELECT 1 FROM tables WHERE endpoint = '' LIMIT 1").fetchone() is None:
+            return 0
+        with self.store.transaction() as conn:
+            adopted = conn.execute("UPDATE tables SET endpoint = ? WHERE endpoint = ''", (self.endpoint,)).rowcount
+            conn.execute("UPDATE OR IGNORE table_aliases SET endpoint = ? WHERE endpoint = ''", (self.endpoint,))
+            conn.execute("DELETE FROM table_aliases WHERE endpoint = ''")
+        if adopted:
+            log.info("%d table(s) cached before the cache was keyed by endpoint are now %s's", adopted, self.endpoint)
+        return adopted
+
     def is_fresh(self, base_id: str, table: str) -> bool:
         info = self.table_info(base_id, table)
         return TableState(info.pulled_at, self.settings.max_age).is_fresh(self.clock())
@@ -382,6 +413,8 @@ class Engine:
         if decision is Read.OFFLINE_STALE:
             why = remote_reason or f"table {table!r} of base {info.base_id} has never been pulled"
             raise OfflineError(f"offline mode: cannot answer from the cache: {why}")
+        if decision is Read.PULL_THEN_SERVE and self._serve_stale(info, table):
+            decision = Read.SERVE
         if decision is Read.PULL_THEN_SERVE:
             if not outage.pull_or_serve_stale(self, info, table):
                 return Read.SERVE, info
@@ -415,21 +448,31 @@ class Engine:
         digest = self._token_digest()
         if digest is None:
             return
+        before = None if self.store.conn.in_transaction else self.store.change_marker()
         with self.store.transaction() as conn:
             conn.execute(
                 "INSERT INTO token_grants (base_id, digest, granted_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (base_id, digest) DO UPDATE SET granted_at = excluded.granted_at",
-                (base_id, digest, self.clock()),
+                (self._grant_key(base_id), digest, self.clock()),
             )
+        if before is not None:
+            self.model.carry(before)
 
     def _granted(self, base_id: str) -> bool:
         digest = self._token_digest()
         if digest is None:
             return False
         row = self.store.conn.execute(
-            "SELECT granted_at FROM token_grants WHERE base_id = ? AND digest = ?", (base_id, digest)
+            "SELECT granted_at FROM token_grants WHERE base_id = ? AND digest = ?", (self._grant_key(base_id), digest)
         ).fetchone()
         return row is not None and self.clock() - row[0] <= self.settings.max_age
+
+    def _grant_key(self, base_id: str) -> str:
+        """A grant is for a base of one Airtable (the same base id behind another endpoint is
+        another base): the key is the flush-lock key, endpoint and base id."""
+        from airtable_cached.locks import flush_key
+
+        return flush_key(self.endpoint, base_id)
 
     def _token_digest(self) -> str | None:
         if self.sync is None:
@@ -438,6 +481,36 @@ class Engine:
             salt = self.store.conn.execute("SELECT salt FROM token_salt").fetchone()[0]
             self._digest = self.sync.remote.token_digest(salt)
         return self._digest
+
+    def _serve_stale(self, info: TableInfo, table: str) -> bool:
+        """``AIRTABLE_CACHED_STALE=serve``: a stale table that was pulled before answers at once
+        while one background thread per table refreshes it. The answer is the same as any cached
+        answer; the count of such reads is kept (``stats``)."""
+        if self.settings.stale != "serve" or info.pulled_at is None or self.sync is None:
+            return False
+        self.sync.refresher.count_stale_served(info.tid)
+        with self._background_lock:
+            running = self._background.get(info.tid)
+            if running is None or not running.is_alive():
+                thread = threading.Thread(target=self._refresh_in_background, args=(info.base_id, table),
+                                          name=f"airtable_cached-refresh-{info.tid}", daemon=True)
+                self._background[info.tid] = thread
+                thread.start()
+        return True
+
+    def _refresh_in_background(self, base_id: str, table: str) -> None:
+        try:
+            self._require_sync().refresh(base_id, table, max_age=self.settings.max_age)
+        except Exception as exc:  # noqa: BLE001 - logged; the next stale read tries again
+            log.warning("background refresh of %s/%s failed: %s", base_id, table, exc)
+
+    def wait_for_refreshes(self, timeout: float | None = None) -> bool:
+        """Wait for background refreshes started by stale reads; whether they all finished."""
+        with self._background_lock:
+            threads = list(self._background.values())
+        for thread in threads:
+            thread.join(timeout)
+        return not any(t.is_alive() for t in threads)
 
     def _require_sync(self) -> Sync:
         if self.sync is None:
@@ -484,7 +557,7 @@ class Engine:
                     raise OfflineError(f"offline mode: view {query.view!r} of table {table!r} has never been pulled")
             else:
                 self._flush_before_asking(info, linked=True)
-                self._require_sync().pull(base_id, table, view=query.view)
+                outage.pull_view_or_serve_stale(self, info, table, query.view)
                 self.stats.count(info.tid, "view.remote")
         page = self._first_page(info, query)
         # A read that pulled the table first waited for Airtable: not a local read.
@@ -602,12 +675,12 @@ class Engine:
         row = self.store.conn.execute("SELECT pulled_at FROM views WHERE tid = ? AND view = ?", (info.tid, view)).fetchone()
         return row is not None and TableState(row[0], self.settings.max_age).is_fresh(self.clock())
 
-    def _select(self, info: TableInfo, query: ListQuery, *, limit: int | None = None) -> list[dict]:
+    def _select(self, info: TableInfo, query: ListQuery, *, limit: int | None = None, load: bool = True) -> list[dict]:
         """Every record the query matches, in the order Airtable would list them (the first
         ``limit`` of them: only for a query SQL answers whole, see ``_sql_decides``)."""
         # A limited read (first(), maxRecords, a first page) uses the model only if it is current:
         # decoding the whole table for one page is what LIMIT in SQL avoids.
-        model = None if query.view else self.model.table(info.tid, load=limit is None)
+        model = None if query.view else self.model.table(info.tid, load=load and limit is None)
         if model is not None:
             records = self._select_in_model(info, query, model)
             if query.sort:
@@ -629,15 +702,12 @@ class Engine:
             return model.records
         from airtable_cached import formula_bridge
 
-        link_check = self._link_formula(info, query)
-        if link_check is not None:
-            return [r for r in model.records if link_check(r)]
         compiled = formula_bridge.sql_filter(info, query.formula)
         self._index_filtered_fields(compiled.equality_fields)
-        predicate, clock_bound = formula_bridge.python_filter(info, query.formula)
+        predicate, clock_bound = self._python_predicate(info, query.formula)
 
         def matching() -> list[dict]:
-            if not compiled.indexed:
+            if not compiled.indexed or self._link_sources(info, query.formula or ""):
                 return [r for r in model.records if predicate(r)]
             # An index finds the candidates (ids only, nothing decoded); the model has them decoded.
             rows, residual = self._select_rows(info, query, "r.id")
@@ -647,22 +717,6 @@ class Engine:
         if clock_bound:
             return matching()
         return model.remembered(("formula", query.formula), matching)
-
-    def _link_formula(self, info: TableInfo, query: ListQuery) -> Callable[[dict], bool] | None:
-        """A formula naming link fields of this table, as a check where links read as their
-        records' primary values (``None``: it names none the cache can read)."""
-        if not query.formula:
-            return None
-        from airtable_cached import formula_bridge
-
-        conn = self.store.conn
-        sources = formula_bridge.link_sources(conn, info, query.formula)
-        if not sources:
-            return None
-        primary = links.PrimaryValues(conn, sources)
-        check, _clock_bound = formula_bridge.python_filter(info, query.formula)
-
-        return lambda record: check(primary.record(record))
 
     def _select_ids(self, info: TableInfo, query: ListQuery, *, limit: int | None) -> list[str]:
         """The ids ``_select`` would list, without decoding a record (a query SQL answers whole)."""
@@ -691,15 +745,33 @@ class Engine:
         self.stats.count(info.tid, "formula.python")
         from airtable_cached import formula_bridge
 
-        predicate, _clock_bound = formula_bridge.python_filter(info, query.formula)
+        predicate, _clock_bound = self._python_predicate(info, query.formula)
         sql, args, _none = self._select_sql(info, dataclasses.replace(query, formula=None), columns)
         return self.store.conn.execute(sql, args).fetchall(), predicate
 
+    def _link_sources(self, info: TableInfo, formula: str) -> dict:
+        """The link fields a formula reads (as their records' primary values, as Airtable does)."""
+        from airtable_cached import formula_bridge
+
+        return formula_bridge.link_sources(self.store.conn, info, formula)
+
+    def _python_predicate(self, info: TableInfo, formula: str) -> tuple[Callable[[dict], bool], bool]:
+        """The whole formula as a check over decoded records, links read as primary values, and
+        whether its answer depends on the clock."""
+        from airtable_cached import formula_bridge
+
+        check, clock_bound = formula_bridge.python_filter(info, formula)
+        sources = self._link_sources(info, formula)
+        if not sources:
+            return check, clock_bound
+        primary = links.PrimaryValues(self.store.conn, sources)
+        return (lambda record: check(primary.record(record))), clock_bound
+
     def _select_sql(self, info: TableInfo, query: ListQuery, columns: str) -> tuple[str, list, Callable[[dict], bool] | None]:
         where, params, residual, order = "", [], None, "r.position"
-        link_check = self._link_formula(info, query)
-        if link_check is not None:
-            residual = link_check
+        if query.formula and self._link_sources(info, query.formula):
+            # Links read as their records' primary values: evaluated in Python over the table.
+            residual, _clock_bound = self._python_predicate(info, query.formula)
         elif query.formula:
             from airtable_cached import formula_bridge
 
@@ -784,14 +856,26 @@ class Engine:
 
     def _first_page(self, info: TableInfo, query: ListQuery) -> dict:
         """The first page; the ids of the rest (if any) go to a snapshot for the offset."""
-        records, rest = self._select_page(info, query)
-        result: dict[str, Any] = {"records": [self._shape(info, r, query) for r in records]}
+        load = self._may_load_model(info, query)
+        records, rest = self._select_page(info, query, load=load)
+        result: dict[str, Any] = {"records": self._shape_page(info, records, query)}
         if rest:
-            token = self.snapshots.put([r["id"] for r in records] + rest, self.clock(), _listing(info, query))
+            token = self.snapshots.put([r["id"] for r in records] + rest, self.clock(), _listing(info, query), load=load)
             result["offset"] = _offset_token(token, query.page_size)
         return result
 
-    def _select_page(self, info: TableInfo, query: ListQuery) -> tuple[list[dict], list[str]]:
+    def _may_load_model(self, info: TableInfo, query: ListQuery) -> bool:
+        """Whether this listing may decode the whole table into the read model (when it is not
+        current): a whole-table listing decodes every record anyway; a filtered one only when a
+        filtered listing of this table came already at this state of the file (the first one
+        goes to SQLite, which decodes only the matches: see ReadModel.wanted_again)."""
+        if query.view:
+            return False
+        if not query.formula or self.model.table(info.tid, load=False) is not None:
+            return True
+        return self.model.wanted_again(info.tid)
+
+    def _select_page(self, info: TableInfo, query: ListQuery, *, load: bool = True) -> tuple[list[dict], list[str]]:
         """The first page's records and the ids of the records after it (``max_records`` applied).
         Where SQL alone decides membership and order, the limit goes into SQL and only the first
         page is decoded; otherwise every match is decoded to be filtered or sorted here."""
@@ -803,7 +887,7 @@ class Engine:
                 return records, []
             ids = self._select_ids(info, query, limit=limit)
             return records[: query.page_size], ids[query.page_size :]
-        records = self._select(info, query)
+        records = self._select(info, query, load=load)
         if limit is not None:
             records = records[:limit]
         return records[: query.page_size], [r["id"] for r in records[query.page_size :]]
@@ -815,10 +899,7 @@ class Engine:
             return True
         from airtable_cached import formula_bridge
 
-        if formula_bridge.link_sources(self.store.conn, info, query.formula):
-            return False
-
-        return formula_bridge.sql_filter(info, query.formula).check is None
+        return formula_bridge.sql_filter(info, query.formula).check is None and not self._link_sources(info, query.formula)
 
     def _next_page(self, info: TableInfo, query: ListQuery) -> dict:
         parsed = _parse_offset(query.offset or "")
@@ -835,10 +916,12 @@ class Engine:
         ids = snapshot.ids
         # The same records as when the listing began, with their current contents; deleted ones skipped.
         wanted = ids[position : position + query.page_size]
-        rows = self._rows_by_id(info.tid, wanted, load=True)
+        # The later pages of a listing decode the table once into the model if its first page
+        # could (_may_load_model); otherwise they read their records from SQLite.
+        rows = self._rows_by_id(info.tid, wanted, load=snapshot.load)
         self._follow_flushed_creates(info.tid, wanted, rows)
         page = [rows[i] for i in wanted if i in rows]
-        result: dict[str, Any] = {"records": [self._shape(info, r, query) for r in page]}
+        result: dict[str, Any] = {"records": self._shape_page(info, page, query)}
         if position + query.page_size < len(ids):
             result["offset"] = _offset_token(parsed[0], position + query.page_size)
         else:
@@ -873,10 +956,27 @@ class Engine:
                 found[row["id"]] = _record(row)
         return found
 
+    def _shape_page(self, info: TableInfo, records: list[dict], query: ListQuery) -> list[dict]:
+        """``_shape`` of each record; the plain query (every field, by name) inlined, as the
+        per-record cost of a listing is mostly this copy."""
+        if query.fields is not None or query.by_field_ids or query.comment_count:
+            return [self._shape(info, r, query) for r in records]
+        out = []
+        for record in records:
+            mutable = record.get(MUTABLE)
+            if mutable is None:
+                fields = copy_fields(record["fields"])
+            else:
+                fields = record["fields"].copy()
+                for name in mutable:
+                    fields[name] = copy_value(fields[name])
+            out.append({"id": record["id"], "createdTime": record["createdTime"], "fields": fields})
+        return out
+
     def _shape(self, info: TableInfo, record: dict, query: ListQuery) -> dict:
         """A stored record as Airtable returns it for this query."""
         # A copy: the record may be the read model's own (issue 11: never hand out what the cache keeps).
-        out = {"id": record["id"], "createdTime": record["createdTime"], "fields": copy_fields(record["fields"])}
+        out = {"id": record["id"], "createdTime": record["createdTime"], "fields": copy_record_fields(record)}
         if query.fields is not None:
             out = project(out, [self._field_name(info, f) for f in query.fields])
         if query.by_field_ids:
@@ -935,10 +1035,10 @@ class Engine:
                 record = self._insert_local(conn, info, table, fields, typecast, position, now, merge_on=None, call=call)
                 seqs.append(record.pop("_seq"))
                 created.append(record)
-            links.after_local_write(self, conn, info, [r["id"] for r in created])
-        self.model.after_write(info.tid, before, [r["id"] for r in created])
-        self._after_write(info, seqs)
-        created = self._maybe_reread(info, created)
+            linked = links.after_local_write(self, conn, info, [r["id"] for r in created])
+        self.model.after_write(info.tid, before, [r["id"] for r in created] + sorted(linked.get(info.tid, ())))
+        self._after_write(info, seqs, call)
+        created = self._maybe_reread(info, created, call)
         shaped = [self._shape_write(info, r, body) for r in created]
         return shaped[0] if single else {"records": shaped}
 
@@ -987,8 +1087,8 @@ class Engine:
             if self._sends_now(info, call):
                 return self._send_now(info, table, call, "PUT" if replace else "PATCH", record_id, body)
             seqs, records = self._update_many(info, table, [(record_id, fields)], op, typecast, call, batch=False)
-            self._after_write(info, seqs)
-            return self._shape_write(info, self._maybe_reread(info, records)[0], body)
+            self._after_write(info, seqs, call)
+            return self._shape_write(info, self._maybe_reread(info, records, call)[0], body)
         items = body.get("records")
         upsert = body.get("performUpsert")
         items = _check_batch(items, need_id=upsert is None)
@@ -999,8 +1099,8 @@ class Engine:
         if self._sends_now(info, call):
             return self._send_now(info, table, call, "PUT" if replace else "PATCH", None, body)
         seqs, records = self._update_many(info, table, pairs, op, typecast, call)
-        self._after_write(info, seqs)
-        return {"records": [self._shape_write(info, r, body) for r in self._maybe_reread(info, records)]}
+        self._after_write(info, seqs, call)
+        return {"records": [self._shape_write(info, r, body) for r in self._maybe_reread(info, records, call)]}
 
     def _require_records(self, info: TableInfo, record_ids: list[str], *, batch: bool) -> None:
         """Records a write names must exist (checked before values, in Airtable's order)."""
@@ -1020,8 +1120,8 @@ class Engine:
                 seq, record = self._update_one(conn, info, table, record_id, fields, op, typecast, now, call, batch=batch)
                 seqs.append(seq)
                 results.append(record)
-            links.after_local_write(self, conn, info, [r["id"] for r in results])
-        self.model.after_write(info.tid, before, [r["id"] for r in results])
+            linked = links.after_local_write(self, conn, info, [r["id"] for r in results])
+        self.model.after_write(info.tid, before, [r["id"] for r in results] + sorted(linked.get(info.tid, ())))
         return seqs, results
 
     def _update_one(self, conn: sqlite3.Connection, info: TableInfo, table: str, record_id: str, fields: dict,
@@ -1114,14 +1214,14 @@ class Engine:
                     if record["id"] in created_ids:  # made earlier in this call: later matches see it as now
                         current = [record if r["id"] == record["id"] else r for r in current]
                 records.append(record)
-            links.after_local_write(self, conn, info, [r["id"] for r in records])
-        self.model.after_write(info.tid, before, [r["id"] for r in records])
-        self._after_write(info, seqs)
+            linked = links.after_local_write(self, conn, info, [r["id"] for r in records])
+        self.model.after_write(info.tid, before, [r["id"] for r in records] + sorted(linked.get(info.tid, ())))
+        self._after_write(info, seqs, call)
         if self.settings.mode == "write-through":
             remapped = {r["id"]: self.resolve_id(r["id"]) for r in records}
             created_ids = [remapped[i] for i in created_ids]
             updated_ids = [remapped[i] for i in updated_ids]
-            records = self._maybe_reread(info, records)
+            records = self._maybe_reread(info, records, call)
         # A record matched twice in one call is answered twice in its final state, as Airtable does.
         final = {r["id"]: r for r in records}
         return {
@@ -1142,8 +1242,8 @@ class Engine:
         now = self.clock()
         seqs: list[int] = []
         deleted_ids: list[str] = []
-        call = _WriteCall()
         before = self.model.marker()
+        call = _WriteCall()
         with self.store.transaction() as conn:
             for record_id in record_ids:
                 real_id = self.resolve_id(record_id)
@@ -1157,9 +1257,9 @@ class Engine:
                     conn, tid=info.tid, base_id=base_id, table_ref=table, op="delete", record_id=real_id,
                     fields=None, base=None, typecast=False, now=now, call_id=call.call_id,
                 )))
-            links.after_local_write(self, conn, info, deleted_ids)
-        self.model.after_write(info.tid, before, deleted_ids)
-        self._after_write(info, seqs)
+            linked = links.after_local_write(self, conn, info, [self.resolve_id(i) for i in record_ids])
+        self.model.after_write(info.tid, before, deleted_ids + sorted(linked.get(info.tid, ())))
+        self._after_write(info, seqs, call)
         deleted = [{"id": self.resolve_id(i) if self.settings.mode == "write-through" else i, "deleted": True} for i in record_ids]
         return deleted[0] if single else {"records": deleted}
 
@@ -1246,18 +1346,18 @@ class Engine:
         info.set_schema(schema)
 
     def _shape_write(self, info: TableInfo, record: dict, body: dict) -> dict:
-        out = {"id": record["id"], "createdTime": record["createdTime"], "fields": copy_fields(record["fields"])}
+        out = {"id": record["id"], "createdTime": record["createdTime"], "fields": copy_record_fields(record)}
         if body.get("returnFieldsByFieldId"):
             out = rename_to_ids(out, info.id_for_name)
         return out
 
-    def _after_write(self, info: TableInfo, seqs: list[int]) -> None:
+    def _after_write(self, info: TableInfo, seqs: list[int], call: _WriteCall | None = None) -> None:
         """Write-through sends the writes now and fails the call if Airtable refused them."""
         if decide_write(self.settings.mode) is not Write.WRITE_THROUGH or not seqs:
             if self.sync is not None:
                 self.sync.notify_write(len(seqs))
             return
-        self._require_sync().flush(info.base_id)
+        self._require_sync().flush_writes(info.base_id, seqs)
         marks = ",".join("?" * len(seqs))
         left = self.store.conn.execute(
             f"SELECT seq, record_id, last_error, state FROM outbox WHERE seq IN ({marks})", seqs
@@ -1279,7 +1379,7 @@ class Engine:
         rows = self._rows_by_id(info.tid, [self.resolve_id(record_id)])
         return next(iter(rows.values()))
 
-    def _maybe_reread(self, info: TableInfo, records: list[dict]) -> list[dict]:
+    def _maybe_reread(self, info: TableInfo, records: list[dict], call: _WriteCall | None = None) -> list[dict]:
         if self.settings.mode != "write-through":
             return records
         # A record written twice in one call is answered in each state in turn (as Airtable
@@ -1422,11 +1522,13 @@ class Engine:
         for alias in (schema.get("id"), schema.get("name")):
             if alias:
                 other = conn.execute(
-                    "SELECT tid FROM table_aliases WHERE base_id = ? AND alias = ?", (info.base_id, alias)
+                    "SELECT tid FROM table_aliases WHERE endpoint = ? AND base_id = ? AND alias = ?",
+                    (self.endpoint, info.base_id, alias),
                 ).fetchone()
                 if other is None:
                     conn.execute(
-                        "INSERT INTO table_aliases (base_id, alias, tid) VALUES (?, ?, ?)", (info.base_id, alias, info.tid)
+                        "INSERT INTO table_aliases (endpoint, base_id, alias, tid) VALUES (?, ?, ?, ?)",
+                        (self.endpoint, info.base_id, alias, info.tid),
                     )
 
     def absorb(self, base_id: str, table: str, records: list[dict], *, sent_at: float | None = None) -> None:
@@ -1483,6 +1585,8 @@ class Engine:
 
 
 _RECORD_COLUMNS = "r.id, r.created_time, r.modified_time, r.fields, r.comment_count"
+#: The query of a request without parameters (immutable, so shared).
+_PLAIN_QUERY = ListQuery.from_params({})
 
 
 def _record(row: sqlite3.Row) -> dict:
@@ -1558,6 +1662,8 @@ class StatsRecorder:
 
     def __init__(self, store: Store):
         self.store = store
+        #: Called with the change marker from before each write of statistics (which changes no record).
+        self.on_written: Callable[[tuple], None] | None = None
         self._counts: dict[tuple[int, str], list[float]] = {}
         self._latencies: list[tuple[int, str, float]] = []
         self._lock = threading.Lock()
@@ -1584,6 +1690,7 @@ class StatsRecorder:
         if not counts:
             return
         try:
+            before = None if self.store.conn.in_transaction else self.store.change_marker()
             with self.store.transaction() as conn:
                 conn.executemany(
                     "INSERT INTO stats (tid, kind, count, total_ms) VALUES (?, ?, ?, ?)"
@@ -1591,5 +1698,7 @@ class StatsRecorder:
                     [(tid, kind, c, ms) for (tid, kind), (c, ms) in counts.items()],
                 )
                 conn.executemany("INSERT INTO latencies (tid, kind, ms) VALUES (?, ?, ?)", latencies)
+            if before is not None and self.on_written is not None:
+                self.on_written(before)
         except sqlite3.Error as exc:  # statistics must never fail a read
             log.debug("could not write statistics: %s", exc)

@@ -329,5 +329,12 @@ def _python_filter(text: str, field_ids: tuple[tuple[str, str], ...]) -> tuple[C
     module = _formula()
     node = _with_names(module, _parse(text), dict(field_ids))
     clock_bound = bool({name.upper() for name in module.function_names(node)} & CLOCK_FUNCTIONS)
-    matches = module.matches
-    return (lambda record: matches(node, record)), clock_bound
+    matches, formula_error = module.matches, module.FormulaError
+
+    def check(record: dict) -> bool:
+        try:
+            return matches(node, record)
+        except formula_error:
+            return False  # an error value excludes the record, as in Airtable
+
+    return check, clock_bound

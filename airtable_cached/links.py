@@ -208,10 +208,14 @@ def targets(conn: sqlite3.Connection, tid: int, record_ids: list[str] | set[str]
     return found
 
 
-def after_local_write(engine: Engine, conn: sqlite3.Connection, info: TableInfo, record_ids: list[str]) -> None:
-    """The agent wrote these records (or deleted them): the linked records show it at once."""
-    for linked_tid, ids in targets(conn, info.tid, record_ids).items():
+def after_local_write(engine: Engine, conn: sqlite3.Connection, info: TableInfo,
+                      record_ids: list[str]) -> dict[int, set[str]]:
+    """The agent wrote these records (or deleted them): the linked records show it at once.
+    Returns those linked records, per table."""
+    touched = targets(conn, info.tid, record_ids)
+    for linked_tid, ids in touched.items():
         engine.recompute(conn, linked_tid, ids)
+    return touched
 
 
 def pending_targets(conn: sqlite3.Connection, tid: int) -> set[str]:

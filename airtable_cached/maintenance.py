@@ -23,6 +23,7 @@ from airtable_cached.config import Settings
 from airtable_cached.errors import AirtableCachedError
 from airtable_cached.policy import TableState
 from airtable_cached.records import is_provisional, referenced_provisional_ids
+from airtable_cached.refresh import refresh_counts, refresh_status
 from airtable_cached.store import SCHEMA_VERSION, Store
 
 __all__ = [
@@ -175,6 +176,7 @@ def status(store: Store, settings: Settings, *, now: float | None = None) -> dic
             "dead": queue["dead"],
             "oldest_pending": oldest,
             "oldest_pending_age": None if oldest is None else max(0.0, now - oldest),
+            **refresh_status(conn, tid, json.loads(row["schema_json"]) if row["schema_json"] else None, settings, now),
         })
     bases: dict[str, dict] = {}
     for base_id in sorted({t["base_id"] for t in tables}
@@ -285,9 +287,15 @@ def _queued_seqs(path: Path) -> tuple[set[int], int]:
 
 
 def _bases_of(path: Path) -> set[str]:
+    """The flush-lock keys of the bases in a database file (a base of one endpoint each)."""
+    from airtable_cached.locks import flush_key
+
     conn = _raw_connect(path)
     try:
-        return {r[0] for r in conn.execute("SELECT base_id FROM tables UNION SELECT base_id FROM outbox")}
+        try:
+            return {flush_key(r[0], r[1]) for r in conn.execute("SELECT endpoint, base_id FROM tables")}
+        except sqlite3.OperationalError:  # a file from before the cache was keyed by endpoint
+            return {r[0] for r in conn.execute("SELECT base_id FROM tables UNION SELECT base_id FROM outbox")}
     except sqlite3.Error:
         return set()
     finally:
@@ -300,7 +308,9 @@ def _hold_flush_locks(settings: Settings, bases: Iterable[str]) -> Iterator[None
     import diskcache
 
     from airtable_cached.locks import FlushLocks
+    from airtable_cached.safety import private_locks_dir
 
+    private_locks_dir(settings.locks_dir)  # 0700, its files 0600, as the sync makes it
     cache = diskcache.Cache(str(settings.locks_dir))
     locks = FlushLocks(settings.locks_dir, cache, settings.claim_timeout)
     held = []
@@ -659,6 +669,7 @@ def stats(store: Store) -> dict:
     return {
         "reads": {**totals, "hit_ratio": round(totals["local"] / reads, 4) if reads else None},
         "tables": list(tables.values()),
+        "refresh": refresh_counts(conn),
         "latency": by_kind,
         "requests": {"sent": sent, "rate_limited": limited, "by_kind": requests},
         "bytes": {
@@ -769,9 +780,13 @@ def pull(store: Store, settings: Settings, token: str, base: str | None = None, 
         if TableState(info.pulled_at, settings.max_age).is_fresh(now) and not force:
             results.append({"base_id": base_id, "table": info.name or ref, "pulled": False, "records": None})
             continue
-        count = sync.pull(base_id, ref)
+        if force:
+            count, kind = sync.pull(base_id, ref), "full"
+        else:  # only what changed since the table's watermark, when that is enough
+            refreshed = sync.refresh(base_id, ref)
+            count, kind = refreshed.changed, refreshed.kind
         info = sync.engine.table_info(base_id, ref)
-        results.append({"base_id": base_id, "table": info.name or ref, "pulled": True, "records": count})
+        results.append({"base_id": base_id, "table": info.name or ref, "pulled": True, "records": count, "kind": kind})
     return results
 
 

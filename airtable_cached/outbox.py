@@ -192,7 +192,7 @@ def next_due(conn: sqlite3.Connection) -> float | None:
 
 
 def claim(conn: sqlite3.Connection, base_id: str, *, now: float, lease: float, limit: int = 500,
-          link_fields: Mapping[int, frozenset[str]] | None = None) -> list[Op]:
+          link_fields: Mapping[int, frozenset[str]] | None = None, endpoint: str | None = None) -> list[Op]:
     """Claim the writes of ``base_id`` that can be sent now. Call inside ``BEGIN IMMEDIATE``.
 
     Per record, writes are taken in order and the first one that cannot go stops the rest of that
@@ -204,7 +204,8 @@ def claim(conn: sqlite3.Connection, base_id: str, *, now: float, lease: float, l
     """
     link_fields = link_fields or {}
     rows = conn.execute(
-        "SELECT * FROM outbox WHERE base_id = ? ORDER BY seq", (base_id,)
+        "SELECT * FROM outbox WHERE base_id = ?" + _OF_ENDPOINT * (endpoint is not None) + " ORDER BY seq",
+        (base_id,) if endpoint is None else (base_id, endpoint),
     ).fetchall()
     mapped = {r[0] for r in conn.execute("SELECT provisional FROM id_map")}
     blocked: set[tuple[int, str]] = set()
@@ -249,13 +250,27 @@ def claim(conn: sqlite3.Connection, base_id: str, *, now: float, lease: float, l
     return claimed
 
 
-def release_claims(conn: sqlite3.Connection, base_id: str) -> int:
+def release_claims(conn: sqlite3.Connection, base_id: str, *, endpoint: str | None = None) -> int:
     """Make the in-flight writes of a base claimable now (their flusher is gone). They stay
     ``inflight``, so a create among them is looked for before it is sent again. Returns how many."""
     cur = conn.execute(
-        "UPDATE outbox SET claimed_until = NULL WHERE base_id = ? AND state = 'inflight'", (base_id,)
+        "UPDATE outbox SET claimed_until = NULL WHERE base_id = ? AND state = 'inflight'" + _OF_ENDPOINT * (endpoint is not None),
+        (base_id,) if endpoint is None else (base_id, endpoint),
     )
     return cur.rowcount
+
+
+#: Narrows an outbox query to the tables of one endpoint (the cache is keyed by endpoint).
+_OF_ENDPOINT = " AND tid IN (SELECT tid FROM tables WHERE endpoint = ?)"
+
+
+def unclaim(conn: sqlite3.Connection, ops: Iterable[Op]) -> None:
+    """Give claimed writes back as they were before :func:`claim` (a create that was in flight
+    stays in flight, so it is still looked for before it is sent again)."""
+    conn.executemany(
+        "UPDATE outbox SET state = ?, claimed_until = ?, attempts = ? WHERE seq = ? AND state = 'inflight'",
+        [(op.state, op.claimed_until, op.attempts, op.seq) for op in ops],
+    )
 
 
 def plan(ops: Iterable[Op], link_fields: Mapping[int, frozenset[str]] | None = None) -> list[Send]:

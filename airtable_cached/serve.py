@@ -78,7 +78,8 @@ class SyncService:
 
         self.settings = settings.replace(flush="manual")
         self.tables = [self._parse_table(t) for t in tables]
-        self.pull_every = settings.max_age if pull_every is None else pull_every
+        # Half the max age by default: a table is refreshed before any agent could find it stale.
+        self.pull_every = settings.max_age / 2 if pull_every is None else pull_every
         self.flush_every = flush_every
         self.backup_every = backup_every
         self.backup_keep = backup_keep
@@ -176,7 +177,9 @@ class SyncService:
     def targets(self) -> list[tuple[str, str]]:
         if self.tables:
             return list(self.tables)
-        rows = self.store.conn.execute("SELECT base_id, table_id, name FROM tables ORDER BY tid").fetchall()
+        rows = self.store.conn.execute(
+            "SELECT base_id, table_id, name FROM tables WHERE endpoint = ? ORDER BY tid", (self.engine.endpoint,)
+        ).fetchall()
         return [(r["base_id"], r["table_id"] or r["name"]) for r in rows if r["table_id"] or r["name"]]
 
     def pull_due(self) -> None:
@@ -193,9 +196,12 @@ class SyncService:
                 self._next_pull[key] = due
                 continue
             try:
-                count = self.sync.pull(base_id, table)
+                # Incremental when the table's watermark allows it: agents sharing the file find it
+                # fresh without ever waiting for a pull themselves.
+                result = self.sync.refresh(base_id, table)
                 self.stats.pulls += 1
-                log.info("pulled %s/%s: %d records", base_id, table, count)
+                log.info("refreshed %s/%s (%s): %d records changed, %d deleted, %d requests", base_id, table,
+                         result.kind, result.changed, result.deleted, result.requests)
             except _Abandon:
                 raise
             except Exception as exc:  # noqa: BLE001 - logged or re-raised

@@ -30,7 +30,7 @@ PRAGMAS: tuple[tuple[str, object], ...] = (
     ("cache_size", -16_000),
 )
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 8
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -222,11 +222,55 @@ MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (base_id, digest)
     );
     """,
+    # Incremental refresh (airtable_cached/refresh.py): per table its watermark and what its pulls
+    # cost; per base the polled webhook (change feed) and its cursor.
+    6: """
+    CREATE TABLE refresh_state (
+        tid                  INTEGER PRIMARY KEY REFERENCES tables(tid) ON DELETE CASCADE,
+        watermark            REAL,     -- Airtable's clock (its Date header) when the last pull began
+        last_full            REAL,     -- local clock: last full pull, incremental pull, id sweep
+        last_incremental     REAL,
+        last_sweep           REAL,
+        hook_id              TEXT,     -- the webhook whose payloads cover this table since its last full pull
+        source               TEXT,     -- feed | sweep: where its last refresh learnt deletions
+        full_pulls           INTEGER NOT NULL DEFAULT 0,
+        full_requests        INTEGER NOT NULL DEFAULT 0,
+        incremental_pulls    INTEGER NOT NULL DEFAULT 0,
+        incremental_requests INTEGER NOT NULL DEFAULT 0,
+        stale_served         INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE webhooks (
+        base_id    TEXT PRIMARY KEY,
+        webhook_id TEXT,
+        cursor     INTEGER NOT NULL DEFAULT 1,
+        expires_at REAL,                -- Airtable's clock
+        created_at REAL,
+        read_at    REAL,                -- local clock: last payloads read
+        denied_at  REAL,                -- local clock: Airtable refused (403) or the limit was reached
+        denied_why TEXT
+    );
+    """,
     # The agent's call each queued write came from (the seq of the call's first write): Airtable
     # applies a request whole or not at all, so the writes of one call are sent together and
     # dead-lettered together (issue 9).
-    6: """
+    7: """
     ALTER TABLE outbox ADD COLUMN call_id INTEGER;
+    """,
+    # The cache is keyed by the Airtable it mirrors too: two endpoints (a staging proxy and
+    # Airtable, two fake servers) with the same base id never share records. '' marks tables
+    # cached before this version; the first sync to open the file adopts them for its endpoint.
+    8: """
+    ALTER TABLE tables ADD COLUMN endpoint TEXT NOT NULL DEFAULT '';
+    CREATE TABLE table_aliases_by_endpoint (
+        endpoint TEXT NOT NULL DEFAULT '',
+        base_id  TEXT NOT NULL,
+        alias    TEXT NOT NULL,
+        tid      INTEGER NOT NULL REFERENCES tables(tid) ON DELETE CASCADE,
+        PRIMARY KEY (endpoint, base_id, alias)
+    );
+    INSERT INTO table_aliases_by_endpoint (endpoint, base_id, alias, tid) SELECT '', base_id, alias, tid FROM table_aliases;
+    DROP TABLE table_aliases;
+    ALTER TABLE table_aliases_by_endpoint RENAME TO table_aliases;
     """,
 }
 

@@ -33,10 +33,11 @@ import urllib3
 from airtable_cached import checksum, links, outbox, reconcile, safety
 from airtable_cached.config import Settings, check_token
 from airtable_cached.errors import AirtableResponseError, OfflineError, RemoteError
-from airtable_cached.locks import FlushLocks, HeldLock
+from airtable_cached.locks import FlushLocks, HeldLock, flush_key
 from airtable_cached.policy import backoff
 from airtable_cached.query import ListQuery
 from airtable_cached.records import dumps, now_iso, referenced_provisional_ids, replace_ids
+from airtable_cached.refresh import Refresher, RefreshResult
 
 if TYPE_CHECKING:
     from airtable_cached.engine import Engine, TableInfo
@@ -69,7 +70,9 @@ class Pacer:
     def wait_turn(self, base_id: str) -> None:
         # A 5% margin: a limiter on the other side that counts a sliding second must never see six.
         interval = 1.05 / self.settings.rate_limit
-        with diskcache.Lock(self.cache, f"pace:{base_id}", expire=10):
+        # A diskcache transaction (SQLite's own lock): it dies with a process killed inside it,
+        # where a diskcache.Lock would stop every flusher of the base until it expired.
+        with self.cache.transact(retry=True):
             now = self.clock()
             slot = max(now, self.cache.get(f"next:{base_id}", 0.0), self.cache.get(f"penalty:{base_id}", 0.0))
             if slot > now + self.horizon:
@@ -115,6 +118,7 @@ class Remote:
         self._sessions_lock = threading.Lock()
         #: Airtable's clock as its last answer told it (``Date``): bounds what a lost create made.
         self.server_time: Any = None
+        self._counted = threading.local()  # per thread: requests and Airtable's clock since mark()
 
     @property
     def session(self) -> requests.Session:
@@ -156,6 +160,26 @@ class Remote:
     def token_digest(self, salt: bytes) -> str:
         """An HMAC of the token keyed by ``salt``: tells tokens apart without keeping the token."""
         return hmac.new(salt, self._token.encode(), hashlib.sha256).hexdigest()
+
+    def mark(self) -> None:
+        """Start counting this thread's requests (a refresh's cost) and noting Airtable's clock."""
+        self._counted.requests = 0
+        self._counted.first_date = None
+        self._counted.last_date = None
+
+    def since_mark(self) -> tuple[int, float | None, float | None]:
+        """Requests this thread sent since ``mark()``, and the Date header (epoch seconds, Airtable's
+        clock) of the first and the last answer."""
+        return (getattr(self._counted, "requests", 0), getattr(self._counted, "first_date", None),
+                getattr(self._counted, "last_date", None))
+
+    def _note(self, response: requests.Response | None) -> None:
+        self._counted.requests = getattr(self._counted, "requests", 0) + 1
+        date = _server_date(response) if response is not None else None
+        if date is not None:
+            if getattr(self._counted, "first_date", None) is None:
+                self._counted.first_date = date
+            self._counted.last_date = date
 
     def url(self, *parts: str) -> str:
         return self.settings.endpoint_url + "/v0/" + "/".join(quote(p, safe="") for p in parts)
@@ -204,7 +228,9 @@ class Remote:
         try:
             response = self.session.request(method, url, params=params, json=json_body, timeout=self.timeout)
             status = response.status_code
+            self._note(response)
         except requests.RequestException as exc:
+            self._note(None)
             error = RemoteError(None, f"{type(exc).__name__}: {exc}".replace(self._token, "***"))
             error.unsent = _never_sent(exc)  # type: ignore[attr-defined]
             error.no_answer = error.unsent or isinstance(exc, requests.Timeout)  # type: ignore[attr-defined]
@@ -253,6 +279,12 @@ def may_have_applied(error: RemoteError) -> bool:
     if error.status is None:
         return not getattr(error, "unsent", False)
     return error.status >= 500
+
+
+def _server_date(response: requests.Response) -> float | None:
+    """Airtable's clock from an answer's Date header (one-second resolution), as epoch seconds."""
+    when = reconcile.server_time(response.headers.get("Date"))
+    return when.timestamp() if when is not None else None
 
 
 def _retry_after(response: requests.Response) -> float | None:
@@ -329,10 +361,13 @@ class Sync:
         #: at once, without asking again.
         self.refused: dict[str, AirtableResponseError] = {}
         self._plan: list[outbox.Send] = []  # the sends of the batch being flushed
+        self._settled: set[int] = set()  # id() of sends of the plan that reconciliation settled
         self._flusher: AutoFlusher | None = None
         self._flusher_lock = threading.Lock()
         self._closed = False
+        engine.adopt_unkeyed_tables()
         self._start_flusher()
+        self.refresher = Refresher(self)
 
     @property
     def store(self):
@@ -342,6 +377,7 @@ class Sync:
     def pull(self, base_id: str, table: str, *, view: str | None = None) -> int:
         """Pull a table (or one view's members and order) whole; returns the number of records."""
         started = self.remote.clock()
+        self.remote.mark()
         info = self.engine.table_info(base_id, table)
         schema = self._fetch_schema(info, table) if info.schema is None else None
         params: dict[str, Any] = {"pageSize": PULL_PAGE_SIZE, "recordMetadata[]": ["commentCount"]}
@@ -350,7 +386,17 @@ class Sync:
         records = self._fetch_all(base_id, table, params)
         self.engine.grant(base_id)
         self.engine.apply_pull(base_id, table, records, started_at=started, schema=schema, view=view)
+        if view is None:
+            requests, server_start, _last = self.remote.since_mark()
+            self.refresher.record_full(info, requests=requests, server_start=server_start)
         return len(records)
+
+    def refresh(self, base_id: str, table: str, *, max_age: float | None = None,
+                force_full: bool = False) -> RefreshResult:
+        """Bring a table up to date: only what changed since its watermark when that is enough
+        (see airtable_cached/refresh.py); skipped if it is younger than ``max_age`` by the time
+        this process holds the table's refresh lock."""
+        return self.refresher.refresh(base_id, table, max_age=max_age, force_full=force_full)
 
     def probe(self, base_id: str, table: str) -> bool:
         """Ask Airtable whether this token may read the table (one record, one field at most).
@@ -472,50 +518,80 @@ class Sync:
             raise OfflineError("offline mode: flush needs Airtable; the writes stay queued")
         result = FlushResult()
         bases = [base_id] if base_id else [
-            r[0] for r in self.store.conn.execute("SELECT DISTINCT base_id FROM outbox WHERE state != 'dead'")
+            r[0] for r in self.store.conn.execute(
+                "SELECT DISTINCT base_id FROM outbox WHERE state != 'dead' AND tid IN (SELECT tid FROM tables WHERE endpoint = ?)",
+                (self.engine.endpoint,),
+            )
         ]
         for base in bases:
             result.merge(self._flush_base_if_free(base, wait_in_process=wait_in_process))
         result.pending = self.store.conn.execute("SELECT COUNT(*) FROM outbox WHERE state != 'dead'").fetchone()[0]
         return result
 
+    def flush_writes(self, base_id: str, seqs: list[int], *, poll: float = 0.05) -> FlushResult:
+        """Flush a base until these writes have had Airtable's answer (write-through). When another
+        process is flushing the base it sends them (it claims until the queue is empty): this waits
+        for their rows to be acknowledged or dead-lettered, or for the base to be free again, at
+        most ``claim_timeout`` seconds."""
+        deadline = time.monotonic() + self.settings.claim_timeout
+        while True:
+            result = self.flush(base_id)
+            if not result.busy or not self._still_queued(seqs) or time.monotonic() > deadline:
+                return result
+            time.sleep(poll)  # real time: another process is at work
+
+    def _still_queued(self, seqs: list[int]) -> bool:
+        marks = ",".join("?" * len(seqs))
+        return self.store.conn.execute(
+            f"SELECT 1 FROM outbox WHERE seq IN ({marks}) AND state != 'dead' LIMIT 1", seqs
+        ).fetchone() is not None
+
     def _flush_base_if_free(self, base_id: str, *, wait_in_process: bool) -> FlushResult:
         """Flush a base unless another flusher is at it. Another process holding the base's lock is
         never waited for: the base is left to it (``FlushResult.busy``). Another thread of this
         process is waited for by an explicit flush (its caller expects the writes sent when it
         returns; that flusher is making progress), not by the background flusher."""
-        local = _in_process_lock(self.settings.path, base_id)
+        key = flush_key(self.engine.endpoint, base_id)
+        local = _in_process_lock(self.settings.path, key)
         if not local.acquire(blocking=wait_in_process):
             return FlushResult(busy=[base_id])
         try:
-            held = self.remote.locks.try_acquire(base_id)
+            held = self.remote.locks.try_acquire(key)
             if held is None:
                 log.info("base %s is being flushed by another process; left to it", base_id)
                 return FlushResult(busy=[base_id])
             try:
-                return self._flush_base(held)
+                return self._flush_base(base_id, held)
             finally:
                 self.remote.locks.release(held)
         finally:
             local.release()
 
-    def _flush_base(self, held: HeldLock) -> FlushResult:
-        base_id = held.base_id
+    def _flush_base(self, base_id: str, held: HeldLock) -> FlushResult:
         result = FlushResult()
+        endpoint = self.engine.endpoint
         lease = self.settings.claim_timeout
         with self.store.transaction() as conn:
             # This flusher holds the base's lock, so whoever claimed its in-flight writes is gone
             # (the kernel released its lock when it died) or was taken over (hung past its lease).
-            outbox.release_claims(conn, base_id)
+            outbox.release_claims(conn, base_id, endpoint=endpoint)
+            self._quarantine(conn, base_id, result)  # once a flush, before anything is claimed
         while True:
             now = self.remote.clock()
             with self.store.transaction() as conn:
-                self._quarantine(conn, base_id, result)
-                ops = outbox.claim(conn, base_id, now=now, lease=lease, link_fields=self._base_link_fields(conn, base_id))
+                ops = outbox.claim(conn, base_id, now=now, lease=lease, link_fields=self._base_link_fields(conn, base_id),
+                                   endpoint=endpoint)
+                # What is claimed is exactly what is sent: its checksums are verified once more. A
+                # damaged write is dead-lettered and the claim taken again, so what came after it
+                # (a write to a record whose create is now dead) waits as claim() decides.
+                if self._quarantine(conn, base_id, result, [op.seq for op in ops]):
+                    outbox.unclaim(conn, ops)
+                    continue
             if not ops:
                 return result
             sends = outbox.plan(ops, self._link_fields({op.tid for op in ops}))
             self._plan = sends  # the creates in doubt among them are counted by reconciliation
+            self._settled = set()
             try:
                 if not self._send_planned(held, sends, now, lease, result):
                     return result
@@ -523,18 +599,21 @@ class Sync:
                 self._release(sends, exc, result)
                 return result
 
-    def _quarantine(self, conn: sqlite3.Connection, base_id: str, result: FlushResult) -> None:
-        """Writes whose stored bytes no longer match their checksum are dead-lettered, never sent."""
-        damaged = checksum.broken(conn, base_id)
+    def _quarantine(self, conn: sqlite3.Connection, base_id: str, result: FlushResult,
+                    seqs: list[int] | None = None) -> set[int]:
+        """Writes whose stored bytes no longer match their checksum are dead-lettered, never sent.
+        Returns their seqs."""
+        damaged = checksum.broken(conn, base_id, seqs)
         if not damaged:
-            return
-        checksum.quarantine(conn, base_id)
+            return set()
+        checksum.quarantine(conn, base_id, seqs)
         for row in damaged:
             log.error("queued write %s (%s of %s) no longer matches its checksum: dead-lettered, not sent",
                       row["seq"], row["op"], row["record_id"])
             self.engine.recompute(conn, row["tid"], [row["record_id"]])
             result.failed.append({"op": row["op"], "record_id": row["record_id"], "seqs": [row["seq"]],
                                   "status": None, "error": checksum.quarantine_error(row)["body"], "dead": True})
+        return {row["seq"] for row in damaged}
 
     def _send_planned(self, held: HeldLock, sends: list[outbox.Send], now: float, lease: float,
                       result: FlushResult) -> bool:
@@ -558,9 +637,15 @@ class Sync:
 
     def _release(self, sends: list[outbox.Send], exc: RemoteError, result: FlushResult) -> None:
         """Airtable could not be reached (or a lookup failed): the writes this claim still holds go
-        back to the queue, due again in ``OUTAGE_RETRY`` seconds, so the queue drains as soon as
-        Airtable answers. A create in doubt keeps its mark (and its clock bound)."""
-        retry_at = self.remote.clock() + OUTAGE_RETRY
+        back to the queue, due again in ``OUTAGE_RETRY`` seconds when Airtable was out of reach (so
+        the queue drains as soon as it answers), after the usual backoff otherwise. A create in
+        doubt keeps its mark (and its clock bound)."""
+        seqs = [seq for send in sends for seq in send.seqs]
+        attempts = self.store.conn.execute(
+            f"SELECT MAX(attempts) FROM outbox WHERE seq IN ({','.join('?' * len(seqs))})", seqs
+        ).fetchone()[0] if seqs else 1
+        delay = OUTAGE_RETRY if exc.unreachable else backoff(attempts or 1)
+        retry_at = self.remote.clock() + delay
         rows = []
         for send in sends:
             error: dict[str, Any] = {"status": exc.status, "body": exc.body}
@@ -573,7 +658,7 @@ class Sync:
                 " WHERE seq = ? AND state = 'inflight'", row,
             ).rowcount for row in rows)
         log.warning("Airtable did not answer (%s): %d write(s) stay queued, tried again in %ss",
-                    exc, released, OUTAGE_RETRY)
+                    exc, released, delay)
         result.failed.append({"op": "flush", "status": exc.status, "error": exc.body, "dead": False,
                               "queued": released})
 
@@ -619,6 +704,11 @@ class Sync:
             self._with_real_ids(send)
         attempt = 0
         while True:
+            # Creates a reconciliation already settled (found, dead-lettered) are never sent, even
+            # when a later lookup of the same batch failed and the batch is tried again.
+            batch = [send for send in batch if id(send) not in self._settled]
+            if not batch:
+                return
             before_send = self.remote.server_time
             try:
                 if batch[0].kind == "create" and batch[0].uncertain and not batch[0].merge_on:
@@ -629,6 +719,9 @@ class Sync:
                 result.requests += 1
             except RemoteError as exc:
                 result.requests += 1
+                batch = [send for send in batch if id(send) not in self._settled]
+                if not batch:
+                    return
                 if _is_plain_create(batch) and exc.transient and may_have_applied(exc):
                     # The records may exist now although no answer said so: look for them before
                     # sending them again (within this flush after a backoff, or in a later one).
@@ -838,8 +931,12 @@ class Sync:
             first = group[0]
             ids = [r["id"] for r in outcome.delete]
             for i in range(0, len(ids), outbox.MAX_RECORDS_PER_REQUEST):
-                self.remote.send(first.base_id, "DELETE", self.remote.url(first.base_id, first.table_ref), kind="push",
-                                 params={"records[]": ids[i : i + outbox.MAX_RECORDS_PER_REQUEST]})
+                try:
+                    self.remote.send(first.base_id, "DELETE", self.remote.url(first.base_id, first.table_ref),
+                                     kind="push", params={"records[]": ids[i : i + outbox.MAX_RECORDS_PER_REQUEST]})
+                except RemoteError as exc:
+                    if exc.status != 404 and _error_type(exc.body) != "ROW_DOES_NOT_EXIST":
+                        raise
                 result.requests += 1
             log.info("deleted %d record(s) made by creates whose answer was lost and that were deleted since", len(ids))
         self._forget_cancelled(outcome.drop, result)
@@ -847,6 +944,8 @@ class Sync:
             self._dead_letter_uncertain(outcome.uncertain, candidates, result)
         for send in group:
             send.uncertain = any(send is again for again in outcome.resend)
+            if not send.uncertain:
+                self._settled.add(id(send))
         return outcome.resend
 
     def _dead_letter_uncertain(self, sends: list[outbox.Send], candidates: list[dict], result: FlushResult) -> None:
@@ -895,7 +994,7 @@ class Sync:
         # creates were queued. A record a pull brought in since (a lost create's, pulled first) is.
         taken = {r[0] for r in conn.execute("SELECT real FROM id_map WHERE tid = ?", (first.tid,))}
         older = {r[0] for r in conn.execute(
-            "SELECT id FROM records WHERE tid = ? AND remote IS NOT NULL AND (first_seen IS NULL OR first_seen < ?)",
+            "SELECT id FROM records WHERE tid = ? AND remote IS NOT NULL AND (first_seen IS NULL OR first_seen <= ?)",
             (first.tid, queued_at if queued_at is not None else float("inf")),
         )}
         return [r for r in found if r["id"] not in taken and r["id"] not in older]
@@ -911,6 +1010,10 @@ class Sync:
             if not page.get("offset"):
                 return records
             params["offset"] = page["offset"]
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def close(self, timeout: float | None = None) -> bool:
         """Flush what is queued (auto flush only; at most ``timeout``, default ``exit_timeout``
@@ -1026,6 +1129,9 @@ class AutoFlusher:
 
     def _run(self) -> None:
         try:
+            # At once on start: what a previous run left (a crash, an exit cut short) goes now,
+            # not after the first idle period.
+            self._flush_once()
             while self._wait_for_work():
                 self._flush_once()
         finally:

@@ -27,11 +27,13 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Iterable
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from airtable_cached.records import DATE_TYPES, format_number, parse_iso_datetime, plain_text, sort_key
+from airtable_cached.testing_webhooks import WebhookError, Webhooks
 
 __all__ = ["FakeAirtable", "seed_leads", "LEADS_SCHEMA", "FakeAirtableError", "add_linked_tables"]
 
@@ -264,6 +266,7 @@ class _Table:
         self.name = name
         self.fields = fields  # schema dicts, with ids
         self.primary_id = primary_id
+        self.base_id = ""
         self.records: list[dict] = []  # {"id","createdTime","fields"(by name), "_modified"}
         self.base_id = ""
         self.views: list[dict] = []  # {"id","name","type","formula","sort"}
@@ -312,6 +315,7 @@ class FakeAirtable:
         rate_limit: float | None = None,
         penalty_seconds: float = 30.0,
         schema_access: bool = True,
+        webhook_access: bool = True,
         port: int = 0,
         seed: int = 0,
     ):
@@ -324,7 +328,7 @@ class FakeAirtable:
         self._port = port
         self._lock = threading.RLock()
         self._ids = _IdGen(seed)
-        self._clock = 0
+        self._clock: float = 0
         self._bases: dict[str, dict] = {}  # base id -> {"name", "tables": list[_Table]}
         self._iterators: dict[str, dict] = {}
         self._iter_counter = 0
@@ -332,6 +336,11 @@ class FakeAirtable:
         self._recent: dict[str, deque] = {}
         self._penalty_until: dict[str, float] = {}
         self.requests: list[dict] = []
+        #: The webhooks API (see airtable_cached/testing_webhooks.py); ``webhooks.access = False``
+        #: answers 403 as for a token without the webhook:manage scope.
+        self.webhooks = Webhooks(self._ids.new, self._now_instant)
+        self.webhooks.access = webhook_access
+        self._events: list[tuple[str, str, str, Any]] = []  # published when the request succeeds
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
@@ -384,6 +393,24 @@ class FakeAirtable:
         """The logical clock's current time (ISO, UTC, ms); the last createdTime/modified time issued."""
         with self._lock:
             return _iso(_BASE_INSTANT + _dt.timedelta(seconds=self._clock))
+
+    def _now_instant(self) -> _dt.datetime:
+        return _BASE_INSTANT + _dt.timedelta(seconds=self._clock)
+
+    def advance_clock(self, seconds: float) -> None:
+        """Let time pass on the server (webhook expiry, payload retention, the Date header)."""
+        with self._lock:
+            self._clock += seconds
+
+    # -- change events (webhook payloads) -------------------------------------------------------
+
+    def _event(self, t: _Table, kind: str, item: Any) -> None:
+        self._events.append((t.base_id, t.id, kind, item))
+
+    def _publish_events(self) -> None:
+        events, self._events = self._events, []
+        for base_id, table_id, kind, item in events:
+            self.webhooks.publish(base_id, table_id, kind, item)
 
     # -- setup ----------------------------------------------------------------------------------
 
@@ -466,6 +493,8 @@ class FakeAirtable:
             t = self._table_or_raise(base_id, table)
             added = {"id": self._ids.new("fld"), **copy.deepcopy(field)}
             t.fields.append(added)
+            self._event(t, "field", added)
+            self._publish_events()
             return added["id"]
 
     def records(self, base_id: str, table: str) -> list[dict]:
@@ -491,6 +520,8 @@ class FakeAirtable:
                     rec["fields"][f["name"]] = copy.deepcopy(v)
             self._sync_inverse(t, record_id, before, rec["fields"])
             rec["_modified"] = self._tick()
+            self._event(t, "changed", rec)
+            self._publish_events()
             return self._render(t, rec)
 
     def delete_record(self, base_id: str, table: str, record_id: str) -> None:
@@ -501,6 +532,7 @@ class FakeAirtable:
             if rec is None:
                 raise KeyError(record_id)
             self._remove(t, rec)
+            self._publish_events()
 
     def add_records(self, base_id: str, table: str, records: Iterable[dict]) -> list[dict]:
         """Simulate another user creating records (plain field dicts); returns them rendered."""
@@ -513,8 +545,10 @@ class FakeAirtable:
                 rid = self._ids.new("rec")
                 rec = {"id": rid, "createdTime": ts, "_modified": ts, "fields": stored}
                 t.records.append(rec)
+                self._event(t, "created", rec)
                 self._sync_inverse(t, rid, {}, stored)
                 out.append(self._render(t, rec))
+            self._publish_events()
             return out
 
     def schema(self, base_id: str, table: str) -> dict:
@@ -618,8 +652,14 @@ class FakeAirtable:
         with self._lock:
             entry = {"method": method, "path": path, "query": query, "json": body, "status": None, "base_id": base_id}
             self.requests.append(entry)
-            status, out, extra = self._dispatch_guarded(method, segments, path, query, body, body_error, headers, base_id)
+            try:
+                status, out, extra = self._dispatch_guarded(method, segments, path, query, body, body_error, headers, base_id)
+            finally:
+                self._events.clear()  # a request that failed changed nothing
             entry["status"] = status
+            # Airtable's answers carry a Date header (see the recorded traffic); this one is the
+            # server clock as the answer was made, which clients may use as a watermark.
+            extra = {**extra, "Date": formatdate(self._now_instant().timestamp(), usegmt=True)}
             return status, out, extra
 
     def _dispatch_guarded(self, method, segments, path, query, body, body_error, headers, base_id):
@@ -655,15 +695,24 @@ class FakeAirtable:
         if body_error:
             return 422, _invalid_request("Could not parse request body as JSON").body, {}
         try:
-            return 200, self._dispatch(method, segments, query, body), {}
+            answer = self._dispatch(method, segments, query, body)
         except FakeAirtableError as exc:
             return exc.status, exc.body, {}
+        self._publish_events()
+        return 200, answer, {}
 
     def _dispatch(self, method: str, seg: list[str], query: dict, body: Any) -> Any:
         if len(seg) < 2 or seg[0] != "v0":
             raise FakeAirtableError(404, NOT_FOUND)
         if seg[1] == "meta":
             return self._meta(method, seg[2:])
+        if seg[1] == "bases" and len(seg) >= 4 and seg[3] == "webhooks":
+            if seg[2] not in self._bases:
+                raise FakeAirtableError(404, NOT_FOUND)
+            try:
+                return self.webhooks.handle(method, seg[2], seg[4:], query, body)
+            except WebhookError as exc:
+                raise FakeAirtableError(exc.status, exc.body) from None
         base_id = seg[1]
         if base_id not in self._bases or len(seg) < 3:
             raise FakeAirtableError(404, NOT_FOUND)
@@ -1047,11 +1096,13 @@ class FakeAirtable:
         stored = {k: v for k, v in converted.items() if not _is_empty(v)}
         rec = {"id": rid, "createdTime": ts, "_modified": ts, "fields": stored}
         t.records.append(rec)
+        self._event(t, "created", rec)
         self._sync_inverse(t, rid, {}, stored)
         return rec
 
     def _remove(self, t: _Table, rec: dict) -> None:
         t.records.remove(rec)
+        self._event(t, "destroyed", rec["id"])
         self._sync_inverse(t, rec["id"], rec["fields"], {})
 
     def _commit_choices(self, t: _Table, pending: dict) -> None:
@@ -1107,6 +1158,7 @@ class FakeAirtable:
             else:
                 rec["fields"][k] = v
         rec["_modified"] = self._tick()
+        self._event(t, "changed", rec)
 
     def _upsert(self, t: _Table, recs: list[dict], body: dict, replace: bool, upsert: Any) -> dict:
         merge_on = upsert.get("fieldsToMergeOn") if isinstance(upsert, dict) else None
@@ -1250,6 +1302,8 @@ def _counter_id(n: int) -> str:
 
 
 def _base_of(segments: list[str]) -> str | None:
+    if len(segments) >= 3 and segments[0] == "v0" and segments[1] == "bases":
+        return segments[2]  # the webhooks API: /v0/bases/{base}/webhooks...
     if len(segments) >= 2 and segments[0] == "v0":
         if segments[1] == "meta":
             if len(segments) >= 4 and segments[2] == "bases":
@@ -1477,11 +1531,9 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def date_time_string(self, timestamp: float | None = None) -> str:
-        # Airtable's Date header and the createdTime it gives records read one clock; here that
-        # clock is the fake's logical one (a lost create is looked for by CREATED_TIME after it).
-        from email.utils import format_datetime
-
-        return format_datetime(_dt.datetime.fromisoformat(self.fake.now().replace("Z", "+00:00")), usegmt=True)
+        # The fake server's own clock (see FakeAirtable.handle_http), not the machine's.
+        date = getattr(self, "_date", None)
+        return date if date and timestamp is None else super().date_time_string(timestamp)
 
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -1498,6 +1550,7 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
             return
         data = json.dumps(out, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        self._date = extra.pop("Date", None)
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         for k, v in _COMMON_HEADERS.items():

@@ -93,7 +93,7 @@ def test_pull_needs_a_token(env, monkeypatch):
 
 def test_pull_and_flush(env, fake):
     data = as_json(run("pull", BASE, TABLE, "--json"))
-    assert data == [{"base_id": BASE, "table": TABLE, "pulled": True, "records": 250}]
+    assert data == [{"base_id": BASE, "table": TABLE, "pulled": True, "records": 250, "kind": "full"}]
     skipped = run("pull")
     assert skipped.exit_code == 0 and "fresh" in skipped.output
     assert as_json(run("pull", "--force", "--json"))[0]["records"] == 250

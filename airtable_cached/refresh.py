@@ -1,0 +1,508 @@
+"""Refreshing a stale table without pulling it whole.
+
+A table pulled once keeps a watermark: Airtable's clock (the Date header of the first answer of the
+pull) when that pull began. A refresh then asks only for the records changed since, with
+``IS_AFTER(LAST_MODIFIED_TIME(), DATETIME_PARSE(watermark - overlap))``, and merges them with the
+rules of a full pull (Airtable wins per field, queued writes replayed on top, a flush confirmed
+after the refresh began is not undone). The watermark moves only after the merge committed: a crash
+in between repeats the work, never skips it.
+
+``LAST_MODIFIED_TIME()`` sees neither deletions nor computed fields fed from elsewhere, so:
+
+* deletions come from a change feed, an Airtable webhook per base polled for its payloads (no
+  notification URL), kept in SQLite with its cursor and reused by every run on this cache file; or,
+  where the token may not manage webhooks or the feed is off, from an id sweep on its own cadence
+  (list every id with only the primary field; ids gone from Airtable are dropped locally);
+* a table with lookups, rollups, counts or clock formulas gets a full pull every
+  ``full_pull_every`` seconds (:func:`airtable_cached.policy.volatile_fields`).
+
+Two processes finding one table stale at once send one refresh: a file lock per table (it dies with
+its process), and whoever gets it second finds the table fresh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import filelock
+
+from airtable_cached import outbox
+from airtable_cached.errors import RemoteError
+from airtable_cached.policy import RefreshPlan, plan_refresh, volatile_fields, watermark_formula
+from airtable_cached.records import clean_fields, dumps, now_iso
+
+if TYPE_CHECKING:
+    from airtable_cached.engine import Engine, TableInfo
+    from airtable_cached.sync import Sync
+
+log = logging.getLogger("airtable_cached")
+
+#: Refresh a webhook when it has less than this left of its seven days.
+HOOK_REFRESH_MARGIN = 2 * 86400.0
+#: After Airtable refused a webhook (403, or its 10 per base are taken), try again after this.
+HOOK_RETRY_AFTER = 86400.0
+#: A reader waits this long at most for another process's refresh of the same table.
+LOCK_TIMEOUT = 900.0
+HOOK_SPEC = {"options": {"filters": {"dataTypes": ["tableData", "tableFields"]}}}
+
+
+@dataclass
+class RefreshResult:
+    """What one refresh did."""
+
+    kind: str  # full | incremental | skipped
+    requests: int = 0
+    changed: int = 0
+    deleted: int = 0
+    why: str = ""
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "requests": self.requests, "changed": self.changed, "deleted": self.deleted,
+                "why": self.why}
+
+
+@dataclass
+class FeedRead:
+    """Payloads read from a base's webhook after its stored cursor."""
+
+    hook_id: str
+    cursor: int
+    destroyed: set[str] = field(default_factory=set)
+    schema_changed: set[str] = field(default_factory=set)  # table ids
+    lost: bool = False  # payloads were dropped before we read them (cursor too old)
+
+
+class Refresher:
+    """Incremental refresh, change feed, id sweep and single flight for one :class:`Sync`."""
+
+    def __init__(self, sync: Sync):
+        self.sync = sync
+        self.engine: Engine = sync.engine
+        self.settings = sync.settings
+        self.remote = sync.remote
+        self._checked: set[str] = set()  # bases whose webhook this process has seen listed
+        self._locks_dir = self.settings.locks_dir / "refresh"
+
+    @property
+    def store(self):
+        return self.engine.store
+
+    # -- entry point -------------------------------------------------------------------------------
+    def refresh(self, base_id: str, table: str, *, max_age: float | None = None, force_full: bool = False) -> RefreshResult:
+        """Bring the table up to date, unless (once this process holds the table's refresh lock)
+        it is younger than ``max_age`` seconds: someone else refreshed it meanwhile."""
+        info = self._info(base_id, table)
+        with self._single_flight(info):
+            self.engine.forget_marker()  # whoever held the lock may have refreshed the table
+            info = self._info(base_id, table)
+            if max_age is not None and info.pulled_at is not None and self.engine.clock() - info.pulled_at <= max_age:
+                return RefreshResult("skipped", why="refreshed meanwhile by another process or thread")
+            self.remote.mark()
+            hook = self.feed_hook(base_id)
+            setup, _first, _last = self.remote.since_mark()  # listing or making the webhook, counted too
+            state = self.state(info.tid)
+            plan = plan_refresh(
+                # No pull since the cached records were dropped (``reset``): the watermark means nothing.
+                now=self.engine.clock(), watermark=state.get("watermark") if info.pulled_at is not None else None,
+                last_full=state.get("last_full"),
+                last_sweep=state.get("last_sweep"), volatile=volatile_fields(info.schema),
+                table_hook=state.get("hook_id"), base_hook=hook, full_every=self.settings.full_pull_every,
+                sweep_every=self.settings.sweep_every, force_full=force_full,
+            )
+            if plan.full:
+                log.info("full pull of %s/%s: %s", base_id, table, plan.why)
+                result = self._full(base_id, table, plan)
+                kind = "full"
+            else:
+                result = self._incremental(info, table, state, hook, plan)
+                kind = "full" if result.kind == "full" else "incremental"
+            if setup:
+                result.requests += setup
+                with self.store.transaction() as conn:
+                    conn.execute(f"UPDATE refresh_state SET {kind}_requests = {kind}_requests + ? WHERE tid = ?",
+                                 (setup, info.tid))
+            return result
+
+    def _info(self, base_id: str, table: str) -> TableInfo:
+        info = self.engine.table_info(base_id, table)
+        assert info is not None  # table_info creates the table's entry when it is missing
+        return info
+
+    @contextlib.contextmanager
+    def _single_flight(self, info: TableInfo) -> Iterator[None]:
+        self._locks_dir.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(str(self._locks_dir / f"{info.base_id}-{info.tid}.lock"), timeout=LOCK_TIMEOUT)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            log.warning("refresh of %s/%s: another process held the table's lock for %ss; refreshing anyway",
+                        info.base_id, info.tid, LOCK_TIMEOUT)
+            yield
+            return
+        try:
+            yield
+        finally:
+            lock.release()
+
+    # -- full pull ---------------------------------------------------------------------------------
+    def _full(self, base_id: str, table: str, plan: RefreshPlan) -> RefreshResult:
+        count = self.sync.pull(base_id, table)  # marks the request count itself
+        requests, _first, _last = self.remote.since_mark()
+        return RefreshResult("full", requests=requests, changed=count, why=plan.why)
+
+    def record_full(self, info: TableInfo, *, requests: int, server_start: float | None) -> None:
+        """After a full pull committed: its watermark, cost, and the webhook that covers it from now."""
+        now = self.engine.clock()
+        hook = self.store.conn.execute("SELECT webhook_id FROM webhooks WHERE base_id = ? AND denied_at IS NULL",
+                                       (info.base_id,)).fetchone()
+        with self.store.transaction() as conn:
+            self._ensure_row(conn, info.tid)
+            conn.execute(
+                "UPDATE refresh_state SET watermark = ?, last_full = ?, last_sweep = ?, hook_id = ?,"
+                " source = ?, full_pulls = full_pulls + 1, full_requests = full_requests + ? WHERE tid = ?",
+                (server_start, now, now, hook[0] if hook else None, "feed" if hook and hook[0] else "sweep",
+                 requests, info.tid),
+            )
+        self.engine.grant(info.base_id)
+
+    # -- incremental -------------------------------------------------------------------------------
+    def _incremental(self, info: TableInfo, table: str, state: dict, hook: str | None, plan: RefreshPlan) -> RefreshResult:
+        self.remote.mark()
+        started = self.engine.clock()
+        feed = self._read_feed(info.base_id, hook) if hook else None
+        if feed is not None and feed.lost:
+            log.warning("change feed of base %s lost payloads (cursor too old, or the webhook is gone): each of its"
+                        " tables gets one full pull", info.base_id)
+            self._forget_coverage(info.base_id)
+            self.feed_hook(info.base_id)  # a new webhook if the old one is gone, before the pull begins
+            return self._full(info.base_id, table, RefreshPlan(True, False, "the change feed lost payloads"))
+        if feed is not None and feed.schema_changed & {info.table_id}:
+            self.engine._refresh_schema(info)  # a field added, changed or removed in Airtable
+        params: dict[str, Any] = {
+            "pageSize": 100, "recordMetadata[]": ["commentCount"],
+            "filterByFormula": watermark_formula(state["watermark"], self.settings.overlap),
+        }
+        records = self.sync._fetch_all(info.base_id, table, params)
+        swept = self._sweep_ids(info, table) if plan.sweep else None
+        _requests, first_date, _last = self.remote.since_mark()
+        destroyed = feed.destroyed if feed else set()
+        deleted = self.apply_changes(info, records, destroyed=destroyed, present=swept, started_at=started)
+        requests, _first, _last = self.remote.since_mark()
+        now = self.engine.clock()
+        with self.store.transaction() as conn:
+            self._ensure_row(conn, info.tid)
+            conn.execute(
+                "UPDATE refresh_state SET watermark = COALESCE(?, watermark), last_incremental = ?,"
+                " last_sweep = CASE WHEN ? THEN ? ELSE last_sweep END, source = ?,"
+                " incremental_pulls = incremental_pulls + 1, incremental_requests = incremental_requests + ? WHERE tid = ?",
+                (first_date, now, swept is not None, now, "feed" if feed else "sweep", requests, info.tid),
+            )
+            if feed is not None:
+                conn.execute("UPDATE webhooks SET cursor = MAX(cursor, ?), read_at = ? WHERE base_id = ? AND webhook_id = ?",
+                             (feed.cursor, now, info.base_id, feed.hook_id))
+        self.engine.grant(info.base_id)
+        log.info("refreshed %s/%s incrementally: %d changed, %d deleted, %d requests", info.base_id, table,
+                 len(records), deleted, requests)
+        return RefreshResult("incremental", requests=requests, changed=len(records), deleted=deleted, why=plan.why)
+
+    def apply_changes(self, info: TableInfo, records: list[dict], *, destroyed: set[str], present: set[str] | None,
+                      started_at: float) -> int:
+        """Merge changed records and deletions in one transaction, with a full pull's rules.
+
+        ``destroyed``: ids the change feed reports deleted (from any table of the base: record ids
+        are unique). ``present``: every id Airtable listed in an id sweep (``None``: no sweep); a
+        cached record missing from it is deleted, unless the queue still creates or writes it.
+        Returns how many records were deleted."""
+        engine = self.engine
+        now = engine.clock()
+        deleted = 0
+        with self.store.transaction() as conn:
+            engine._resolve_conflicts(conn, info.tid, records, now, started_at)
+            position = conn.execute("SELECT COALESCE(MAX(position), -1) FROM records WHERE tid = ?", (info.tid,)).fetchone()[0]
+            for record in records:
+                fields_json = dumps(clean_fields(record.get("fields") or {}))
+                changed = conn.execute(
+                    "UPDATE records SET remote = ?, fields = ?, comment_count = ?, synced_at = ?,"
+                    " modified_time = CASE WHEN remote IS ? THEN modified_time ELSE ? END"
+                    " WHERE tid = ? AND id = ? AND (synced_at IS NULL OR synced_at <= ?)",
+                    (fields_json, fields_json, record.get("commentCount", 0), now, fields_json, now_iso(now),
+                     info.tid, record["id"], started_at),
+                ).rowcount
+                exists = changed or conn.execute("SELECT 1 FROM records WHERE tid = ? AND id = ?",
+                                                 (info.tid, record["id"])).fetchone()
+                if not exists:
+                    position += 1
+                    conn.execute(
+                        "INSERT INTO records (tid, id, position, created_time, modified_time, remote, fields, comment_count,"
+                        " synced_at, first_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (info.tid, record["id"], position, record.get("createdTime") or now_iso(now), now_iso(now),
+                         fields_json, fields_json, record.get("commentCount", 0), now, now),
+                    )
+            if destroyed:
+                deleted += conn.execute(
+                    "DELETE FROM records WHERE tid IN (SELECT tid FROM tables WHERE base_id = ? AND endpoint = ?)"
+                    " AND remote IS NOT NULL AND (synced_at IS NULL OR synced_at <= ?) AND id IN (SELECT value FROM json_each(?))",
+                    (info.base_id, self.engine.endpoint, started_at, dumps(sorted(destroyed))),
+                ).rowcount
+            if present is not None:
+                live = outbox.records_with_live_ops(conn, info.tid)
+                missing = [r[0] for r in conn.execute(
+                    "SELECT id FROM records WHERE tid = ? AND remote IS NOT NULL AND (synced_at IS NULL OR synced_at <= ?)"
+                    " AND id NOT IN (SELECT value FROM json_each(?))",
+                    (info.tid, started_at, dumps(sorted(present))),
+                )]
+                gone = [rid for rid in missing if rid not in live]
+                kept = sorted(set(missing) - set(gone))
+                if kept:
+                    log.warning("id sweep of %s/%s: %d record(s) gone from Airtable kept while queued writes name them"
+                                " (the flush will report them): %s", info.base_id, info.tid, len(kept), ", ".join(kept[:10]))
+                conn.executemany("DELETE FROM records WHERE tid = ? AND id = ?", [(info.tid, rid) for rid in gone])
+                deleted += len(gone)
+            if records:
+                # The agent's own creates keep their place after the records Airtable has.
+                for (rid,) in conn.execute(
+                    "SELECT id FROM records WHERE tid = ? AND remote IS NULL ORDER BY position", (info.tid,)
+                ).fetchall():
+                    position += 1
+                    conn.execute("UPDATE records SET position = ? WHERE tid = ? AND id = ?", (position, info.tid, rid))
+            conn.execute("UPDATE tables SET pulled_at = ?, generation = generation + 1 WHERE tid = ?", (now, info.tid))
+            touched = {r["id"] for r in records}
+            engine.recompute(conn, info.tid, touched & outbox.records_with_live_ops(conn, info.tid))
+        return deleted
+
+    # -- id sweep ----------------------------------------------------------------------------------
+    def _sweep_ids(self, info: TableInfo, table: str) -> set[str] | None:
+        """Every record id in the table, listed with only the primary field (``None``: the schema,
+        and so the primary field, is unknown; the table's full pulls find deletions instead)."""
+        schema = info.schema or {}
+        primary = next((f["name"] for f in schema.get("fields", []) if f.get("id") == schema.get("primaryFieldId")), None)
+        if primary is None:
+            return None
+        records = self.sync._fetch_all(info.base_id, table, {"pageSize": 100, "fields[]": [primary]})
+        return {r["id"] for r in records}
+
+    # -- change feed -------------------------------------------------------------------------------
+    def feed_hook(self, base_id: str) -> str | None:
+        """The id of this cache file's webhook on the base (made if needed), or ``None`` when the
+        feed is off, Airtable refused it, or it could not be reached."""
+        if self.settings.feed == "off" or self.settings.mode == "offline":
+            return None
+        row = self.store.conn.execute("SELECT * FROM webhooks WHERE base_id = ?", (base_id,)).fetchone()
+        now = self.engine.clock()
+        if row is not None and row["denied_at"] is not None and now - row["denied_at"] < HOOK_RETRY_AFTER:
+            return None
+        if row is not None and row["webhook_id"] and base_id in self._checked:
+            return row["webhook_id"]
+        try:
+            return self._check_or_create(base_id, row["webhook_id"] if row is not None else None)
+        except RemoteError as exc:
+            if exc.status in (401, 403, 404) or (exc.status == 422 and _error_type(exc.body) == "TOO_MANY_WEBHOOKS"):
+                why = ("Airtable allows 10 webhooks per base and they are taken; see `airtable-cached webhooks list`"
+                       if exc.status == 422 else "this token may not manage webhooks (scope webhook:manage)")
+                log.warning("change feed for base %s unavailable (%s): deletions are found by id sweeps", base_id, why)
+                self._set_hook(base_id, None, denied=why)
+                return None
+            log.warning("change feed for base %s unreachable now: %s", base_id, exc)
+            return row["webhook_id"] if row is not None else None
+
+    def _check_or_create(self, base_id: str, known: str | None) -> str:
+        listed = self.remote.send(base_id, "GET", self._hooks_url(base_id), kind="feed")["webhooks"]
+        self._checked.add(base_id)
+        mine = next((h for h in listed if h.get("id") == known), None)
+        if mine is not None and mine.get("isHookEnabled", True):
+            self._set_hook(base_id, known, expires=_epoch(mine.get("expirationTime")), keep_cursor=True)
+            return known  # type: ignore[return-value]
+        if mine is not None:  # disabled: it reports nothing any more; replace it
+            log.warning("webhook %s on base %s is disabled; replacing it (each table gets one full pull)", known, base_id)
+            self.remote.send(base_id, "DELETE", self._hooks_url(base_id, known or ""), kind="feed")
+        elif known is not None:
+            log.warning("webhook %s on base %s is gone (expired?); making a new one (each table gets one full pull)",
+                        known, base_id)
+        made = self.remote.send(base_id, "POST", self._hooks_url(base_id), kind="feed",
+                                json_body={"notificationUrl": None, "specification": HOOK_SPEC})
+        self._set_hook(base_id, made["id"], expires=_epoch(made.get("expirationTime")))
+        return made["id"]
+
+    def _read_feed(self, base_id: str, hook_id: str) -> FeedRead | None:
+        row = self.store.conn.execute("SELECT cursor, expires_at FROM webhooks WHERE base_id = ?", (base_id,)).fetchone()
+        read = FeedRead(hook_id, row["cursor"] if row else 1)
+        while True:
+            try:
+                page = self.remote.send(base_id, "GET", self._hooks_url(base_id, hook_id, "payloads"), kind="feed",
+                                        params={"cursor": read.cursor})
+            except RemoteError as exc:
+                if exc.status == 404:  # expired or removed: a new webhook, and full pulls
+                    self._checked.discard(base_id)
+                    self._set_hook(base_id, None)
+                    read.lost = True
+                    return read
+                raise
+            payloads = page.get("payloads", [])
+            if page.get("cursor", read.cursor) > read.cursor + len(payloads):
+                read.lost = True  # Airtable no longer keeps some payloads after our cursor
+            for payload in payloads:
+                for table_id, change in (payload.get("changedTablesById") or {}).items():
+                    read.destroyed.update(change.get("destroyedRecordIds") or [])
+                    if change.get("createdFieldsById") or change.get("changedFieldsById") or change.get("destroyedFieldIds"):
+                        read.schema_changed.add(table_id)
+            read.cursor = page.get("cursor", read.cursor + len(payloads))
+            if not page.get("mightHaveMore") or not payloads:
+                break
+        if read.lost:
+            self._set_hook(base_id, hook_id, cursor=read.cursor)
+        self._extend_if_due(base_id, hook_id, row["expires_at"] if row else None)
+        return read
+
+    def _extend_if_due(self, base_id: str, hook_id: str, expires_at: float | None) -> None:
+        _n, _first, server_now = self.remote.since_mark()
+        if expires_at is None or server_now is None or expires_at - server_now > HOOK_REFRESH_MARGIN:
+            return
+        answer = self.remote.send(base_id, "POST", self._hooks_url(base_id, hook_id, "refresh"), kind="feed")
+        with self.store.transaction() as conn:
+            conn.execute("UPDATE webhooks SET expires_at = ? WHERE base_id = ?", (_epoch(answer.get("expirationTime")), base_id))
+
+    def _forget_coverage(self, base_id: str) -> None:
+        """The feed missed something: every table of the base gets one full pull."""
+        with self.store.transaction() as conn:
+            conn.execute("UPDATE refresh_state SET hook_id = NULL WHERE tid IN"
+                         " (SELECT tid FROM tables WHERE base_id = ? AND endpoint = ?)", (base_id, self.engine.endpoint))
+
+    def _set_hook(self, base_id: str, hook_id: str | None, *, expires: float | None = None, denied: str | None = None,
+                  cursor: int | None = None, keep_cursor: bool = False) -> None:
+        now = self.engine.clock()
+        with self.store.transaction() as conn:
+            old = conn.execute("SELECT webhook_id, cursor FROM webhooks WHERE base_id = ?", (base_id,)).fetchone()
+            same = old is not None and old["webhook_id"] == hook_id and hook_id is not None
+            new_cursor = cursor if cursor is not None else (old["cursor"] if same and keep_cursor else 1)
+            conn.execute(
+                "INSERT INTO webhooks (base_id, webhook_id, cursor, expires_at, created_at, denied_at, denied_why)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (base_id) DO UPDATE SET webhook_id = excluded.webhook_id,"
+                " cursor = excluded.cursor, expires_at = COALESCE(excluded.expires_at, webhooks.expires_at),"
+                " created_at = CASE WHEN webhooks.webhook_id IS excluded.webhook_id THEN webhooks.created_at"
+                " ELSE excluded.created_at END, denied_at = excluded.denied_at, denied_why = excluded.denied_why",
+                (base_id, hook_id, new_cursor, expires, now, now if denied else None, denied),
+            )
+
+    def _hooks_url(self, base_id: str, *parts: str) -> str:
+        return "/".join([self.settings.endpoint_url, "v0", "bases", base_id, "webhooks", *parts])
+
+    # -- state -------------------------------------------------------------------------------------
+    def state(self, tid: int) -> dict:
+        row = self.store.conn.execute("SELECT * FROM refresh_state WHERE tid = ?", (tid,)).fetchone()
+        return dict(row) if row is not None else {}
+
+    @staticmethod
+    def _ensure_row(conn, tid: int) -> None:
+        conn.execute("INSERT OR IGNORE INTO refresh_state (tid) VALUES (?)", (tid,))
+
+    def count_stale_served(self, tid: int) -> None:
+        with self.store.transaction() as conn:
+            self._ensure_row(conn, tid)
+            conn.execute("UPDATE refresh_state SET stale_served = stale_served + 1 WHERE tid = ?", (tid,))
+
+
+def _epoch(iso: str | None) -> float | None:
+    if not iso:
+        return None
+    try:
+        return _dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _error_type(body: Any) -> str | None:
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return body["error"].get("type")
+    return None
+
+
+def webhook_rows(store) -> list[dict]:
+    """The webhooks this cache file keeps (for ``airtable-cached webhooks list`` and ``status``)."""
+    return [dict(r) for r in store.conn.execute("SELECT * FROM webhooks ORDER BY base_id")]
+
+
+__all__ = ["Refresher", "RefreshResult", "FeedRead", "webhook_rows"]
+
+
+# -- reports (status, stats) and operations (webhooks list/remove) ---------------------------------
+
+
+def refresh_status(conn, tid: int, schema: dict | None, settings, now: float) -> dict:
+    """What ``status`` shows about a table's refreshes: last incremental and full pull, watermark,
+    where deletions come from (change feed or id sweep) and how old that knowledge is, and why
+    it gets full pulls on a cadence, if it does."""
+    state = conn.execute("SELECT * FROM refresh_state WHERE tid = ?", (tid,)).fetchone()
+    base = conn.execute("SELECT base_id FROM tables WHERE tid = ?", (tid,)).fetchone()
+    hook = conn.execute("SELECT * FROM webhooks WHERE base_id = ?", (base[0],)).fetchone() if base else None
+    state = dict(state) if state is not None else {}
+    volatile = volatile_fields(schema)
+    feed_on = bool(hook is not None and hook["webhook_id"] and state.get("hook_id") == hook["webhook_id"])
+    if feed_on and hook is not None:
+        source, seen = "feed", hook["read_at"] or state.get("last_full")
+    else:
+        source, seen = "sweep", state.get("last_sweep")
+    reason = None
+    if volatile is None:
+        reason = f"schema unknown: full pull every {settings.full_pull_every:g}s"
+    elif volatile:
+        reason = f"computed fields {', '.join(volatile)}: full pull every {settings.full_pull_every:g}s"
+    watermark = state.get("watermark")
+    return {
+        "last_incremental": state.get("last_incremental"),
+        "last_full": state.get("last_full"),
+        "watermark": None if watermark is None else _dt.datetime.fromtimestamp(watermark, _dt.UTC).isoformat(),
+        "deletions": source if state else None,
+        "deletions_age": None if seen is None else max(0.0, now - seen),
+        "webhook_id": hook["webhook_id"] if feed_on and hook is not None else None,
+        "feed_refused": hook["denied_why"] if hook is not None else None,
+        "full_pull_reason": reason,
+    }
+
+
+def refresh_counts(conn) -> list[dict]:
+    """What ``stats`` shows: incremental and full pulls per table, the requests each kind cost,
+    and stale reads answered at once (AIRTABLE_CACHED_STALE=serve)."""
+    rows = conn.execute(
+        "SELECT t.base_id, COALESCE(t.name, t.table_id) AS label, s.* FROM refresh_state s JOIN tables t USING (tid)"
+        " ORDER BY t.base_id, t.tid"
+    ).fetchall()
+    return [{
+        "base_id": r["base_id"], "table": r["label"],
+        "full_pulls": r["full_pulls"], "full_requests": r["full_requests"],
+        "incremental_pulls": r["incremental_pulls"], "incremental_requests": r["incremental_requests"],
+        "stale_served": r["stale_served"],
+    } for r in rows]
+
+
+def list_webhooks(sync: Sync, bases: list[str]) -> list[dict]:
+    """Every webhook Airtable has on these bases, marked ``ours`` when this cache file uses it."""
+    conn = sync.engine.store.conn
+    mine = {r["base_id"]: r["webhook_id"] for r in conn.execute("SELECT base_id, webhook_id FROM webhooks")}
+    out = []
+    for base_id in bases:
+        url = "/".join([sync.settings.endpoint_url, "v0", "bases", base_id, "webhooks"])
+        for hook in sync.remote.send(base_id, "GET", url, kind="feed").get("webhooks", []):
+            out.append({"base_id": base_id, "id": hook.get("id"), "ours": mine.get(base_id) == hook.get("id"),
+                        "enabled": hook.get("isHookEnabled"), "notification_url": hook.get("notificationUrl"),
+                        "expires": hook.get("expirationTime"), "next_cursor": hook.get("cursorForNextPayload"),
+                        "data_types": ((hook.get("specification") or {}).get("options") or {}).get("filters", {})
+                        .get("dataTypes")})
+    return out
+
+
+def remove_webhooks(sync: Sync, base_id: str, ids: list[str]) -> list[str]:
+    """Delete these webhooks from Airtable. Removing the one this cache file uses makes the next
+    refresh create another (and pull each table of the base whole once)."""
+    removed = []
+    for hook_id in ids:
+        url = "/".join([sync.settings.endpoint_url, "v0", "bases", base_id, "webhooks", hook_id])
+        sync.remote.send(base_id, "DELETE", url, kind="feed")
+        removed.append(hook_id)
+        with sync.engine.store.transaction() as conn:
+            conn.execute("DELETE FROM webhooks WHERE base_id = ? AND webhook_id = ?", (base_id, hook_id))
+    return removed
