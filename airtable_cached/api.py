@@ -58,10 +58,21 @@ class Runtime:
         self.engine = engine
         self.sync = sync
         self.users = 0
-        self.closed = False
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """Closed, or its sync was (``sync.close()`` called directly): never handed out again."""
+        return self._closed or self.sync.closed
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.engine, self.sync))
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def close(self, timeout: float | None = None) -> bool:
         """Flush (auto flush: bounded by ``timeout``, default ``exit_timeout``), stop the flusher,
@@ -70,9 +81,9 @@ class Runtime:
         with _registry_lock:
             if _runtimes.get(self.key) is self:
                 del _runtimes[self.key]
-            if self.closed:
+            if self._closed:
                 return True
-            self.closed = True
+            self._closed = True
         drained = self.sync.close(timeout)
         self.engine.stats.write()
         with _registry_lock:
@@ -114,9 +125,10 @@ class Api(pyairtable.Api):
     Every keyword of ``pyairtable.Api`` is accepted. The cache's settings come from
     ``AIRTABLE_CACHED_*`` environment variables, each overridable here: ``path``, ``max_age``,
     ``mode`` (cache | write-through | passthrough | offline), ``flush`` (auto | manual),
-    ``exit_timeout``, ``rate_limit``, ``penalty``, ``retries``, ``claim_timeout``, and for refreshes
-    ``stale`` (refresh | serve), ``feed`` (webhooks | off), ``overlap``, ``sweep_every``,
+    ``exit_timeout``, ``rate_limit``, ``penalty``, ``retries``, ``claim_timeout``, ``network_timeout``, and for
+    refreshes ``stale`` (refresh | serve), ``feed`` (webhooks | off), ``overlap``, ``sweep_every``,
     ``full_pull_every``.
+    ``on_dead_letter`` is called with a dict describing each call a flush dead-letters.
     ``endpoint_url`` defaults to ``AIRTABLE_CACHED_ENDPOINT_URL`` or Airtable's.
     """
 
@@ -130,6 +142,7 @@ class Api(pyairtable.Api):
         use_field_ids: bool = False,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] | None = None,
+        on_dead_letter: Callable[[dict], Any] | None = None,
         **cache_settings: Any,
     ):
         check_token(api_key)
@@ -143,6 +156,11 @@ class Api(pyairtable.Api):
         )
         self._clock = clock
         self._sleep = sleep
+        if on_dead_letter is not None and not callable(on_dead_letter):
+            raise TypeError(f"on_dead_letter must be callable, got {type(on_dead_letter).__name__}")
+        #: Called with a dict (base_id, tables, record_ids, seqs, status, error, writes) each time
+        #: a flush dead-letters a call's writes.
+        self.on_dead_letter = on_dead_letter
         self._rt: Runtime | None = None
         self._rt_lock = threading.Lock()
 
@@ -163,6 +181,8 @@ class Api(pyairtable.Api):
                 rt = _runtime(self.settings, self.api_key, self.timeout, self._clock, self._sleep)
                 with _registry_lock:
                     rt.users += 1
+                if self.on_dead_letter is not None:
+                    rt.sync.on_dead_letter = self.on_dead_letter
                 self._rt = rt
             return rt
 
@@ -225,7 +245,8 @@ class Api(pyairtable.Api):
 
     # -- extras ------------------------------------------------------------------------------------
     def flush(self, base_id: str | None = None) -> FlushResult:
-        """Push the queued writes now. Returns what was sent, what failed and why."""
+        """Push the queued writes now. Returns what was sent, what failed and why; a base another
+        process is flushing is left to it (``result.busy``), never waited for."""
         return self.sync.flush(base_id)
 
     def pending(self) -> list[dict]:
@@ -293,8 +314,19 @@ class Table(pyairtable.api.table.Table):
     def get(self, record_id: RecordId, **options: Any) -> RecordDict:
         if self.api.use_field_ids:
             options.setdefault("use_field_ids", self.api.use_field_ids)
-        record = self.api.get(self.urls.record(record_id), options=options)
+        record = self.api.get(self._record_url(record_id), options=options)
         return record if self._answered_locally() else assert_typed_dict(RecordDict, record)
+
+    def _record_url(self, record_id: RecordId) -> Any:
+        """``self.urls.record(record_id)``, remembered per table (building it parses and joins URLs)."""
+        urls = self.__dict__.setdefault("_record_urls", {})
+        key = (record_id, self._schema is None)  # the URL names the table by id once its schema is known
+        url = urls.get(key)
+        if url is None:
+            if len(urls) >= 4096:
+                urls.clear()
+            url = urls[key] = self.urls.record(record_id)
+        return url
 
     def iterate(self, **options: Any) -> Any:
         if isinstance(formula := options.get("formula"), Formula):
@@ -334,6 +366,9 @@ class Table(pyairtable.api.table.Table):
         if not force and self.is_fresh():
             return False
         self._cached_api.sync.refresh(self.base.id, self._table_ref, force_full=force)
+        if force:  # the views read so far are pulled again too (their members and order)
+            for view in self._cached_api.engine.known_views(self.base.id, self._table_ref):
+                self._cached_api.sync.pull(self.base.id, self._table_ref, view=view)
         return True
 
     def is_fresh(self) -> bool:

@@ -54,13 +54,17 @@ def rewrite(conn: sqlite3.Connection, seq: int, **changes: Any) -> None:
     conn.execute(f"UPDATE outbox SET {assignments}, checksum = ? WHERE seq = ?", (*changes.values(), checksum, seq))
 
 
-def broken(conn: sqlite3.Connection, base_id: str | None = None) -> list[sqlite3.Row]:
-    """Queued writes (not dead letters) whose stored content no longer matches their checksum."""
+def broken(conn: sqlite3.Connection, base_id: str | None = None, seqs: list[int] | None = None) -> list[sqlite3.Row]:
+    """Queued writes (not dead letters; of one base, or these seqs) whose stored content no longer
+    matches their checksum."""
     sql = "SELECT * FROM outbox WHERE state != 'dead' AND checksum IS NOT NULL"
-    params: tuple = ()
+    params: list = []
     if base_id is not None:
         sql += " AND base_id = ?"
-        params = (base_id,)
+        params.append(base_id)
+    if seqs is not None:
+        sql += " AND seq IN (SELECT value FROM json_each(?))"
+        params.append(dumps(seqs))
     return [row for row in conn.execute(sql, params) if not intact(row)]
 
 
@@ -76,9 +80,9 @@ def quarantine_error(row: sqlite3.Row) -> dict:
     }
 
 
-def quarantine(conn: sqlite3.Connection, base_id: str | None = None) -> list[int]:
+def quarantine(conn: sqlite3.Connection, base_id: str | None = None, seqs: list[int] | None = None) -> list[int]:
     """Dead-letter every damaged queued write (inside the caller's transaction); their seqs."""
-    rows = broken(conn, base_id)
+    rows = broken(conn, base_id, seqs)
     conn.executemany(
         "UPDATE outbox SET state = 'dead', claimed_until = NULL, last_error = ? WHERE seq = ?",
         [(dumps(quarantine_error(row)), row["seq"]) for row in rows],

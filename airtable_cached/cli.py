@@ -261,6 +261,8 @@ def flush(base: str | None, token: str | None, path: Path | None, as_json: bool)
         for f in result.failed:
             kind = "dead-lettered" if f.get("dead") else "will retry"
             click.echo(f"  {f['op']} {f['record_id']}: {f['status']} {json.dumps(f['error'])} ({kind})", err=True)
+        for busy in result.busy:
+            click.echo(f"  base {busy}: another process is flushing it; its writes are left to that flusher")
     if result.failed:
         sys.exit(1)
 
@@ -479,7 +481,8 @@ def salvage(source: Path | None, dest: Path, path: Path | None, as_json: bool) -
     Reads row by row where a whole-table read fails; writes that are unreadable or no longer match
     their checksum are listed, not copied. Cached records are not copied (the next read pulls them);
     the agents' own unflushed creates are rebuilt from the queue. Then stop the agents and
-    `restore` the new file (or point AIRTABLE_CACHED_PATH at it).
+    `restore` the new file (or point AIRTABLE_CACHED_PATH at it). Exit status 1 when some writes
+    could not be copied (the new file is still made).
 
     \b
     Example:
@@ -488,12 +491,13 @@ def salvage(source: Path | None, dest: Path, path: Path | None, as_json: bool) -
     damaged = source or _settings(path).path
     result = safety.salvage(damaged, dest)
     if as_json:
-        return _emit_json(result.as_dict())
-    click.echo(f"salvaged {len(result.copied)} queued write(s) from {result.source} into {result.database}")
-    for skipped in result.skipped:
-        click.echo(f"  not copied: seq {skipped['seq']}: {skipped['reason']}", err=True)
+        _emit_json(result.as_dict())
+    else:
+        click.echo(f"salvaged {len(result.copied)} queued write(s) from {result.source} into {result.database}")
+        for skipped in result.skipped:
+            click.echo(f"  not copied: seq {skipped['seq']}: {skipped['reason']}", err=True)
     if result.skipped:
-        raise click.exceptions.Exit(1)
+        raise click.exceptions.Exit(1)  # the new file is usable; some writes could not be copied
 
 
 # -- check, stats ------------------------------------------------------------------------------------

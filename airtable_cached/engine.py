@@ -27,19 +27,20 @@ import unicodedata
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field, replace
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import unquote, urlsplit
 
-from airtable_cached import checksum, outage, outbox
+from airtable_cached import cells, checksum, links, outage, outbox
 from airtable_cached.config import Settings
 from airtable_cached.errors import AirtableResponseError, OfflineError
 from airtable_cached.policy import Read, TableState, Write, decide_read, decide_write
 from airtable_cached.query import ListQuery
-from airtable_cached.readmodel import ReadModel, TableModel, copy_fields
+from airtable_cached.readmodel import MUTABLE, ReadModel, TableModel, copy_fields, copy_record_fields, copy_value
 from airtable_cached.records import (
     COMPUTED_TYPES,
+    PROVISIONAL_PREFIX,
     apply_write,
     check_serialisable,
     clean_fields,
@@ -49,6 +50,7 @@ from airtable_cached.records import (
     now_iso,
     project,
     rename_to_ids,
+    replace_ids,
     sort_records,
 )
 from airtable_cached.store import Store
@@ -66,6 +68,7 @@ MAX_SNAPSHOTS = 256
 MAX_SNAPSHOT_IDS = 500_000
 #: Listings read to their last page whose snapshots are still kept.
 KEPT_FINISHED = 4
+_PROVISIONAL_RE = re.compile(PROVISIONAL_PREFIX + r"[A-Za-z0-9]{9}")
 
 
 # -- routing ---------------------------------------------------------------------------------------
@@ -84,6 +87,12 @@ class Route:
 
 def route(method: str, url: str) -> Route | None:
     """The record endpoint a request addresses, or ``None`` for anything else (passed through)."""
+    return _route(method, str(url))
+
+
+@lru_cache(maxsize=4096)
+def _route(method: str, url: str) -> Route | None:
+    # Pure, and asked on every call with the same few URLs (a record's, a table's): remembered.
     parts = [unquote(p) for p in urlsplit(url).path.split("/") if p]
     if len(parts) < 3 or parts[0] != "v0" or parts[1] == "meta" or not parts[1].startswith("app"):
         return None
@@ -118,11 +127,11 @@ class _Snapshots:
         self._lock = threading.Lock()
         self._ids = 0
 
-    def put(self, ids: list[str], now: float) -> str:
+    def put(self, ids: list[str], now: float, listing: tuple = (), *, load: bool = True) -> str:
         token = "itr" + secrets.token_hex(7)
         with self._lock:
             self._sweep(now)
-            self._items[token] = _Snapshot(now, ids)
+            self._items[token] = _Snapshot(now, ids, listing=listing, load=load)
             self._ids += len(ids)
             while len(self._items) > 1 and (len(self._items) > MAX_SNAPSHOTS or self._ids > MAX_SNAPSHOT_IDS):
                 _token, evicted = self._items.popitem(last=False)
@@ -179,6 +188,15 @@ class _Snapshot:
     used: float
     ids: list[str]
     finished: bool = False
+    #: The table and query the offset belongs to: another listing's offset is refused.
+    listing: tuple = ()
+    #: Whether the later pages may decode the table into the read model (Engine._may_load_model).
+    load: bool = True
+
+
+def _listing(info: TableInfo, query: ListQuery) -> tuple:
+    """What an offset is tied to: the table and every option but the offset and page size."""
+    return (info.tid, replace(query, offset=None, page_size=0))
 
 
 def _offset_token(snapshot: str, position: int) -> str:
@@ -223,6 +241,21 @@ class TableInfo:
             self.__dict__.pop(derived, None)
 
 
+@dataclass
+class _WriteCall:
+    """One write call of the agent: its queued writes share a call id (sent and dead-lettered
+    together), its typecast may add select options, and it may need Airtable's answer at once."""
+
+    call_id: int | None = None
+    new_choices: dict[str, list[str]] = field(default_factory=dict)
+    needs_airtable: str | None = None
+
+    def queued(self, seq: int) -> int:
+        if self.call_id is None:
+            self.call_id = seq
+        return seq
+
+
 class Engine:
     """The local Airtable over one cache file."""
 
@@ -236,6 +269,7 @@ class Engine:
         self._answer = threading.local()
         self._infos: dict[tuple[str, str], tuple[tuple, TableInfo]] = {}
         self.stats = StatsRecorder(store)
+        self.stats.on_written = self.model.carry  # statistics change no record: the model stays
         #: Bases this engine's token has been seen to read (a pull or a probe answered), in memory.
         self.authorized: set[str] = set()
         self._digest: str | None = None
@@ -264,7 +298,8 @@ class Engine:
             query = ListQuery.from_json(body, params) if r.list_by_post else ListQuery.from_params(params)
             return self.list_records(r.base_id, r.table, query)
         if r.action == "get":
-            return self.get_record(r.base_id, r.table, r.record_id or "", ListQuery.from_params(params))
+            query = _PLAIN_QUERY if not params else ListQuery.from_params(params)
+            return self.get_record(r.base_id, r.table, r.record_id or "", query)
         if r.action == "create":
             return self.create(r.base_id, r.table, _json_body(body))
         if r.action in ("update", "replace"):
@@ -279,6 +314,11 @@ class Engine:
         raise AssertionError(r.action)
 
     # -- tables ------------------------------------------------------------------------------------
+    @property
+    def endpoint(self) -> str:
+        """The Airtable this engine mirrors: part of every table's key in the cache."""
+        return self.settings.endpoint_url
+
     @overload
     def table_info(self, base_id: str, table: str) -> TableInfo: ...
     @overload
@@ -314,35 +354,32 @@ class Engine:
 
     def _read_table_info(self, base_id: str, table: str, *, create: bool = True) -> TableInfo | None:
         conn: sqlite3.Connection = self.store.conn
-        row = conn.execute(
-            "SELECT t.* FROM table_aliases a JOIN tables t USING (tid) WHERE a.base_id = ? AND a.alias = ?",
-            (base_id, table),
-        ).fetchone()
+        find = "SELECT t.* FROM table_aliases a JOIN tables t USING (tid) WHERE a.endpoint = ? AND a.base_id = ? AND a.alias = ?"
+        row = conn.execute(find, (self.endpoint, base_id, table)).fetchone()
         if row is None:
             if not create:
                 return None
             with self.store.transaction() as conn:
-                row = conn.execute(
-                    "SELECT t.* FROM table_aliases a JOIN tables t USING (tid) WHERE a.base_id = ? AND a.alias = ?",
-                    (base_id, table),
-                ).fetchone()
+                row = conn.execute(find, (self.endpoint, base_id, table)).fetchone()
                 if row is None:
                     # The other spelling of a table whose schema is known (its id for its name, or
                     # the reverse): the same cached table, not a second one.
                     row = conn.execute(
-                        "SELECT * FROM tables WHERE base_id = ? AND (table_id = ? OR name = ?) ORDER BY tid LIMIT 1",
-                        (base_id, table, table),
+                        "SELECT * FROM tables WHERE endpoint = ? AND base_id = ? AND (table_id = ? OR name = ?) ORDER BY tid LIMIT 1",
+                        (self.endpoint, base_id, table, table),
                     ).fetchone()
                     if row is not None:
-                        conn.execute("INSERT INTO table_aliases (base_id, alias, tid) VALUES (?, ?, ?)", (base_id, table, row["tid"]))
+                        conn.execute("INSERT INTO table_aliases (endpoint, base_id, alias, tid) VALUES (?, ?, ?, ?)",
+                                     (self.endpoint, base_id, table, row["tid"]))
                 if row is None:
                     is_id = table.startswith("tbl") and len(table) == 17
                     cur = conn.execute(
-                        "INSERT INTO tables (base_id, table_id, name) VALUES (?, ?, ?)",
-                        (base_id, table if is_id else None, None if is_id else table),
+                        "INSERT INTO tables (endpoint, base_id, table_id, name) VALUES (?, ?, ?, ?)",
+                        (self.endpoint, base_id, table if is_id else None, None if is_id else table),
                     )
                     conn.execute(
-                        "INSERT INTO table_aliases (base_id, alias, tid) VALUES (?, ?, ?)", (base_id, table, cur.lastrowid)
+                        "INSERT INTO table_aliases (endpoint, base_id, alias, tid) VALUES (?, ?, ?, ?)",
+                        (self.endpoint, base_id, table, cur.lastrowid),
                     )
                     row = conn.execute("SELECT * FROM tables WHERE tid = ?", (cur.lastrowid,)).fetchone()
         return TableInfo(
@@ -353,6 +390,19 @@ class Engine:
             schema=json.loads(row["schema_json"]) if row["schema_json"] else None,
             pulled_at=row["pulled_at"],
         )
+
+    def adopt_unkeyed_tables(self) -> int:
+        """Tables cached before the cache was keyed by endpoint become this engine's endpoint's
+        (the first sync to open an upgraded file is the one that filled it). Returns how many."""
+        if self.store.conn.execute("SELECT 1 FROM tables WHERE endpoint = '' LIMIT 1").fetchone() is None:
+            return 0
+        with self.store.transaction() as conn:
+            adopted = conn.execute("UPDATE tables SET endpoint = ? WHERE endpoint = ''", (self.endpoint,)).rowcount
+            conn.execute("UPDATE OR IGNORE table_aliases SET endpoint = ? WHERE endpoint = ''", (self.endpoint,))
+            conn.execute("DELETE FROM table_aliases WHERE endpoint = ''")
+        if adopted:
+            log.info("%d table(s) cached before the cache was keyed by endpoint are now %s's", adopted, self.endpoint)
+        return adopted
 
     def is_fresh(self, base_id: str, table: str) -> bool:
         info = self.table_info(base_id, table)
@@ -398,21 +448,31 @@ class Engine:
         digest = self._token_digest()
         if digest is None:
             return
+        before = None if self.store.conn.in_transaction else self.store.change_marker()
         with self.store.transaction() as conn:
             conn.execute(
                 "INSERT INTO token_grants (base_id, digest, granted_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (base_id, digest) DO UPDATE SET granted_at = excluded.granted_at",
-                (base_id, digest, self.clock()),
+                (self._grant_key(base_id), digest, self.clock()),
             )
+        if before is not None:
+            self.model.carry(before)
 
     def _granted(self, base_id: str) -> bool:
         digest = self._token_digest()
         if digest is None:
             return False
         row = self.store.conn.execute(
-            "SELECT granted_at FROM token_grants WHERE base_id = ? AND digest = ?", (base_id, digest)
+            "SELECT granted_at FROM token_grants WHERE base_id = ? AND digest = ?", (self._grant_key(base_id), digest)
         ).fetchone()
         return row is not None and self.clock() - row[0] <= self.settings.max_age
+
+    def _grant_key(self, base_id: str) -> str:
+        """A grant is for a base of one Airtable (the same base id behind another endpoint is
+        another base): the key is the flush-lock key, endpoint and base id."""
+        from airtable_cached.locks import flush_key
+
+        return flush_key(self.endpoint, base_id)
 
     def _token_digest(self) -> str | None:
         if self.sync is None:
@@ -473,22 +533,100 @@ class Engine:
             self.stats.count(info.tid, "list.page", started)
             self._answer.local = True
             return page
+        query = self._with_real_ids(query)
+        self._check_field_names(info, query.fields or ())
         reason = self._remote_reason(info, query)
-        decision, info = self._ensure_fresh(info, table, reason)
+        decision, info = self._ensure_fresh_or_forget(info, table, reason)
+        if decision is Read.PULL_THEN_SERVE and reason is None and query.formula:
+            # Pulled for the first time: now the schema tells whether the cache can answer it.
+            reason = self._remote_reason(info, query)
+            decision = Read.REMOTE if reason else decision
         if decision is Read.REMOTE:
             self.stats.count(info.tid, "list.remote", started)
             if query.formula and reason and self.settings.mode != "passthrough":
                 self.stats.count(info.tid, "formula.fallback")
+            if self._flush_before_asking(info):
+                query = self._with_real_ids(query)
             return self._require_sync().list_remote(info, table, query)
-        if query.view and not self._view_is_fresh(info, query.view):
+        self._check_field_names(info, [name for name, _direction in query.sort])
+        if query.view and (not self._view_is_fresh(info, query.view) or self._has_queued_writes(info, linked=True)):
+            # A view's filter and order are Airtable's to evaluate: after local writes to its table,
+            # they are sent first and the view is read again (counted as a remote read).
             if self.settings.mode == "offline":
-                raise OfflineError(f"offline mode: view {query.view!r} of table {table!r} has never been pulled")
-            self._require_sync().pull(base_id, table, view=query.view)
+                if not self._view_is_fresh(info, query.view):
+                    raise OfflineError(f"offline mode: view {query.view!r} of table {table!r} has never been pulled")
+            else:
+                self._flush_before_asking(info)
+                outage.pull_view_or_serve_stale(self, info, table, query.view)
+                self.stats.count(info.tid, "view.remote")
         page = self._first_page(info, query)
         # A read that pulled the table first waited for Airtable: not a local read.
         self.stats.count(info.tid, "list.pull" if decision is Read.PULL_THEN_SERVE else "list.local", started)
         self._answer.local = True
         return page
+
+    # -- fidelity helpers (issue 9) ---------------------------------------------------------------
+    def _has_queued_writes(self, info: TableInfo, *, linked: bool = False) -> bool:
+        """Whether writes to the table are queued (``linked``: or to a table linked to it, whose
+        writes change this table's link fields too)."""
+        tids = [info.tid] + ([pair.linked_tid for pair in links.link_pairs(self.store.conn, info.tid)] if linked else [])
+        marks = ",".join("?" * len(tids))
+        return self.store.conn.execute(
+            f"SELECT 1 FROM outbox WHERE tid IN ({marks}) AND state != 'dead' LIMIT 1", tids
+        ).fetchone() is not None
+
+    def _flush_before_asking(self, info: TableInfo) -> bool:
+        """Before Airtable answers a read of a table, it gets the agent's queued writes to that
+        table, so that its answer includes them (read-your-writes). Returns whether it flushed."""
+        if self.settings.mode not in ("cache", "write-through") or not self._has_queued_writes(info):
+            return False
+        self._require_sync().flush(info.base_id)
+        return True
+
+    def _with_real_ids(self, query: ListQuery) -> ListQuery:
+        """A formula naming a provisional id (``RECORD_ID() = 'recLOCAL...'``) finds the record
+        after its create was flushed too: the ids Airtable gave are put in."""
+        if not query.formula or PROVISIONAL_PREFIX not in query.formula:
+            return query
+        formula = _PROVISIONAL_RE.sub(lambda m: self.resolve_id(m.group(0)), query.formula)
+        return replace(query, formula=formula) if formula != query.formula else query
+
+    def _check_field_names(self, info: TableInfo, names: Iterable[str]) -> None:
+        """Airtable answers 422 ``UNKNOWN_FIELD_NAME`` for a name in ``fields`` or ``sort`` that
+        the table does not have (the schema is read again first: the field may be new)."""
+        names = list(names)
+        if not names or not info.fields_by_name:
+            return
+        unknown = [n for n in names if n not in info.fields_by_name and n not in info.name_for_id]
+        if unknown and self._refresh_schema(info):
+            unknown = [n for n in names if n not in info.fields_by_name and n not in info.name_for_id]
+        if unknown:
+            raise AirtableResponseError.typed(422, "UNKNOWN_FIELD_NAME", f'Unknown field name: "{unknown[0]}"')
+
+    def _ensure_fresh_or_forget(self, info: TableInfo, table: str, remote_reason: str | None) -> tuple[Read, TableInfo]:
+        """``_ensure_fresh``; a table Airtable says does not exist leaves nothing behind (no
+        phantom table for ``status`` to list and ``serve-sync`` to pull)."""
+        try:
+            return self._ensure_fresh(info, table, remote_reason)
+        except AirtableResponseError as exc:
+            if exc.status == 404 and info.pulled_at is None:
+                self._forget_table(info)
+            raise
+
+    def _forget_table(self, info: TableInfo) -> None:
+        with self.store.transaction() as conn:
+            used = conn.execute(
+                "SELECT 1 FROM outbox WHERE tid = ? UNION ALL SELECT 1 FROM records WHERE tid = ? LIMIT 1", (info.tid, info.tid)
+            ).fetchone()
+            if used is None:
+                conn.execute("DELETE FROM table_aliases WHERE tid = ?", (info.tid,))
+                conn.execute("DELETE FROM stats WHERE tid = ?", (info.tid,))
+                conn.execute("DELETE FROM tables WHERE tid = ?", (info.tid,))
+                log.info("table %s of base %s does not exist in Airtable; not kept", info.name or info.table_id, info.base_id)
+
+    def known_views(self, base_id: str, table: str) -> list[str]:
+        info = self.table_info(base_id, table)
+        return [r[0] for r in self.store.conn.execute("SELECT view FROM views WHERE tid = ? ORDER BY view", (info.tid,))]
 
     def _refresh_schema(self, info: TableInfo) -> bool:
         """Read the table's schema again (it names a field the cached schema lacks); updates
@@ -530,12 +668,12 @@ class Engine:
         row = self.store.conn.execute("SELECT pulled_at FROM views WHERE tid = ? AND view = ?", (info.tid, view)).fetchone()
         return row is not None and TableState(row[0], self.settings.max_age).is_fresh(self.clock())
 
-    def _select(self, info: TableInfo, query: ListQuery, *, limit: int | None = None) -> list[dict]:
+    def _select(self, info: TableInfo, query: ListQuery, *, limit: int | None = None, load: bool = True) -> list[dict]:
         """Every record the query matches, in the order Airtable would list them (the first
         ``limit`` of them: only for a query SQL answers whole, see ``_sql_decides``)."""
         # A limited read (first(), maxRecords, a first page) uses the model only if it is current:
         # decoding the whole table for one page is what LIMIT in SQL avoids.
-        model = None if query.view else self.model.table(info.tid, load=limit is None)
+        model = None if query.view else self.model.table(info.tid, load=load and limit is None)
         if model is not None:
             records = self._select_in_model(info, query, model)
             if query.sort:
@@ -559,10 +697,10 @@ class Engine:
 
         compiled = formula_bridge.sql_filter(info, query.formula)
         self._index_filtered_fields(compiled.equality_fields)
-        predicate, clock_bound = formula_bridge.python_filter(info, query.formula)
+        predicate, clock_bound = self._python_predicate(info, query.formula)
 
         def matching() -> list[dict]:
-            if not compiled.indexed:
+            if not compiled.indexed or self._link_sources(info, query.formula or ""):
                 return [r for r in model.records if predicate(r)]
             # An index finds the candidates (ids only, nothing decoded); the model has them decoded.
             rows, residual = self._select_rows(info, query, "r.id")
@@ -600,13 +738,34 @@ class Engine:
         self.stats.count(info.tid, "formula.python")
         from airtable_cached import formula_bridge
 
-        predicate, _clock_bound = formula_bridge.python_filter(info, query.formula)
+        predicate, _clock_bound = self._python_predicate(info, query.formula)
         sql, args, _none = self._select_sql(info, dataclasses.replace(query, formula=None), columns)
         return self.store.conn.execute(sql, args).fetchall(), predicate
 
+    def _link_sources(self, info: TableInfo, formula: str) -> dict:
+        """The link fields a formula reads (as their records' primary values, as Airtable does)."""
+        from airtable_cached import formula_bridge
+
+        return formula_bridge.link_sources(self.store.conn, info, formula)
+
+    def _python_predicate(self, info: TableInfo, formula: str) -> tuple[Callable[[dict], bool], bool]:
+        """The whole formula as a check over decoded records, links read as primary values, and
+        whether its answer depends on the clock."""
+        from airtable_cached import formula_bridge
+
+        check, clock_bound = formula_bridge.python_filter(info, formula)
+        sources = self._link_sources(info, formula)
+        if not sources:
+            return check, clock_bound
+        primary = links.PrimaryValues(self.store.conn, sources)
+        return (lambda record: check(primary.record(record))), clock_bound
+
     def _select_sql(self, info: TableInfo, query: ListQuery, columns: str) -> tuple[str, list, Callable[[dict], bool] | None]:
         where, params, residual, order = "", [], None, "r.position"
-        if query.formula:
+        if query.formula and self._link_sources(info, query.formula):
+            # Links read as their records' primary values: evaluated in Python over the table.
+            residual, _clock_bound = self._python_predicate(info, query.formula)
+        elif query.formula:
             from airtable_cached import formula_bridge
 
             compiled = formula_bridge.sql_filter(info, query.formula)
@@ -623,7 +782,8 @@ class Engine:
                 f"SELECT {columns} FROM records r"
                 " LEFT JOIN view_members v ON v.tid = r.tid AND v.record_id = r.id AND v.view = ?"
                 " WHERE r.tid = ? AND r.fields IS NOT NULL AND (v.record_id IS NOT NULL OR r.remote IS NULL)"
-                f" {where} ORDER BY v.position IS NULL, v.position, r.position"
+                # An explicit sort replaces the view's order; ties then keep the natural order.
+                f" {where} ORDER BY " + ("r.position" if query.sort else "v.position IS NULL, v.position, r.position")
             )
             return sql, [query.view, info.tid, *params], residual
         sql = f"SELECT {columns} FROM records r WHERE r.tid = ? AND r.fields IS NOT NULL {where} ORDER BY {order}"
@@ -689,14 +849,26 @@ class Engine:
 
     def _first_page(self, info: TableInfo, query: ListQuery) -> dict:
         """The first page; the ids of the rest (if any) go to a snapshot for the offset."""
-        records, rest = self._select_page(info, query)
-        result: dict[str, Any] = {"records": [self._shape(info, r, query) for r in records]}
+        load = self._may_load_model(info, query)
+        records, rest = self._select_page(info, query, load=load)
+        result: dict[str, Any] = {"records": self._shape_page(info, records, query)}
         if rest:
-            token = self.snapshots.put([r["id"] for r in records] + rest, self.clock())
+            token = self.snapshots.put([r["id"] for r in records] + rest, self.clock(), _listing(info, query), load=load)
             result["offset"] = _offset_token(token, query.page_size)
         return result
 
-    def _select_page(self, info: TableInfo, query: ListQuery) -> tuple[list[dict], list[str]]:
+    def _may_load_model(self, info: TableInfo, query: ListQuery) -> bool:
+        """Whether this listing may decode the whole table into the read model (when it is not
+        current): a whole-table listing decodes every record anyway; a filtered one only when a
+        filtered listing of this table came already at this state of the file (the first one
+        goes to SQLite, which decodes only the matches: see ReadModel.wanted_again)."""
+        if query.view:
+            return False
+        if not query.formula or self.model.table(info.tid, load=False) is not None:
+            return True
+        return self.model.wanted_again(info.tid)
+
+    def _select_page(self, info: TableInfo, query: ListQuery, *, load: bool = True) -> tuple[list[dict], list[str]]:
         """The first page's records and the ids of the records after it (``max_records`` applied).
         Where SQL alone decides membership and order, the limit goes into SQL and only the first
         page is decoded; otherwise every match is decoded to be filtered or sorted here."""
@@ -708,7 +880,7 @@ class Engine:
                 return records, []
             ids = self._select_ids(info, query, limit=limit)
             return records[: query.page_size], ids[query.page_size :]
-        records = self._select(info, query)
+        records = self._select(info, query, load=load)
         if limit is not None:
             records = records[:limit]
         return records[: query.page_size], [r["id"] for r in records[query.page_size :]]
@@ -720,11 +892,13 @@ class Engine:
             return True
         from airtable_cached import formula_bridge
 
-        return formula_bridge.sql_filter(info, query.formula).check is None
+        return formula_bridge.sql_filter(info, query.formula).check is None and not self._link_sources(info, query.formula)
 
     def _next_page(self, info: TableInfo, query: ListQuery) -> dict:
         parsed = _parse_offset(query.offset or "")
         snapshot = self.snapshots.get(parsed[0], self.clock()) if parsed else None
+        if snapshot is not None and snapshot.listing != _listing(info, self._with_real_ids(query)):
+            snapshot = None  # an offset of another table or query (Airtable: the same 422)
         if parsed is None or snapshot is None:
             raise AirtableResponseError.typed(
                 422,
@@ -735,10 +909,12 @@ class Engine:
         ids = snapshot.ids
         # The same records as when the listing began, with their current contents; deleted ones skipped.
         wanted = ids[position : position + query.page_size]
-        rows = self._rows_by_id(info.tid, wanted, load=True)
+        # The later pages of a listing decode the table once into the model if its first page
+        # could (_may_load_model); otherwise they read their records from SQLite.
+        rows = self._rows_by_id(info.tid, wanted, load=snapshot.load)
         self._follow_flushed_creates(info.tid, wanted, rows)
         page = [rows[i] for i in wanted if i in rows]
-        result: dict[str, Any] = {"records": [self._shape(info, r, query) for r in page]}
+        result: dict[str, Any] = {"records": self._shape_page(info, page, query)}
         if position + query.page_size < len(ids):
             result["offset"] = _offset_token(parsed[0], position + query.page_size)
         else:
@@ -773,10 +949,27 @@ class Engine:
                 found[row["id"]] = _record(row)
         return found
 
+    def _shape_page(self, info: TableInfo, records: list[dict], query: ListQuery) -> list[dict]:
+        """``_shape`` of each record; the plain query (every field, by name) inlined, as the
+        per-record cost of a listing is mostly this copy."""
+        if query.fields is not None or query.by_field_ids or query.comment_count:
+            return [self._shape(info, r, query) for r in records]
+        out = []
+        for record in records:
+            mutable = record.get(MUTABLE)
+            if mutable is None:
+                fields = copy_fields(record["fields"])
+            else:
+                fields = record["fields"].copy()
+                for name in mutable:
+                    fields[name] = copy_value(fields[name])
+            out.append({"id": record["id"], "createdTime": record["createdTime"], "fields": fields})
+        return out
+
     def _shape(self, info: TableInfo, record: dict, query: ListQuery) -> dict:
         """A stored record as Airtable returns it for this query."""
         # A copy: the record may be the read model's own (issue 11: never hand out what the cache keeps).
-        out = {"id": record["id"], "createdTime": record["createdTime"], "fields": copy_fields(record["fields"])}
+        out = {"id": record["id"], "createdTime": record["createdTime"], "fields": copy_record_fields(record)}
         if query.fields is not None:
             out = project(out, [self._field_name(info, f) for f in query.fields])
         if query.by_field_ids:
@@ -789,10 +982,11 @@ class Engine:
         started = time.perf_counter()
         info = self.table_info(base_id, table)
         reason = self._remote_reason(info, query)
-        decision, info = self._ensure_fresh(info, table, reason)
+        decision, info = self._ensure_fresh_or_forget(info, table, reason)
         if decision is Read.REMOTE:
             self.stats.count(info.tid, "get.remote", started)
-            return self._require_sync().get_remote(info, table, record_id, query)
+            self._flush_before_asking(info)
+            return self._require_sync().get_remote(info, table, self.resolve_id(record_id), query)
         rows = self._rows_by_id(info.tid, [self.resolve_id(record_id)])
         if not rows:
             self.stats.count(info.tid, "get.miss", started)
@@ -812,30 +1006,37 @@ class Engine:
     def create(self, base_id: str, table: str, body: dict) -> dict:
         info = self.table_info(base_id, table)
         outage.authorize_in_background(self, info, table)
+        if info.schema is None:
+            self._refresh_schema(info)  # the values are checked against the schema, as Airtable does
         single = "fields" in body and "records" not in body
         items = [{"fields": body.get("fields")}] if single else body.get("records")
         items = _check_batch(items, need_id=False)
         typecast = bool(body.get("typecast"))
-        field_sets = [self._validate_fields(info, item.get("fields") or {}, typecast) for item in items]
+        call = _WriteCall()
+        field_sets = [self._validate_fields(info, item.get("fields") or {}, typecast, call) for item in items]
+        if self._sends_now(info, call):
+            return self._send_now(info, table, call, "POST", None, body)
         seqs: list[int] = []
         created = []
         now = self.clock()
         before = self.model.marker()
         with self.store.transaction() as conn:
+            self._learn_choices(conn, info, call)
             position = conn.execute("SELECT COALESCE(MAX(position), -1) FROM records WHERE tid = ?", (info.tid,)).fetchone()[0]
             for fields in field_sets:
                 position += 1
-                record = self._insert_local(conn, info, table, fields, typecast, position, now, merge_on=None)
+                record = self._insert_local(conn, info, table, fields, typecast, position, now, merge_on=None, call=call)
                 seqs.append(record.pop("_seq"))
                 created.append(record)
-        self.model.after_write(info.tid, before, [r["id"] for r in created])
-        self._after_write(info, seqs)
-        created = [self._reread(info, r["id"]) for r in created] if self.settings.mode == "write-through" else created
+            linked = links.after_local_write(self, conn, info, [r["id"] for r in created])
+        self.model.after_write(info.tid, before, [r["id"] for r in created] + sorted(linked.get(info.tid, ())))
+        self._after_write(info, seqs, call)
+        created = self._maybe_reread(info, created, call)
         shaped = [self._shape_write(info, r, body) for r in created]
         return shaped[0] if single else {"records": shaped}
 
     def _insert_local(self, conn: sqlite3.Connection, info: TableInfo, table: str, fields: dict, typecast: bool,
-                      position: int, now: float, merge_on: list[str] | None) -> dict:
+                      position: int, now: float, merge_on: list[str] | None, call: _WriteCall) -> dict:
         record_id = new_provisional_id()
         created_time = now_iso(now)
         stored = clean_fields(fields)
@@ -846,8 +1047,9 @@ class Engine:
         )
         seq = outbox.append(
             conn, tid=info.tid, base_id=info.base_id, table_ref=table, op="create", record_id=record_id,
-            fields=fields, base=None, typecast=typecast, now=now, merge_on=merge_on,
+            fields=fields, base=None, typecast=typecast, now=now, merge_on=merge_on, call_id=call.call_id,
         )
+        call.queued(seq)
         return {"id": record_id, "createdTime": created_time, "fields": stored, "_seq": seq}
 
     def _table_for_write(self, base_id: str, table: str) -> TableInfo:
@@ -856,7 +1058,12 @@ class Engine:
         if info.pulled_at is None:
             if self.settings.mode == "offline":
                 raise OfflineError(f"offline mode: table {table!r} of base {base_id} has never been pulled")
-            self._require_sync().pull(base_id, table)
+            try:
+                self._require_sync().pull(base_id, table)
+            except AirtableResponseError as exc:
+                if exc.status == 404:
+                    self._forget_table(info)
+                raise
             info = self.table_info(base_id, table)
         else:
             outage.authorize_in_background(self, info, table)
@@ -866,36 +1073,53 @@ class Engine:
         info = self._table_for_write(base_id, table)
         typecast = bool(body.get("typecast"))
         op = "replace" if replace else "update"
+        call = _WriteCall()
         if record_id is not None:
-            fields = self._validate_fields(info, body.get("fields") or {}, typecast)
-            seqs, records = self._update_many(info, table, [(record_id, fields)], op, typecast, batch=False)
-            self._after_write(info, seqs)
-            return self._shape_write(info, self._maybe_reread(info, records)[0], body)
+            self._require_records(info, [record_id], batch=False)  # Airtable answers 404 before any value check
+            fields = self._validate_fields(info, body.get("fields") or {}, typecast, call)
+            if self._sends_now(info, call):
+                return self._send_now(info, table, call, "PUT" if replace else "PATCH", record_id, body)
+            seqs, records = self._update_many(info, table, [(record_id, fields)], op, typecast, call, batch=False)
+            self._after_write(info, seqs, call)
+            return self._shape_write(info, self._maybe_reread(info, records, call)[0], body)
         items = body.get("records")
         upsert = body.get("performUpsert")
         items = _check_batch(items, need_id=upsert is None)
         if upsert is not None:
             return self._upsert(info, table, items, upsert, op, typecast, body)
-        pairs = [(item["id"], self._validate_fields(info, item.get("fields") or {}, typecast)) for item in items]
-        seqs, records = self._update_many(info, table, pairs, op, typecast)
-        self._after_write(info, seqs)
-        return {"records": [self._shape_write(info, r, body) for r in self._maybe_reread(info, records)]}
+        self._require_records(info, [item["id"] for item in items], batch=True)
+        pairs = [(item["id"], self._validate_fields(info, item.get("fields") or {}, typecast, call)) for item in items]
+        if self._sends_now(info, call):
+            return self._send_now(info, table, call, "PUT" if replace else "PATCH", None, body)
+        seqs, records = self._update_many(info, table, pairs, op, typecast, call)
+        self._after_write(info, seqs, call)
+        return {"records": [self._shape_write(info, r, body) for r in self._maybe_reread(info, records, call)]}
+
+    def _require_records(self, info: TableInfo, record_ids: list[str], *, batch: bool) -> None:
+        """Records a write names must exist (checked before values, in Airtable's order)."""
+        found = self._rows_by_id(info.tid, [self.resolve_id(i) for i in record_ids])
+        for record_id in record_ids:
+            if self.resolve_id(record_id) not in found:
+                raise AirtableResponseError.record_not_found(record_id, batch=batch)
 
     def _update_many(self, info: TableInfo, table: str, pairs: list[tuple[str, dict]], op: str, typecast: bool,
-                     *, batch: bool = True) -> tuple[list[int], list[dict]]:
+                     call: _WriteCall, *, batch: bool = True) -> tuple[list[int], list[dict]]:
         now = self.clock()
         seqs, results = [], []
         before = self.model.marker()
         with self.store.transaction() as conn:
+            self._learn_choices(conn, info, call)
             for record_id, fields in pairs:
-                seq, record = self._update_one(conn, info, table, record_id, fields, op, typecast, now, batch=batch)
+                seq, record = self._update_one(conn, info, table, record_id, fields, op, typecast, now, call, batch=batch)
                 seqs.append(seq)
                 results.append(record)
-        self.model.after_write(info.tid, before, [r["id"] for r in results])
+            linked = links.after_local_write(self, conn, info, [r["id"] for r in results])
+        self.model.after_write(info.tid, before, [r["id"] for r in results] + sorted(linked.get(info.tid, ())))
         return seqs, results
 
     def _update_one(self, conn: sqlite3.Connection, info: TableInfo, table: str, record_id: str, fields: dict,
-                    op: str, typecast: bool, now: float, *, batch: bool = True) -> tuple[int, dict]:
+                    op: str, typecast: bool, now: float, call: _WriteCall, *, batch: bool = True,
+                    merge_on: list[str] | None = None) -> tuple[int, dict]:
         real_id = self.resolve_id(record_id)
         row = conn.execute(
             "SELECT id, created_time, modified_time, fields, comment_count FROM records WHERE tid = ? AND id = ? AND fields IS NOT NULL",
@@ -904,16 +1128,25 @@ class Engine:
         if row is None:
             raise AirtableResponseError.record_not_found(record_id, batch=batch)
         current = json.loads(row["fields"])
-        base = {name: current.get(name) for name in (current if op == "replace" else fields)}
         new_fields = apply_write(current, op, fields)
+        queued_op, queued = op, fields
+        if op == "replace" and info.fields_by_name:
+            # A PUT clears the fields the record has now, not those someone adds in Airtable before
+            # the flush: queued as a PATCH that clears them, it is rebased and resolved like any
+            # update (Airtable wins on a field changed meanwhile), as if sent at once.
+            cleared = {name: None for name in current
+                       if name not in fields and info.fields_by_name.get(name, {}).get("type") not in COMPUTED_TYPES}
+            queued_op, queued = "update", {**cleared, **fields}
+        base = {name: current.get(name) for name in (current if queued_op == "replace" else queued)}
         conn.execute(
             "UPDATE records SET fields = ?, modified_time = ? WHERE tid = ? AND id = ?",
             (dumps(new_fields), now_iso(now), info.tid, real_id),
         )
         seq = outbox.append(
-            conn, tid=info.tid, base_id=info.base_id, table_ref=table, op=op, record_id=real_id,
-            fields=fields, base=base, typecast=typecast, now=now,
+            conn, tid=info.tid, base_id=info.base_id, table_ref=table, op=queued_op, record_id=real_id,
+            fields=queued, base=base, typecast=typecast, now=now, call_id=call.call_id, merge_on=merge_on,
         )
+        call.queued(seq)
         return seq, {"id": real_id, "createdTime": row["created_time"], "fields": new_fields}
 
     def _upsert(self, info: TableInfo, table: str, items: list[dict], upsert: Any, op: str, typecast: bool, body: dict) -> dict:
@@ -921,20 +1154,26 @@ class Engine:
         if not isinstance(merge_on, list) or not 1 <= len(merge_on) <= 3 or not all(isinstance(f, str) for f in merge_on):
             raise AirtableResponseError.invalid_request("performUpsert.fieldsToMergeOn must list 1 to 3 field names")
         merge_on = [self._field_name(info, f) for f in merge_on]
+        if info.fields_by_name:
+            if not all(f in info.fields_by_name for f in merge_on):
+                self._refresh_schema(info)
+            cells.check_merge_keys(info.fields_by_name, merge_on)
+        call = _WriteCall()
         prepared = []
         for item in items:
-            fields = self._validate_fields(info, item.get("fields") or {}, typecast)
-            if "id" not in item:
-                missing = [f for f in merge_on if f not in fields]
-                if missing:
-                    raise AirtableResponseError.typed(
-                        422, "INVALID_VALUE_FOR_COLUMN", f"Field {missing[0]!r} is required by fieldsToMergeOn"
-                    )
+            fields = self._validate_fields(info, item.get("fields") or {}, typecast, call)
+            if "id" in item:
+                self._require_records(info, [item["id"]], batch=True)
+            else:
+                cells.check_merge_values(fields, merge_on)
             prepared.append((item.get("id"), fields))
+        if self._sends_now(info, call):
+            return self._send_now(info, table, call, "PUT" if op == "replace" else "PATCH", None, body)
         now = self.clock()
         created_ids, updated_ids, records, seqs = [], [], [], []
         before = self.model.marker()
         with self.store.transaction() as conn:
+            self._learn_choices(conn, info, call)
             current = [_record(row) for row in conn.execute(
                 "SELECT id, created_time, modified_time, fields, comment_count FROM records WHERE tid = ? AND fields IS NOT NULL ORDER BY position",
                 (info.tid,),
@@ -947,29 +1186,39 @@ class Engine:
                     if len(matches) > 1:
                         raise AirtableResponseError.typed(
                             422, "INVALID_RECORDS",
-                            f"Cannot update more than one record using fieldsToMergeOn {merge_on}: several records match",
+                            # As the fake server models it (Airtable's wording is not documented).
+                            "Cannot update more than one record that matches fieldsToMergeOn",
                         )
                     record_id = matches[0]["id"] if matches else None
                 if record_id is None:
                     position += 1
-                    record = self._insert_local(conn, info, table, fields, typecast, position, now, merge_on=merge_on)
+                    record = self._insert_local(conn, info, table, fields, typecast, position, now, merge_on=merge_on, call=call)
                     seqs.append(record.pop("_seq"))
                     created_ids.append(record["id"])
                     current.append(record)
                 else:
-                    seq, record = self._update_one(conn, info, table, record_id, fields, op, typecast, now)
+                    # Queued with the call's key: sent in the call's upsert request (as an update by id),
+                    # so that Airtable applies the upsert whole.
+                    seq, record = self._update_one(conn, info, table, record_id, fields, op, typecast, now, call,
+                                                   merge_on=merge_on)
                     seqs.append(seq)
-                    updated_ids.append(record["id"])
+                    if record["id"] not in created_ids and record["id"] not in updated_ids:
+                        updated_ids.append(record["id"])  # each record listed once, as Airtable does
+                    if record["id"] in created_ids:  # made earlier in this call: later matches see it as now
+                        current = [record if r["id"] == record["id"] else r for r in current]
                 records.append(record)
-        self.model.after_write(info.tid, before, [r["id"] for r in records])
-        self._after_write(info, seqs)
+            linked = links.after_local_write(self, conn, info, [r["id"] for r in records])
+        self.model.after_write(info.tid, before, [r["id"] for r in records] + sorted(linked.get(info.tid, ())))
+        self._after_write(info, seqs, call)
         if self.settings.mode == "write-through":
             remapped = {r["id"]: self.resolve_id(r["id"]) for r in records}
             created_ids = [remapped[i] for i in created_ids]
             updated_ids = [remapped[i] for i in updated_ids]
-            records = self._maybe_reread(info, records)
+            records = self._maybe_reread(info, records, call)
+        # A record matched twice in one call is answered twice in its final state, as Airtable does.
+        final = {r["id"]: r for r in records}
         return {
-            "records": [self._shape_write(info, r, body) for r in records],
+            "records": [self._shape_write(info, final[r["id"]], body) for r in records],
             "createdRecords": created_ids,
             "updatedRecords": updated_ids,
         }
@@ -984,8 +1233,10 @@ class Engine:
                     422, "INVALID_RECORDS", f"You can delete at most {MAX_RECORDS_PER_WRITE} records per request"
                 )
         now = self.clock()
-        seqs, deleted_ids = [], []
+        seqs: list[int] = []
+        deleted_ids: list[str] = []
         before = self.model.marker()
+        call = _WriteCall()
         with self.store.transaction() as conn:
             for record_id in record_ids:
                 real_id = self.resolve_id(record_id)
@@ -995,17 +1246,19 @@ class Engine:
                 ).rowcount
                 if not changed:
                     raise AirtableResponseError.record_not_found(record_id, batch=not single)
-                seqs.append(outbox.append(
+                seqs.append(call.queued(outbox.append(
                     conn, tid=info.tid, base_id=base_id, table_ref=table, op="delete", record_id=real_id,
-                    fields=None, base=None, typecast=False, now=now,
-                ))
-        self.model.after_write(info.tid, before, deleted_ids)
-        self._after_write(info, seqs)
+                    fields=None, base=None, typecast=False, now=now, call_id=call.call_id,
+                )))
+            linked = links.after_local_write(self, conn, info, [self.resolve_id(i) for i in record_ids])
+        self.model.after_write(info.tid, before, deleted_ids + sorted(linked.get(info.tid, ())))
+        self._after_write(info, seqs, call)
         deleted = [{"id": self.resolve_id(i) if self.settings.mode == "write-through" else i, "deleted": True} for i in record_ids]
         return deleted[0] if single else {"records": deleted}
 
-    def _validate_fields(self, info: TableInfo, fields: Any, typecast: bool) -> dict:
-        """Refuse at the call what Airtable would refuse, so nothing unsendable is queued."""
+    def _validate_fields(self, info: TableInfo, fields: Any, typecast: bool, call: _WriteCall) -> dict:
+        """Refuse at the call what Airtable would refuse, so nothing unsendable is queued; return
+        the values as Airtable would store them (``typecast`` applied, provisional ids translated)."""
         check_serialisable(fields, where=f"write to table {info.name or info.table_id}")
         names = info.name_for_id
         fields = {names.get(k, k): v for k, v in fields.items()}
@@ -1022,21 +1275,76 @@ class Engine:
                         "INVALID_VALUE_FOR_COLUMN",
                         f'Field "{name}" cannot accept a value because the field is computed',
                     )
+            converted = cells.convert_fields(
+                known, fields, typecast=typecast, link_state=lambda table_id, record_id: links.record_state(self, info, table_id, record_id),
+                translate=self.resolve_id, new_choices=call.new_choices,
+            )
+            call.needs_airtable = call.needs_airtable or converted.needs_airtable
+            return converted.fields
         return fields
 
+    def _sends_now(self, info: TableInfo, call: _WriteCall) -> bool:
+        """Whether only Airtable can answer this call (``call.needs_airtable``): then it is sent at
+        once, as plain pyairtable sends it. The writes queued before it go first."""
+        if call.needs_airtable is None or self.settings.mode not in ("cache", "write-through"):
+            return False
+        log.info("sending a write at once: %s", call.needs_airtable)
+        if self.store.conn.execute(
+            "SELECT 1 FROM outbox WHERE base_id = ? AND state != 'dead' LIMIT 1", (info.base_id,)
+        ).fetchone() is not None:
+            self._require_sync().flush(info.base_id)
+        return True
+
+    def _send_now(self, info: TableInfo, table: str, call: _WriteCall, method: str, record_id: str | None, body: dict) -> Any:
+        """Send the agent's call to Airtable as it is (provisional ids replaced by the ids Airtable
+        gave), keep the records it answers with, read again the linked tables it may have changed
+        (inverse links, records made by a typecast), and answer as Airtable answered."""
+        sync = self._require_sync()
+        mapping = {p: self.resolve_id(p) for p in _PROVISIONAL_RE.findall(json.dumps(body))}
+        sent = replace_ids(body, mapping) if mapping else body
+        parts = [info.base_id, table] + ([self.resolve_id(record_id)] if record_id else [])
+        sent_at = sync.remote.clock()
+        answer = sync.send_now(info.base_id, method, sync.remote.url(*parts), sent, idempotent=method != "POST")
+        with self.store.transaction() as conn:
+            self._learn_choices(conn, info, call)
+            conn.execute("DELETE FROM views WHERE tid = ?", (info.tid,))  # Airtable re-evaluates them
+        records: list = answer["records"] if isinstance(answer, dict) and isinstance(answer.get("records"), list) else [answer]
+        if not (isinstance(body, dict) and body.get("returnFieldsByFieldId")):
+            self.absorb(info.base_id, table, [r for r in records if isinstance(r, dict)], sent_at=sent_at)
+        written = {name for item in (body.get("records") or [body]) if isinstance(item, dict)
+                   for name in (item.get("fields") or {})}
+        for spec in info.schema.get("fields", []) if info.schema else []:
+            linked = (spec.get("options") or {}).get("linkedTableId")
+            if spec.get("type") == "multipleRecordLinks" and linked and (spec["name"] in written or spec.get("id") in written):
+                sync.pull(info.base_id, linked)
+        return answer
+
+    def _learn_choices(self, conn: sqlite3.Connection, info: TableInfo, call: _WriteCall) -> None:
+        """Select options a typecast write adds exist from then on (Airtable adds them to the field)."""
+        if not call.new_choices or info.schema is None:
+            return
+        schema = json.loads(dumps(info.schema))
+        for spec in schema.get("fields", []):
+            for name in call.new_choices.get(spec.get("name"), []):
+                choices = spec.setdefault("options", {}).setdefault("choices", [])
+                if name not in [c.get("name") for c in choices]:
+                    choices.append({"name": name})
+        conn.execute("UPDATE tables SET schema_json = ? WHERE tid = ?", (dumps(schema), info.tid))
+        info.set_schema(schema)
+
     def _shape_write(self, info: TableInfo, record: dict, body: dict) -> dict:
-        out = {"id": record["id"], "createdTime": record["createdTime"], "fields": copy_fields(record["fields"])}
+        out = {"id": record["id"], "createdTime": record["createdTime"], "fields": copy_record_fields(record)}
         if body.get("returnFieldsByFieldId"):
             out = rename_to_ids(out, info.id_for_name)
         return out
 
-    def _after_write(self, info: TableInfo, seqs: list[int]) -> None:
+    def _after_write(self, info: TableInfo, seqs: list[int], call: _WriteCall | None = None) -> None:
         """Write-through sends the writes now and fails the call if Airtable refused them."""
         if decide_write(self.settings.mode) is not Write.WRITE_THROUGH or not seqs:
             if self.sync is not None:
                 self.sync.notify_write(len(seqs))
             return
-        self._require_sync().flush(info.base_id)
+        self._require_sync().flush_writes(info.base_id, seqs)
         marks = ",".join("?" * len(seqs))
         left = self.store.conn.execute(
             f"SELECT seq, record_id, last_error, state FROM outbox WHERE seq IN ({marks})", seqs
@@ -1058,20 +1366,27 @@ class Engine:
         rows = self._rows_by_id(info.tid, [self.resolve_id(record_id)])
         return next(iter(rows.values()))
 
-    def _maybe_reread(self, info: TableInfo, records: list[dict]) -> list[dict]:
+    def _maybe_reread(self, info: TableInfo, records: list[dict], call: _WriteCall | None = None) -> list[dict]:
         if self.settings.mode != "write-through":
             return records
-        return [self._reread(info, r["id"]) for r in records]
+        # A record written twice in one call is answered in each state in turn (as Airtable
+        # answers): only its last answer is what Airtable stored.
+        last = {r["id"]: i for i, r in enumerate(records)}
+        return [self._reread(info, r["id"]) if last[r["id"]] == i else r for i, r in enumerate(records)]
 
     # -- state transitions used by the sync ----------------------------------------------------------
     def recompute(self, conn: sqlite3.Connection, tid: int, record_ids: Iterable[str]) -> None:
-        """Rebuild what reads see for these records: remote state + live queued writes."""
+        """Rebuild what reads see for these records: remote state + live queued writes (their own,
+        and those of linked records, on link fields: see links.py)."""
+        link_lists = links.link_views(conn, tid)
         for record_id in record_ids:
             row = conn.execute("SELECT remote FROM records WHERE tid = ? AND id = ?", (tid, record_id)).fetchone()
             if row is None:
                 continue
             remote = json.loads(row[0]) if row[0] is not None else None
             view = outbox.replay(remote, outbox.live_ops_for_record(conn, tid, record_id))
+            if view is not None and link_lists:
+                view = links.adjust(dict(view), record_id, link_lists)
             conn.execute(
                 "UPDATE records SET fields = ? WHERE tid = ? AND id = ?",
                 (None if view is None else dumps(view), tid, record_id),
@@ -1139,7 +1454,7 @@ class Engine:
                     "SELECT id FROM records WHERE tid = ? AND remote IS NULL ORDER BY position", (info.tid,)
                 ).fetchall()):
                     conn.execute("UPDATE records SET position = ? WHERE tid = ? AND id = ?", (offset + i, info.tid, rid))
-            self.recompute(conn, info.tid, outbox.records_with_live_ops(conn, info.tid))
+            self.recompute(conn, info.tid, outbox.records_with_live_ops(conn, info.tid) | links.pending_targets(conn, info.tid))
             if view is None and complete:
                 # Stamped when the apply ends, not when it began: a long apply must not leave the
                 # table already stale for the next read (issue 11).
@@ -1194,11 +1509,13 @@ class Engine:
         for alias in (schema.get("id"), schema.get("name")):
             if alias:
                 other = conn.execute(
-                    "SELECT tid FROM table_aliases WHERE base_id = ? AND alias = ?", (info.base_id, alias)
+                    "SELECT tid FROM table_aliases WHERE endpoint = ? AND base_id = ? AND alias = ?",
+                    (self.endpoint, info.base_id, alias),
                 ).fetchone()
                 if other is None:
                     conn.execute(
-                        "INSERT INTO table_aliases (base_id, alias, tid) VALUES (?, ?, ?)", (info.base_id, alias, info.tid)
+                        "INSERT INTO table_aliases (endpoint, base_id, alias, tid) VALUES (?, ?, ?, ?)",
+                        (self.endpoint, info.base_id, alias, info.tid),
                     )
 
     def absorb(self, base_id: str, table: str, records: list[dict], *, sent_at: float | None = None) -> None:
@@ -1209,8 +1526,9 @@ class Engine:
         sent_at = now if sent_at is None else sent_at
         with self.store.transaction() as conn:
             position = conn.execute("SELECT COALESCE(MAX(position), -1) FROM records WHERE tid = ?", (info.tid,)).fetchone()[0]
-            for record in records:
-                if "createdTime" not in record or "fields" not in record:
+            last = {r.get("id"): i for i, r in enumerate(records)}  # a record answered twice: its final state
+            for i, record in enumerate(records):
+                if "createdTime" not in record or "fields" not in record or last[record.get("id")] != i:
                     continue
                 position += 1
                 fields_json = dumps(clean_fields(record["fields"]))
@@ -1254,6 +1572,8 @@ class Engine:
 
 
 _RECORD_COLUMNS = "r.id, r.created_time, r.modified_time, r.fields, r.comment_count"
+#: The query of a request without parameters (immutable, so shared).
+_PLAIN_QUERY = ListQuery.from_params({})
 
 
 def _record(row: sqlite3.Row) -> dict:
@@ -1329,6 +1649,8 @@ class StatsRecorder:
 
     def __init__(self, store: Store):
         self.store = store
+        #: Called with the change marker from before each write of statistics (which changes no record).
+        self.on_written: Callable[[tuple], None] | None = None
         self._counts: dict[tuple[int, str], list[float]] = {}
         self._latencies: list[tuple[int, str, float]] = []
         self._lock = threading.Lock()
@@ -1355,6 +1677,7 @@ class StatsRecorder:
         if not counts:
             return
         try:
+            before = None if self.store.conn.in_transaction else self.store.change_marker()
             with self.store.transaction() as conn:
                 conn.executemany(
                     "INSERT INTO stats (tid, kind, count, total_ms) VALUES (?, ?, ?, ?)"
@@ -1362,5 +1685,7 @@ class StatsRecorder:
                     [(tid, kind, c, ms) for (tid, kind), (c, ms) in counts.items()],
                 )
                 conn.executemany("INSERT INTO latencies (tid, kind, ms) VALUES (?, ?, ?)", latencies)
+            if before is not None and self.on_written is not None:
+                self.on_written(before)
         except sqlite3.Error as exc:  # statistics must never fail a read
             log.debug("could not write statistics: %s", exc)

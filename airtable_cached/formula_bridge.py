@@ -97,13 +97,39 @@ def _reason(conn: sqlite3.Connection, info: TableInfo, text: str) -> str | None:
         if schema_fields:
             if name not in schema_fields:
                 raise AirtableResponseError.typed(
-                    422, "INVALID_FILTER_BY_FORMULA", f"Unknown field names: {name.lower()}"
+                    422, "INVALID_FILTER_BY_FORMULA", f"The formula for filtering records is invalid: Unknown field names: {name.lower()}"
                 )
+            if schema_fields[name].get("type") == "multipleRecordLinks" and _link_source(conn, info, schema_fields[name]):
+                continue  # the linked table is cached: its primary values are known (links.py)
             if schema_fields[name].get("type") in INEXACT_TYPES:
                 return f"field {name!r} is a {schema_fields[name]['type']} field, computed or shown differently by Airtable"
         elif not _field_seen(conn, info, name):
             return f"field {name!r} has never been seen in the cache"
     return None
+
+
+def _link_source(conn: sqlite3.Connection, info: TableInfo, spec: dict) -> tuple[int, str] | None:
+    from airtable_cached import links
+
+    return links.primary_source(conn, info.base_id, spec)
+
+
+def link_sources(conn: sqlite3.Connection, info: TableInfo, text: str) -> dict[str, tuple[int, str]]:
+    """The link fields a formula names, with where their primary values come from."""
+    module = _formula()
+    try:
+        node = _parse(text)
+    except module.FormulaError:
+        return {}
+    found = {}
+    for ref in module.field_names(node):
+        name = info.name_for_id.get(ref, ref)
+        spec = info.fields_by_name.get(name)
+        if spec is not None and spec.get("type") == "multipleRecordLinks":
+            source = _link_source(conn, info, spec)
+            if source is not None:
+                found[name] = source
+    return found
 
 
 def _field_seen(conn: sqlite3.Connection, info: TableInfo, name: str) -> bool:
@@ -303,5 +329,12 @@ def _python_filter(text: str, field_ids: tuple[tuple[str, str], ...]) -> tuple[C
     module = _formula()
     node = _with_names(module, _parse(text), dict(field_ids))
     clock_bound = bool({name.upper() for name in module.function_names(node)} & CLOCK_FUNCTIONS)
-    matches = module.matches
-    return (lambda record: matches(node, record)), clock_bound
+    matches, formula_error = module.matches, module.FormulaError
+
+    def check(record: dict) -> bool:
+        try:
+            return matches(node, record)
+        except formula_error:
+            return False  # an error value excludes the record, as in Airtable
+
+    return check, clock_bound

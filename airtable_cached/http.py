@@ -87,6 +87,7 @@ class _Interceptor:
         self.hosts = {(AIRTABLE_HOST, 443), ((endpoint.hostname or "").lower(), _port(endpoint))}
         self._verdicts: dict[str, bool] = {}  # sha256(token) -> valid; memory only
         self._verdict_locks: dict[str, threading.Lock] = {}
+        self._unasked_at: dict[str, float] = {}  # sha256(token) -> when Airtable could not be asked
         self._lock = threading.Lock()
         self._local = threading.local()
 
@@ -136,21 +137,25 @@ class _Interceptor:
             verdict = self._verdicts.get(key)
             if verdict is not None:
                 return verdict
-            verdict = self._ask_airtable(token, base_id)
+            if time.monotonic() - self._unasked_at.get(key, -UNASKED_QUIET) < UNASKED_QUIET:
+                return True  # Airtable could not be asked moments ago: no new wait for every request
+            verdict = self._ask_airtable(token, base_id, key)
             if verdict is not None:
                 self._verdicts[key] = verdict
             return True if verdict is None else verdict
 
-    def _ask_airtable(self, token: str, base_id: str) -> bool | None:
+    def _ask_airtable(self, token: str, base_id: str, key: str = "") -> bool | None:
         # A throwaway session: a wrong token must not get a runtime (and a flusher thread) of its own.
         with mark_direct(requests.Session()) as session:
             session.headers["Authorization"] = f"Bearer {token}"
             session.headers["User-Agent"] = "airtable_cached"
             try:
-                response = session.get(self.settings.endpoint_url + "/v0/meta/whoami", timeout=(10, 30))
+                timeout = (self.settings.network_timeout, self.settings.network_timeout)
+                response = session.get(self.settings.endpoint_url + "/v0/meta/whoami", timeout=timeout)
             except requests.RequestException as exc:
                 self._log_check(base_id, None)
                 log.warning("could not check the token with Airtable (%s); answering from the cache", exc)
+                self._unasked_at[key] = time.monotonic()  # out of reach: not asked again at once
                 return None
         self._log_check(base_id, response.status_code)
         if response.status_code == 401:
@@ -169,6 +174,9 @@ class _Interceptor:
 
         log_request(open_store(self.settings.path), base_id, "whoami", "GET", status)
 
+
+#: Seconds during which a token Airtable could not judge (network down) is not asked about again.
+UNASKED_QUIET = 30.0
 
 _installed: _Interceptor | None = None
 _install_lock = threading.Lock()

@@ -28,9 +28,14 @@ import filelock
 log = logging.getLogger("airtable_cached")
 
 
+def flush_key(endpoint: str, base_id: str) -> str:
+    """What a flush lock is taken on: a base of one Airtable (the cache is keyed by endpoint)."""
+    return f"{endpoint} {base_id}" if endpoint else base_id
+
+
 @dataclass
 class HeldLock:
-    """A base's flush lock held by this process."""
+    """A base's flush lock held by this process (``base_id`` is its :func:`flush_key`)."""
 
     base_id: str
     epoch: int
@@ -83,7 +88,7 @@ class FlushLocks:
         until = self.cache.get(self._lease_key(base_id), retry=True)
         if until is None or until > self.now():
             return None
-        with diskcache.Lock(self.cache, f"flush-epoch-lock:{base_id}", expire=10):
+        with self.cache.transact(retry=True):  # SQLite's lock: dies with a process killed inside it
             if self._epoch(base_id) != epoch:
                 return None  # someone else took it over first
             self.cache.set(self._epoch_key(base_id), epoch + 1, retry=True)

@@ -287,9 +287,15 @@ def _queued_seqs(path: Path) -> tuple[set[int], int]:
 
 
 def _bases_of(path: Path) -> set[str]:
+    """The flush-lock keys of the bases in a database file (a base of one endpoint each)."""
+    from airtable_cached.locks import flush_key
+
     conn = _raw_connect(path)
     try:
-        return {r[0] for r in conn.execute("SELECT base_id FROM tables UNION SELECT base_id FROM outbox")}
+        try:
+            return {flush_key(r[0], r[1]) for r in conn.execute("SELECT endpoint, base_id FROM tables")}
+        except sqlite3.OperationalError:  # a file from before the cache was keyed by endpoint
+            return {r[0] for r in conn.execute("SELECT base_id FROM tables UNION SELECT base_id FROM outbox")}
     except sqlite3.Error:
         return set()
     finally:
@@ -302,7 +308,9 @@ def _hold_flush_locks(settings: Settings, bases: Iterable[str]) -> Iterator[None
     import diskcache
 
     from airtable_cached.locks import FlushLocks
+    from airtable_cached.safety import private_locks_dir
 
+    private_locks_dir(settings.locks_dir)  # 0700, its files 0600, as the sync makes it
     cache = diskcache.Cache(str(settings.locks_dir))
     locks = FlushLocks(settings.locks_dir, cache, settings.claim_timeout)
     held = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import requests
@@ -49,22 +50,38 @@ _unreachable_since: dict[tuple[int, str], float] = {}
 
 
 def pull_or_serve_stale(engine: Engine, info: TableInfo, table: str) -> bool:
-    """Refresh a stale table (incrementally where it can); returns False when the cache is served stale instead (Airtable out of
-    reach now or moments ago). A table never pulled, or a refusal, raises."""
+    """Refresh a stale table (incrementally where it can); returns False when the cache is served
+    stale instead (Airtable out of reach now or moments ago). A table never pulled, or a refusal,
+    raises."""
+    return _pull_or_stale(engine, info, table, info.pulled_at is not None,
+                          lambda: engine._require_sync().refresh(info.base_id, table, max_age=engine.settings.max_age))
+
+
+def pull_view_or_serve_stale(engine: Engine, info: TableInfo, table: str, view: str) -> None:
+    """Pull a view that is stale or was never pulled; a view pulled before is served stale when
+    Airtable cannot be reached (its members and order as last seen)."""
+    pulled_before = engine.store.conn.execute(
+        "SELECT 1 FROM views WHERE tid = ? AND view = ?", (info.tid, view)
+    ).fetchone() is not None
+    _pull_or_stale(engine, info, f"{table} (view {view})", pulled_before,
+                   lambda: engine._require_sync().pull(info.base_id, table, view=view))
+
+
+def _pull_or_stale(engine: Engine, info: TableInfo, label: str, cached: bool, pull: Callable[[], object]) -> bool:
     key = (id(engine), info.base_id)
     failed_at = _unreachable_since.get(key)
-    if info.pulled_at is not None and failed_at is not None and engine.clock() - failed_at < QUIET_AFTER_FAILURE:
-        serve_stale(engine, info, table, "it did not answer moments ago")
+    if cached and failed_at is not None and engine.clock() - failed_at < QUIET_AFTER_FAILURE:
+        serve_stale(engine, info, label, "it did not answer moments ago")
         return False
     try:
-        engine._require_sync().refresh(info.base_id, table, max_age=engine.settings.max_age)
+        pull()
     except Exception as exc:  # noqa: BLE001 - raised again unless Airtable is out of reach
         if not cannot_reach(exc):
             raise
         _unreachable_since[key] = engine.clock()
-        if info.pulled_at is None:
+        if not cached:
             raise
-        serve_stale(engine, info, table, exc)
+        serve_stale(engine, info, label, exc)
         return False
     _unreachable_since.pop(key, None)
     return True

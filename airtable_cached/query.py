@@ -62,9 +62,10 @@ class ListQuery:
     @classmethod
     def from_json(cls, body: Mapping[str, Any] | None, params: Mapping[str, Any] | None = None) -> ListQuery:
         """From a ``POST .../listRecords`` body (plus ``timeZone``/``userLocale`` from the URL)."""
+        if body is not None and not isinstance(body, Mapping):
+            # As Airtable (and the fake server) answer a body that is a list, a string or a number.
+            raise AirtableResponseError.invalid_request("Invalid request: parameter validation failed. Check your request data.")
         body = dict(body or {})
-        if not isinstance(body, dict):
-            raise AirtableResponseError.invalid_request("listRecords expects a JSON object body")
         for key, value in (params or {}).items():
             if key in ("timeZone", "userLocale"):
                 body[key] = _as_list(value)[-1]

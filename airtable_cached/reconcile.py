@@ -36,15 +36,18 @@ from airtable_cached.records import RECORD_ID_RE
 _NOT_COMPARABLE = frozenset({
     "multipleRecordLinks", "multipleAttachments", "singleCollaborator", "multipleCollaborators",
     "date", "dateTime", "createdTime", "lastModifiedTime", "button", "barcode",
+    "richText",  # stored as Airtable's markdown: characters may come back escaped
 })
-_TEXT_TYPES = frozenset({
-    "singleLineText", "multilineText", "richText", "email", "url", "phoneNumber", "singleSelect",
-})
+#: Text stored exactly as sent.
+_EXACT_TEXT = frozenset({"singleLineText", "email", "url", "phoneNumber", "singleSelect"})
+#: Long text: Airtable may end it with a newline it adds (recorded: "bar" came back as "bar\n").
+_LONG_TEXT = frozenset({"multilineText"})
 _NUMBER_TYPES = frozenset({"number", "currency", "percent", "rating", "duration", "autoNumber"})
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ][0-9:.]+(Z|[+-]\d{2}:?\d{2})?)?$")
 
-#: Seconds taken off Airtable's clock reading: its ``Date`` header is truncated to the second.
-CLOCK_MARGIN = 1.0
+#: Seconds taken off Airtable's clock reading: its ``Date`` header is truncated to the second, and
+#: the edge that stamps it and the database that stamps ``createdTime`` may disagree a little.
+CLOCK_MARGIN = 5.0
 
 
 def group_key(send: Send) -> tuple[int, str]:
@@ -98,11 +101,17 @@ def _term(name: str, value: Any, kind: str | None, typecast: bool) -> str | None
             return None  # rounded to the field's precision, or typecast into something else
         return f"{ref}={int(value)}"
     if isinstance(value, str):
-        if not value or (kind is None and _ISO_DATE.match(value)) or (kind is not None and kind not in _TEXT_TYPES):
-            return None  # blank, a date written as text, or text typecast into another type
+        if not value or "\r" in value or (kind is None and _ISO_DATE.match(value)):
+            return None  # blank, line ends Airtable may rewrite, or a date written as text
+        if kind is not None and kind not in _EXACT_TEXT | _LONG_TEXT:
+            return None  # text typecast into another type
         if typecast and kind is None:
             return None  # the field's type is unknown: typecast may have turned it into anything
-        return f"{ref}={_quote(value)}"
+        if kind in _EXACT_TEXT:
+            return f"{ref}={_quote(value)}"
+        # Long text (or a type not known): as sent, or with the newline Airtable appends.
+        appended = _quote(value + "\n")
+        return f"OR({ref}={_quote(value)}, {ref}={appended})"
     if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
         if kind not in (None, "multipleSelects") or (kind is None and any(RECORD_ID_RE.match(v) for v in value)):
             return None  # links are seen by formulas as the linked records' names, not their ids
@@ -113,7 +122,7 @@ def _term(name: str, value: Any, kind: str | None, typecast: bool) -> str | None
 
 
 def _quote(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
 
 
 @dataclass

@@ -251,9 +251,9 @@ class Refresher:
                     )
             if destroyed:
                 deleted += conn.execute(
-                    "DELETE FROM records WHERE tid IN (SELECT tid FROM tables WHERE base_id = ?) AND remote IS NOT NULL"
-                    " AND (synced_at IS NULL OR synced_at <= ?) AND id IN (SELECT value FROM json_each(?))",
-                    (info.base_id, started_at, dumps(sorted(destroyed))),
+                    "DELETE FROM records WHERE tid IN (SELECT tid FROM tables WHERE base_id = ? AND endpoint = ?)"
+                    " AND remote IS NOT NULL AND (synced_at IS NULL OR synced_at <= ?) AND id IN (SELECT value FROM json_each(?))",
+                    (info.base_id, self.engine.endpoint, started_at, dumps(sorted(destroyed))),
                 ).rowcount
             if present is not None:
                 live = outbox.records_with_live_ops(conn, info.tid)
@@ -395,8 +395,8 @@ class Refresher:
     def _forget_coverage(self, base_id: str) -> None:
         """The feed missed something: every table of the base gets one full pull."""
         with self.store.transaction() as conn:
-            conn.execute("UPDATE refresh_state SET hook_id = NULL WHERE tid IN (SELECT tid FROM tables WHERE base_id = ?)",
-                         (base_id,))
+            conn.execute("UPDATE refresh_state SET hook_id = NULL WHERE tid IN"
+                         " (SELECT tid FROM tables WHERE base_id = ? AND endpoint = ?)", (base_id, self.engine.endpoint))
 
     def _set_hook(self, base_id: str, hook_id: str | None, *, expires: float | None = None, denied: str | None = None,
                   cursor: int | None = None, keep_cursor: bool = False) -> None:

@@ -30,7 +30,7 @@ PRAGMAS: tuple[tuple[str, object], ...] = (
     ("cache_size", -16_000),
 )
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 8
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -249,6 +249,28 @@ MIGRATIONS: dict[int, str] = {
         denied_at  REAL,                -- local clock: Airtable refused (403) or the limit was reached
         denied_why TEXT
     );
+    """,
+    # The agent's call each queued write came from (the seq of the call's first write): Airtable
+    # applies a request whole or not at all, so the writes of one call are sent together and
+    # dead-lettered together (issue 9).
+    7: """
+    ALTER TABLE outbox ADD COLUMN call_id INTEGER;
+    """,
+    # The cache is keyed by the Airtable it mirrors too: two endpoints (a staging proxy and
+    # Airtable, two fake servers) with the same base id never share records. '' marks tables
+    # cached before this version; the first sync to open the file adopts them for its endpoint.
+    8: """
+    ALTER TABLE tables ADD COLUMN endpoint TEXT NOT NULL DEFAULT '';
+    CREATE TABLE table_aliases_by_endpoint (
+        endpoint TEXT NOT NULL DEFAULT '',
+        base_id  TEXT NOT NULL,
+        alias    TEXT NOT NULL,
+        tid      INTEGER NOT NULL REFERENCES tables(tid) ON DELETE CASCADE,
+        PRIMARY KEY (endpoint, base_id, alias)
+    );
+    INSERT INTO table_aliases_by_endpoint (endpoint, base_id, alias, tid) SELECT '', base_id, alias, tid FROM table_aliases;
+    DROP TABLE table_aliases;
+    ALTER TABLE table_aliases_by_endpoint RENAME TO table_aliases;
     """,
 }
 

@@ -30,13 +30,13 @@ import requests
 import tenacity
 import urllib3
 
-from airtable_cached import checksum, outbox, reconcile, safety
+from airtable_cached import checksum, links, outbox, reconcile, safety
 from airtable_cached.config import Settings, check_token
 from airtable_cached.errors import AirtableResponseError, OfflineError, RemoteError
-from airtable_cached.locks import FlushLocks, HeldLock
+from airtable_cached.locks import FlushLocks, HeldLock, flush_key
 from airtable_cached.policy import backoff
 from airtable_cached.query import ListQuery
-from airtable_cached.records import dumps, now_iso, replace_ids
+from airtable_cached.records import dumps, now_iso, referenced_provisional_ids, replace_ids
 from airtable_cached.refresh import Refresher, RefreshResult
 
 if TYPE_CHECKING:
@@ -70,7 +70,9 @@ class Pacer:
     def wait_turn(self, base_id: str) -> None:
         # A 5% margin: a limiter on the other side that counts a sliding second must never see six.
         interval = 1.05 / self.settings.rate_limit
-        with diskcache.Lock(self.cache, f"pace:{base_id}", expire=10):
+        # A diskcache transaction (SQLite's own lock): it dies with a process killed inside it,
+        # where a diskcache.Lock would stop every flusher of the base until it expired.
+        with self.cache.transact(retry=True):
             now = self.clock()
             slot = max(now, self.cache.get(f"next:{base_id}", 0.0), self.cache.get(f"penalty:{base_id}", 0.0))
             if slot > now + self.horizon:
@@ -353,13 +355,17 @@ class Sync:
         self.settings = engine.settings
         self.remote = Remote(token, self.settings, engine, timeout=timeout, clock=clock, sleep=sleep)
         self._schema_denied: set[str] = set()
+        #: Called with a dict describing each dead-lettered call (``Api(on_dead_letter=...)``).
+        self.on_dead_letter: Callable[[dict], Any] | None = None
         #: Bases Airtable refused this token (401, 403, 404 to a probe): writes to them are refused
         #: at once, without asking again.
         self.refused: dict[str, AirtableResponseError] = {}
         self._plan: list[outbox.Send] = []  # the sends of the batch being flushed
+        self._settled: set[int] = set()  # id() of sends of the plan that reconciliation settled
         self._flusher: AutoFlusher | None = None
         self._flusher_lock = threading.Lock()
         self._closed = False
+        engine.adopt_unkeyed_tables()
         self._start_flusher()
         self.refresher = Refresher(self)
 
@@ -459,6 +465,13 @@ class Sync:
             self.engine.absorb(info.base_id, table, page.get("records", []), sent_at=sent_at)
         return page
 
+    def send_now(self, base_id: str, method: str, url: str, body: Any, *, idempotent: bool) -> Any:
+        """Send one write call of the agent as it is (one only Airtable can answer)."""
+        try:
+            return self.remote.send(base_id, method, url, kind="push", json_body=body, idempotent=idempotent)
+        except RemoteError as exc:
+            raise _as_response_error(exc) from exc
+
     def list_request(self, base_id: str, table: str, params: dict[str, Any], *, kind: str) -> Any:
         """List records as pyairtable does: a GET, or ``POST .../listRecords`` with the options in
         a JSON body when the URL would be too long for Airtable (which answers 414)."""
@@ -505,50 +518,80 @@ class Sync:
             raise OfflineError("offline mode: flush needs Airtable; the writes stay queued")
         result = FlushResult()
         bases = [base_id] if base_id else [
-            r[0] for r in self.store.conn.execute("SELECT DISTINCT base_id FROM outbox WHERE state != 'dead'")
+            r[0] for r in self.store.conn.execute(
+                "SELECT DISTINCT base_id FROM outbox WHERE state != 'dead' AND tid IN (SELECT tid FROM tables WHERE endpoint = ?)",
+                (self.engine.endpoint,),
+            )
         ]
         for base in bases:
             result.merge(self._flush_base_if_free(base, wait_in_process=wait_in_process))
         result.pending = self.store.conn.execute("SELECT COUNT(*) FROM outbox WHERE state != 'dead'").fetchone()[0]
         return result
 
+    def flush_writes(self, base_id: str, seqs: list[int], *, poll: float = 0.05) -> FlushResult:
+        """Flush a base until these writes have had Airtable's answer (write-through). When another
+        process is flushing the base it sends them (it claims until the queue is empty): this waits
+        for their rows to be acknowledged or dead-lettered, or for the base to be free again, at
+        most ``claim_timeout`` seconds."""
+        deadline = time.monotonic() + self.settings.claim_timeout
+        while True:
+            result = self.flush(base_id)
+            if not result.busy or not self._still_queued(seqs) or time.monotonic() > deadline:
+                return result
+            time.sleep(poll)  # real time: another process is at work
+
+    def _still_queued(self, seqs: list[int]) -> bool:
+        marks = ",".join("?" * len(seqs))
+        return self.store.conn.execute(
+            f"SELECT 1 FROM outbox WHERE seq IN ({marks}) AND state != 'dead' LIMIT 1", seqs
+        ).fetchone() is not None
+
     def _flush_base_if_free(self, base_id: str, *, wait_in_process: bool) -> FlushResult:
         """Flush a base unless another flusher is at it. Another process holding the base's lock is
         never waited for: the base is left to it (``FlushResult.busy``). Another thread of this
         process is waited for by an explicit flush (its caller expects the writes sent when it
         returns; that flusher is making progress), not by the background flusher."""
-        local = _in_process_lock(self.settings.path, base_id)
+        key = flush_key(self.engine.endpoint, base_id)
+        local = _in_process_lock(self.settings.path, key)
         if not local.acquire(blocking=wait_in_process):
             return FlushResult(busy=[base_id])
         try:
-            held = self.remote.locks.try_acquire(base_id)
+            held = self.remote.locks.try_acquire(key)
             if held is None:
                 log.info("base %s is being flushed by another process; left to it", base_id)
                 return FlushResult(busy=[base_id])
             try:
-                return self._flush_base(held)
+                return self._flush_base(base_id, held)
             finally:
                 self.remote.locks.release(held)
         finally:
             local.release()
 
-    def _flush_base(self, held: HeldLock) -> FlushResult:
-        base_id = held.base_id
+    def _flush_base(self, base_id: str, held: HeldLock) -> FlushResult:
         result = FlushResult()
+        endpoint = self.engine.endpoint
         lease = self.settings.claim_timeout
         with self.store.transaction() as conn:
             # This flusher holds the base's lock, so whoever claimed its in-flight writes is gone
             # (the kernel released its lock when it died) or was taken over (hung past its lease).
-            outbox.release_claims(conn, base_id)
+            outbox.release_claims(conn, base_id, endpoint=endpoint)
+            self._quarantine(conn, base_id, result)  # once a flush, before anything is claimed
         while True:
             now = self.remote.clock()
             with self.store.transaction() as conn:
-                self._quarantine(conn, base_id, result)
-                ops = outbox.claim(conn, base_id, now=now, lease=lease)
+                ops = outbox.claim(conn, base_id, now=now, lease=lease, link_fields=self._base_link_fields(conn, base_id),
+                                   endpoint=endpoint)
+                # What is claimed is exactly what is sent: its checksums are verified once more. A
+                # damaged write is dead-lettered and the claim taken again, so what came after it
+                # (a write to a record whose create is now dead) waits as claim() decides.
+                if self._quarantine(conn, base_id, result, [op.seq for op in ops]):
+                    outbox.unclaim(conn, ops)
+                    continue
             if not ops:
                 return result
-            sends = outbox.plan(ops)
+            sends = outbox.plan(ops, self._link_fields({op.tid for op in ops}))
             self._plan = sends  # the creates in doubt among them are counted by reconciliation
+            self._settled = set()
             try:
                 if not self._send_planned(held, sends, now, lease, result):
                     return result
@@ -556,18 +599,21 @@ class Sync:
                 self._release(sends, exc, result)
                 return result
 
-    def _quarantine(self, conn: sqlite3.Connection, base_id: str, result: FlushResult) -> None:
-        """Writes whose stored bytes no longer match their checksum are dead-lettered, never sent."""
-        damaged = checksum.broken(conn, base_id)
+    def _quarantine(self, conn: sqlite3.Connection, base_id: str, result: FlushResult,
+                    seqs: list[int] | None = None) -> set[int]:
+        """Writes whose stored bytes no longer match their checksum are dead-lettered, never sent.
+        Returns their seqs."""
+        damaged = checksum.broken(conn, base_id, seqs)
         if not damaged:
-            return
-        checksum.quarantine(conn, base_id)
+            return set()
+        checksum.quarantine(conn, base_id, seqs)
         for row in damaged:
             log.error("queued write %s (%s of %s) no longer matches its checksum: dead-lettered, not sent",
                       row["seq"], row["op"], row["record_id"])
             self.engine.recompute(conn, row["tid"], [row["record_id"]])
             result.failed.append({"op": row["op"], "record_id": row["record_id"], "seqs": [row["seq"]],
                                   "status": None, "error": checksum.quarantine_error(row)["body"], "dead": True})
+        return {row["seq"] for row in damaged}
 
     def _send_planned(self, held: HeldLock, sends: list[outbox.Send], now: float, lease: float,
                       result: FlushResult) -> bool:
@@ -591,9 +637,15 @@ class Sync:
 
     def _release(self, sends: list[outbox.Send], exc: RemoteError, result: FlushResult) -> None:
         """Airtable could not be reached (or a lookup failed): the writes this claim still holds go
-        back to the queue, due again in ``OUTAGE_RETRY`` seconds, so the queue drains as soon as
-        Airtable answers. A create in doubt keeps its mark (and its clock bound)."""
-        retry_at = self.remote.clock() + OUTAGE_RETRY
+        back to the queue, due again in ``OUTAGE_RETRY`` seconds when Airtable was out of reach (so
+        the queue drains as soon as it answers), after the usual backoff otherwise. A create in
+        doubt keeps its mark (and its clock bound)."""
+        seqs = [seq for send in sends for seq in send.seqs]
+        attempts = self.store.conn.execute(
+            f"SELECT MAX(attempts) FROM outbox WHERE seq IN ({','.join('?' * len(seqs))})", seqs
+        ).fetchone()[0] if seqs else 1
+        delay = OUTAGE_RETRY if exc.unreachable else backoff(attempts or 1)
+        retry_at = self.remote.clock() + delay
         rows = []
         for send in sends:
             error: dict[str, Any] = {"status": exc.status, "body": exc.body}
@@ -606,9 +658,17 @@ class Sync:
                 " WHERE seq = ? AND state = 'inflight'", row,
             ).rowcount for row in rows)
         log.warning("Airtable did not answer (%s): %d write(s) stay queued, tried again in %ss",
-                    exc, released, OUTAGE_RETRY)
+                    exc, released, delay)
         result.failed.append({"op": "flush", "status": exc.status, "error": exc.body, "dead": False,
                               "queued": released})
+
+    def _base_link_fields(self, conn: Any, base_id: str) -> dict[int, frozenset[str]]:
+        tids = {r[0] for r in conn.execute("SELECT DISTINCT tid FROM outbox WHERE base_id = ?", (base_id,))}
+        return {tid: frozenset(pair.field for pair in links.link_pairs(conn, tid)) for tid in tids}
+
+    def _link_fields(self, tids: set[int]) -> dict[int, frozenset[str]]:
+        conn = self.store.conn
+        return {tid: frozenset(pair.field for pair in links.link_pairs(conn, tid)) for tid in tids}
 
     def _renew(self, seqs: list[int], until: float) -> None:
         with self.store.transaction() as conn:
@@ -637,8 +697,18 @@ class Sync:
                 result.sent.append({"op": "none", "record_id": send.record_id, "seqs": send.seqs})
 
     def _send_batch(self, batch: list[outbox.Send], result: FlushResult) -> None:
+        batch = self._still_claimed(batch)
+        if not batch:
+            return
+        for send in batch:
+            self._with_real_ids(send)
         attempt = 0
         while True:
+            # Creates a reconciliation already settled (found, dead-lettered) are never sent, even
+            # when a later lookup of the same batch failed and the batch is tried again.
+            batch = [send for send in batch if id(send) not in self._settled]
+            if not batch:
+                return
             before_send = self.remote.server_time
             try:
                 if batch[0].kind == "create" and batch[0].uncertain and not batch[0].merge_on:
@@ -649,6 +719,9 @@ class Sync:
                 result.requests += 1
             except RemoteError as exc:
                 result.requests += 1
+                batch = [send for send in batch if id(send) not in self._settled]
+                if not batch:
+                    return
                 if _is_plain_create(batch) and exc.transient and may_have_applied(exc):
                     # The records may exist now although no answer said so: look for them before
                     # sending them again (within this flush after a backoff, or in a later one).
@@ -672,8 +745,15 @@ class Sync:
         if first.kind == "delete":
             self.remote.send(first.base_id, "DELETE", url, kind="push", params={"records[]": [s.record_id for s in batch]})
             return None
+        if first.merge_on and first.kind in ("create", "update"):
+            # An upsert: records made by it go by their fields, records it matched by their id.
+            body: dict[str, Any] = {
+                "records": [{"id": s.record_id, "fields": s.fields} if s.kind == "update" else {"fields": s.fields} for s in batch],
+                "typecast": first.typecast, "performUpsert": {"fieldsToMergeOn": first.merge_on},
+            }
+            return self.remote.send(first.base_id, "PATCH", url, kind="push", json_body=body)["records"]
         if first.kind == "create":
-            body: dict[str, Any] = {"records": [{"fields": s.fields} for s in batch], "typecast": first.typecast}
+            body = {"records": [{"fields": s.fields} for s in batch], "typecast": first.typecast}
             if first.merge_on:
                 body["performUpsert"] = {"fieldsToMergeOn": first.merge_on}
                 return self.remote.send(first.base_id, "PATCH", url, kind="push", json_body=body)["records"]
@@ -684,18 +764,23 @@ class Sync:
 
     def _handle_failure(self, batch: list[outbox.Send], exc: RemoteError, result: FlushResult) -> None:
         first = batch[0]
-        if not exc.transient and len(batch) > 1:
-            # Airtable refuses a whole request for one bad record: send them one by one to find it.
-            for send in batch:
+        if first.kind == "delete" and len(batch) > 1 and _is_gone(exc):
+            for send in batch:  # find which record is gone already; the others are still deleted
                 self._send_batch([send], result)
+            return
+        if not exc.transient and len(outbox.components(batch)) > 1:
+            # Airtable refuses a whole request for one bad record: send call by call to find it.
+            for component in outbox.components(batch):
+                self._send_batch(component, result)
             return
         error: dict[str, Any] = {"status": exc.status, "body": exc.body}
         if any(s.uncertain for s in batch) and _is_plain_create(batch):
             error["uncertain"] = True  # the next flush looks for the record before re-sending it
             error["created_after"] = next((s.created_after for s in batch if s.created_after), None)
         seqs = [seq for s in batch for seq in s.seqs]
+        dead: list[outbox.Op] = []
         with self.store.transaction() as conn:
-            if first.kind == "delete" and (exc.status == 404 or _error_type(exc.body) == "ROW_DOES_NOT_EXIST"):
+            if first.kind == "delete" and _is_gone(exc):
                 # Already gone from Airtable: the delete has happened.
                 outbox.ack(conn, seqs)
                 conn.executemany("DELETE FROM records WHERE tid = ? AND id = ?", [(s.tid, s.record_id) for s in batch])
@@ -708,26 +793,78 @@ class Sync:
                 )
                 outbox.retry_later(conn, seqs, error=error, next_attempt_at=self.remote.clock() + backoff(attempts))
             else:
-                outbox.dead_letter(conn, seqs, error=error)
-                for send in batch:
-                    self.engine.recompute(conn, send.tid, [send.record_id])
+                dead = self._dead_letter_calls(conn, batch, error)
+        if not exc.transient:
+            self._report_dead(dead, exc)
         for send in batch:
             result.failed.append({
                 "op": send.kind, "record_id": send.record_id, "seqs": send.seqs, "status": exc.status,
                 "error": exc.body, "dead": not exc.transient,
             })
 
+    def _with_real_ids(self, send: outbox.Send) -> None:
+        """Ids Airtable gave earlier in this flush replace provisional ones in a planned send (the
+        queue on disk was remapped; this send was planned before)."""
+        if send.kind != "create":
+            send.record_id = self.engine.resolve_id(send.record_id)
+        mapping = {p: self.engine.resolve_id(p) for p in referenced_provisional_ids(send.fields)}
+        if send.fields and any(p != r for p, r in mapping.items()):
+            send.fields = {name: replace_ids(value, mapping) for name, value in send.fields.items()}
+
+    def _still_claimed(self, batch: list[outbox.Send]) -> list[outbox.Send]:
+        """Sends none of whose writes was dead-lettered meanwhile (with another write of its call)."""
+        seqs = [seq for s in batch for seq in s.seqs]
+        dead = {r[0] for r in self.store.conn.execute(
+            f"SELECT seq FROM outbox WHERE state = 'dead' AND seq IN ({','.join('?' * len(seqs))})", seqs
+        )} if seqs else set()
+        return [s for s in batch if not dead & set(s.seqs)]
+
+    def _dead_letter_calls(self, conn: Any, batch: list[outbox.Send], error: dict) -> list[outbox.Op]:
+        """Airtable refused a write: every write of the calls it belongs to is dead-lettered with it
+        (a call is applied whole or not at all), and reads show Airtable's values for them again."""
+        dead = outbox.dead_letter_calls(conn, {c for s in batch for c in s.calls}, error=error)
+        by_table: dict[int, set[str]] = {}
+        for op in dead:
+            by_table.setdefault(op.tid, set()).add(op.record_id)
+        for tid, ids in by_table.items():
+            self.engine.recompute(conn, tid, ids)
+            for linked_tid, others in links.targets(conn, tid, ids).items():
+                self.engine.recompute(conn, linked_tid, others)
+        return dead
+
+    def _report_dead(self, dead: list[outbox.Op], exc: RemoteError) -> None:
+        """A dead letter is logged (never the token: errors are scrubbed when made) and handed to
+        ``Api(on_dead_letter=...)``."""
+        if not dead:
+            return
+        tables = sorted({op.table_ref for op in dead})
+        ids = sorted({op.record_id for op in dead})
+        log.warning("dead-lettered %d write(s) to %s (records %s): Airtable answered %s %s",
+                    len(dead), ", ".join(tables), ", ".join(ids), exc.status, dumps(exc.body) if not isinstance(exc.body, str) else exc.body)
+        if self.on_dead_letter is None:
+            return
+        event = {"base_id": dead[0].base_id, "tables": tables, "record_ids": ids, "seqs": [op.seq for op in dead],
+                 "status": exc.status, "error": exc.body, "writes": [op.as_dict() for op in dead]}
+        try:
+            self.on_dead_letter(event)
+        except Exception:  # the agent's hook must not break the flush
+            log.exception("on_dead_letter raised")
+
     def _confirm(self, batch: list[outbox.Send], records: list[dict] | None, result: FlushResult) -> None:
         now = self.remote.clock()
+        recompute: dict[int, set[str]] = {}  # once per table at the end (link lists read the queue)
         with self.store.transaction() as conn:
             for i, send in enumerate(batch):
                 if send.kind == "delete":
+                    _add(recompute, links.after_confirm(self.engine, conn, send.tid, send.record_id,
+                                                        self._remote_of(conn, send.tid, send.record_id), None))
                     conn.execute("DELETE FROM records WHERE tid = ? AND id = ?", (send.tid, send.record_id))
                     outbox.ack(conn, send.seqs)
                     result.sent.append({"op": "delete", "record_id": send.record_id, "seqs": send.seqs})
                     continue
                 assert records is not None  # Airtable answers every create and update with records
                 record = records[i]
+                before = self._remote_of(conn, send.tid, send.record_id)
                 if send.kind == "create":
                     self._adopt(conn, send, record, now)
                 else:
@@ -736,10 +873,19 @@ class Sync:
                         (dumps(record.get("fields", {})), now, send.tid, send.record_id),
                     )
                 outbox.ack(conn, send.seqs)
-                self.engine.recompute(conn, send.tid, [record["id"]])
+                recompute.setdefault(send.tid, set()).add(record["id"])
+                _add(recompute, links.after_confirm(self.engine, conn, send.tid, record["id"], before, record.get("fields", {})))
                 result.sent.append({"op": send.kind, "record_id": send.record_id, "id": record["id"], "seqs": send.seqs})
-            # Airtable has new state: which records its views hold, and in what order, is pulled again.
-            conn.executemany("DELETE FROM views WHERE tid = ?", [(t,) for t in {send.tid for send in batch}])
+            for tid, ids in recompute.items():
+                self.engine.recompute(conn, tid, ids)
+            # Airtable has new state: which records its views hold, and in what order, is pulled again
+            # (views of linked tables too: their inverse link fields changed).
+            conn.executemany("DELETE FROM views WHERE tid = ?", [(t,) for t in {send.tid for send in batch} | set(recompute)])
+
+    @staticmethod
+    def _remote_of(conn: Any, tid: int, record_id: str) -> dict | None:
+        row = conn.execute("SELECT remote FROM records WHERE tid = ? AND id = ?", (tid, record_id)).fetchone()
+        return json.loads(row[0]) if row is not None and row[0] is not None else None
 
     def _adopt(self, conn, send: outbox.Send, record: dict, now: float) -> None:
         """Airtable made the record: its real id replaces the provisional one everywhere."""
@@ -782,8 +928,12 @@ class Sync:
             first = group[0]
             ids = [r["id"] for r in outcome.delete]
             for i in range(0, len(ids), outbox.MAX_RECORDS_PER_REQUEST):
-                self.remote.send(first.base_id, "DELETE", self.remote.url(first.base_id, first.table_ref), kind="push",
-                                 params={"records[]": ids[i : i + outbox.MAX_RECORDS_PER_REQUEST]})
+                try:
+                    self.remote.send(first.base_id, "DELETE", self.remote.url(first.base_id, first.table_ref),
+                                     kind="push", params={"records[]": ids[i : i + outbox.MAX_RECORDS_PER_REQUEST]})
+                except RemoteError as exc:
+                    if exc.status != 404 and _error_type(exc.body) != "ROW_DOES_NOT_EXIST":
+                        raise
                 result.requests += 1
             log.info("deleted %d record(s) made by creates whose answer was lost and that were deleted since", len(ids))
         self._forget_cancelled(outcome.drop, result)
@@ -791,6 +941,8 @@ class Sync:
             self._dead_letter_uncertain(outcome.uncertain, candidates, result)
         for send in group:
             send.uncertain = any(send is again for again in outcome.resend)
+            if not send.uncertain:
+                self._settled.add(id(send))
         return outcome.resend
 
     def _dead_letter_uncertain(self, sends: list[outbox.Send], candidates: list[dict], result: FlushResult) -> None:
@@ -839,7 +991,7 @@ class Sync:
         # creates were queued. A record a pull brought in since (a lost create's, pulled first) is.
         taken = {r[0] for r in conn.execute("SELECT real FROM id_map WHERE tid = ?", (first.tid,))}
         older = {r[0] for r in conn.execute(
-            "SELECT id FROM records WHERE tid = ? AND remote IS NOT NULL AND (first_seen IS NULL OR first_seen < ?)",
+            "SELECT id FROM records WHERE tid = ? AND remote IS NOT NULL AND (first_seen IS NULL OR first_seen <= ?)",
             (first.tid, queued_at if queued_at is not None else float("inf")),
         )}
         return [r for r in found if r["id"] not in taken and r["id"] not in older]
@@ -855,6 +1007,10 @@ class Sync:
             if not page.get("offset"):
                 return records
             params["offset"] = page["offset"]
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def close(self, timeout: float | None = None) -> bool:
         """Flush what is queued (auto flush only; at most ``timeout``, default ``exit_timeout``
@@ -904,6 +1060,15 @@ def _groups(sends: list[outbox.Send]) -> list[list[outbox.Send]]:
 def _is_plain_create(batch: list[outbox.Send]) -> bool:
     """A POST of new records: not idempotent (an upsert on key fields is)."""
     return bool(batch) and batch[0].kind == "create" and not batch[0].merge_on
+
+
+def _add(into: dict[int, set[str]], more: dict[int, set[str]]) -> None:
+    for tid, ids in more.items():
+        into.setdefault(tid, set()).update(ids)
+
+
+def _is_gone(exc: RemoteError) -> bool:
+    return exc.status == 404 or _error_type(exc.body) == "ROW_DOES_NOT_EXIST"
 
 
 def _error_type(body: Any) -> str | None:
@@ -961,6 +1126,9 @@ class AutoFlusher:
 
     def _run(self) -> None:
         try:
+            # At once on start: what a previous run left (a crash, an exit cut short) goes now,
+            # not after the first idle period.
+            self._flush_once()
             while self._wait_for_work():
                 self._flush_once()
         finally:

@@ -35,7 +35,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from airtable_cached.records import DATE_TYPES, format_number, parse_iso_datetime, plain_text, sort_key
 from airtable_cached.testing_webhooks import WebhookError, Webhooks
 
-__all__ = ["FakeAirtable", "seed_leads", "LEADS_SCHEMA", "FakeAirtableError"]
+__all__ = ["FakeAirtable", "seed_leads", "LEADS_SCHEMA", "FakeAirtableError", "add_linked_tables"]
 
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _BASE_INSTANT = _dt.datetime(2024, 1, 1, tzinfo=_dt.UTC)
@@ -268,6 +268,7 @@ class _Table:
         self.primary_id = primary_id
         self.base_id = ""
         self.records: list[dict] = []  # {"id","createdTime","fields"(by name), "_modified"}
+        self.base_id = ""
         self.views: list[dict] = []  # {"id","name","type","formula","sort"}
 
     def field(self, key: str) -> dict | None:
@@ -508,6 +509,7 @@ class FakeAirtable:
             rec = t.find(record_id)
             if rec is None:
                 raise KeyError(record_id)
+            before = dict(rec["fields"])
             for k, v in fields.items():
                 f = t.field(k)
                 if f is None:
@@ -516,6 +518,7 @@ class FakeAirtable:
                     rec["fields"].pop(f["name"], None)
                 else:
                     rec["fields"][f["name"]] = copy.deepcopy(v)
+            self._sync_inverse(t, record_id, before, rec["fields"])
             rec["_modified"] = self._tick()
             self._event(t, "changed", rec)
             self._publish_events()
@@ -528,8 +531,7 @@ class FakeAirtable:
             rec = t.find(record_id)
             if rec is None:
                 raise KeyError(record_id)
-            t.records.remove(rec)
-            self._event(t, "destroyed", record_id)
+            self._remove(t, rec)
             self._publish_events()
 
     def add_records(self, base_id: str, table: str, records: Iterable[dict]) -> list[dict]:
@@ -539,10 +541,12 @@ class FakeAirtable:
             out = []
             for flds in records:
                 ts = self._tick()
-                rec = {"id": self._ids.new("rec"), "createdTime": ts, "_modified": ts,
-                       "fields": {t.known_field(k)["name"]: copy.deepcopy(v) for k, v in flds.items() if not _is_empty(v)}}
+                stored = {t.known_field(k)["name"]: copy.deepcopy(v) for k, v in flds.items() if not _is_empty(v)}
+                rid = self._ids.new("rec")
+                rec = {"id": rid, "createdTime": ts, "_modified": ts, "fields": stored}
                 t.records.append(rec)
                 self._event(t, "created", rec)
+                self._sync_inverse(t, rid, {}, stored)
                 out.append(self._render(t, rec))
             self._publish_events()
             return out
@@ -747,8 +751,7 @@ class FakeAirtable:
                 return result[0]
             if method == "DELETE":
                 rec = self._record_or_404(table, rid)
-                table.records.remove(rec)
-                self._event(table, "destroyed", rid)
+                self._remove(table, rec)
                 return {"deleted": True, "id": rid}
         raise FakeAirtableError(404, NOT_FOUND)
 
@@ -849,7 +852,7 @@ class FakeAirtable:
         offset = opts.get("offset")
         now = time.monotonic()
         if offset:
-            itr, pos = self._resolve_offset(t, str(offset), now)
+            itr, pos = self._resolve_offset(t, str(offset), now, opts)
             ids = itr["ids"]
         else:
             ids = [r["id"] for r in self._query(t, opts)]
@@ -857,7 +860,8 @@ class FakeAirtable:
                 ids = ids[:max_records]
             self._iter_counter += 1
             token = "itr" + _counter_id(self._iter_counter)
-            itr = {"token": token, "table": t.id, "ids": ids, "index": {rid: i for i, rid in enumerate(ids)}}
+            itr = {"token": token, "table": t.id, "ids": ids, "index": {rid: i for i, rid in enumerate(ids)},
+                   "listing": _listing(opts)}
             pos = 0
         itr["last_used"] = now
         page_ids = ids[pos:pos + page_size]
@@ -872,12 +876,14 @@ class FakeAirtable:
             self._iterators.pop(itr["token"], None)
         return out
 
-    def _resolve_offset(self, t: _Table, offset: str, now: float) -> tuple[dict, int]:
+    def _resolve_offset(self, t: _Table, offset: str, now: float, opts: dict) -> tuple[dict, int]:
         token, _, rid = offset.partition("/")
         itr = self._iterators.get(token)
         if itr is not None and now - itr["last_used"] > self.offset_ttl:
             self._iterators.pop(token, None)
             itr = None
+        if itr is not None and itr.get("listing") != _listing(opts):
+            itr = None  # an offset of another query (issue 9: Airtable refuses it as expired)
         if itr is None or itr["table"] != t.id or rid not in itr["index"]:
             raise _fail(422, "LIST_RECORDS_ITERATOR_NOT_AVAILABLE", "LIST_RECORDS_ITERATOR_NOT_AVAILABLE")
         return itr, itr["index"][rid]
@@ -930,7 +936,7 @@ class FakeAirtable:
         field_ids = {f["id"]: f["name"] for f in t.fields}
         out = []
         for r in records:
-            rd = {"id": r["id"], "createdTime": r["createdTime"], "fields": copy.deepcopy(r["fields"]),
+            rd = {"id": r["id"], "createdTime": r["createdTime"], "fields": self._formula_cells(t, r["fields"]),
                   "lastModifiedTime": r["_modified"]}
             try:
                 ok = matches(node, rd, field_ids=field_ids)
@@ -938,6 +944,19 @@ class FakeAirtable:
                 ok = False  # an error value excludes the record, as in Airtable
             if ok:
                 out.append(r)
+        return out
+
+    def _formula_cells(self, t: _Table, fields: dict) -> dict:
+        """Cells as a formula sees them: a link reads as its records' primary values."""
+        out = copy.deepcopy(fields)
+        for f in t.fields:
+            if f["type"] == "multipleRecordLinks" and f["name"] in out:
+                linked = self._find_table_by_id(((f.get("options") or {}).get("linkedTableId")) or "")
+                if linked is None:
+                    continue
+                primary = linked.known_field(linked.primary_id)["name"]
+                shown = [(linked.find(x) or {"fields": {}})["fields"].get(primary) for x in out[f["name"]]]
+                out[f["name"]] = [v for v in shown if not _is_empty(v)]
         return out
 
     @staticmethod
@@ -958,7 +977,94 @@ class FakeAirtable:
             if f["type"] in COMPUTED_TYPES:
                 raise _fail(422, "INVALID_VALUE_FOR_COLUMN", f'Field "{f["name"]}" cannot accept a value because the field is computed')
             out[f["name"]] = _convert_value(f, value, typecast, pending_choices)
+            if f["type"] == "multipleRecordLinks" and out[f["name"]] is not None:
+                out[f["name"]] = self._check_links(f, out[f["name"]], typecast, pending_choices)
         return out
+
+    # -- links ----------------------------------------------------------------------------------
+
+    def _check_links(self, f: dict, ids: list[str], typecast: bool, pending: dict) -> list[str]:
+        """Every linked id must name a record of the linked table (422 ``ROW_DOES_NOT_EXIST``, as
+        issue 9 reports Airtable's answer). With ``typecast`` a value that is no record id of that
+        table is taken as a primary value: the record having it, else a new record made with it
+        (MODELLING DECISION: the first record with that primary value)."""
+        linked = self._find_table_by_id(((f.get("options") or {}).get("linkedTableId")) or "")
+        if linked is None:
+            return ids
+        out = []
+        for item in ids:
+            if linked.find(item) is not None:
+                out.append(item)
+            elif not typecast:
+                if not _RECORD_ID_RE.match(item):
+                    raise _cannot_accept(f)
+                raise _fail(422, "ROW_DOES_NOT_EXIST", f"Record ID {item} does not exist")
+            else:
+                primary = linked.known_field(linked.primary_id)["name"]
+                hit = next((r for r in linked.records if r["fields"].get(primary) == item), None)
+                if hit is not None:
+                    out.append(hit["id"])
+                else:
+                    # Made when the request is applied (ids are drawn only for requests that succeed);
+                    # one record per new primary value in a request (MODELLING DECISION).
+                    made = pending.setdefault("__links__", [])
+                    if (linked, primary, item) not in made:
+                        made.append((linked, primary, item))
+                    out.append(_NEW_LINK + str(made.index((linked, primary, item))))
+        return list(dict.fromkeys(out))
+
+    def _find_table_by_id(self, table_id: str) -> _Table | None:
+        for base in self._bases.values():
+            for t in base["tables"]:
+                if t.id == table_id:
+                    return t
+        return None
+
+    def _make_pending_links(self, pending: dict, converted: list[dict]) -> None:
+        """Create the records a typecast link named by primary value, and put their ids in place."""
+        made = []
+        for linked, primary, value in pending.pop("__links__", []):
+            rec = self._insert(linked, {primary: value})
+            made.append(rec["id"])
+        if not made:
+            return
+        for fields in converted:
+            for name, value in fields.items():
+                if isinstance(value, list):
+                    fields[name] = [made[int(v[len(_NEW_LINK):])] if isinstance(v, str) and v.startswith(_NEW_LINK) else v
+                                    for v in value]
+
+    def _link_fields(self, t: _Table) -> list[tuple[dict, _Table, dict]]:
+        """(field, linked table, inverse field) for each link field with an inverse."""
+        out = []
+        for f in t.fields:
+            options = f.get("options") or {}
+            if f["type"] != "multipleRecordLinks" or not options.get("inverseLinkFieldId"):
+                continue
+            linked = self._find_table_by_id(options.get("linkedTableId") or "")
+            inverse = linked.field(options["inverseLinkFieldId"]) if linked else None
+            if linked is not None and inverse is not None:
+                out.append((f, linked, inverse))
+        return out
+
+    def _sync_inverse(self, t: _Table, rid: str, before: dict, after: dict) -> None:
+        """Airtable keeps both sides of a link: a record linked gains this record in its inverse
+        field (appended: MODELLING DECISION, as the recorded gatsby-source-airtable tables suggest),
+        a record unlinked loses it."""
+        for f, linked, inverse in self._link_fields(t):
+            old = before.get(f["name"]) or []
+            new = after.get(f["name"]) or []
+            for other_id in [x for x in old if x not in new]:
+                other = linked.find(other_id)
+                if other is not None:
+                    kept = [x for x in other["fields"].get(inverse["name"], []) if x != rid]
+                    _set_or_clear(other["fields"], inverse["name"], kept)
+            for other_id in [x for x in new if x not in old]:
+                other = linked.find(other_id)
+                if other is not None:
+                    current = other["fields"].get(inverse["name"], [])
+                    if rid not in current:
+                        other["fields"][inverse["name"]] = [*current, rid]
 
     def _write_opts(self, body: dict) -> dict:
         return {"returnFieldsByFieldId": body.get("returnFieldsByFieldId")}
@@ -975,20 +1081,29 @@ class FakeAirtable:
                 if not isinstance(r, dict):
                     raise _fail(422, "INVALID_RECORDS", "Invalid records")
                 converted.append(self._convert_fields(t, r.get("fields", {}), typecast, pending))
+            self._make_pending_links(pending, converted)
             self._commit_choices(t, pending)
             made = [self._insert(t, c) for c in converted]
             return {"records": [self._render_opts(t, m, self._write_opts(body)) for m in made]}
         one = self._convert_fields(t, body.get("fields", {}), typecast, pending)
+        self._make_pending_links(pending, [one])
         self._commit_choices(t, pending)
         return self._render_opts(t, self._insert(t, one), self._write_opts(body))
 
     def _insert(self, t: _Table, converted: dict) -> dict:
         ts = self._tick()
-        rec = {"id": self._ids.new("rec"), "createdTime": ts, "_modified": ts,
-               "fields": {k: v for k, v in converted.items() if not _is_empty(v)}}
+        rid = self._ids.new("rec")
+        stored = {k: v for k, v in converted.items() if not _is_empty(v)}
+        rec = {"id": rid, "createdTime": ts, "_modified": ts, "fields": stored}
         t.records.append(rec)
         self._event(t, "created", rec)
+        self._sync_inverse(t, rid, {}, stored)
         return rec
+
+    def _remove(self, t: _Table, rec: dict) -> None:
+        t.records.remove(rec)
+        self._event(t, "destroyed", rec["id"])
+        self._sync_inverse(t, rec["id"], rec["fields"], {})
 
     def _commit_choices(self, t: _Table, pending: dict) -> None:
         for fid, names in pending.items():
@@ -1018,6 +1133,7 @@ class FakeAirtable:
         typecast = bool(body.get("typecast"))
         pending: dict = {}
         converted = [self._convert_fields(t, r.get("fields", {}) if r.get("fields") is not None else {}, typecast, pending) for r in recs]
+        self._make_pending_links(pending, converted)
         self._commit_choices(t, pending)
         out = []
         for r, c in zip(recs, converted):
@@ -1027,6 +1143,11 @@ class FakeAirtable:
         return out
 
     def _apply(self, t: _Table, rec: dict, converted: dict, replace: bool) -> None:
+        before = dict(rec["fields"])
+        self._apply_fields(t, rec, converted, replace)
+        self._sync_inverse(t, rec["id"], before, rec["fields"])
+
+    def _apply_fields(self, t: _Table, rec: dict, converted: dict, replace: bool) -> None:
         if replace:
             # PUT clears every field not given, except computed ones (which the user cannot set).
             keep = {k: v for k, v in rec["fields"].items() if (t.field(k) or {}).get("type") in COMPUTED_TYPES}
@@ -1048,6 +1169,9 @@ class FakeAirtable:
             f = t.field(key) if isinstance(key, str) else None
             if f is None:
                 raise _fail(422, "UNKNOWN_FIELD_NAME", f'Unknown field name: "{key}"')
+            if f["type"] in COMPUTED_TYPES or f["type"] in _NOT_A_MERGE_KEY:
+                # MODELLING DECISION: computed fields and values with no single value to match on.
+                raise _fail(422, "INVALID_VALUE_FOR_COLUMN", f'Field "{f["name"]}" cannot be used in fieldsToMergeOn')
             merge_fields.append(f)
         typecast = bool(body.get("typecast"))
         pending: dict = {}
@@ -1059,12 +1183,14 @@ class FakeAirtable:
                     raise _fail(422, "ROW_DOES_NOT_EXIST", f"Record ID {r['id']} does not exist")
                 plan.append((r["id"], converted))
                 continue
-            missing = [f["name"] for f in merge_fields if f["name"] not in converted]
+            # A blank key value is no key (issue 9: Airtable refuses it).
+            missing = [f["name"] for f in merge_fields if _is_empty(converted.get(f["name"]))]
             if missing:
                 raise _fail(422, "INVALID_RECORDS", f"Missing value for fieldsToMergeOn field(s): {', '.join(missing)}")
             plan.append((None, converted))
         # Validation done: apply (records in one request are matched in order, so a key created
         # earlier in the same request is updated by a later record with the same key).
+        self._make_pending_links(pending, [c for _rid, c in plan])
         snapshot = copy.deepcopy(t.records), self._clock, copy.deepcopy(self._ids._rngs)
         created, updated, out = [], [], []
         try:
@@ -1107,8 +1233,7 @@ class FakeAirtable:
         for rid in ids:
             rec = t.find(rid)
             if rec is not None:
-                t.records.remove(rec)
-                self._event(t, "destroyed", rid)
+                self._remove(t, rec)
         return {"records": [{"deleted": True, "id": rid} for rid in ids]}
 
 
@@ -1116,7 +1241,8 @@ class FakeAirtable:
 
 
 def _unknown_fields_error(names: list[str]) -> FakeAirtableError:
-    return _fail(422, "INVALID_FILTER_BY_FORMULA", "Unknown field names: " + ", ".join(names))
+    return _fail(422, "INVALID_FILTER_BY_FORMULA",
+                 "The formula for filtering records is invalid: Unknown field names: " + ", ".join(n.lower() for n in names))
 
 
 def _ast_field_names(node: Any, _depth: int = 0) -> Iterable[str]:
@@ -1138,6 +1264,11 @@ def _ast_field_names(node: Any, _depth: int = 0) -> Iterable[str]:
 def _is_full_record(r: dict) -> bool:
     """``{"id"?, "createdTime"?, "fields"}`` (Airtable shape) rather than a plain field dict."""
     return isinstance(r.get("fields"), dict) and set(r) <= {"id", "createdTime", "fields"}
+
+
+def _listing(opts: dict) -> str:
+    """The query an offset belongs to: every option but the offset and the page size."""
+    return json.dumps({k: v for k, v in opts.items() if k not in ("offset", "pageSize")}, sort_keys=True, default=str)
 
 
 def _merge_value(v: Any) -> Any:
@@ -1253,6 +1384,18 @@ def _infer_schema(records: list[dict]) -> list[dict]:
         if f["type"] == "number":
             f.setdefault("options", {"precision": 0})
     return list(order.values())
+
+
+_NEW_LINK = "\0new-link:"
+_NOT_A_MERGE_KEY = frozenset({"multipleRecordLinks", "multipleAttachments", "multipleSelects", "multipleCollaborators",
+                              "singleCollaborator", "checkbox"})
+
+
+def _set_or_clear(fields: dict, name: str, value: list) -> None:
+    if value:
+        fields[name] = value
+    else:
+        fields.pop(name, None)
 
 
 def _cannot_accept(f: dict) -> FakeAirtableError:
@@ -1494,3 +1637,44 @@ def seed_leads(n: int, *, seed: int = 0) -> list[dict]:
             fields["Opted Out"] = True
         out.append(fields)
     return out
+
+
+#: Two tables linked both ways (``add_linked_tables``): ids fixed so that two fakes agree.
+COMPANIES_ID = "tblCompanies00001"
+PEOPLE_ID = "tblPeople00000001"
+
+
+def add_linked_tables(fake: FakeAirtable, base_id: str, *, companies: int = 3, people: int = 6) -> tuple[str, str]:
+    """Add ``Companies`` and ``People`` to a base, linked both ways (``People.Company`` and its
+    inverse ``Companies.Employees``), with a view on each (one filtered on the link), select,
+    number, date and checkbox fields, and a few records linked consistently. Returns the two table
+    ids."""
+    fake.add_table(base_id, "Companies", [
+        {"id": "fldCoName0000001", "name": "Name", "type": "singleLineText"},
+        {"id": "fldCoEmployees01", "name": "Employees", "type": "multipleRecordLinks",
+         "options": {"linkedTableId": PEOPLE_ID, "inverseLinkFieldId": "fldPeCompany0001", "prefersSingleRecordLink": False}},
+        {"id": "fldCoKind0000001", "name": "Kind", "type": "singleSelect",
+         "options": {"choices": [{"name": "Client"}, {"name": "Prospect"}]}},
+    ], [{"Name": f"Company {i}"} for i in range(companies)], table_id=COMPANIES_ID)
+    fake.add_table(base_id, "People", [
+        {"id": "fldPeName0000001", "name": "Name", "type": "singleLineText"},
+        {"id": "fldPeCompany0001", "name": "Company", "type": "multipleRecordLinks",
+         "options": {"linkedTableId": COMPANIES_ID, "inverseLinkFieldId": "fldCoEmployees01", "prefersSingleRecordLink": False}},
+        {"id": "fldPeEmail000001", "name": "Email", "type": "email"},
+        {"id": "fldPeStage000001", "name": "Stage", "type": "singleSelect",
+         "options": {"choices": [{"name": "New"}, {"name": "Won"}]}},
+        {"id": "fldPeScore000001", "name": "Score", "type": "number", "options": {"precision": 0}},
+        {"id": "fldPeMet00000001", "name": "Met", "type": "date", "options": {"dateFormat": {"name": "iso"}}},
+        {"id": "fldPeActive00001", "name": "Active", "type": "checkbox", "options": {"icon": "check", "color": "greenBright"}},
+    ], [], table_id=PEOPLE_ID)
+    company_ids = [r["id"] for r in fake.records(base_id, COMPANIES_ID)]
+    made = fake.add_records(base_id, PEOPLE_ID, [
+        {"Name": f"Person {i}", "Score": i, "Stage": "New" if i % 2 else "Won",
+         **({"Company": [company_ids[i % len(company_ids)]]} if company_ids and i % 3 else {}),
+         **({"Email": f"p{i}@example.com"} if i % 2 else {})}
+        for i in range(people)
+    ])
+    assert len(made) == people
+    fake.add_view(base_id, PEOPLE_ID, "No email", formula="{Email} = ''", sort=[("Score", "desc")])
+    fake.add_view(base_id, COMPANIES_ID, "Without staff", formula="{Employees} = ''", sort=[("Name", "asc")])
+    return COMPANIES_ID, PEOPLE_ID

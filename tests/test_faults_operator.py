@@ -162,7 +162,7 @@ def test_salvage_copies_every_readable_queued_write_into_a_fresh_file(agent, env
     saved = tmp_path / "salvaged.sqlite3"
     result = run("salvage", "--to", str(saved), "--json")
     data = json.loads(result.output)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # the file is made; one write could not be copied
     assert len(data["copied"]) == 3 and [s["reason"] for s in data["skipped"]] == ["garbled fields"]
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
     assert run("check", "--path", str(saved), "--fail-on", "error").exit_code == 0
@@ -211,3 +211,64 @@ def test_locks_folder_is_private_and_check_tightens_a_loose_one(agent, env):
     assert result.exit_code == 2 and len(loose) == 2
     assert run("check", "--fix").exit_code == 0
     assert stat.S_IMODE(locks.stat().st_mode) == 0o700 and stat.S_IMODE(files[0].stat().st_mode) == 0o600
+
+
+def test_a_write_damaged_after_the_flush_began_is_caught_at_its_claim(agent, env, fake):
+    """Verified when claimed, not only when the flush starts: the damaged create is dead-lettered,
+    and the update queued behind it for the same record waits with it (never sent to Airtable)."""
+    from airtable_cached import checksum
+
+    api, table = agent
+    created = table.create({"Full Name": "Damaged Later"})
+    table.update(created["id"], {"Score": 5})
+    started = checksum.broken
+
+    def damage_then_check(conn, base_id=None, seqs=None):
+        if seqs is not None:  # the claim's check: the bytes change just before it
+            conn.execute("UPDATE outbox SET fields = replace(fields, 'Damaged Later', 'Damaged Latex')"
+                         " WHERE op = 'create'")
+        return started(conn, base_id, seqs)
+
+    checksum.broken = damage_then_check
+    try:
+        result = api.flush()
+    finally:
+        checksum.broken = started
+    assert [f["error"]["error"]["type"] for f in result.failed] == ["CORRUPTED_WRITE"]
+    assert not [r for r in fake.records(BASE, TABLE) if r["fields"].get("Full Name", "").startswith("Damaged")]
+    states = {op["op"]: op["state"] for op in api.pending()}
+    assert states == {"create": "dead", "update": "pending"}
+
+
+def test_salvage_reads_row_by_row_past_a_damaged_page(agent, env, fake, tmp_path):
+    """A garbled page of the queue's table: reading it whole fails ("database disk image is
+    malformed"), as `.recover`-less tools do; salvage still copies every write on the other pages."""
+    api, table = agent
+    records = table.all()[:60]
+    for i, record in enumerate(records):
+        table.update(record["id"], {"Company Description": f"MARK-{i:03d}-" + "x" * 900})
+    store = api.engine.store
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page_size = store.conn.execute("PRAGMA page_size").fetchone()[0]
+    store.close()
+    data = bytearray(env.read_bytes())
+    page = data.index(b'{"Company Description":"MARK-030-') // page_size
+    data[page * page_size] = 0  # the page's type byte: no longer a b-tree page
+    env.write_bytes(bytes(data))
+    with pytest.raises(sqlite3.DatabaseError):
+        sqlite3.connect(env).execute("SELECT * FROM outbox").fetchall()
+    assert run("check", "--quick").exit_code == 2
+    saved = tmp_path / "salvaged.sqlite3"
+    result = run("salvage", "--to", str(saved), "--json")
+    data_out = json.loads(result.output)
+    lost = [s["seq"] for s in data_out["skipped"]]
+    assert result.exit_code == 1  # some writes could not be copied, and it says which
+    assert lost and all(s["reason"] == "unreadable row" for s in data_out["skipped"])
+    assert len(data_out["copied"]) + len(lost) == 60 and len(lost) <= 6
+    rescued = Api(fake.token, path=saved, flush="manual", rate_limit=1000)
+    try:
+        assert rescued.flush().ok
+    finally:
+        rescued.close()
+    marked = [r for r in fake.records(BASE, TABLE) if r["fields"].get("Company Description", "").startswith("MARK-")]
+    assert len(marked) == len(data_out["copied"])

@@ -100,3 +100,42 @@ def test_writes_return_at_once_and_the_queue_drains_within_seconds_of_airtable_a
     assert by_id[first["id"]]["fields"]["Score"] == 77
     assert [r for r in by_id.values() if r["fields"].get("Full Name") == "During The Outage"]
     assert table.get(created["id"])["fields"]["Full Name"] == "During The Outage"
+
+
+def test_plain_requests_agent_is_served_stale_and_writes_without_waiting(fake, proxy, db_path):
+    """The plain-``requests`` front-end: the token check and the pull are each given up after one
+    network timeout, and not tried again for every request."""
+    import requests
+
+    from airtable_cached import http as cached_http
+
+    filler = Api(fake.token, endpoint_url=proxy.url, path=db_path, flush="manual")
+    cached = filler.table(BASE, TABLE).all()
+    filler.close()
+    cached_http.install(path=str(db_path), flush="manual", endpoint_url=proxy.url, max_age=0,
+                        network_timeout=TIMEOUT)
+    try:
+        proxy.freeze()
+        url = f"{proxy.url}/v0/{BASE}/{TABLE}"
+        auth = {"Authorization": f"Bearer {fake.token}"}
+        first, elapsed = _timed(lambda: requests.get(url, headers=auth, timeout=60))
+        assert first.status_code == 200 and first.json()["records"] == cached[:100]
+        assert elapsed < 2 * TIMEOUT + 2  # the token check, then the pull: one timeout each at most
+        patched, elapsed = _timed(lambda: requests.patch(f"{url}/{cached[0]['id']}", headers=auth,
+                                                         json={"fields": {"Score": 5}}, timeout=60))
+        assert patched.status_code == 200 and patched.json()["fields"]["Score"] == 5
+        assert elapsed < 0.5
+    finally:
+        cached_http.uninstall()
+        proxy.thaw()
+
+
+@pytest.mark.parametrize("fault", ["frozen", "refused"])
+def test_a_stale_view_is_served_as_last_pulled_when_airtable_cannot_be_reached(fake, proxy, live, fault):
+    fake.add_view(BASE, TABLE, "Lost leads", formula="{Status} = 'Lost'", sort=[("Score", "desc")])
+    table = live.table(BASE, TABLE)
+    in_view = table.all(view="Lost leads")
+    getattr(proxy, "freeze" if fault == "frozen" else "refuse")()
+    again, elapsed = _timed(lambda: table.all(view="Lost leads"))
+    assert again == in_view and elapsed < TIMEOUT + 2
+    assert _stale_count(live) == 2  # the table (max age 0 here), then its view

@@ -13,6 +13,7 @@ import requests
 from conftest import BASE, TABLE
 
 from airtable_cached import Api, maintenance
+from airtable_cached.locks import flush_key
 
 
 def _mode(path) -> int:
@@ -114,7 +115,7 @@ def test_restore_refuses_while_a_flush_holds_the_database(pulled, api, tmp_path)
     pulled.update(pulled.all()[0]["id"], {"Score": 1})
     copy = maintenance.backup(api.engine.store, tmp_path / "b")
     locks = api.sync.remote.locks
-    held = locks.try_acquire(BASE)
+    held = locks.try_acquire(flush_key(api.settings.endpoint_url, BASE))
     assert held is not None
     try:
         with pytest.raises(maintenance.RestoreRefused, match="flush"):

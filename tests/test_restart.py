@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -99,6 +100,7 @@ def test_flusher_killed_mid_batch_ten_times_drains_within_seconds_of_the_restart
         if flusher.poll() is None:
             flusher.kill()
     assert done == {"pending": 0, "failed": [], "busy": []}
+    print("drained in", round(drained_in, 2), "s")
     assert drained_in < 10, drained_in
     assert_every_write_landed_once(fake, updated)
 
@@ -112,10 +114,20 @@ def test_a_live_flusher_is_left_its_base_and_a_hung_one_is_taken_over(slow_fake,
     updated = queue_writes(fake, db)
     env = agent_env(fake, db, claim_timeout="1")
     fake.latency = 1.0
+    arrived = threading.Event()
+    answer = fake.handle_http
+
+    def spy(method, raw_path, headers, body):
+        if method in ("POST", "PATCH"):
+            arrived.set()
+        return answer(method, raw_path, headers, body)
+
+    fake.handle_http = spy
     hung = start_flusher(env)
     try:
         read_line(hung, "STARTED")
-        time.sleep(0.5)  # inside its first request, waiting for the answer (not inside SQLite)
+        # Its first write request has reached Airtable: it waits for the answer (not inside SQLite).
+        assert arrived.wait(30)
         hung.send_signal(signal.SIGSTOP)
         fake.latency = 0.03
         with Api(fake.token, endpoint_url=fake.url, path=db, flush="manual", claim_timeout=1, rate_limit=50) as api:
@@ -133,4 +145,27 @@ def test_a_live_flusher_is_left_its_base_and_a_hung_one_is_taken_over(slow_fake,
         if hung.poll() is None:
             hung.send_signal(signal.SIGCONT)
             hung.kill()
+    assert_every_write_landed_once(fake, updated)
+
+
+def test_an_agent_restarted_after_a_kill_sends_what_was_left_without_a_new_write(slow_fake, tmp_path):
+    """Its background flusher starts with what the killed run left, not after an idle period."""
+    fake = slow_fake
+    db = tmp_path / "cache.sqlite3"
+    updated = queue_writes(fake, db)
+    flusher = start_flusher(agent_env(fake, db))
+    try:
+        read_line(flusher, "STARTED")
+        wait_until(lambda: writes_sent(fake) > 0, timeout=10)
+        flusher.send_signal(signal.SIGKILL)
+        flusher.wait(10)
+    finally:
+        if flusher.poll() is None:
+            flusher.kill()
+    with Api(fake.token, endpoint_url=fake.url, path=db, flush="manual") as look:
+        assert look.pending(), "the kill left writes behind"
+    started = time.monotonic()
+    with Api(fake.token, endpoint_url=fake.url, path=db, flush="auto", rate_limit=50) as api:
+        wait_until(lambda: api.pending() == [], timeout=10)
+        assert time.monotonic() - started < 10
     assert_every_write_landed_once(fake, updated)

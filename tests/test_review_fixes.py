@@ -75,6 +75,9 @@ def test_a_short_lived_agents_reads_are_counted(fake, db_path):
     assert data["reads"]["local"] == 19 and data["reads"]["remote"] == 1
     kinds = data["tables"][0]["kinds"]
     assert kinds["list.local"]["count"] == 19 and kinds["list.pull"]["count"] == 1
+    # The pull's wait is not in the local reads' latency any more.
+    assert kinds["list.local"]["mean_ms"] < kinds["list.pull"]["mean_ms"]
+    assert kinds["list.local"]["p95_ms"] < kinds["list.pull"]["p95_ms"]
 
 
 def test_a_closed_api_writes_its_read_statistics(fake, db_path):

@@ -6,14 +6,23 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import tempfile
+from pathlib import Path
 
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
 from airtable_cached import Api
 from airtable_cached import engine as engine_module
+from airtable_cached.config import Settings
+from airtable_cached.engine import Engine
+from airtable_cached.formula_bridge import register_sql_functions
 from airtable_cached.store import MIGRATIONS, Store, _statements
-from tests.conftest import BASE, TABLE
+from airtable_cached.testing import FakeAirtable
+from tests.conftest import BASE, TABLE, FakeClock
 
 
 def fts_rows(api) -> dict[str, tuple[int, str]]:
@@ -271,21 +280,112 @@ def test_a_returned_record_is_never_the_caches_own(table):
     assert table.all(formula="NOT({Email} = '')") == [r for r in before if r["fields"].get("Email")]
 
 
+def separate_engine(db_path, clock) -> Engine:
+    """An engine over its own ``Store`` (its own connections, its own commit count), as in
+    another process: its commits reach this process only through SQLite's ``data_version``."""
+    store = Store(db_path, on_connect=register_sql_functions)
+    return Engine(store, Settings(path=db_path, mode="offline", flush="manual", max_age=1e9), clock=clock)
+
+
 def test_reads_see_another_process_write_at_once(fake, db_path, clock, table):
-    """The decoded model follows SQLite's data_version: another process's commit is seen by the
-    very next read, with no request to Airtable."""
+    """The decoded model follows SQLite's data_version: another connection's commit is seen by
+    the very next read, with no request to Airtable."""
     assert len(table.all()) == 250
     loads = table.api.engine.model.loads
-    other = another_process(fake, db_path, clock)
-    theirs = other.table(BASE, TABLE).create({"Full Name": "Written Elsewhere"})
-    other.table(BASE, TABLE).update(table.all()[0]["id"], {"Full Name": "Renamed Elsewhere"})
+    other = separate_engine(db_path, clock)
+    theirs = other.create(BASE, TABLE, {"fields": {"Full Name": "Written Elsewhere"}})
+    other.update(BASE, TABLE, table.all()[0]["id"], {"fields": {"Full Name": "Renamed Elsewhere"}}, replace=False)
     fake.reset_log()
     after = table.all()
     assert after[-1]["id"] == theirs["id"] and after[0]["fields"]["Full Name"] == "Renamed Elsewhere"
     assert table.get(theirs["id"])["fields"]["Full Name"] == "Written Elsewhere"
     assert table.api.engine.model.loads > loads
     assert fake.request_count() == 0
-    other.close()
+    other.store.close()
+
+
+def test_a_filtered_read_decodes_the_table_only_when_asked_again(fake, db_path, clock, table, plain):
+    """After another process's write, one filtered read costs what it did before the model (SQLite
+    decodes only the matches); asked again at the same state, the model is loaded and kept.
+    Answers compared with plain pyairtable over the fake."""
+    table.all()
+    other = separate_engine(db_path, clock)
+    other.update(BASE, TABLE, table.first()["id"], {"fields": {"Score": 5}}, replace=False)
+    model = table.api.engine.model
+    loads = model.loads
+    first = table.all(formula="{Score} >= 4")
+    assert model.loads == loads
+    assert table.all(formula="{Score} >= 4") == first
+    assert model.loads == loads + 1
+    assert table.all(formula="{Score} >= 2") == [r for r in table.all() if r["fields"].get("Score", 0) >= 2]
+    assert model.loads == loads + 1
+    assert [r["id"] for r in first] == [r["id"] for r in table.all() if r["fields"].get("Score", 0) >= 4]
+    other.store.close()
+
+
+class ReadModelMachine(RuleBasedStateMachine):
+    """Writes by this engine and by a separate one (another process's connection), interleaved
+    with reads: every read equals what SQLite holds, read without the decoded model."""
+
+    fake: FakeAirtable
+
+    def __init__(self) -> None:
+        super().__init__()
+        directory = Path(tempfile.mkdtemp())
+        self.clock = FakeClock()
+        self.api = Api(self.fake.token, endpoint_url=self.fake.url, path=directory / "c.sqlite3", flush="manual",
+                       clock=self.clock, sleep=self.clock.sleep, max_age=1e9)
+        self.table = self.api.table(BASE, TABLE)
+        self.table.all()
+        self.other = separate_engine(directory / "c.sqlite3", self.clock)
+        self.created = 0
+
+    def ids(self) -> list[str]:
+        return [row[0] for row in self.api.engine.store.conn.execute(
+            "SELECT id FROM records WHERE fields IS NOT NULL ORDER BY position")]
+
+    @rule(score=st.integers(0, 5), here=st.booleans())
+    def create(self, score: int, here: bool) -> None:
+        self.created += 1
+        body = {"fields": {"Full Name": f"New {self.created}", "Score": score, "Tags": ["Inbound"]}}
+        (self.api.engine if here else self.other).create(BASE, TABLE, body)
+
+    @rule(pick=st.integers(0, 10_000), score=st.integers(0, 5), here=st.booleans())
+    def update(self, pick: int, score: int, here: bool) -> None:
+        ids = self.ids()
+        engine = self.api.engine if here else self.other
+        engine.update(BASE, TABLE, ids[pick % len(ids)], {"fields": {"Score": score}}, replace=False)
+
+    @rule(pick=st.integers(0, 10_000), here=st.booleans())
+    def delete(self, pick: int, here: bool) -> None:
+        ids = self.ids()
+        (self.api.engine if here else self.other).delete(BASE, TABLE, [ids[pick % len(ids)]], single=True)
+
+    @rule(formula=st.sampled_from([None, "{Score} >= 3", "NOT({Email} = '')", "FIND('New', {Full Name})"]))
+    def read(self, formula: str | None) -> None:
+        options = {"formula": formula} if formula else {}
+        got = self.table.all(**options)
+        first = self.table.first(**options)
+        got[0:1] and got[0]["fields"].clear()  # a caller mutating its answer changes nothing
+        self.api.engine.model.clear()
+        expected = self.table.all(**options)
+        self.api.engine.model.clear()
+        assert [r["id"] for r in got] == [r["id"] for r in expected]
+        assert got[1:] == expected[1:]
+        assert first == (expected[0] if expected else None)
+
+    def teardown(self) -> None:
+        self.other.store.close()
+        self.api.close()
+
+
+def test_the_read_model_always_equals_sqlite(fake):
+    ReadModelMachine.fake = fake
+    run_state_machine_as_test(
+        ReadModelMachine,
+        settings=settings(max_examples=8, stateful_step_count=12, deadline=None,
+                          suppress_health_check=list(HealthCheck)),
+    )
 
 
 def test_own_writes_patch_the_model_without_decoding_the_table_again(api, table, plain):
@@ -293,14 +393,14 @@ def test_own_writes_patch_the_model_without_decoding_the_table_again(api, table,
     table.all()
     loads = api.engine.model.loads
     ids = [r["id"] for r in table.all()]
-    table.update(ids[3], {"Status": "Won"})
-    created = table.create({"Full Name": "Zed Newcomer", "Status": "Won"})
+    table.update(ids[3], {"Status": "Qualified"})
+    created = table.create({"Full Name": "Zed Newcomer", "Status": "Qualified"})
     table.delete(ids[7])
     table.batch_update([{"id": ids[9], "fields": {"Score": 99}}])
     seen = table.all()
     assert api.engine.model.loads == loads
     assert [r["id"] for r in seen] == [i for i in ids if i != ids[7]] + [created["id"]]
-    won = table.all(formula="{Status} = 'Won'")
+    won = table.all(formula="{Status} = 'Qualified'")
     assert ids[3] in {r["id"] for r in won} and created["id"] in {r["id"] for r in won}
     api.flush()
     assert [r["fields"] for r in table.all()] == [r["fields"] for r in plain.all()]
@@ -338,3 +438,42 @@ def test_pyairtable_still_validates_what_airtable_answered(api, table, fake, mon
     with pytest.raises(pydantic.ValidationError):
         table.all(formula="{Score} > 3")
     assert table.all()  # the cache's own answers still pass
+
+
+def test_writing_statistics_keeps_the_model(api, table):
+    """Statistics and a token's grant change no record: the decoded model stays current."""
+    table.all()
+    loads = api.engine.model.loads
+    api.engine.stats.write()
+    api.engine.grant(BASE)
+    table.all()
+    table.get(table.first()["id"])
+    assert api.engine.model.loads == loads
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(json_values)
+@settings(max_examples=200, deadline=None)
+def test_the_models_json_decoding_is_json_loads(value):
+    """msgspec where it can, json.loads where it cannot (numbers past a float, lone surrogates):
+    the same values, key order included."""
+    from airtable_cached.readmodel import loads
+    from airtable_cached.records import dumps
+
+    text = dumps({"v": value})
+    assert loads(text) == json.loads(text)
+    assert list(loads(text)["v"]) == list(json.loads(text)["v"]) if isinstance(value, dict) else True
+
+
+@pytest.mark.parametrize("text", ['{"v":1e400}', '{"v":"\\ud800"}', '{"v":123456789012345678901234567890}',
+                                  '{"b":1,"a":2}', '{"v":-0.0}'])
+def test_what_msgspec_refuses_is_decoded_by_json_loads(text):
+    from airtable_cached.readmodel import loads
+
+    assert repr(loads(text)) == repr(json.loads(text))

@@ -218,7 +218,7 @@ def test_filter_by_formula(fake, table):
 def test_formula_errors(fake):
     r = raw(fake, "GET", f"/v0/{BASE}/Leads", params={"filterByFormula": "{Nope} = 'x'"})
     assert r.status_code == 422
-    assert r.json() == {"error": {"type": "INVALID_FILTER_BY_FORMULA", "message": "Unknown field names: Nope"}}
+    assert r.json() == {"error": {"type": "INVALID_FILTER_BY_FORMULA", "message": "The formula for filtering records is invalid: Unknown field names: nope"}}
     r = raw(fake, "GET", f"/v0/{BASE}/Leads", params={"filterByFormula": "AND({Email} = "})
     assert r.status_code == 422
     err = r.json()["error"]
@@ -268,7 +268,7 @@ def test_formula_wiring_with_a_stub_engine(fake, table, stub_formula_engine):
     assert fake.request_count(method="POST", path_contains="listRecords") == 1
     r = raw(fake, "GET", f"/v0/{BASE}/Leads", params={"filterByFormula": "{Nope} = 'x'"})
     assert r.status_code == 422
-    assert r.json() == {"error": {"type": "INVALID_FILTER_BY_FORMULA", "message": "Unknown field names: Nope"}}
+    assert r.json() == {"error": {"type": "INVALID_FILTER_BY_FORMULA", "message": "The formula for filtering records is invalid: Unknown field names: nope"}}
     r = raw(fake, "GET", f"/v0/{BASE}/Leads", params={"filterByFormula": "AND({Email} = ''"})
     assert r.status_code == 422
     assert r.json()["error"]["message"] == "The formula for filtering records is invalid: unbalanced parentheses"
