@@ -556,7 +556,7 @@ class Engine:
                 if not self._view_is_fresh(info, query.view):
                     raise OfflineError(f"offline mode: view {query.view!r} of table {table!r} has never been pulled")
             else:
-                self._flush_before_asking(info)
+                self._flush_before_asking(info, linked=True)
                 outage.pull_view_or_serve_stale(self, info, table, query.view)
                 self.stats.count(info.tid, "view.remote")
         page = self._first_page(info, query)
@@ -575,10 +575,10 @@ class Engine:
             f"SELECT 1 FROM outbox WHERE tid IN ({marks}) AND state != 'dead' LIMIT 1", tids
         ).fetchone() is not None
 
-    def _flush_before_asking(self, info: TableInfo) -> bool:
+    def _flush_before_asking(self, info: TableInfo, *, linked: bool = False) -> bool:
         """Before Airtable answers a read of a table, it gets the agent's queued writes to that
         table, so that its answer includes them (read-your-writes). Returns whether it flushed."""
-        if self.settings.mode not in ("cache", "write-through") or not self._has_queued_writes(info):
+        if self.settings.mode not in ("cache", "write-through") or not self._has_queued_writes(info, linked=linked):
             return False
         self._require_sync().flush(info.base_id)
         return True
@@ -623,6 +623,13 @@ class Engine:
                 conn.execute("DELETE FROM stats WHERE tid = ?", (info.tid,))
                 conn.execute("DELETE FROM tables WHERE tid = ?", (info.tid,))
                 log.info("table %s of base %s does not exist in Airtable; not kept", info.name or info.table_id, info.base_id)
+
+    def refresh_schema(self, base_id: str, table: str) -> None:
+        """Read the table's schema again (what the cache learnt may not be what Airtable has)."""
+        try:
+            self._refresh_schema(self.table_info(base_id, table))
+        except (AirtableResponseError, OfflineError, OSError) as exc:  # requests errors are OSErrors
+            log.info("could not read the schema of %s again: %s", table, exc)
 
     def known_views(self, base_id: str, table: str) -> list[str]:
         info = self.table_info(base_id, table)
@@ -695,12 +702,15 @@ class Engine:
             return model.records
         from airtable_cached import formula_bridge
 
+        link_check = self._link_formula(info, query)
+        if link_check is not None:
+            return [r for r in model.records if link_check(r)]
         compiled = formula_bridge.sql_filter(info, query.formula)
         self._index_filtered_fields(compiled.equality_fields)
         predicate, clock_bound = self._python_predicate(info, query.formula)
 
         def matching() -> list[dict]:
-            if not compiled.indexed or self._link_sources(info, query.formula or ""):
+            if not compiled.indexed:
                 return [r for r in model.records if predicate(r)]
             # An index finds the candidates (ids only, nothing decoded); the model has them decoded.
             rows, residual = self._select_rows(info, query, "r.id")
@@ -710,6 +720,14 @@ class Engine:
         if clock_bound:
             return matching()
         return model.remembered(("formula", query.formula), matching)
+
+    def _link_formula(self, info: TableInfo, query: ListQuery) -> Callable[[dict], bool] | None:
+        """A formula naming link fields of this table, as a check where links read as their
+        records' primary values (``None``: it names none the cache can read)."""
+        if not query.formula or not self._link_sources(info, query.formula):
+            return None
+        check, _clock_bound = self._python_predicate(info, query.formula)
+        return check
 
     def _select_ids(self, info: TableInfo, query: ListQuery, *, limit: int | None) -> list[str]:
         """The ids ``_select`` would list, without decoding a record (a query SQL answers whole)."""
@@ -762,9 +780,9 @@ class Engine:
 
     def _select_sql(self, info: TableInfo, query: ListQuery, columns: str) -> tuple[str, list, Callable[[dict], bool] | None]:
         where, params, residual, order = "", [], None, "r.position"
-        if query.formula and self._link_sources(info, query.formula):
-            # Links read as their records' primary values: evaluated in Python over the table.
-            residual, _clock_bound = self._python_predicate(info, query.formula)
+        link_check = self._link_formula(info, query)
+        if link_check is not None:
+            residual = link_check
         elif query.formula:
             from airtable_cached import formula_bridge
 
@@ -892,7 +910,10 @@ class Engine:
             return True
         from airtable_cached import formula_bridge
 
-        return formula_bridge.sql_filter(info, query.formula).check is None and not self._link_sources(info, query.formula)
+        if formula_bridge.link_sources(self.store.conn, info, query.formula):
+            return False
+
+        return formula_bridge.sql_filter(info, query.formula).check is None
 
     def _next_page(self, info: TableInfo, query: ListQuery) -> dict:
         parsed = _parse_offset(query.offset or "")
@@ -1030,8 +1051,8 @@ class Engine:
                 created.append(record)
             linked = links.after_local_write(self, conn, info, [r["id"] for r in created])
         self.model.after_write(info.tid, before, [r["id"] for r in created] + sorted(linked.get(info.tid, ())))
-        self._after_write(info, seqs, call)
-        created = self._maybe_reread(info, created, call)
+        self._after_write(info, seqs)
+        created = self._maybe_reread(info, created)
         shaped = [self._shape_write(info, r, body) for r in created]
         return shaped[0] if single else {"records": shaped}
 
@@ -1080,8 +1101,8 @@ class Engine:
             if self._sends_now(info, call):
                 return self._send_now(info, table, call, "PUT" if replace else "PATCH", record_id, body)
             seqs, records = self._update_many(info, table, [(record_id, fields)], op, typecast, call, batch=False)
-            self._after_write(info, seqs, call)
-            return self._shape_write(info, self._maybe_reread(info, records, call)[0], body)
+            self._after_write(info, seqs)
+            return self._shape_write(info, self._maybe_reread(info, records)[0], body)
         items = body.get("records")
         upsert = body.get("performUpsert")
         items = _check_batch(items, need_id=upsert is None)
@@ -1092,8 +1113,8 @@ class Engine:
         if self._sends_now(info, call):
             return self._send_now(info, table, call, "PUT" if replace else "PATCH", None, body)
         seqs, records = self._update_many(info, table, pairs, op, typecast, call)
-        self._after_write(info, seqs, call)
-        return {"records": [self._shape_write(info, r, body) for r in self._maybe_reread(info, records, call)]}
+        self._after_write(info, seqs)
+        return {"records": [self._shape_write(info, r, body) for r in self._maybe_reread(info, records)]}
 
     def _require_records(self, info: TableInfo, record_ids: list[str], *, batch: bool) -> None:
         """Records a write names must exist (checked before values, in Airtable's order)."""
@@ -1209,12 +1230,12 @@ class Engine:
                 records.append(record)
             linked = links.after_local_write(self, conn, info, [r["id"] for r in records])
         self.model.after_write(info.tid, before, [r["id"] for r in records] + sorted(linked.get(info.tid, ())))
-        self._after_write(info, seqs, call)
+        self._after_write(info, seqs)
         if self.settings.mode == "write-through":
             remapped = {r["id"]: self.resolve_id(r["id"]) for r in records}
             created_ids = [remapped[i] for i in created_ids]
             updated_ids = [remapped[i] for i in updated_ids]
-            records = self._maybe_reread(info, records, call)
+            records = self._maybe_reread(info, records)
         # A record matched twice in one call is answered twice in its final state, as Airtable does.
         final = {r["id"]: r for r in records}
         return {
@@ -1235,8 +1256,8 @@ class Engine:
         now = self.clock()
         seqs: list[int] = []
         deleted_ids: list[str] = []
-        before = self.model.marker()
         call = _WriteCall()
+        before = self.model.marker()
         with self.store.transaction() as conn:
             for record_id in record_ids:
                 real_id = self.resolve_id(record_id)
@@ -1250,9 +1271,9 @@ class Engine:
                     conn, tid=info.tid, base_id=base_id, table_ref=table, op="delete", record_id=real_id,
                     fields=None, base=None, typecast=False, now=now, call_id=call.call_id,
                 )))
-            linked = links.after_local_write(self, conn, info, [self.resolve_id(i) for i in record_ids])
+            linked = links.after_local_write(self, conn, info, deleted_ids)
         self.model.after_write(info.tid, before, deleted_ids + sorted(linked.get(info.tid, ())))
-        self._after_write(info, seqs, call)
+        self._after_write(info, seqs)
         deleted = [{"id": self.resolve_id(i) if self.settings.mode == "write-through" else i, "deleted": True} for i in record_ids]
         return deleted[0] if single else {"records": deleted}
 
@@ -1280,6 +1301,10 @@ class Engine:
                 translate=self.resolve_id, new_choices=call.new_choices,
             )
             call.needs_airtable = call.needs_airtable or converted.needs_airtable
+            if call.new_choices and not call.needs_airtable:
+                # Sent at once: the option exists in Airtable from now on, as the cache assumes (a
+                # queued write could be merged away before the flush, and the option with it).
+                call.needs_airtable = f"typecast adds select options {call.new_choices}"
             return converted.fields
         return fields
 
@@ -1317,6 +1342,8 @@ class Engine:
             linked = (spec.get("options") or {}).get("linkedTableId")
             if spec.get("type") == "multipleRecordLinks" and linked and (spec["name"] in written or spec.get("id") in written):
                 sync.pull(info.base_id, linked)
+                with self.store.transaction() as conn:  # its views too: its inverse link fields changed
+                    conn.execute("DELETE FROM views WHERE tid = ?", (self.table_info(info.base_id, linked).tid,))
         return answer
 
     def _learn_choices(self, conn: sqlite3.Connection, info: TableInfo, call: _WriteCall) -> None:
@@ -1338,7 +1365,7 @@ class Engine:
             out = rename_to_ids(out, info.id_for_name)
         return out
 
-    def _after_write(self, info: TableInfo, seqs: list[int], call: _WriteCall | None = None) -> None:
+    def _after_write(self, info: TableInfo, seqs: list[int]) -> None:
         """Write-through sends the writes now and fails the call if Airtable refused them."""
         if decide_write(self.settings.mode) is not Write.WRITE_THROUGH or not seqs:
             if self.sync is not None:
@@ -1366,7 +1393,7 @@ class Engine:
         rows = self._rows_by_id(info.tid, [self.resolve_id(record_id)])
         return next(iter(rows.values()))
 
-    def _maybe_reread(self, info: TableInfo, records: list[dict], call: _WriteCall | None = None) -> list[dict]:
+    def _maybe_reread(self, info: TableInfo, records: list[dict]) -> list[dict]:
         if self.settings.mode != "write-through":
             return records
         # A record written twice in one call is answered in each state in turn (as Airtable

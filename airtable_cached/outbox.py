@@ -277,7 +277,8 @@ def plan(ops: Iterable[Op], link_fields: Mapping[int, frozenset[str]] | None = N
     """Coalesce each record's claimed writes into one send, in the order records first appear.
 
     Successive updates merge into one PATCH, a PUT absorbs what came before, a create absorbs later
-    updates, and a create followed by a delete sends nothing at all.
+    updates, and a create followed by a delete sends nothing at all (unless the create asked for
+    ``typecast``, whose side effects, new select options, records made for links, stay in Airtable).
 
     Writes that change links (``link_fields``: per table, its link fields with an inverse; a
     delete or a PUT clears them too) change the other side's records as well, so their order
@@ -295,6 +296,8 @@ def plan(ops: Iterable[Op], link_fields: Mapping[int, frozenset[str]] | None = N
         send = sends.get(key)
         if send is not None and touches and send.epoch != epoch:
             send = None  # another record's link write came between: this one goes after it
+        elif send is not None and op.op == "delete" and send.kind == "create" and send.typecast:
+            send = None  # made, then deleted: a typecast may add select options or linked records
         elif send is not None and send.merge_on and op.op in ("update", "replace") and (
                 op.op == "replace" or set(send.merge_on) & set(op.fields or {})):
             send = None  # an upsert's key changed later: the upsert is sent on the key it was made with

@@ -841,6 +841,9 @@ class Sync:
         ids = sorted({op.record_id for op in dead})
         log.warning("dead-lettered %d write(s) to %s (records %s): Airtable answered %s %s",
                     len(dead), ", ".join(tables), ", ".join(ids), exc.status, dumps(exc.body) if not isinstance(exc.body, str) else exc.body)
+        # Select options a refused typecast added to the cached schema never reached Airtable.
+        for op in {(op.base_id, op.table_ref): op for op in dead if op.typecast}.values():
+            self.engine.refresh_schema(op.base_id, op.table_ref)
         if self.on_dead_letter is None:
             return
         event = {"base_id": dead[0].base_id, "tables": tables, "record_ids": ids, "seqs": [op.seq for op in dead],

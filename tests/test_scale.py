@@ -280,11 +280,12 @@ def test_a_returned_record_is_never_the_caches_own(table):
     assert table.all(formula="NOT({Email} = '')") == [r for r in before if r["fields"].get("Email")]
 
 
-def separate_engine(db_path, clock) -> Engine:
+def separate_engine(db_path, clock, fake) -> Engine:
     """An engine over its own ``Store`` (its own connections, its own commit count), as in
     another process: its commits reach this process only through SQLite's ``data_version``."""
     store = Store(db_path, on_connect=register_sql_functions)
-    return Engine(store, Settings(path=db_path, mode="offline", flush="manual", max_age=1e9), clock=clock)
+    settings = Settings(path=db_path, mode="offline", flush="manual", max_age=1e9, endpoint_url=fake.url)
+    return Engine(store, settings, clock=clock)
 
 
 def test_reads_see_another_process_write_at_once(fake, db_path, clock, table):
@@ -292,7 +293,7 @@ def test_reads_see_another_process_write_at_once(fake, db_path, clock, table):
     the very next read, with no request to Airtable."""
     assert len(table.all()) == 250
     loads = table.api.engine.model.loads
-    other = separate_engine(db_path, clock)
+    other = separate_engine(db_path, clock, fake)
     theirs = other.create(BASE, TABLE, {"fields": {"Full Name": "Written Elsewhere"}})
     other.update(BASE, TABLE, table.all()[0]["id"], {"fields": {"Full Name": "Renamed Elsewhere"}}, replace=False)
     fake.reset_log()
@@ -309,7 +310,7 @@ def test_a_filtered_read_decodes_the_table_only_when_asked_again(fake, db_path, 
     decodes only the matches); asked again at the same state, the model is loaded and kept.
     Answers compared with plain pyairtable over the fake."""
     table.all()
-    other = separate_engine(db_path, clock)
+    other = separate_engine(db_path, clock, fake)
     other.update(BASE, TABLE, table.first()["id"], {"fields": {"Score": 5}}, replace=False)
     model = table.api.engine.model
     loads = model.loads
@@ -337,7 +338,7 @@ class ReadModelMachine(RuleBasedStateMachine):
                        clock=self.clock, sleep=self.clock.sleep, max_age=1e9)
         self.table = self.api.table(BASE, TABLE)
         self.table.all()
-        self.other = separate_engine(directory / "c.sqlite3", self.clock)
+        self.other = separate_engine(directory / "c.sqlite3", self.clock, self.fake)
         self.created = 0
 
     def ids(self) -> list[str]:
@@ -393,6 +394,7 @@ def test_own_writes_patch_the_model_without_decoding_the_table_again(api, table,
     table.all()
     loads = api.engine.model.loads
     ids = [r["id"] for r in table.all()]
+    # "Qualified": an option Status has (one it lacks is refused at the call, as Airtable refuses it).
     table.update(ids[3], {"Status": "Qualified"})
     created = table.create({"Full Name": "Zed Newcomer", "Status": "Qualified"})
     table.delete(ids[7])
