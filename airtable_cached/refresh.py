@@ -10,7 +10,8 @@ in between repeats the work, never skips it.
 ``LAST_MODIFIED_TIME()`` sees neither deletions nor computed fields fed from elsewhere, so:
 
 * deletions come from a change feed, an Airtable webhook per base polled for its payloads (no
-  notification URL), kept in SQLite with its cursor and reused by every run on this cache file; or,
+  notification URL), kept in SQLite with its cursor and reused by every run on this cache file
+  (records it reports created or changed that the watermark list missed are asked for by id); or,
   where the token may not manage webhooks or the feed is off, from an id sweep on its own cadence
   (list every id with only the primary field; ids gone from Airtable are dropped locally);
 * a table with lookups, rollups, counts or clock formulas gets a full pull every
@@ -25,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -48,6 +50,7 @@ HOOK_REFRESH_MARGIN = 2 * 86400.0
 HOOK_RETRY_AFTER = 86400.0
 #: A reader waits this long at most for another process's refresh of the same table.
 LOCK_TIMEOUT = 900.0
+_RECORD_ID = re.compile(r"rec[0-9A-Za-z]{14}")
 HOOK_SPEC = {"options": {"filters": {"dataTypes": ["tableData", "tableFields"]}}}
 
 
@@ -74,6 +77,7 @@ class FeedRead:
     cursor: int
     destroyed: set[str] = field(default_factory=set)
     schema_changed: set[str] = field(default_factory=set)  # table ids
+    touched: dict[str, set[str]] = field(default_factory=dict)  # table id -> records created or changed
     lost: bool = False  # payloads were dropped before we read them (cursor too old)
 
 
@@ -188,6 +192,8 @@ class Refresher:
             "filterByFormula": watermark_formula(state["watermark"], self.settings.overlap),
         }
         records = self.sync._fetch_all(info.base_id, table, params)
+        if feed is not None and info.table_id:
+            records += self._fetch_unlisted(info, table, feed, {r["id"] for r in records})
         swept = self._sweep_ids(info, table) if plan.sweep else None
         _requests, first_date, _last = self.remote.since_mark()
         destroyed = feed.destroyed if feed else set()
@@ -275,6 +281,24 @@ class Refresher:
             engine.recompute(conn, info.tid, touched & outbox.records_with_live_ops(conn, info.tid))
         return deleted
 
+    def _fetch_unlisted(self, info: TableInfo, table: str, feed: FeedRead, listed: set[str]) -> list[dict]:
+        """Records the change feed reports created or changed in this table that the watermark list
+        did not bring (a change ``LAST_MODIFIED_TIME()`` does not see, or one further back than
+        the overlap): asked for by id, 50 at a time, so what the feed reports reaches the cache."""
+        # Only well-formed record ids go into the formula.
+        wanted = sorted(rid for rid in feed.touched.get(info.table_id or "", set()) - listed - feed.destroyed
+                        if _RECORD_ID.fullmatch(rid))
+        found: list[dict] = []
+        for i in range(0, len(wanted), 50):
+            chunk = wanted[i:i + 50]
+            formula = "OR(" + ",".join(f"RECORD_ID()='{rid}'" for rid in chunk) + ")"
+            found += self.sync._fetch_all(info.base_id, table, {"pageSize": 100, "recordMetadata[]": ["commentCount"],
+                                                                "filterByFormula": formula})
+        if wanted:
+            log.info("%s/%s: %d record(s) the change feed reported were not in the watermark list; asked by id",
+                     info.base_id, table, len(wanted))
+        return found
+
     # -- id sweep ----------------------------------------------------------------------------------
     def _sweep_ids(self, info: TableInfo, table: str) -> set[str] | None:
         """Every record id in the table, listed with only the primary field (``None``: the schema,
@@ -348,6 +372,8 @@ class Refresher:
             for payload in payloads:
                 for table_id, change in (payload.get("changedTablesById") or {}).items():
                     read.destroyed.update(change.get("destroyedRecordIds") or [])
+                    read.touched.setdefault(table_id, set()).update(
+                        [*(change.get("createdRecordsById") or {}), *(change.get("changedRecordsById") or {})])
                     if change.get("createdFieldsById") or change.get("changedFieldsById") or change.get("destroyedFieldIds"):
                         read.schema_changed.add(table_id)
             read.cursor = page.get("cursor", read.cursor + len(payloads))

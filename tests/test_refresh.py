@@ -181,6 +181,25 @@ def _minus(iso: str, seconds: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+def test_a_change_the_watermark_cannot_see_reaches_the_cache_by_the_feed(fake, db_path, clock):
+    """A value that changed while LAST_MODIFIED_TIME() stayed put (as a lookup fed by another table
+    does): the feed reports the record, the refresh asks for it by id."""
+    api = cached(fake, db_path, clock)
+    table = api.table(BASE, TABLE)
+    table.all()
+    rid = fake.records(BASE, TABLE)[11]["id"]
+    fake.advance_clock(86400)
+    fake.set_fields(BASE, TABLE, rid, {"Score": 4321})
+    with fake._lock:  # its modification time stays a day back, before the watermark
+        record = fake._table_or_raise(BASE, TABLE).find(rid)
+        record["_modified"] = _minus(record["_modified"], 2 * 86400)
+    clock.advance(301)
+    fake.reset_log()
+    assert table.get(rid)["fields"]["Score"] == 4321
+    assert len([r for r in fake.requests if "RECORD_ID()" in (r["query"].get("filterByFormula") or [""])[0]]) == 1
+    api.close()
+
+
 def test_a_queued_write_to_a_field_changed_remotely_follows_airtable_wins(fake, db_path, clock):
     api = cached(fake, db_path, clock)
     table = api.table(BASE, TABLE)
