@@ -400,6 +400,7 @@ class Engine:
             adopted = conn.execute("UPDATE tables SET endpoint = ? WHERE endpoint = ''", (self.endpoint,)).rowcount
             conn.execute("UPDATE OR IGNORE table_aliases SET endpoint = ? WHERE endpoint = ''", (self.endpoint,))
             conn.execute("DELETE FROM table_aliases WHERE endpoint = ''")
+            conn.execute("UPDATE OR IGNORE webhooks SET endpoint = ? WHERE endpoint = ''", (self.endpoint,))
         if adopted:
             log.info("%d table(s) cached before the cache was keyed by endpoint are now %s's", adopted, self.endpoint)
         return adopted

@@ -111,7 +111,7 @@ def _reason(conn: sqlite3.Connection, info: TableInfo, text: str) -> str | None:
 def _link_source(conn: sqlite3.Connection, info: TableInfo, spec: dict) -> tuple[int, str] | None:
     from airtable_cached import links
 
-    return links.primary_source(conn, info.base_id, spec)
+    return links.primary_source(conn, info.tid, spec)
 
 
 def link_sources(conn: sqlite3.Connection, info: TableInfo, text: str) -> dict[str, tuple[int, str]]:

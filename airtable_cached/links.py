@@ -36,14 +36,16 @@ class LinkPair:
 
 
 def _table_row(conn: sqlite3.Connection, tid: int) -> sqlite3.Row | None:
-    return conn.execute("SELECT tid, base_id, table_id, schema_json, pulled_at FROM tables WHERE tid = ?", (tid,)).fetchone()
+    return conn.execute("SELECT tid, endpoint, base_id, table_id, schema_json, pulled_at FROM tables WHERE tid = ?",
+                        (tid,)).fetchone()
 
 
-def _linked_table(conn: sqlite3.Connection, base_id: str, table_id: str) -> sqlite3.Row | None:
+def _linked_table(conn: sqlite3.Connection, endpoint: str, base_id: str, table_id: str) -> sqlite3.Row | None:
+    """The cached table a link field points to, of the same endpoint (two endpoints may share a base id)."""
     return conn.execute(
-        "SELECT tid, base_id, table_id, schema_json, pulled_at FROM tables WHERE base_id = ? AND table_id = ?"
+        "SELECT tid, base_id, table_id, schema_json, pulled_at FROM tables WHERE endpoint = ? AND base_id = ? AND table_id = ?"
         " ORDER BY tid LIMIT 1",
-        (base_id, table_id),
+        (endpoint, base_id, table_id),
     ).fetchone()
 
 
@@ -57,7 +59,7 @@ def link_pairs(conn: sqlite3.Connection, tid: int) -> list[LinkPair]:
         options = spec.get("options") or {}
         if spec.get("type") != "multipleRecordLinks" or not options.get("inverseLinkFieldId"):
             continue
-        linked = _linked_table(conn, row["base_id"], options.get("linkedTableId") or "")
+        linked = _linked_table(conn, row["endpoint"], row["base_id"], options.get("linkedTableId") or "")
         if linked is None or not linked["schema_json"]:
             continue
         inverse = next(
@@ -73,11 +75,11 @@ def record_state(engine: Engine, info: TableInfo, table_id: str, record_id: str)
     """Whether a record of the linked table exists: True, False, or None when the cache cannot tell
     (offline, and the linked table was never pulled). A linked table never read is pulled first."""
     conn = engine.store.conn
-    linked = _linked_table(conn, info.base_id, table_id)
+    linked = _linked_table(conn, engine.endpoint, info.base_id, table_id)
     if (linked is None or linked["pulled_at"] is None) and engine.settings.mode != "offline" and engine.sync is not None:
         # Whether the record exists is Airtable's to say: the linked table is read once, then cached.
         engine.sync.pull(info.base_id, table_id)
-        linked = _linked_table(conn, info.base_id, table_id)
+        linked = _linked_table(conn, engine.endpoint, info.base_id, table_id)
     if linked is None:
         return None
     row = conn.execute("SELECT fields FROM records WHERE tid = ? AND id = ?", (linked["tid"], record_id)).fetchone()
@@ -257,10 +259,13 @@ def after_confirm(engine: Engine, conn: sqlite3.Connection, tid: int, record_id:
 # -- formulas over link fields ------------------------------------------------------------------------
 
 
-def primary_source(conn: sqlite3.Connection, base_id: str, spec: dict) -> tuple[int, str] | None:
-    """Where a link field's formula value comes from: the linked table (cached, pulled, schema known)
-    and its primary field's name. ``None``: only Airtable can tell."""
-    linked = _linked_table(conn, base_id, ((spec.get("options") or {}).get("linkedTableId")) or "")
+def primary_source(conn: sqlite3.Connection, tid: int, spec: dict) -> tuple[int, str] | None:
+    """Where a link field of table ``tid`` gets its formula value: the linked table (cached,
+    pulled, schema known) and its primary field's name. ``None``: only Airtable can tell."""
+    row = _table_row(conn, tid)
+    if row is None:
+        return None
+    linked = _linked_table(conn, row["endpoint"], row["base_id"], ((spec.get("options") or {}).get("linkedTableId")) or "")
     if linked is None or linked["pulled_at"] is None or not linked["schema_json"]:
         return None
     schema = json.loads(linked["schema_json"])

@@ -162,8 +162,8 @@ class Refresher:
     def record_full(self, info: TableInfo, *, requests: int, server_start: float | None) -> None:
         """After a full pull committed: its watermark, cost, and the webhook that covers it from now."""
         now = self.engine.clock()
-        hook = self.store.conn.execute("SELECT webhook_id FROM webhooks WHERE base_id = ? AND denied_at IS NULL",
-                                       (info.base_id,)).fetchone()
+        hook = self.store.conn.execute("SELECT webhook_id FROM webhooks WHERE endpoint = ? AND base_id = ? AND denied_at IS NULL",
+                                       (self.engine.endpoint, info.base_id)).fetchone()
         with self.store.transaction() as conn:
             self._ensure_row(conn, info.tid)
             conn.execute(
@@ -209,8 +209,8 @@ class Refresher:
                 (first_date, now, swept is not None, now, "feed" if feed else "sweep", requests, info.tid),
             )
             if feed is not None:
-                conn.execute("UPDATE webhooks SET cursor = MAX(cursor, ?), read_at = ? WHERE base_id = ? AND webhook_id = ?",
-                             (feed.cursor, now, info.base_id, feed.hook_id))
+                conn.execute("UPDATE webhooks SET cursor = MAX(cursor, ?), read_at = ? WHERE endpoint = ? AND base_id = ? AND webhook_id = ?",
+                             (feed.cursor, now, self.engine.endpoint, info.base_id, feed.hook_id))
         self.engine.grant(info.base_id)
         log.info("refreshed %s/%s incrementally: %d changed, %d deleted, %d requests", info.base_id, table,
                  len(records), deleted, requests)
@@ -316,7 +316,7 @@ class Refresher:
         feed is off, Airtable refused it, or it could not be reached."""
         if self.settings.feed == "off" or self.settings.mode == "offline":
             return None
-        row = self.store.conn.execute("SELECT * FROM webhooks WHERE base_id = ?", (base_id,)).fetchone()
+        row = self.store.conn.execute("SELECT * FROM webhooks WHERE endpoint = ? AND base_id = ?", (self.engine.endpoint, base_id)).fetchone()
         now = self.engine.clock()
         if row is not None and row["denied_at"] is not None and now - row["denied_at"] < HOOK_RETRY_AFTER:
             return None
@@ -353,7 +353,7 @@ class Refresher:
         return made["id"]
 
     def _read_feed(self, base_id: str, hook_id: str) -> FeedRead | None:
-        row = self.store.conn.execute("SELECT cursor, expires_at FROM webhooks WHERE base_id = ?", (base_id,)).fetchone()
+        row = self.store.conn.execute("SELECT cursor, expires_at FROM webhooks WHERE endpoint = ? AND base_id = ?", (self.engine.endpoint, base_id)).fetchone()
         read = FeedRead(hook_id, row["cursor"] if row else 1)
         while True:
             try:
@@ -390,7 +390,8 @@ class Refresher:
             return
         answer = self.remote.send(base_id, "POST", self._hooks_url(base_id, hook_id, "refresh"), kind="feed")
         with self.store.transaction() as conn:
-            conn.execute("UPDATE webhooks SET expires_at = ? WHERE base_id = ?", (_epoch(answer.get("expirationTime")), base_id))
+            conn.execute("UPDATE webhooks SET expires_at = ? WHERE endpoint = ? AND base_id = ?",
+                         (_epoch(answer.get("expirationTime")), self.engine.endpoint, base_id))
 
     def _forget_coverage(self, base_id: str) -> None:
         """The feed missed something: every table of the base gets one full pull."""
@@ -402,16 +403,17 @@ class Refresher:
                   cursor: int | None = None, keep_cursor: bool = False) -> None:
         now = self.engine.clock()
         with self.store.transaction() as conn:
-            old = conn.execute("SELECT webhook_id, cursor FROM webhooks WHERE base_id = ?", (base_id,)).fetchone()
+            old = conn.execute("SELECT webhook_id, cursor FROM webhooks WHERE endpoint = ? AND base_id = ?",
+                               (self.engine.endpoint, base_id)).fetchone()
             same = old is not None and old["webhook_id"] == hook_id and hook_id is not None
             new_cursor = cursor if cursor is not None else (old["cursor"] if same and keep_cursor else 1)
             conn.execute(
-                "INSERT INTO webhooks (base_id, webhook_id, cursor, expires_at, created_at, denied_at, denied_why)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (base_id) DO UPDATE SET webhook_id = excluded.webhook_id,"
+                "INSERT INTO webhooks (endpoint, base_id, webhook_id, cursor, expires_at, created_at, denied_at, denied_why)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (endpoint, base_id) DO UPDATE SET webhook_id = excluded.webhook_id,"
                 " cursor = excluded.cursor, expires_at = COALESCE(excluded.expires_at, webhooks.expires_at),"
                 " created_at = CASE WHEN webhooks.webhook_id IS excluded.webhook_id THEN webhooks.created_at"
                 " ELSE excluded.created_at END, denied_at = excluded.denied_at, denied_why = excluded.denied_why",
-                (base_id, hook_id, new_cursor, expires, now, now if denied else None, denied),
+                (self.engine.endpoint, base_id, hook_id, new_cursor, expires, now, now if denied else None, denied),
             )
 
     def _hooks_url(self, base_id: str, *parts: str) -> str:
@@ -463,8 +465,8 @@ def refresh_status(conn, tid: int, schema: dict | None, settings, now: float) ->
     where deletions come from (change feed or id sweep) and how old that knowledge is, and why
     it gets full pulls on a cadence, if it does."""
     state = conn.execute("SELECT * FROM refresh_state WHERE tid = ?", (tid,)).fetchone()
-    base = conn.execute("SELECT base_id FROM tables WHERE tid = ?", (tid,)).fetchone()
-    hook = conn.execute("SELECT * FROM webhooks WHERE base_id = ?", (base[0],)).fetchone() if base else None
+    base = conn.execute("SELECT endpoint, base_id FROM tables WHERE tid = ?", (tid,)).fetchone()
+    hook = conn.execute("SELECT * FROM webhooks WHERE endpoint = ? AND base_id = ?", (base[0], base[1])).fetchone() if base else None
     state = dict(state) if state is not None else {}
     volatile = volatile_fields(schema)
     feed_on = bool(hook is not None and hook["webhook_id"] and state.get("hook_id") == hook["webhook_id"])
@@ -508,7 +510,8 @@ def refresh_counts(conn) -> list[dict]:
 def list_webhooks(sync: Sync, bases: list[str]) -> list[dict]:
     """Every webhook Airtable has on these bases, marked ``ours`` when this cache file uses it."""
     conn = sync.engine.store.conn
-    mine = {r["base_id"]: r["webhook_id"] for r in conn.execute("SELECT base_id, webhook_id FROM webhooks")}
+    mine = {r["base_id"]: r["webhook_id"] for r in conn.execute(
+        "SELECT base_id, webhook_id FROM webhooks WHERE endpoint = ?", (sync.engine.endpoint,))}
     out = []
     for base_id in bases:
         url = "/".join([sync.settings.endpoint_url, "v0", "bases", base_id, "webhooks"])
@@ -530,5 +533,6 @@ def remove_webhooks(sync: Sync, base_id: str, ids: list[str]) -> list[str]:
         sync.remote.send(base_id, "DELETE", url, kind="feed")
         removed.append(hook_id)
         with sync.engine.store.transaction() as conn:
-            conn.execute("DELETE FROM webhooks WHERE base_id = ? AND webhook_id = ?", (base_id, hook_id))
+            conn.execute("DELETE FROM webhooks WHERE endpoint = ? AND base_id = ? AND webhook_id = ?",
+                         (sync.engine.endpoint, base_id, hook_id))
     return removed

@@ -30,7 +30,7 @@ PRAGMAS: tuple[tuple[str, object], ...] = (
     ("cache_size", -16_000),
 )
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -271,6 +271,26 @@ MIGRATIONS: dict[int, str] = {
     INSERT INTO table_aliases_by_endpoint (endpoint, base_id, alias, tid) SELECT '', base_id, alias, tid FROM table_aliases;
     DROP TABLE table_aliases;
     ALTER TABLE table_aliases_by_endpoint RENAME TO table_aliases;
+    """,
+    # A cache file's webhook is per endpoint too (two endpoints may share a base id). Rows made
+    # before are adopted by the first sync to open the file, as its tables are.
+    9: """
+    CREATE TABLE webhooks_by_endpoint (
+        endpoint   TEXT NOT NULL DEFAULT '',
+        base_id    TEXT NOT NULL,
+        webhook_id TEXT,
+        cursor     INTEGER NOT NULL DEFAULT 1,
+        expires_at REAL,                -- Airtable's clock
+        created_at REAL,
+        read_at    REAL,                -- local clock: last payloads read
+        denied_at  REAL,                -- local clock: Airtable refused (403) or the limit was reached
+        denied_why TEXT,
+        PRIMARY KEY (endpoint, base_id)
+    );
+    INSERT INTO webhooks_by_endpoint (endpoint, base_id, webhook_id, cursor, expires_at, created_at, read_at, denied_at, denied_why)
+    SELECT '', base_id, webhook_id, cursor, expires_at, created_at, read_at, denied_at, denied_why FROM webhooks;
+    DROP TABLE webhooks;
+    ALTER TABLE webhooks_by_endpoint RENAME TO webhooks;
     """,
 }
 

@@ -80,3 +80,25 @@ def test_a_cache_from_before_the_endpoint_key_is_adopted_by_the_first_sync(fake,
         assert endpoints == {fake.url} and aliases.fetchone()[0] >= 1
         assert api.table(BASE, TABLE).get(first["id"])["fields"]["Score"] == 777
     assert fake.records(BASE, TABLE)[0]["fields"]["Score"] == 777
+
+
+def test_two_endpoints_with_one_base_id_keep_their_own_change_feed(fake, staging, db_path, monkeypatch):
+    """Each endpoint's webhook is its own: made on that server, its cursor kept apart, and a
+    deletion on one reaches only that endpoint's records."""
+    monkeypatch.setenv("AIRTABLE_CACHED_FEED", "webhooks")  # conftest turns the feed off
+    with Api(fake.token, endpoint_url=fake.url, path=db_path, flush="manual") as prod, \
+            Api(staging.token, endpoint_url=staging.url, path=db_path, flush="manual") as stage:
+        prod_table, stage_table = prod.table(BASE, TABLE), stage.table(BASE, TABLE)
+        prod_table.all()
+        stage_table.all()
+        assert len(fake.webhooks.of_base(BASE)) == 1 and len(staging.webhooks.of_base(BASE)) == 1
+        rows = prod.engine.store.conn.execute("SELECT endpoint, webhook_id FROM webhooks WHERE base_id = ?", (BASE,))
+        kept = dict(rows.fetchall())
+        assert kept == {fake.url: fake.webhooks.of_base(BASE)[0]["id"],
+                        staging.url: staging.webhooks.of_base(BASE)[0]["id"]}
+
+        gone = staging.records(BASE, TABLE)[0]["id"]
+        staging.delete_record(BASE, TABLE, gone)
+        assert stage.sync.refresh(BASE, TABLE).kind == "incremental"  # the feed brings the deletion
+        assert gone not in {r["id"] for r in stage_table.all()}
+        assert len(prod_table.all()) == 250
