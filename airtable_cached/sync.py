@@ -726,8 +726,9 @@ class Sync:
                     # The records may exist now although no answer said so: look for them before
                     # sending them again (within this flush after a backoff, or in a later one).
                     for send in batch:
+                        if not send.uncertain:  # in doubt already: its bound (or none) stays
+                            send.created_after = send.created_after or reconcile.created_after(before_send)
                         send.uncertain = True
-                        send.created_after = send.created_after or reconcile.created_after(before_send)
                     attempt += 1
                     if attempt < self.settings.retries and not exc.unreachable:
                         self.remote.sleep(self.remote.retry_delay(attempt, exc))

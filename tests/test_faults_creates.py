@@ -264,3 +264,29 @@ def test_a_lookup_lost_midway_does_not_resend_the_creates_already_found(fake, pr
     assert lost == {"POST": 0, "GET": 0}
     names = Counter(r["fields"].get("Full Name") for r in fake.records(BASE, TABLE))
     assert names["First Of Two"] == 1 and names["Second Of Two"] == 1
+
+
+def test_a_failed_lookup_does_not_narrow_an_unbounded_create_in_doubt(fake, proxy, db_path, clock):
+    """A create left in flight by a flusher that died (no clock bound: it may have been made at any
+    time) whose lookup then fails with a 5xx must not get a bound from that later attempt: the
+    record it made is older than the bound, and a narrowed lookup would miss it and send it again."""
+    api = _api(proxy, db_path, clock, retries=1)
+    table = api.table(BASE, TABLE)
+    table.all()
+    fields = {"Full Name": "Crashed Create", "Score": 7}
+    table.create(fields)
+    fake.fail_next(drop_connection=True, apply=True, method="POST")
+    api.flush()  # Airtable made the record; its answer was lost
+    # The state a flusher killed while waiting for that answer leaves: in flight, no error, no bound.
+    with api.engine.store.transaction() as conn:
+        conn.execute("UPDATE outbox SET state = 'inflight', claimed_until = NULL, last_error = NULL")
+    fake.advance_clock(120)
+    clock.advance(600)
+    table.all()  # the restarted agent reads: Airtable's clock as of now
+    fake.fail_next(500, method="GET")  # the lookup fails once
+    api.flush()
+    assert fake.request_count(method="GET") >= 2, "the lookup must have been tried and failed"
+    clock.advance(600)
+    _flush_until_empty(api, clock)
+    made = [r for r in fake.records(BASE, TABLE) if r["fields"].get("Full Name") == "Crashed Create"]
+    assert len(made) == 1
