@@ -775,9 +775,9 @@ class Sync:
                 self._send_batch(component, result)
             return
         error: dict[str, Any] = {"status": exc.status, "body": exc.body}
-        if any(s.uncertain for s in batch) and _is_plain_create(batch):
+        doubt = any(s.uncertain for s in batch) and _is_plain_create(batch)
+        if doubt:
             error["uncertain"] = True  # the next flush looks for the record before re-sending it
-            error["created_after"] = next((s.created_after for s in batch if s.created_after), None)
         seqs = [seq for s in batch for seq in s.seqs]
         dead: list[outbox.Op] = []
         with self.store.transaction() as conn:
@@ -792,7 +792,9 @@ class Sync:
                     conn.execute(f"SELECT MAX(attempts) FROM outbox WHERE seq IN ({','.join('?' * len(seqs))})", seqs).fetchone()[0] or 1,
                     1,
                 )
-                outbox.retry_later(conn, seqs, error=error, next_attempt_at=self.remote.clock() + backoff(attempts))
+                for send in batch:  # each create in doubt keeps its own clock bound (or none)
+                    outbox.retry_later(conn, send.seqs, error={**error, "created_after": send.created_after} if doubt else error,
+                                       next_attempt_at=self.remote.clock() + backoff(attempts))
             else:
                 dead = self._dead_letter_calls(conn, batch, error)
         if not exc.transient:
@@ -974,7 +976,9 @@ class Sync:
         """Records in Airtable that only these (identical) creates can have made."""
         first = group[0]
         info = self.engine.table_info(first.base_id, first.table_ref)
-        after = min((s.created_after for s in group if s.created_after), default=None)
+        # One create in doubt without a bound (left in flight by a dead flusher): none for the group.
+        bounds = [s.created_after for s in group if s.created_after]
+        after = min(bounds) if bounds and len(bounds) == len(group) else None
         schema_fields = info.fields_by_name if info is not None else {}
         formula = reconcile.lookup_formula(first.fields or {}, schema_fields, typecast=first.typecast, after=after)
         try:

@@ -290,3 +290,30 @@ def test_a_failed_lookup_does_not_narrow_an_unbounded_create_in_doubt(fake, prox
     _flush_until_empty(api, clock)
     made = [r for r in fake.records(BASE, TABLE) if r["fields"].get("Full Name") == "Crashed Create"]
     assert len(made) == 1
+
+
+def test_creates_in_doubt_failing_together_keep_each_its_own_clock_bound(fake, proxy, db_path, clock):
+    """Two creates in doubt in one batch, one unbounded (left in flight by a dead flusher), one
+    bounded by a later lost answer: when their lookup fails, the unbounded one must not take the
+    other's bound (its record is older, a narrowed lookup would miss it and send it again)."""
+    api = _api(proxy, db_path, clock, retries=1)
+    table = api.table(BASE, TABLE)
+    table.all()
+    table.create({"Full Name": "Old Crash", "Score": 1})
+    fake.fail_next(drop_connection=True, apply=True, method="POST")
+    api.flush()  # made; answer lost
+    fake.advance_clock(120)
+    table.refresh(force=True)  # Airtable's clock as of now
+    table.create({"Full Name": "Later Loss", "Score": 2})
+    fake.fail_next(drop_connection=True, apply=True, method="POST")
+    api.flush()  # only the new create is due: made, answer lost, bounded by the clock just read
+    with api.engine.store.transaction() as conn:  # the first one as a killed flusher leaves it
+        conn.execute("UPDATE outbox SET state = 'inflight', claimed_until = NULL, last_error = NULL"
+                     " WHERE fields LIKE '%Old Crash%'")
+    clock.advance(600)
+    fake.fail_next(500, method="GET")  # their lookup fails once
+    api.flush()
+    clock.advance(600)
+    _flush_until_empty(api, clock)
+    names = Counter(r["fields"].get("Full Name") for r in fake.records(BASE, TABLE))
+    assert names["Old Crash"] == 1 and names["Later Loss"] == 1
