@@ -956,17 +956,16 @@ class Sync:
         nothing tells which are this queue's. Sending again could duplicate; adopting could take
         another's record. The operator decides (``queue retry`` looks again, ``queue drop`` forgets)."""
         ids = sorted(r["id"] for r in candidates)
-        error = {
-            "status": None, "uncertain": True, "created_after": sends[0].created_after,
-            "body": {"error": {"type": "UNCERTAIN_CREATE", "message": (
-                f"the answer to this create was lost and {len(ids)} identical records exist in Airtable"
-                f" for {len(sends)} create(s) in doubt; not sent again to avoid a duplicate"
-            ), "candidates": ids}},
-        }
+        body = {"error": {"type": "UNCERTAIN_CREATE", "message": (
+            f"the answer to this create was lost and {len(ids)} identical records exist in Airtable"
+            f" for {len(sends)} create(s) in doubt; not sent again to avoid a duplicate"
+        ), "candidates": ids}}
         log.warning("dead-lettered %d create(s) as uncertain: %d identical records in Airtable (%s)",
                     len(sends), len(ids), ", ".join(ids[:10]))
         with self.store.transaction() as conn:
             for send in sends:
+                # Each keeps its own clock bound (or none): ``queue retry`` looks for it again with it.
+                error = {"status": None, "uncertain": True, "created_after": send.created_after, "body": body}
                 outbox.dead_letter(conn, send.seqs, error=error)
                 self.engine.recompute(conn, send.tid, [send.record_id])
                 result.failed.append({"op": send.kind, "record_id": send.record_id, "seqs": send.seqs, "status": None,
