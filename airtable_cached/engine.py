@@ -919,7 +919,8 @@ class Engine:
     def _next_page(self, info: TableInfo, query: ListQuery) -> dict:
         parsed = _parse_offset(query.offset or "")
         snapshot = self.snapshots.get(parsed[0], self.clock()) if parsed else None
-        if snapshot is not None and snapshot.listing != _listing(info, self._with_real_ids(query)):
+        # The ids put in when the listing began, or now (a create flushed between pages).
+        if snapshot is not None and snapshot.listing not in (_listing(info, query), _listing(info, self._with_real_ids(query))):
             snapshot = None  # an offset of another table or query (Airtable: the same 422)
         if parsed is None or snapshot is None:
             raise AirtableResponseError.typed(
