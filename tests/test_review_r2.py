@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import pyairtable
+from test_issue9_fidelity import LBASE, _fake
+
+from airtable_cached import Api
+from airtable_cached.testing import COMPANIES_ID
+
 
 def test_offset_of_a_formula_naming_a_provisional_id_survives_the_flush_between_pages(api, table, plain):
     table.all()  # pull
@@ -14,3 +20,24 @@ def test_offset_of_a_formula_naming_a_provisional_id_survives_the_flush_between_
     rest = [r for page in pages for r in page]
     names = sorted(r["fields"]["Full Name"] for r in first + rest)
     assert names == sorted(r["fields"]["Full Name"] for r in plain.all(formula="{Full Name} != ''"))
+
+
+def test_an_incremental_refresh_of_a_linked_table_keeps_the_inverse_of_a_queued_link(db_path, clock):
+    lfake, twin = _fake(), _fake()
+    api = Api(lfake.token, endpoint_url=lfake.url, path=db_path, flush="manual", clock=clock, sleep=clock.sleep,
+              feed="off", sweep_every=10**9)
+    try:
+        people, companies = api.table(LBASE, "People"), api.table(LBASE, "Companies")
+        plain_people = pyairtable.Api(twin.token, endpoint_url=twin.url).table(LBASE, "People")
+        plain_companies = pyairtable.Api(twin.token, endpoint_url=twin.url).table(LBASE, "Companies")
+        loner = next(r for r in people.all() if "Company" not in r["fields"])["id"]
+        company = companies.all()[1]["id"]
+        for table, server in ((people, lfake), (plain_people, twin)):
+            table.update(loner, {"Company": [company]})
+            server.set_fields(LBASE, COMPANIES_ID, company, {"Name": "Renamed elsewhere"})
+        clock.advance(10**6)  # stale: the next read refreshes Companies incrementally
+        assert companies.get(company)["fields"] == plain_companies.get(company)["fields"]
+    finally:
+        api.close()
+        lfake.stop()
+        twin.stop()
