@@ -6,7 +6,7 @@ import pyairtable
 from test_issue9_fidelity import LBASE, _fake
 
 from airtable_cached import Api
-from airtable_cached.testing import COMPANIES_ID
+from airtable_cached.testing import COMPANIES_ID, FakeAirtable
 
 
 def test_offset_of_a_formula_naming_a_provisional_id_survives_the_flush_between_pages(api, table, plain):
@@ -41,3 +41,18 @@ def test_an_incremental_refresh_of_a_linked_table_keeps_the_inverse_of_a_queued_
         api.close()
         lfake.stop()
         twin.stop()
+
+
+def test_rich_text_written_locally_reads_back_as_airtable_stores_it(db_path, clock):
+    with FakeAirtable(seed=1) as server:
+        server.add_table("appRICHbase000001", "Notes", [{"name": "Title", "type": "singleLineText"},
+                                                        {"name": "Body", "type": "richText"}], [{"Title": "a"}])
+        api = Api(server.token, endpoint_url=server.url, path=db_path, flush="manual", clock=clock, sleep=clock.sleep)
+        try:
+            table = api.table("appRICHbase000001", "Notes")
+            plain = pyairtable.Api(server.token, endpoint_url=server.url).table("appRICHbase000001", "Notes")
+            first = table.all()[0]["id"]
+            assert table.create({"Title": "b", "Body": "bar"})["fields"] == plain.create({"Title": "b", "Body": "bar"})["fields"]
+            assert table.update(first, {"Body": "baz"})["fields"] == plain.update(first, {"Body": "baz"})["fields"]
+        finally:
+            api.close()
