@@ -546,7 +546,8 @@ class Engine:
             self.stats.count(info.tid, "list.remote", started)
             if query.formula and reason and self.settings.mode != "passthrough":
                 self.stats.count(info.tid, "formula.fallback")
-            if self._flush_before_asking(info):
+            # Linked tables' queued writes too: they change this table's link fields.
+            if self._flush_before_asking(info, linked=True):
                 query = self._with_real_ids(query)
             return self._require_sync().list_remote(info, table, query)
         self._check_field_names(info, [name for name, _direction in query.sort])
@@ -1008,7 +1009,7 @@ class Engine:
         decision, info = self._ensure_fresh_or_forget(info, table, reason)
         if decision is Read.REMOTE:
             self.stats.count(info.tid, "get.remote", started)
-            self._flush_before_asking(info)
+            self._flush_before_asking(info, linked=True)
             return self._require_sync().get_remote(info, table, self.resolve_id(record_id), query)
         rows = self._rows_by_id(info.tid, [self.resolve_id(record_id)])
         if not rows:

@@ -56,3 +56,25 @@ def test_rich_text_written_locally_reads_back_as_airtable_stores_it(db_path, clo
             assert table.update(first, {"Body": "baz"})["fields"] == plain.update(first, {"Body": "baz"})["fields"]
         finally:
             api.close()
+
+
+def test_a_read_only_airtable_can_answer_sends_the_linked_tables_queued_writes_first(db_path, clock):
+    lfake, twin = _fake(), _fake()
+    for server in (lfake, twin):
+        server.add_field(LBASE, COMPANIES_ID, {"name": "Logo", "type": "multipleAttachments"})
+    api = Api(lfake.token, endpoint_url=lfake.url, path=db_path, flush="manual", clock=clock, sleep=clock.sleep)
+    try:
+        people, companies = api.table(LBASE, "People"), api.table(LBASE, "Companies")
+        plain_people = pyairtable.Api(twin.token, endpoint_url=twin.url).table(LBASE, "People")
+        plain_companies = pyairtable.Api(twin.token, endpoint_url=twin.url).table(LBASE, "Companies")
+        loner = next(r for r in people.all() if "Company" not in r["fields"])["id"]
+        company = companies.all()[1]["id"]
+        for table in (people, plain_people):
+            table.update(loner, {"Company": [company]})
+        formula = "{Logo} = ''"  # an attachment field: only Airtable answers it
+        assert [r["fields"] for r in companies.all(formula=formula)] == [r["fields"] for r in plain_companies.all(formula=formula)]
+        assert companies.get(company)["fields"] == plain_companies.get(company)["fields"]
+    finally:
+        api.close()
+        lfake.stop()
+        twin.stop()
