@@ -1568,7 +1568,8 @@ class Engine:
                     " WHERE records.synced_at IS NULL OR records.synced_at <= ?",
                     (info.tid, record["id"], position, record["createdTime"], fields_json, fields_json, now, now, sent_at),
                 )
-            self.recompute(conn, info.tid, {r["id"] for r in records} & outbox.records_with_live_ops(conn, info.tid))
+            self.recompute(conn, info.tid, {r["id"] for r in records} & outbox.records_with_live_ops(conn, info.tid)
+                           | links.pending_targets(conn, info.tid))
 
     def absorb_answer(self, r: Route, params: Mapping[str, Any], body: Any, result: Any, *, sent_at: float) -> None:
         """Passthrough: Airtable answered a record request sent as the agent made it; keep what it

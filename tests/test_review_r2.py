@@ -78,3 +78,25 @@ def test_a_read_only_airtable_can_answer_sends_the_linked_tables_queued_writes_f
         api.close()
         lfake.stop()
         twin.stop()
+
+
+def test_records_airtable_answers_keep_the_inverse_of_a_queued_link_it_could_not_take_yet(db_path, clock):
+    lfake, twin = _fake(), _fake()
+    for server in (lfake, twin):
+        server.add_field(LBASE, COMPANIES_ID, {"name": "Logo", "type": "multipleAttachments"})
+    api = Api(lfake.token, endpoint_url=lfake.url, path=db_path, flush="manual", clock=clock, sleep=clock.sleep)
+    try:
+        people, companies = api.table(LBASE, "People"), api.table(LBASE, "Companies")
+        plain_people = pyairtable.Api(twin.token, endpoint_url=twin.url).table(LBASE, "People")
+        plain_companies = pyairtable.Api(twin.token, endpoint_url=twin.url).table(LBASE, "Companies")
+        loner = next(r for r in people.all() if "Company" not in r["fields"])["id"]
+        company = companies.all()[1]["id"]
+        for table in (people, plain_people):
+            table.update(loner, {"Company": [company]})
+        lfake.fail_next(503, count=1000, method="PATCH")  # the update stays queued
+        companies.all(formula="{Logo} = ''")  # answered by Airtable, without the update
+        assert companies.get(company)["fields"] == plain_companies.get(company)["fields"]
+    finally:
+        api.close()
+        lfake.stop()
+        twin.stop()
