@@ -551,6 +551,8 @@ class Engine:
                 query = self._with_real_ids(query)
             return self._require_sync().list_remote(info, table, query)
         self._check_field_names(info, [name for name, _direction in query.sort])
+        if query.formula:
+            self._ensure_linked_fresh(info, query.formula)
         if query.view and (not self._view_is_fresh(info, query.view) or self._has_queued_writes(info, linked=True)):
             # A view's filter and order are Airtable's to evaluate: after local writes to its table,
             # they are sent first and the view is read again (counted as a remote read).
@@ -761,6 +763,14 @@ class Engine:
         predicate, _clock_bound = self._python_predicate(info, query.formula)
         sql, args, _none = self._select_sql(info, dataclasses.replace(query, formula=None), columns)
         return self.store.conn.execute(sql, args).fetchall(), predicate
+
+    def _ensure_linked_fresh(self, info: TableInfo, formula: str) -> None:
+        """The linked tables whose primary values a formula reads are brought up to date as the
+        table itself is (a stale name there is a stale answer here)."""
+        for tid in sorted({tid for tid, _primary in self._link_sources(info, formula).values()}):
+            row = self.store.conn.execute("SELECT table_id FROM tables WHERE tid = ?", (tid,)).fetchone()
+            if row is not None and row[0]:
+                self._ensure_fresh(self.table_info(info.base_id, row[0]), row[0], None)
 
     def _link_sources(self, info: TableInfo, formula: str) -> dict:
         """The link fields a formula reads (as their records' primary values, as Airtable does)."""

@@ -100,3 +100,20 @@ def test_records_airtable_answers_keep_the_inverse_of_a_queued_link_it_could_not
         api.close()
         lfake.stop()
         twin.stop()
+
+
+def test_a_formula_over_links_reads_the_linked_tables_primary_values_as_fresh_as_the_table(db_path, clock):
+    lfake = _fake()
+    api = Api(lfake.token, endpoint_url=lfake.url, path=db_path, flush="manual", clock=clock, sleep=clock.sleep)
+    try:
+        people, companies = api.table(LBASE, "People"), api.table(LBASE, "Companies")
+        plain_people = pyairtable.Api(lfake.token, endpoint_url=lfake.url).table(LBASE, "People")
+        people.all()
+        company = companies.all()[1]["id"]
+        lfake.set_fields(LBASE, COMPANIES_ID, company, {"Name": "Renamed elsewhere"})
+        clock.advance(10**6)  # both tables stale
+        formula = "FIND('Renamed', {Company})"
+        assert [r["id"] for r in people.all(formula=formula)] == [r["id"] for r in plain_people.all(formula=formula)]
+    finally:
+        api.close()
+        lfake.stop()
