@@ -80,7 +80,8 @@ def _convert(spec: Mapping, name: str, value: Any, typecast: bool, out: Converte
         return _select(spec, name, value, typecast, out)
     if ftype in TEXT_TYPES:
         if isinstance(value, str):
-            return value
+            # Airtable stores rich text as Markdown ending with a newline (as the fake server does).
+            return value + "\n" if ftype == "richText" and value and not value.endswith("\n") else value
         if typecast and isinstance(value, (int, float)) and not isinstance(value, bool):
             return format_number(value)
         raise cannot_accept(name)

@@ -546,10 +546,13 @@ class Engine:
             self.stats.count(info.tid, "list.remote", started)
             if query.formula and reason and self.settings.mode != "passthrough":
                 self.stats.count(info.tid, "formula.fallback")
-            if self._flush_before_asking(info):
+            # Linked tables' queued writes too: they change this table's link fields.
+            if self._flush_before_asking(info, linked=True):
                 query = self._with_real_ids(query)
             return self._require_sync().list_remote(info, table, query)
         self._check_field_names(info, [name for name, _direction in query.sort])
+        if query.formula:
+            self._ensure_linked_fresh(info, query.formula)
         if query.view and (not self._view_is_fresh(info, query.view) or self._has_queued_writes(info, linked=True)):
             # A view's filter and order are Airtable's to evaluate: after local writes to its table,
             # they are sent first and the view is read again (counted as a remote read).
@@ -761,6 +764,14 @@ class Engine:
         sql, args, _none = self._select_sql(info, dataclasses.replace(query, formula=None), columns)
         return self.store.conn.execute(sql, args).fetchall(), predicate
 
+    def _ensure_linked_fresh(self, info: TableInfo, formula: str) -> None:
+        """The linked tables whose primary values a formula reads are brought up to date as the
+        table itself is (a stale name there is a stale answer here)."""
+        for tid in sorted({tid for tid, _primary in self._link_sources(info, formula).values()}):
+            row = self.store.conn.execute("SELECT table_id FROM tables WHERE tid = ?", (tid,)).fetchone()
+            if row is not None and row[0]:
+                self._ensure_fresh(self.table_info(info.base_id, row[0]), row[0], None)
+
     def _link_sources(self, info: TableInfo, formula: str) -> dict:
         """The link fields a formula reads (as their records' primary values, as Airtable does)."""
         from airtable_cached import formula_bridge
@@ -919,7 +930,8 @@ class Engine:
     def _next_page(self, info: TableInfo, query: ListQuery) -> dict:
         parsed = _parse_offset(query.offset or "")
         snapshot = self.snapshots.get(parsed[0], self.clock()) if parsed else None
-        if snapshot is not None and snapshot.listing != _listing(info, self._with_real_ids(query)):
+        # The ids put in when the listing began, or now (a create flushed between pages).
+        if snapshot is not None and snapshot.listing not in (_listing(info, query), _listing(info, self._with_real_ids(query))):
             snapshot = None  # an offset of another table or query (Airtable: the same 422)
         if parsed is None or snapshot is None:
             raise AirtableResponseError.typed(
@@ -1007,7 +1019,7 @@ class Engine:
         decision, info = self._ensure_fresh_or_forget(info, table, reason)
         if decision is Read.REMOTE:
             self.stats.count(info.tid, "get.remote", started)
-            self._flush_before_asking(info)
+            self._flush_before_asking(info, linked=True)
             return self._require_sync().get_remote(info, table, self.resolve_id(record_id), query)
         rows = self._rows_by_id(info.tid, [self.resolve_id(record_id)])
         if not rows:
@@ -1566,7 +1578,8 @@ class Engine:
                     " WHERE records.synced_at IS NULL OR records.synced_at <= ?",
                     (info.tid, record["id"], position, record["createdTime"], fields_json, fields_json, now, now, sent_at),
                 )
-            self.recompute(conn, info.tid, {r["id"] for r in records} & outbox.records_with_live_ops(conn, info.tid))
+            self.recompute(conn, info.tid, {r["id"] for r in records} & outbox.records_with_live_ops(conn, info.tid)
+                           | links.pending_targets(conn, info.tid))
 
     def absorb_answer(self, r: Route, params: Mapping[str, Any], body: Any, result: Any, *, sent_at: float) -> None:
         """Passthrough: Airtable answered a record request sent as the agent made it; keep what it

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import filelock
 
-from airtable_cached import outbox
+from airtable_cached import links, outbox
 from airtable_cached.errors import RemoteError
 from airtable_cached.policy import RefreshPlan, plan_refresh, volatile_fields, watermark_formula
 from airtable_cached.records import clean_fields, dumps, now_iso
@@ -278,7 +278,7 @@ class Refresher:
                     conn.execute("UPDATE records SET position = ? WHERE tid = ? AND id = ?", (position, info.tid, rid))
             conn.execute("UPDATE tables SET pulled_at = ?, generation = generation + 1 WHERE tid = ?", (now, info.tid))
             touched = {r["id"] for r in records}
-            engine.recompute(conn, info.tid, touched & outbox.records_with_live_ops(conn, info.tid))
+            engine.recompute(conn, info.tid, touched & outbox.records_with_live_ops(conn, info.tid) | links.pending_targets(conn, info.tid))
         return deleted
 
     def _fetch_unlisted(self, info: TableInfo, table: str, feed: FeedRead, listed: set[str]) -> list[dict]:
