@@ -27,3 +27,52 @@ def test_processes_opening_a_new_file_at_once(tmp_path):
     import sqlite3
 
     assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM tables").fetchone()[0] == 6
+
+
+def test_close_all_never_closes_a_connection_another_thread_is_using(tmp_path):
+    """close_all() from one thread while another is inside a transaction: the other thread's
+    connection is not closed under it (that can crash the interpreter); it finishes its work, and
+    its connection closes once it lets go. An idle thread's connection closes at once."""
+    import gc
+    import threading
+    import weakref
+
+    from airtable_cached.store import Store
+
+    store = Store(tmp_path / "c.sqlite3")
+    in_tx, closed, idle_ready, finish = threading.Event(), threading.Event(), threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+    refs: dict[str, weakref.ref] = {}
+
+    def busy() -> None:
+        try:
+            with store.transaction() as conn:
+                refs["busy"] = weakref.ref(conn)
+                conn.execute("INSERT INTO tables (base_id, name) VALUES ('app', 'one')")
+                in_tx.set()
+                closed.wait(10)
+                conn.execute("INSERT INTO tables (base_id, name) VALUES ('app', 'two')")
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    def idle() -> None:
+        refs["idle"] = weakref.ref(store.conn)
+        idle_ready.set()
+        finish.wait(10)
+        store.conn.execute("SELECT 1").fetchone()  # reconnects after close_all
+
+    threads = [threading.Thread(target=busy), threading.Thread(target=idle)]
+    for thread in threads:
+        thread.start()
+    assert in_tx.wait(10) and idle_ready.wait(10)
+    store.close_all()
+    gc.collect()
+    assert refs["idle"]() is None  # let go, hence closed
+    closed.set()
+    finish.set()
+    for thread in threads:
+        thread.join(10)
+    assert not errors, errors
+    gc.collect()
+    assert refs["busy"]() is None
+    assert store.conn.execute("SELECT COUNT(*) FROM tables WHERE base_id = 'app'").fetchone()[0] == 2
