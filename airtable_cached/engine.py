@@ -274,7 +274,9 @@ class Engine:
         self.authorized: set[str] = set()
         self._digest: str | None = None
         self._filter_uses: dict[str, int] = {}
-        self._background: dict[int, threading.Thread] = {}  # tid -> refresh started by a stale read
+        #: tid -> refresh started by a stale read; ("probe", base id) -> a write's background check
+        #: that the token may use the base. Joined before the sync closes what they use.
+        self._background: dict[object, threading.Thread] = {}
         self._background_lock = threading.Lock()
         self._indexed: set[str] = self._load_indexes()
 
@@ -509,9 +511,20 @@ class Engine:
         """Wait for background refreshes started by stale reads; whether they all finished."""
         with self._background_lock:
             threads = list(self._background.values())
+        deadline = None if timeout is None else time.monotonic() + timeout
         for thread in threads:
-            thread.join(timeout)
-        return not any(t.is_alive() for t in threads)
+            if thread is not threading.current_thread():
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in threads if t is not threading.current_thread())
+
+    def start_background(self, key: object, target: Callable[[], None], name: str) -> None:
+        """Start a daemon thread that :meth:`wait_for_refreshes` (and closing the sync) waits for."""
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        with self._background_lock:
+            for done in [k for k, t in self._background.items() if not t.is_alive() and t.ident is not None]:
+                del self._background[done]
+            self._background[key] = thread
+        thread.start()
 
     def _require_sync(self) -> Sync:
         if self.sync is None:

@@ -118,4 +118,4 @@ def authorize_in_background(engine: Engine, info: TableInfo, table: str) -> None
             with _probing_lock:
                 _probing.discard(key)
 
-    threading.Thread(target=probe, name="airtable_cached-probe", daemon=True).start()
+    engine.start_background(("probe", info.base_id, id(probe)), probe, "airtable_cached-probe")

@@ -303,6 +303,8 @@ class _Connection(sqlite3.Connection):
     never reused in the process (``id()`` is: a closed connection's address goes to the next)."""
 
     serial: int = 0
+    #: The thread that opened it (weakly): only that thread uses it.
+    owner: Callable[[], threading.Thread | None] | None = None
 
 
 class StoreError(AirtableCachedError):
@@ -361,6 +363,7 @@ class Store:
                 conn.execute(f"PRAGMA {name} = {value}")
         conn.row_factory = sqlite3.Row
         conn.serial = next(_serials)
+        conn.owner = weakref.ref(threading.current_thread())
         if self._on_connect:
             self._on_connect(conn)
         return conn
@@ -375,11 +378,21 @@ class Store:
         self._local.conn = None
 
     def close_all(self) -> None:
-        """Close every thread's connection. A thread that uses the Store again reconnects."""
+        """Close every thread's connection. A thread that uses the Store again reconnects.
+
+        The calling thread's connections and those of finished threads are closed here. Another
+        live thread's connection is not closed under it (it may be in the middle of a statement:
+        closing a connection while another thread uses it can crash the interpreter); it is let go
+        instead, and closes as soon as that thread no longer holds it (at once if it is idle)."""
         with self._open_lock:
             conns, self._open = list(self._open), weakref.WeakSet()
-        for conn in conns:
-            conn.close()
+        me = threading.current_thread()
+        while conns:
+            conn = conns.pop()
+            owner = conn.owner() if conn.owner is not None else None
+            if owner is None or owner is me or not owner.is_alive():
+                conn.close()
+            del conn, owner
         self._local = threading.local()
 
     # -- transactions --------------------------------------------------------------------------

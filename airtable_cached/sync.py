@@ -1026,6 +1026,10 @@ class Sync:
         drained = True
         flusher = self._flusher
         self._closed = True
+        # Background refreshes and probes use this sync's sessions and the store's connections:
+        # they finish before those are closed (a connection closed under a thread using it can
+        # crash the interpreter).
+        self.engine.wait_for_refreshes(self.settings.exit_timeout if timeout is None else timeout)
         if flusher is not None and flusher.pid == os.getpid():
             drained = flusher.drain(timeout)
             self._flusher = None

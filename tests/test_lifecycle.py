@@ -222,3 +222,26 @@ def test_a_runtime_whose_sync_was_closed_directly_is_not_handed_out_again(fake, 
         second.table(BASE, TABLE).create({"Full Name": "After Sync Close"})
         assert wait_for(lambda: "After Sync Close" in names_in(fake))
     first.close()
+
+
+def test_close_waits_for_background_threads_before_closing_their_connections(api):
+    """A background refresh or probe still running when the Api closes: close() waits for it
+    before closing the sessions and SQLite connections it uses (closing a connection under a
+    thread that uses it can crash the interpreter)."""
+    engine = api.engine
+    started, errors = threading.Event(), []
+
+    def work() -> None:
+        try:
+            started.set()
+            for _ in range(20):
+                engine.store.conn.execute("SELECT COUNT(*) FROM tables").fetchone()
+                time.sleep(0.02)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    engine.start_background(("test", 1), work, "airtable_cached-test")
+    assert started.wait(5)
+    api.close()
+    assert engine.wait_for_refreshes(timeout=0)  # finished before close() returned
+    assert not errors, errors
