@@ -322,7 +322,7 @@ class Store:
         self._lock = threading.Lock()
         #: Every thread's open connection, so that close_all() can close them (weak: a finished
         #: thread's connection goes with it).
-        self._open: weakref.WeakSet[sqlite3.Connection] = weakref.WeakSet()
+        self._open: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._open_lock = threading.Lock()
         #: Write transactions committed through this Store (any thread) since it was opened.
         self.commits = 0
