@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pyairtable
+import pytest
 from test_issue9_fidelity import LBASE, _fake
 
 from airtable_cached import Api
@@ -58,7 +59,13 @@ def test_rich_text_written_locally_reads_back_as_airtable_stores_it(db_path, clo
             api.close()
 
 
-def test_a_read_only_airtable_can_answer_sends_the_linked_tables_queued_writes_first(db_path, clock):
+
+
+@pytest.fixture
+def queued_link(db_path, clock):
+    """Companies gain an attachment field (a formula on it only Airtable answers); a person is
+    linked to a company, queued in the cache and made on a twin fake through plain pyairtable.
+    Yields the cache's fake, the cache's Companies, the twin's Companies and the company's id."""
     lfake, twin = _fake(), _fake()
     for server in (lfake, twin):
         server.add_field(LBASE, COMPANIES_ID, {"name": "Logo", "type": "multipleAttachments"})
@@ -71,35 +78,25 @@ def test_a_read_only_airtable_can_answer_sends_the_linked_tables_queued_writes_f
         company = companies.all()[1]["id"]
         for table in (people, plain_people):
             table.update(loner, {"Company": [company]})
-        formula = "{Logo} = ''"  # an attachment field: only Airtable answers it
-        assert [r["fields"] for r in companies.all(formula=formula)] == [r["fields"] for r in plain_companies.all(formula=formula)]
-        assert companies.get(company)["fields"] == plain_companies.get(company)["fields"]
+        yield lfake, companies, plain_companies, company
     finally:
         api.close()
         lfake.stop()
         twin.stop()
 
 
-def test_records_airtable_answers_keep_the_inverse_of_a_queued_link_it_could_not_take_yet(db_path, clock):
-    lfake, twin = _fake(), _fake()
-    for server in (lfake, twin):
-        server.add_field(LBASE, COMPANIES_ID, {"name": "Logo", "type": "multipleAttachments"})
-    api = Api(lfake.token, endpoint_url=lfake.url, path=db_path, flush="manual", clock=clock, sleep=clock.sleep)
-    try:
-        people, companies = api.table(LBASE, "People"), api.table(LBASE, "Companies")
-        plain_people = pyairtable.Api(twin.token, endpoint_url=twin.url).table(LBASE, "People")
-        plain_companies = pyairtable.Api(twin.token, endpoint_url=twin.url).table(LBASE, "Companies")
-        loner = next(r for r in people.all() if "Company" not in r["fields"])["id"]
-        company = companies.all()[1]["id"]
-        for table in (people, plain_people):
-            table.update(loner, {"Company": [company]})
-        lfake.fail_next(503, count=1000, method="PATCH")  # the update stays queued
-        companies.all(formula="{Logo} = ''")  # answered by Airtable, without the update
-        assert companies.get(company)["fields"] == plain_companies.get(company)["fields"]
-    finally:
-        api.close()
-        lfake.stop()
-        twin.stop()
+def test_a_read_only_airtable_can_answer_sends_the_linked_tables_queued_writes_first(queued_link):
+    _lfake, companies, plain_companies, company = queued_link
+    formula = "{Logo} = ''"  # an attachment field: only Airtable answers it
+    assert [r["fields"] for r in companies.all(formula=formula)] == [r["fields"] for r in plain_companies.all(formula=formula)]
+    assert companies.get(company)["fields"] == plain_companies.get(company)["fields"]
+
+
+def test_records_airtable_answers_keep_the_inverse_of_a_queued_link_it_could_not_take_yet(queued_link):
+    lfake, companies, plain_companies, company = queued_link
+    lfake.fail_next(503, count=1000, method="PATCH")  # the update stays queued
+    companies.all(formula="{Logo} = ''")  # answered by Airtable, without the update
+    assert companies.get(company)["fields"] == plain_companies.get(company)["fields"]
 
 
 def test_a_formula_over_links_reads_the_linked_tables_primary_values_as_fresh_as_the_table(db_path, clock):
