@@ -21,6 +21,8 @@ MODES = ("cache", "write-through", "passthrough", "offline")
 FLUSH_MODES = ("auto", "manual")
 STALE_MODES = ("refresh", "serve")
 FEED_MODES = ("webhooks", "off")
+#: Settings that take one of a few words.
+CHOICES = {"mode": MODES, "flush": FLUSH_MODES, "stale": STALE_MODES, "feed": FEED_MODES}
 
 
 def default_path() -> Path:
@@ -148,21 +150,9 @@ def _convert(name: str, value: Any, source: str) -> Any:
         if number < 1:
             raise fail("must be at least 1")
         return number
-    if name == "mode":
-        if value not in MODES:
-            raise fail(f"expected one of {', '.join(MODES)}")
-        return value
-    if name == "flush":
-        if value not in FLUSH_MODES:
-            raise fail(f"expected one of {', '.join(FLUSH_MODES)}")
-        return value
-    if name == "stale":
-        if value not in STALE_MODES:
-            raise fail(f"expected one of {', '.join(STALE_MODES)}")
-        return value
-    if name == "feed":
-        if value not in FEED_MODES:
-            raise fail(f"expected one of {', '.join(FEED_MODES)}")
+    if name in CHOICES:
+        if value not in CHOICES[name]:
+            raise fail(f"expected one of {', '.join(CHOICES[name])}")
         return value
     if name == "endpoint_url":
         text = str(value).rstrip("/")

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import re2
+from timing import best_of
 
 from airtable_cached import Api, checksum
 from airtable_cached.testing import LEADS_SCHEMA, seed_leads
@@ -25,13 +26,6 @@ BASE = "appBENCHbase00001"
 TABLE = "Leads"
 
 
-def best_of(fn, repeats: int = 5) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 def queued_updates(n: int) -> tuple[float, float]:

@@ -13,6 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from timing import best_of
+
 from airtable_cached import Api
 from airtable_cached.testing import LEADS_SCHEMA, seed_leads
 
@@ -20,13 +22,6 @@ BASE = "appBENCHbase00001"
 TABLE = "Leads"
 
 
-def best_of(fn, repeats: int = 7) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 def main() -> None:

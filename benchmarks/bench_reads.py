@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from timing import best_of as best
+
 from airtable_cached import Api
 from airtable_cached.testing import LEADS_SCHEMA, FakeAirtable, seed_leads
 
@@ -34,14 +36,6 @@ BASE = "appBENCHbase00001"
 TABLE = "Leads"
 
 
-def best(fn, repeats: int = 7, number: int = 1) -> float:
-    samples = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        for _ in range(number):
-            fn()
-        samples.append((time.perf_counter() - started) / number)
-    return min(samples)
 
 
 def rss_mb() -> float:
