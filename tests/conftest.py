@@ -23,6 +23,17 @@ BASE = "appLEADSbase00001"
 TABLE = "Leads"
 CASSETTES = Path(__file__).resolve().parent.parent / "cassettes"
 RECORDING = os.environ.get("AIRTABLE_CACHED_RECORD") == "1"
+#: Real Airtable traffic recorded by public projects, read beside the checkout (never copied here).
+AIRTABLE_TRAFFIC = Path(__file__).resolve().parents[2] / "shared" / "airtable-traffic"
+
+
+def recorded(*parts: str) -> Path:
+    """A file or folder of the recorded Airtable traffic; the test is skipped, saying so, on a
+    machine that does not have it beside the checkout (CI has it)."""
+    path = AIRTABLE_TRAFFIC.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"recorded Airtable traffic not beside the checkout: {'/'.join(parts)}")
+    return path
 
 
 class FakeClock:

@@ -10,16 +10,13 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from airtable_cached import Api
 from airtable_cached.records import is_provisional
-from tests.conftest import BASE, TABLE
+from tests.conftest import BASE, TABLE, recorded
 from tests.fault_proxy import FaultProxy
-
-TRAFFIC = Path(__file__).resolve().parents[1].parent / "shared" / "airtable-traffic"
 
 
 @pytest.fixture
@@ -230,7 +227,7 @@ def test_lookup_finds_the_record_airtable_really_made_for_a_recorded_create():
     from airtable_cached.formula import matches, parse
     from airtable_cached.reconcile import created_after, lookup_formula, server_time
 
-    path = TRAFFIC / "refine" / "create__index.mock.ts.yaml"
+    path = recorded("refine", "create__index.mock.ts.yaml")
     [interaction] = yaml.safe_load(path.read_text())["interactions"]
     sent = json.loads(interaction["request"]["body"])["fields"]
     made = json.loads(interaction["response"]["body"]["string"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import pyairtable
 import pytest
@@ -17,9 +16,9 @@ import requests
 
 from airtable_cached import Api
 from airtable_cached.testing import COMPANIES_ID, PEOPLE_ID, FakeAirtable, add_linked_tables
+from tests.conftest import recorded
 
 LBASE = "appLINKEDbase0001"
-TRAFFIC = Path(__file__).resolve().parents[1].parent / "shared" / "airtable-traffic"
 
 
 def _fake(seed: int = 9) -> FakeAirtable:
@@ -259,7 +258,7 @@ def test_setting_and_deleting_links_updates_the_other_side_before_the_flush(lfak
 
 
 def _gatsby(name: str) -> list[dict]:
-    path = TRAFFIC / "gatsby-source-airtable" / "recipes-with-multi-type" / name
+    path = recorded("gatsby-source-airtable", "recipes-with-multi-type", name)
     return json.loads(path.read_text())["records"]
 
 

@@ -26,8 +26,9 @@ import vcr
 import yaml
 
 from airtable_cached import Api
+from tests.conftest import AIRTABLE_TRAFFIC
 
-TRAFFIC = Path(__file__).resolve().parents[2] / "shared" / "airtable-traffic" / "refine"
+TRAFFIC = AIRTABLE_TRAFFIC / "refine"
 BASE, TABLE = "appKYl1H4k9g73sBT", "posts"
 TOKEN = "patRECORDEDtraffic.0000"
 # The list whose records agree with every single-record recording (get, update, batch update).
