@@ -22,12 +22,12 @@ from pyairtable.api.params import options_to_params
 from pyairtable.api.types import RecordDict, RecordId, assert_typed_dict, assert_typed_dicts
 from pyairtable.formulas import Formula, to_formula_str
 
-from airtable_cached import outbox
 from airtable_cached.config import Settings, check_token
-from airtable_cached.engine import Engine, route
+from airtable_cached.engine.core import Engine, route
 from airtable_cached.errors import AirtableResponseError, reason_phrase
-from airtable_cached.store import Store
-from airtable_cached.sync import FlushResult, Sync
+from airtable_cached.store.sqlite import Store
+from airtable_cached.sync import outbox
+from airtable_cached.sync.core import FlushResult, Sync
 
 __all__ = ["Api", "Base", "Table", "open_store"]
 
@@ -38,7 +38,7 @@ _registry_lock = threading.Lock()
 
 def open_store(path) -> Store:
     """The process's one :class:`Store` for a database file."""
-    from airtable_cached.formula_bridge import register_sql_functions
+    from airtable_cached.engine.formula_bridge import register_sql_functions
 
     key = str(path)
     with _registry_lock:

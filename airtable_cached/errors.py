@@ -60,7 +60,7 @@ class AirtableResponseError(AirtableCachedError):
     @classmethod
     def record_not_found(cls, record_id: str, *, batch: bool = False) -> AirtableResponseError:
         """Airtable's answers for a missing record: 404 for one, 422 inside a batch write."""
-        from airtable_cached.records import RECORD_ID_RE
+        from airtable_cached.rules.records import RECORD_ID_RE
 
         if batch:
             return cls.typed(422, "ROW_DOES_NOT_EXIST", f"Record ID {record_id} does not exist")

@@ -19,7 +19,8 @@ from pathlib import Path
 import re2
 from timing import best_of
 
-from airtable_cached import Api, checksum
+from airtable_cached import Api
+from airtable_cached.store import checksum
 from airtable_cached.testing import LEADS_SCHEMA, seed_leads
 
 BASE = "appBENCHbase00001"

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from conftest import BASE, TABLE
 
 from airtable_cached import Api
-from airtable_cached.cli import main
+from airtable_cached.ops.cli import main
 
 COMMANDS = [
     ["status"], ["pull"], ["flush"], ["queue"], ["queue", "list"], ["queue", "retry"], ["queue", "drop"],
@@ -258,7 +258,7 @@ def test_demo_delegates_to_the_demo_module(monkeypatch):
         seen["argv"] = argv
         return 3
 
-    monkeypatch.setitem(sys.modules, "airtable_cached.demo", types.SimpleNamespace(main=fake_main))
+    monkeypatch.setitem(sys.modules, "airtable_cached.ops.demo", types.SimpleNamespace(main=fake_main))
     result = run("demo", "--steps", "2")
     assert result.exit_code == 3 and seen["argv"] == ["--steps", "2"]
 

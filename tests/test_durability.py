@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from airtable_cached import Api
-from airtable_cached.records import is_provisional
+from airtable_cached.rules.records import is_provisional
 from airtable_cached.testing import LEADS_SCHEMA, FakeAirtable, seed_leads
 from tests.conftest import BASE, TABLE, FakeClock
 

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from airtable_cached import Api, OfflineError, WriteRejectedError
-from airtable_cached.records import is_provisional
+from airtable_cached.rules.records import is_provisional
 from tests.conftest import BASE, TABLE, requests_so_far
 
 

@@ -14,7 +14,7 @@ from collections import Counter
 import pytest
 
 from airtable_cached import Api
-from airtable_cached.records import is_provisional
+from airtable_cached.rules.records import is_provisional
 from tests.conftest import BASE, TABLE, recorded
 from tests.fault_proxy import FaultProxy
 
@@ -154,14 +154,14 @@ def test_lost_list_only_create_deleted_locally_deletes_only_what_it_made(fake, p
 
 
 def _send(record_id: str, fields: dict, kind: str = "create"):
-    from airtable_cached.outbox import Send
+    from airtable_cached.sync.outbox import Send
 
     return Send(tid=1, base_id=BASE, table_ref=TABLE, kind=kind, record_id=record_id, fields=fields,
                 typecast=False, merge_on=None, seqs=[int(record_id[-1])], uncertain=True)
 
 
 def test_settle_adopts_what_was_made_resends_the_rest_and_refuses_to_guess():
-    from airtable_cached.reconcile import settle
+    from airtable_cached.sync.reconcile import settle
 
     sends = [_send("recLOCAL00000001", {"A": 1}), _send("recLOCAL00000002", {"A": 1}),
              _send("recLOCAL00000003", {"A": 1}, kind="none")]
@@ -179,7 +179,7 @@ def test_settle_adopts_what_was_made_resends_the_rest_and_refuses_to_guess():
 
 
 def test_lookup_formula_compares_only_what_airtable_stores_as_sent():
-    from airtable_cached.reconcile import lookup_formula
+    from airtable_cached.sync.reconcile import lookup_formula
 
     schema = {"Tags": {"type": "multipleSelects"}, "Lead": {"type": "multipleRecordLinks"},
               "Due": {"type": "date"}, "Score": {"type": "number"}}
@@ -201,7 +201,7 @@ def test_settle_never_leaves_airtable_with_more_or_fewer_records_than_creates():
     from hypothesis import given
     from hypothesis import strategies as st
 
-    from airtable_cached.reconcile import settle
+    from airtable_cached.sync.reconcile import settle
 
     @given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=12))
     def check(items):  # (cancelled since, made a record before its answer was lost)
@@ -225,7 +225,7 @@ def test_lookup_finds_the_record_airtable_really_made_for_a_recorded_create():
     import yaml
 
     from airtable_cached.formula import matches, parse
-    from airtable_cached.reconcile import created_after, lookup_formula, server_time
+    from airtable_cached.sync.reconcile import created_after, lookup_formula, server_time
 
     path = recorded("refine", "create__index.mock.ts.yaml")
     [interaction] = yaml.safe_load(path.read_text())["interactions"]

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from airtable_cached import Api
-from airtable_cached.cli import main
+from airtable_cached.ops.cli import main
 from tests.conftest import BASE, TABLE
 
 
@@ -216,7 +216,7 @@ def test_locks_folder_is_private_and_check_tightens_a_loose_one(agent, env):
 def test_a_write_damaged_after_the_flush_began_is_caught_at_its_claim(agent, env, fake):
     """Verified when claimed, not only when the flush starts: the damaged create is dead-lettered,
     and the update queued behind it for the same record waits with it (never sent to Airtable)."""
-    from airtable_cached import checksum
+    from airtable_cached.store import checksum
 
     api, table = agent
     created = table.create({"Full Name": "Damaged Later"})

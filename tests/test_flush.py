@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from airtable_cached import Api
-from airtable_cached.records import RECORD_ID_RE, is_provisional
+from airtable_cached.rules.records import RECORD_ID_RE, is_provisional
 from airtable_cached.testing import LEADS_SCHEMA, FakeAirtable, seed_leads
 from tests.conftest import BASE, TABLE
 
@@ -476,8 +476,8 @@ def test_delete_of_a_record_already_gone_from_airtable_counts_as_done(fake, api,
 def test_a_long_flush_keeps_its_claims(fake, tmp_path, clock):
     """Claims (and the flush lock) are renewed while a flush outlives its lease, e.g. after a 429
     penalty, so that no other flusher takes the remaining writes over and sends them twice."""
-    from airtable_cached import outbox
-    from airtable_cached.store import Store
+    from airtable_cached.store.sqlite import Store
+    from airtable_cached.sync import outbox
 
     api = Api(fake.token, endpoint_url=fake.url, path=tmp_path / "c.sqlite3", flush="manual",
               clock=clock, sleep=clock.sleep, claim_timeout=10)

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from airtable_cached import Api
-from airtable_cached.records import RECORD_ID_RE
+from airtable_cached.rules.records import RECORD_ID_RE
 from airtable_cached.testing import COMPANIES_ID, PEOPLE_ID, FakeAirtable, add_linked_tables
 
 BASE = "appLINKEDbase0001"

@@ -13,7 +13,7 @@ import textwrap
 import diskcache
 import pytest
 
-from airtable_cached.locks import FlushLocks, flush_key
+from airtable_cached.sync.locks import FlushLocks, flush_key
 
 
 class Wall:
@@ -65,7 +65,7 @@ def test_the_lock_of_a_killed_process_is_free_at_once(tmp_path):
         f"""
         import time, diskcache
         from pathlib import Path
-        from airtable_cached.locks import FlushLocks
+        from airtable_cached.sync.locks import FlushLocks
         locks = FlushLocks(Path({str(tmp_path / "locks")!r}), diskcache.Cache({str(tmp_path / "locks")!r}), 300.0)
         held = locks.try_acquire("appA")
         assert held is not None
@@ -129,7 +129,7 @@ def test_cli_flush_leaves_a_held_base_and_says_so(fake, db_path, monkeypatch):
     from click.testing import CliRunner
 
     from airtable_cached import Api
-    from airtable_cached.cli import main
+    from airtable_cached.ops.cli import main
     from tests.conftest import BASE, TABLE
 
     monkeypatch.setenv("AIRTABLE_CACHED_PATH", str(db_path))

@@ -1,4 +1,4 @@
-"""airtable_cached.maintenance: backups and restore, check, stats, reset, vacuum, the queue."""
+"""airtable_cached.ops.maintenance: backups and restore, check, stats, reset, vacuum, the queue."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pytest
 import requests
 from conftest import BASE, TABLE
 
-from airtable_cached import Api, maintenance
-from airtable_cached.locks import flush_key
+from airtable_cached import Api
+from airtable_cached.ops import maintenance
+from airtable_cached.sync.locks import flush_key
 
 
 def _mode(path) -> int:

@@ -123,7 +123,7 @@ def _cli_invocations() -> list[tuple[str, list[str]]]:
 
 
 def _resolve(args: list[str]) -> tuple[click.Command, list[str], list[str]]:
-    from airtable_cached.cli import main
+    from airtable_cached.ops.cli import main
 
     command: click.Command = main
     names: list[str] = []
@@ -142,7 +142,7 @@ def test_guide_cli_commands_exist_with_their_options():
     for needed in ("run", "flush", "queue list", "queue retry", "queue drop", "status", "serve-sync"):
         assert needed in shown, f"the guide shows no `airtable-cached {needed}`"
     runner = CliRunner()
-    from airtable_cached.cli import main
+    from airtable_cached.ops.cli import main
 
     for where, args in invocations:
         command, names, rest = _resolve(args)

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from airtable_cached import outbox
-from airtable_cached.records import is_provisional, new_provisional_id
-from airtable_cached.store import Store
+from airtable_cached.rules.records import is_provisional, new_provisional_id
+from airtable_cached.store.sqlite import Store
+from airtable_cached.sync import outbox
 
 BASE = "appOUTBOXbase0001"
 NOW = 1_000.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from airtable_cached.policy import Read, TableState, Write, backoff, decide_read, decide_write
+from airtable_cached.rules.policy import Read, TableState, Write, backoff, decide_read, decide_write
 
 FRESH = TableState(pulled_at=1000.0, max_age=300)
 STALE = TableState(pulled_at=100.0, max_age=300)

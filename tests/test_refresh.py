@@ -20,7 +20,8 @@ import pytest
 import requests
 from conftest import BASE, TABLE, FakeClock
 
-from airtable_cached import Api, outage
+from airtable_cached import Api
+from airtable_cached.engine import outage
 from airtable_cached.testing import LEADS_SCHEMA, FakeAirtable, seed_leads
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -234,7 +235,7 @@ def test_a_failed_refresh_keeps_its_watermark_and_the_next_one_repeats_the_work(
 
 
 def test_after_a_reset_the_next_refresh_pulls_whole(fake, db_path, clock):
-    from airtable_cached import maintenance
+    from airtable_cached.ops import maintenance
 
     api = cached(fake, db_path, clock)
     table = api.table(BASE, TABLE)
@@ -260,7 +261,7 @@ def test_a_table_with_computed_fields_from_elsewhere_gets_full_pulls_on_their_ca
         fake.reset_log()
         table.all()
         assert not incremental_lists(fake) and fake.request_count(path_contains=f"/v0/{BASE}/{TABLE}") == 2
-        from airtable_cached import maintenance
+        from airtable_cached.ops import maintenance
 
         row = maintenance.status(api.engine.store, api.settings, now=clock())["tables"][0]
         assert "Deals" in row["full_pull_reason"]
@@ -367,7 +368,7 @@ def test_stale_serve_answers_at_once_and_refreshes_in_the_background(fake, db_pa
     assert answer == before and made not in answer
     assert api.engine.wait_for_refreshes(timeout=30)
     assert local_view(table) == remote_view(fake) and made in local_view(table)
-    from airtable_cached import maintenance
+    from airtable_cached.ops import maintenance
 
     api.engine.stats.write()
     counted = maintenance.stats(api.engine.store)
@@ -421,7 +422,7 @@ def test_a_daily_agent_beside_serve_sync_starts_warm(tmp_path):
     """5,000 records; the agent ran yesterday; serve-sync kept the file fresh since: the agent's
     first read sends no request."""
     from airtable_cached.config import Settings
-    from airtable_cached.serve import SyncService
+    from airtable_cached.ops.serve import SyncService
 
     db = tmp_path / "cache.sqlite3"
     clock = FakeClock()

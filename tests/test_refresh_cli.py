@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from conftest import BASE, TABLE
 
 from airtable_cached import Api
-from airtable_cached.cli import main
+from airtable_cached.ops.cli import main
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from conftest import BASE, TABLE
 
 from airtable_cached.config import Settings
 from airtable_cached.errors import ConfigurationError
-from airtable_cached.policy import plan_refresh, volatile_fields, watermark_formula
+from airtable_cached.rules.policy import plan_refresh, volatile_fields, watermark_formula
 
 SPEC = {"options": {"filters": {"dataTypes": ["tableData", "tableFields"]}}}
 

@@ -14,9 +14,10 @@ from pathlib import Path
 import requests
 from click.testing import CliRunner
 
-from airtable_cached import Api, maintenance
+from airtable_cached import Api
 from airtable_cached import http as cached_http
-from airtable_cached.cli import main
+from airtable_cached.ops import maintenance
+from airtable_cached.ops.cli import main
 from tests.conftest import BASE, TABLE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,7 +111,7 @@ def test_the_token_check_is_in_the_request_log(fake, db_path):
 
 def test_a_demo_run_leaves_no_folder_behind(tmp_path, monkeypatch, capsys):
     """The demo's scratch cache lives in a temporary folder that is removed when it ends."""
-    from airtable_cached import demo
+    from airtable_cached.ops import demo
 
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setenv("AIRTABLE_CACHED_FEED", "webhooks")  # the demo as users run it (conftest turns it off)

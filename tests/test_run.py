@@ -123,7 +123,7 @@ def test_python_dash_m_entry_point(agent, fake, tmp_path):
     assert _missing_emails(fake) == 0
 
 
-@pytest.mark.skipif(importlib.util.find_spec("airtable_cached.cli") is None, reason="the CLI is not there yet")
+@pytest.mark.skipif(importlib.util.find_spec("airtable_cached.ops.cli") is None, reason="the CLI is not there yet")
 def test_python_dash_m_airtable_cached_run(agent, fake, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "airtable_cached", "run", "--path", str(tmp_path / "c.sqlite3"),

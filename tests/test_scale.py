@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
 from airtable_cached import Api
-from airtable_cached import engine as engine_module
 from airtable_cached.config import Settings
-from airtable_cached.engine import Engine
-from airtable_cached.formula_bridge import register_sql_functions
-from airtable_cached.store import MIGRATIONS, Store, _statements
+from airtable_cached.engine import core as engine_module
+from airtable_cached.engine.core import Engine
+from airtable_cached.engine.formula_bridge import register_sql_functions
+from airtable_cached.store.sqlite import MIGRATIONS, Store, _statements
 from airtable_cached.testing import FakeAirtable
 from tests.conftest import BASE, TABLE, FakeClock
 
@@ -432,7 +432,7 @@ def test_pyairtable_still_validates_what_airtable_answered(api, table, fake, mon
     (here a formula the cache sends on) fails as it does in plain pyairtable."""
     import pydantic
 
-    from airtable_cached import formula_bridge
+    from airtable_cached.engine import formula_bridge
 
     monkeypatch.setattr(formula_bridge, "remote_reason", lambda *a: "sent to Airtable for this test")
     table.all()
@@ -465,8 +465,8 @@ json_values = st.recursive(
 def test_the_models_json_decoding_is_json_loads(value):
     """msgspec where it can, json.loads where it cannot (numbers past a float, lone surrogates):
     the same values, key order included."""
-    from airtable_cached.readmodel import loads
-    from airtable_cached.records import dumps
+    from airtable_cached.engine.readmodel import loads
+    from airtable_cached.rules.records import dumps
 
     text = dumps({"v": value})
     assert loads(text) == json.loads(text)
@@ -476,6 +476,6 @@ def test_the_models_json_decoding_is_json_loads(value):
 @pytest.mark.parametrize("text", ['{"v":1e400}', '{"v":"\\ud800"}', '{"v":123456789012345678901234567890}',
                                   '{"b":1,"a":2}', '{"v":-0.0}'])
 def test_what_msgspec_refuses_is_decoded_by_json_loads(text):
-    from airtable_cached.readmodel import loads
+    from airtable_cached.engine.readmodel import loads
 
     assert repr(loads(text)) == repr(json.loads(text))

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import BASE, TABLE
 
-from airtable_cached import Api, maintenance
-from airtable_cached.serve import DAY, SyncService
+from airtable_cached import Api
+from airtable_cached.ops import maintenance
+from airtable_cached.ops.serve import DAY, SyncService
 
 ROOT = Path(__file__).resolve().parent.parent
 

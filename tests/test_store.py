@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from airtable_cached.store import SCHEMA_VERSION, Store, StoreError
+from airtable_cached.store.sqlite import SCHEMA_VERSION, Store, StoreError
 
 
 def test_new_database_is_private_wal_and_migrated(tmp_path):

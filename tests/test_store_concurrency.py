@@ -12,7 +12,7 @@ def test_processes_opening_a_new_file_at_once(tmp_path):
     script = textwrap.dedent(
         f"""
         import sys
-        from airtable_cached.store import Store
+        from airtable_cached.store.sqlite import Store
         store = Store({str(path)!r})
         with store.transaction() as conn:
             conn.execute("INSERT INTO tables (base_id, name) VALUES ('app', ?)", (sys.argv[1],))
@@ -37,7 +37,7 @@ def test_close_all_never_closes_a_connection_another_thread_is_using(tmp_path):
     import threading
     import weakref
 
-    from airtable_cached.store import Store
+    from airtable_cached.store.sqlite import Store
 
     store = Store(tmp_path / "c.sqlite3")
     in_tx, closed, idle_ready, finish = threading.Event(), threading.Event(), threading.Event(), threading.Event()
@@ -84,7 +84,7 @@ def test_close_all_while_threads_run_statements_does_not_crash(tmp_path):
     script = textwrap.dedent(
         f"""
         import sqlite3, threading, time
-        from airtable_cached.store import Store
+        from airtable_cached.store.sqlite import Store
         store = Store({str(tmp_path / "s.sqlite3")!r})
         stop = time.monotonic() + 1.5
         errors = []

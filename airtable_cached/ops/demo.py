@@ -78,7 +78,7 @@ def _next_run_starts_warm(fake: FakeAirtable, path: Path, out) -> bool:
     edit Airtable; the agent's next run finds it warm and its first read sends nothing."""
     from airtable_cached import Api
     from airtable_cached.config import Settings
-    from airtable_cached.serve import SyncService
+    from airtable_cached.ops.serve import SyncService
 
     records = fake.records(BASE, TABLE)
     fake.set_fields(BASE, TABLE, records[0]["id"], {"Status": "Qualified"})  # a colleague's edit

@@ -32,8 +32,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from airtable_cached.records import DATE_TYPES, format_number, parse_iso_datetime, plain_text, sort_key
-from airtable_cached.testing_webhooks import WebhookError, Webhooks
+from airtable_cached.rules.records import DATE_TYPES, format_number, parse_iso_datetime, plain_text, sort_key
+from airtable_cached.testing.webhooks import WebhookError, Webhooks
 
 __all__ = ["FakeAirtable", "seed_leads", "LEADS_SCHEMA", "FakeAirtableError", "add_linked_tables"]
 
@@ -157,7 +157,7 @@ class _IdGen:
 # Sorting -------------------------------------------------------------------------------------
 
 
-blanks_first_sort_key = sort_key  # the rule lives in airtable_cached.records
+blanks_first_sort_key = sort_key  # the rule lives in airtable_cached.rules.records
 _plain_text = plain_text
 
 

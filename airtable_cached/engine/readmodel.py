@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from airtable_cached.store import Store
+from airtable_cached.store.sqlite import Store
 
 #: A table larger than this is read from SQLite page by page instead (its decoded copy would cost
 #: more memory than it saves time).

@@ -18,7 +18,7 @@ import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
-from airtable_cached.records import dumps
+from airtable_cached.rules.records import dumps
 
 #: The columns that decide what reaches Airtable.
 SEALED = ("tid", "base_id", "table_ref", "op", "record_id", "fields", "typecast", "merge_on")

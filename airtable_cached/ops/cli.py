@@ -1,6 +1,6 @@
 """``airtable-cached``: see and repair the cache without opening SQLite by hand.
 
-Every command renders what a :mod:`airtable_cached.maintenance` function returns; ``--json`` prints
+Every command renders what a :mod:`airtable_cached.ops.maintenance` function returns; ``--json`` prints
 that data as JSON instead. The Airtable token comes from ``--token`` or ``AIRTABLE_API_KEY``; it is
 never stored and never printed. ``--path`` overrides ``AIRTABLE_CACHED_PATH``.
 
@@ -22,8 +22,8 @@ from typing import Any
 
 import click
 
-from airtable_cached import maintenance, safety
 from airtable_cached.config import Settings
+from airtable_cached.ops import maintenance, safety
 
 # -- shared options and rendering --------------------------------------------------------------------
 
@@ -444,7 +444,7 @@ def restore(backup_path: Path, yes: bool, path: Path | None, as_json: bool) -> N
     except safety.SafetyError as exc:
         raise click.ClickException(f"restore refused: {exc}") from None
     if settings.path.exists() and not yes:
-        from airtable_cached.maintenance import _queued_seqs  # the same count restore reports
+        from airtable_cached.ops.maintenance import _queued_seqs  # the same count restore reports
 
         live, _ = _queued_seqs(settings.path)
         kept, _ = _queued_seqs(backup_path)
@@ -688,7 +688,7 @@ def serve_sync(tables, pull_every, flush_every, backup_every, backup_keep, backu
     """
     import logging
 
-    from airtable_cached.serve import serve
+    from airtable_cached.ops.serve import serve
 
     token = _need_token(token)
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
@@ -714,7 +714,7 @@ def webhooks() -> None:
 
 
 def _feed_sync(token: str | None, path: Path | None):
-    from airtable_cached.maintenance import _sync
+    from airtable_cached.ops.maintenance import _sync
 
     settings, store = _open(path, must_exist=False)
     return _sync(store, settings, _need_token(token))
@@ -735,7 +735,7 @@ def webhooks_list(bases: tuple[str, ...], token: str | None, path: Path | None, 
     Example:
       AIRTABLE_API_KEY=pat... airtable-cached webhooks list --base appXXXXXXXXXXXXXX --json
     """
-    from airtable_cached.refresh import list_webhooks
+    from airtable_cached.sync.refresh import list_webhooks
 
     sync = _feed_sync(token, path)
     names = list(bases) or [r[0] for r in sync.engine.store.conn.execute("SELECT DISTINCT base_id FROM tables")]
@@ -763,7 +763,7 @@ def webhooks_remove(base: str, ids: tuple[str, ...], token: str | None, path: Pa
     Example:
       AIRTABLE_API_KEY=pat... airtable-cached webhooks remove appXXXXXXXXXXXXXX achXXXXXXXXXXXXXX
     """
-    from airtable_cached.refresh import remove_webhooks
+    from airtable_cached.sync.refresh import remove_webhooks
 
     removed = remove_webhooks(_feed_sync(token, path), base, list(ids))
     if as_json:
@@ -781,7 +781,7 @@ def demo(args: tuple[str, ...]) -> None:
       airtable-cached demo
     """
     try:
-        from airtable_cached.demo import main as demo_main
+        from airtable_cached.ops.demo import main as demo_main
     except ImportError as exc:
         raise click.ClickException(f"the demo is not available: {exc}") from None
     code = demo_main(list(args))

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from airtable_cached import checksum
-from airtable_cached.records import apply_write, dumps, is_provisional, referenced_provisional_ids
+from airtable_cached.rules.records import apply_write, dumps, is_provisional, referenced_provisional_ids
+from airtable_cached.store import checksum
 
 MAX_RECORDS_PER_REQUEST = 10
 
@@ -500,7 +500,7 @@ def remap_id(conn: sqlite3.Connection, provisional: str, real: str, tid: int) ->
     for (seq,) in conn.execute("SELECT seq FROM outbox WHERE record_id = ?", (provisional,)).fetchall():
         checksum.rewrite(conn, seq, record_id=real)
     mapping = {provisional: real}
-    from airtable_cached.records import replace_ids
+    from airtable_cached.rules.records import replace_ids
 
     for seq, fields in conn.execute(
         "SELECT seq, fields FROM outbox WHERE fields IS NOT NULL AND instr(fields, ?) > 0", (provisional,)

@@ -15,7 +15,7 @@ create would have made, and counts them against the creates of the same fields s
   tell which are ours: the creates are dead-lettered as "uncertain" for the operator rather than
   risk a second copy.
 
-Everything here is pure: :mod:`airtable_cached.sync` does the requests and the bookkeeping.
+Everything here is pure: :mod:`airtable_cached.sync.core` does the requests and the bookkeeping.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from airtable_cached.outbox import Send
-from airtable_cached.records import RECORD_ID_RE
+from airtable_cached.rules.records import RECORD_ID_RE
+from airtable_cached.sync.outbox import Send
 
 #: Field types whose stored value can differ from what was sent (ids turned into objects, dates
 #: rendered in a time zone, collaborators by email): left out of the lookup formula.

@@ -20,10 +20,10 @@ import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airtable_cached.records import RECORD_ID_RE, dumps
+from airtable_cached.rules.records import RECORD_ID_RE, dumps
 
 if TYPE_CHECKING:
-    from airtable_cached.engine import Engine, TableInfo
+    from airtable_cached.engine.core import Engine, TableInfo
 
 
 @dataclass(frozen=True)

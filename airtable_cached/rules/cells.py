@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from airtable_cached.errors import AirtableResponseError
-from airtable_cached.records import RECORD_ID_RE, format_number, parse_iso_datetime
+from airtable_cached.rules.records import RECORD_ID_RE, format_number, parse_iso_datetime
 
 NUMBER_TYPES = frozenset({"number", "currency", "percent", "rating", "duration"})
 TEXT_TYPES = frozenset({"singleLineText", "multilineText", "richText", "email", "url", "phoneNumber"})
@@ -200,7 +200,7 @@ def _links(spec: Mapping, name: str, value: Any, typecast: bool, out: Converted,
 
 def check_merge_keys(schema: Mapping[str, Mapping], merge_on: list[str]) -> None:
     """Refuse an upsert key Airtable does not accept: unknown, computed, or with no single value."""
-    from airtable_cached.records import COMPUTED_TYPES
+    from airtable_cached.rules.records import COMPUTED_TYPES
 
     for key in merge_on:
         spec = schema.get(key)
@@ -214,7 +214,7 @@ def check_merge_keys(schema: Mapping[str, Mapping], merge_on: list[str]) -> None
 
 def check_merge_values(fields: Mapping[str, Any], merge_on: list[str]) -> None:
     """An upsert record without a value for every key field is refused (blank counts as none)."""
-    from airtable_cached.records import is_empty
+    from airtable_cached.rules.records import is_empty
 
     missing = [key for key in merge_on if is_empty(fields.get(key))]
     if missing:

@@ -15,7 +15,7 @@ in between repeats the work, never skips it.
   where the token may not manage webhooks or the feed is off, from an id sweep on its own cadence
   (list every id with only the primary field; ids gone from Airtable are dropped locally);
 * a table with lookups, rollups, counts or clock formulas gets a full pull every
-  ``full_pull_every`` seconds (:func:`airtable_cached.policy.volatile_fields`).
+  ``full_pull_every`` seconds (:func:`airtable_cached.rules.policy.volatile_fields`).
 
 Two processes finding one table stale at once send one refresh: a file lock per table (it dies with
 its process), and whoever gets it second finds the table fresh.
@@ -33,14 +33,15 @@ from typing import TYPE_CHECKING, Any
 
 import filelock
 
-from airtable_cached import links, outbox
+from airtable_cached.engine import links
 from airtable_cached.errors import RemoteError
-from airtable_cached.policy import RefreshPlan, plan_refresh, volatile_fields, watermark_formula
-from airtable_cached.records import clean_fields, dumps, now_iso
+from airtable_cached.rules.policy import RefreshPlan, plan_refresh, volatile_fields, watermark_formula
+from airtable_cached.rules.records import clean_fields, dumps, now_iso
+from airtable_cached.sync import outbox
 
 if TYPE_CHECKING:
-    from airtable_cached.engine import Engine, TableInfo
-    from airtable_cached.sync import Sync
+    from airtable_cached.engine.core import Engine, TableInfo
+    from airtable_cached.sync.core import Sync
 
 log = logging.getLogger("airtable_cached")
 

@@ -21,7 +21,7 @@ import requests
 from airtable_cached.errors import AirtableResponseError, OfflineError, RemoteError
 
 if TYPE_CHECKING:
-    from airtable_cached.engine import Engine, TableInfo
+    from airtable_cached.engine.core import Engine, TableInfo
 
 log = logging.getLogger("airtable_cached")
 

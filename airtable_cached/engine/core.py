@@ -32,13 +32,14 @@ from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import unquote, urlsplit
 
-from airtable_cached import cells, checksum, links, outage, outbox
 from airtable_cached.config import Settings
+from airtable_cached.engine import links, outage
+from airtable_cached.engine.readmodel import MUTABLE, ReadModel, TableModel, copy_fields, copy_record_fields, copy_value
 from airtable_cached.errors import AirtableResponseError, OfflineError
-from airtable_cached.policy import Read, TableState, Write, decide_read, decide_write
-from airtable_cached.query import ListQuery
-from airtable_cached.readmodel import MUTABLE, ReadModel, TableModel, copy_fields, copy_record_fields, copy_value
-from airtable_cached.records import (
+from airtable_cached.rules import cells
+from airtable_cached.rules.policy import Read, TableState, Write, decide_read, decide_write
+from airtable_cached.rules.query import ListQuery
+from airtable_cached.rules.records import (
     COMPUTED_TYPES,
     PROVISIONAL_PREFIX,
     apply_write,
@@ -53,10 +54,12 @@ from airtable_cached.records import (
     replace_ids,
     sort_records,
 )
-from airtable_cached.store import Store
+from airtable_cached.store import checksum
+from airtable_cached.store.sqlite import Store
+from airtable_cached.sync import outbox
 
 if TYPE_CHECKING:
-    from airtable_cached.sync import Sync
+    from airtable_cached.sync.core import Sync
 
 log = logging.getLogger("airtable_cached")
 
@@ -473,7 +476,7 @@ class Engine:
     def _grant_key(self, base_id: str) -> str:
         """A grant is for a base of one Airtable (the same base id behind another endpoint is
         another base): the key is the flush-lock key, endpoint and base id."""
-        from airtable_cached.locks import flush_key
+        from airtable_cached.sync.locks import flush_key
 
         return flush_key(self.endpoint, base_id)
 
@@ -683,7 +686,7 @@ class Engine:
         if query.by_field_ids and not info.schema and info.pulled_at is not None:
             return "returnFieldsByFieldId needs the table schema, which this token cannot read"
         if query.formula:
-            from airtable_cached import formula_bridge
+            from airtable_cached.engine import formula_bridge
 
             return formula_bridge.remote_reason(self.store.conn, info, query.formula)
         return None
@@ -717,7 +720,7 @@ class Engine:
         unless the formula reads the clock."""
         if not query.formula:
             return model.records
-        from airtable_cached import formula_bridge
+        from airtable_cached.engine import formula_bridge
 
         link_check = self._link_formula(info, query)
         if link_check is not None:
@@ -766,12 +769,12 @@ class Engine:
         try:
             return self.store.conn.execute(sql, args).fetchall(), residual
         except sqlite3.OperationalError as exc:
-            from airtable_cached import formula_bridge
+            from airtable_cached.engine import formula_bridge
 
             if not query.formula or not formula_bridge.too_big_for_sql(exc):
                 raise
         self.stats.count(info.tid, "formula.python")
-        from airtable_cached import formula_bridge
+        from airtable_cached.engine import formula_bridge
 
         predicate, _clock_bound = self._python_predicate(info, query.formula)
         sql, args, _none = self._select_sql(info, dataclasses.replace(query, formula=None), columns)
@@ -787,14 +790,14 @@ class Engine:
 
     def _link_sources(self, info: TableInfo, formula: str) -> dict:
         """The link fields a formula reads (as their records' primary values, as Airtable does)."""
-        from airtable_cached import formula_bridge
+        from airtable_cached.engine import formula_bridge
 
         return formula_bridge.link_sources(self.store.conn, info, formula)
 
     def _python_predicate(self, info: TableInfo, formula: str) -> tuple[Callable[[dict], bool], bool]:
         """The whole formula as a check over decoded records, links read as primary values, and
         whether its answer depends on the clock."""
-        from airtable_cached import formula_bridge
+        from airtable_cached.engine import formula_bridge
 
         check, clock_bound = formula_bridge.python_filter(info, formula)
         sources = self._link_sources(info, formula)
@@ -809,7 +812,7 @@ class Engine:
         if link_check is not None:
             residual = link_check
         elif query.formula:
-            from airtable_cached import formula_bridge
+            from airtable_cached.engine import formula_bridge
 
             compiled = formula_bridge.sql_filter(info, query.formula)
             self._index_filtered_fields(compiled.equality_fields)
@@ -842,7 +845,7 @@ class Engine:
 
     def ensure_index(self, field: str) -> str | None:
         """An expression index on one field's value; returns its name (``None``: not indexable)."""
-        from airtable_cached.formula_bridge import literal_path
+        from airtable_cached.engine.formula_bridge import literal_path
 
         path = literal_path(field)
         if path is None:
@@ -933,7 +936,7 @@ class Engine:
             return False
         if not query.formula:
             return True
-        from airtable_cached import formula_bridge
+        from airtable_cached.engine import formula_bridge
 
         if formula_bridge.link_sources(self.store.conn, info, query.formula):
             return False

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from airtable_cached.errors import AirtableResponseError
 
 if TYPE_CHECKING:
-    from airtable_cached.engine import TableInfo
+    from airtable_cached.engine.core import TableInfo
 
 log = logging.getLogger("airtable_cached")
 
@@ -109,7 +109,7 @@ def _reason(conn: sqlite3.Connection, info: TableInfo, text: str) -> str | None:
 
 
 def _link_source(conn: sqlite3.Connection, info: TableInfo, spec: dict) -> tuple[int, str] | None:
-    from airtable_cached import links
+    from airtable_cached.engine import links
 
     return links.primary_source(conn, info.tid, spec)
 

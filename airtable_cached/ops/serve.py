@@ -24,11 +24,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from airtable_cached import maintenance, outbox
 from airtable_cached.config import Settings
 from airtable_cached.errors import AirtableCachedError
+from airtable_cached.ops import maintenance
+from airtable_cached.sync import outbox
 
-log = logging.getLogger("airtable_cached.serve")
+log = logging.getLogger("airtable_cached.ops.serve")
 
 DAY = 86400.0
 
@@ -73,8 +74,8 @@ class SyncService:
         if not token:
             raise AirtableCachedError("serve-sync needs an Airtable token: --token or AIRTABLE_API_KEY")
         from airtable_cached.api import open_store
-        from airtable_cached.engine import Engine
-        from airtable_cached.sync import Sync
+        from airtable_cached.engine.core import Engine
+        from airtable_cached.sync.core import Sync
 
         self.settings = settings.replace(flush="manual")
         self.tables = [self._parse_table(t) for t in tables]

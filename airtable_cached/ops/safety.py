@@ -21,12 +21,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airtable_cached import checksum, outbox
 from airtable_cached.errors import AirtableCachedError
-from airtable_cached.records import dumps, is_provisional, now_iso
+from airtable_cached.rules.records import dumps, is_provisional, now_iso
+from airtable_cached.store import checksum
+from airtable_cached.sync import outbox
 
 if TYPE_CHECKING:
-    from airtable_cached.maintenance import Finding
+    from airtable_cached.ops.maintenance import Finding
 
 log = logging.getLogger("airtable_cached")
 
@@ -58,7 +59,7 @@ def private_locks_dir(locks_dir: Path) -> None:
 
 
 def locks_findings(db_path: Path, fix: bool) -> list[Finding]:
-    from airtable_cached.maintenance import Finding
+    from airtable_cached.ops.maintenance import Finding
 
     locks_dir = db_path.with_name(db_path.name + ".locks")
     if not locks_dir.is_dir():
@@ -124,7 +125,7 @@ def require_cache_database(path: Path) -> None:
 
 def readable_findings(conn: sqlite3.Connection, path: Path) -> list[Finding]:
     """Parse what reads and flushes parse: every cached record and every queued write."""
-    from airtable_cached.maintenance import Finding
+    from airtable_cached.ops.maintenance import Finding
 
     try:
         bad_records = conn.execute(
@@ -160,7 +161,7 @@ def readable_findings(conn: sqlite3.Connection, path: Path) -> list[Finding]:
 
 
 def checksum_findings(conn: sqlite3.Connection, fix: bool) -> list[Finding]:
-    from airtable_cached.maintenance import Finding
+    from airtable_cached.ops.maintenance import Finding
 
     try:
         damaged = checksum.broken(conn)
@@ -207,7 +208,7 @@ def salvage(source: str | os.PathLike, dest: str | os.PathLike) -> SalvageResult
     """Copy every readable queued write (and what they need: tables, aliases, the id map) out of a
     damaged database into a new one at ``dest``. Cached records are not copied: the next read pulls
     them again; the agent's own creates not flushed yet are rebuilt from the queue."""
-    from airtable_cached.store import Store
+    from airtable_cached.store.sqlite import Store
 
     source, dest = Path(source), Path(dest)
     if not source.is_file():

@@ -1,8 +1,8 @@
 """Operating the cache: status, backups and restore, health checks, statistics, resets, the queue.
 
 Every function here returns data (dataclasses and dicts) and prints nothing; the CLI
-(:mod:`airtable_cached.cli`) only renders what they return. Functions that talk to Airtable take the
-token as an argument and keep it only inside the :class:`~airtable_cached.sync.Sync` they build.
+(:mod:`airtable_cached.ops.cli`) only renders what they return. Functions that talk to Airtable take the
+token as an argument and keep it only inside the :class:`~airtable_cached.sync.core.Sync` they build.
 """
 
 from __future__ import annotations
@@ -18,13 +18,15 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from airtable_cached import checksum, outbox, safety
 from airtable_cached.config import Settings
 from airtable_cached.errors import AirtableCachedError
-from airtable_cached.policy import TableState
-from airtable_cached.records import is_provisional, referenced_provisional_ids
-from airtable_cached.refresh import refresh_counts, refresh_status
-from airtable_cached.store import SCHEMA_VERSION, Store
+from airtable_cached.ops import safety
+from airtable_cached.rules.policy import TableState
+from airtable_cached.rules.records import is_provisional, referenced_provisional_ids
+from airtable_cached.store import checksum
+from airtable_cached.store.sqlite import SCHEMA_VERSION, Store
+from airtable_cached.sync import outbox
+from airtable_cached.sync.refresh import refresh_counts, refresh_status
 
 __all__ = [
     "Finding",
@@ -288,7 +290,7 @@ def _queued_seqs(path: Path) -> tuple[set[int], int]:
 
 def _bases_of(path: Path) -> set[str]:
     """The flush-lock keys of the bases in a database file (a base of one endpoint each)."""
-    from airtable_cached.locks import flush_key
+    from airtable_cached.sync.locks import flush_key
 
     conn = _raw_connect(path)
     try:
@@ -307,8 +309,8 @@ def _hold_flush_locks(settings: Settings, bases: Iterable[str]) -> Iterator[None
     """Take every base's flush lock without waiting; refuse if a flusher holds one."""
     import diskcache
 
-    from airtable_cached.locks import FlushLocks
-    from airtable_cached.safety import private_locks_dir
+    from airtable_cached.ops.safety import private_locks_dir
+    from airtable_cached.sync.locks import FlushLocks
 
     private_locks_dir(settings.locks_dir)  # 0700, its files 0600, as the sync makes it
     cache = diskcache.Cache(str(settings.locks_dir))
@@ -591,7 +593,7 @@ def _check_queue(conn: sqlite3.Connection, path: Path, fix: bool, now: float, gr
 
 def _recomputer(path: Path) -> Callable[[sqlite3.Connection, Iterable[tuple[int, str]]], None]:
     """Rebuilds what reads see for records, on the connection it is given."""
-    from airtable_cached.engine import Engine
+    from airtable_cached.engine.core import Engine
 
     engine = Engine(_store(path), Settings.from_env(path=path))
 
@@ -730,8 +732,8 @@ def reset(store: Store, table: str | None = None, include_queue: bool = False) -
 
 def _sync(store: Store, settings: Settings, token: str, clock: Callable[[], float] | None = None,
           sleep: Callable[[float], None] | None = None):
-    from airtable_cached.engine import Engine
-    from airtable_cached.sync import Sync
+    from airtable_cached.engine.core import Engine
+    from airtable_cached.sync.core import Sync
 
     if not token:
         raise MaintenanceError("no Airtable token: pass --token or set AIRTABLE_API_KEY")
@@ -792,7 +794,7 @@ def pull(store: Store, settings: Settings, token: str, base: str | None = None, 
 
 def flush(store: Store, settings: Settings, token: str, base: str | None = None, *,
           clock: Callable[[], float] | None = None, sleep: Callable[[float], None] | None = None):
-    """Push the queued writes now; returns the :class:`~airtable_cached.sync.FlushResult`."""
+    """Push the queued writes now; returns the :class:`~airtable_cached.sync.core.FlushResult`."""
     return _sync(store, settings, token, clock, sleep).flush(base)
 
 
@@ -874,7 +876,7 @@ def _affected(conn: sqlite3.Connection, seqs: list[int]) -> set[tuple[int, str]]
 
 
 def _engine(store: Store):
-    from airtable_cached.engine import Engine
+    from airtable_cached.engine.core import Engine
 
     return Engine(store, Settings.from_env(path=store.path))
 

@@ -30,17 +30,20 @@ import requests
 import tenacity
 import urllib3
 
-from airtable_cached import checksum, links, outbox, reconcile, safety
 from airtable_cached.config import Settings, check_token
+from airtable_cached.engine import links
 from airtable_cached.errors import AirtableResponseError, OfflineError, RemoteError
-from airtable_cached.locks import FlushLocks, HeldLock, flush_key
-from airtable_cached.policy import backoff
-from airtable_cached.query import ListQuery
-from airtable_cached.records import dumps, now_iso, referenced_provisional_ids, replace_ids
-from airtable_cached.refresh import Refresher, RefreshResult
+from airtable_cached.ops import safety
+from airtable_cached.rules.policy import backoff
+from airtable_cached.rules.query import ListQuery
+from airtable_cached.rules.records import dumps, now_iso, referenced_provisional_ids, replace_ids
+from airtable_cached.store import checksum
+from airtable_cached.sync import outbox, reconcile
+from airtable_cached.sync.locks import FlushLocks, HeldLock, flush_key
+from airtable_cached.sync.refresh import Refresher, RefreshResult
 
 if TYPE_CHECKING:
-    from airtable_cached.engine import Engine, TableInfo
+    from airtable_cached.engine.core import Engine, TableInfo
 
 log = logging.getLogger("airtable_cached")
 
@@ -913,7 +916,7 @@ class Sync:
 
     def _reconcile_creates(self, batch: list[outbox.Send], result: FlushResult) -> list[outbox.Send]:
         """Creates were sent before but their answer never arrived: look for the records they
-        would have made before sending them again (see :mod:`airtable_cached.reconcile`). Returns
+        would have made before sending them again (see :mod:`airtable_cached.sync.reconcile`). Returns
         the creates that made nothing and must be sent again."""
         again: list[outbox.Send] = []
         for group in _groups(batch):
