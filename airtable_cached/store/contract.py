@@ -23,9 +23,33 @@ class Replica(Protocol):
     """The records replica: tables, schema, aliases, records, views, indexes, search, conflicts,
     refresh state, change feeds and statistics. Every method runs in the unit it was taken from."""
 
+    # -- tables, table_aliases, schema ---------------------------------------------------------
+
+    # -- records -------------------------------------------------------------------------------
+
+    # -- views, view_members -------------------------------------------------------------------
+
+    # -- indexes and full-text search ----------------------------------------------------------
+
+    # -- conflicts -----------------------------------------------------------------------------
+
+    # -- refresh state, change feeds (webhooks), token grants ----------------------------------
+
+    # -- sync_log and statistics ---------------------------------------------------------------
+
+    # -- whole-file checks (``check``) -----------------------------------------------------------
+
 
 class Outbox(Protocol):
     """The durable write queue: append, claim, ack, retry, dead-letter, list, id remapping."""
+
+    # -- appending (the engine) ----------------------------------------------------------------
+
+    # -- asked by the engine -------------------------------------------------------------------
+
+    # -- claiming and settling (the sync) ------------------------------------------------------
+
+    # -- operating (ops: queue, check, status) -------------------------------------------------
 
 
 class Unit(Protocol):
