@@ -136,3 +136,23 @@ def cassette(request):
 def requests_so_far(cassette, fake: FakeAirtable) -> int:
     """Requests made so far: answered from the cassette when replaying, by the fake when recording."""
     return cassette.play_count if cassette.write_protected else fake.request_count()
+
+
+# -- the storage contract suite (tests/store/) ----------------------------------------------------
+# Every test there runs against every store, as requests-cache runs one suite against every backend.
+# A store joins by adding a factory here.
+def _sqlite_store(tmp_path):
+    from airtable_cached.store.sqlite import Store
+
+    return Store(tmp_path / "cache.db")
+
+
+STORES = {"sqlite": _sqlite_store}
+
+
+@pytest.fixture(params=sorted(STORES))
+def contract_store(request, tmp_path):
+    """A fresh, empty store of each kind."""
+    opened = STORES[request.param](tmp_path)
+    yield opened
+    opened.close_all()

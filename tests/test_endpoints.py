@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from airtable_cached import Api
-from airtable_cached.store.sqlite import MIGRATIONS, SCHEMA_VERSION, Store, _statements
+from airtable_cached.store.sqlite.connection import MIGRATIONS, SCHEMA_VERSION, Store, _statements
 from airtable_cached.testing import LEADS_SCHEMA, FakeAirtable, seed_leads
 from tests.conftest import BASE, TABLE
 

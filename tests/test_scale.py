@@ -20,7 +20,7 @@ from airtable_cached.config import Settings
 from airtable_cached.engine import core as engine_module
 from airtable_cached.engine.core import Engine
 from airtable_cached.engine.formula_bridge import register_sql_functions
-from airtable_cached.store.sqlite import MIGRATIONS, Store, _statements
+from airtable_cached.store.sqlite.connection import MIGRATIONS, Store, _statements
 from airtable_cached.testing import FakeAirtable
 from tests.conftest import BASE, TABLE, FakeClock
 
