@@ -461,10 +461,10 @@ def test_raw_agent_final_state_equals_plain_run_with_far_fewer_requests(settings
 
 
 def test_the_syncs_own_sessions_are_never_intercepted(installed, cached):
-    from airtable_cached.api import _runtime
     from airtable_cached.config import Settings
+    from airtable_cached.runtime import shared_runtime
 
-    _engine, sync = _runtime(Settings.from_env(**installed), "patOTHER", None, None, None)
+    _engine, sync = shared_runtime(Settings.from_env(**installed), "patOTHER")
     assert getattr(sync.remote.session, cached_http.DIRECT_ATTR) is True
     cached.reset_log()
     requests.get(f"{cached.url}/v0/{BASE}/Leads", headers=AUTH, params={"maxRecords": 1})

@@ -74,7 +74,7 @@ class RestoreRefused(MaintenanceError):
 def _store(store_or_path: Store | str | os.PathLike) -> Store:
     if isinstance(store_or_path, Store):
         return store_or_path
-    from airtable_cached.api import open_store
+    from airtable_cached.runtime import open_store
 
     return open_store(store_or_path)
 

@@ -6,7 +6,6 @@ Nothing here does I/O, so the rules that decide what a read returns can be teste
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import string
 from collections.abc import Iterable, Mapping
@@ -18,7 +17,6 @@ from airtable_cached.errors import WriteRejectedError
 #: Provisional ids look like Airtable's (``rec`` + 14 alphanumerics) and carry a fixed marker.
 PROVISIONAL_PREFIX = "recLOCAL"
 _ALPHABET = string.ascii_letters + string.digits
-RECORD_ID_RE = re.compile(r"^rec[A-Za-z0-9]{14}$")
 
 #: Field types whose values Airtable computes: a write to them is rejected (422), and a cache cannot
 #: know their value after a local write.
