@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from airtable_cached.errors import WriteRejectedError
+from airtable_cached.rules import ids
 
 #: Provisional ids look like Airtable's (``rec`` + 14 alphanumerics) and carry a fixed marker.
 PROVISIONAL_PREFIX = "recLOCAL"
@@ -36,6 +37,8 @@ COMPUTED_TYPES = frozenset(
         "aiText",
     }
 )
+
+RECORD_ID_RE = ids.RECORD_ID_RE  # where errors can import it without a cycle: rules/ids.py
 
 
 def new_provisional_id() -> str:
