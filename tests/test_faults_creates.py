@@ -1,6 +1,6 @@
 """Creates reach Airtable exactly once when their answers are lost after Airtable committed them.
 
-Compared with: the project's fake Airtable (``airtable_cached/testing.py``) behind a proxy that
+Compared with: the project's fake Airtable (``airtable_cached/testing/``) behind a proxy that
 closes the connection after the fake carried the request out (``tests/fault_proxy.py``); what
 reached "Airtable" is read from the fake's own state.
 """
