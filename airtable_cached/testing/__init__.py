@@ -25,7 +25,7 @@ order.
 The parts, one job each: ``server.py`` (``FakeAirtable``: HTTP, routing, request log),
 ``model.py`` (bases, tables, records, clock, rendering), ``reads.py`` (list, filter, sort,
 offsets), ``writes.py`` (create, update, upsert, delete), ``links.py`` (linked records),
-``cells.py`` (cell values: type checks, typecast, ``cellFormat=string``), ``setup.py`` (what a
+``cells.py`` (cell values: type checks, typecast, ``cellFormat=string``), ``control.py`` (what a
 test does from outside the API), ``faults.py`` (injected faults, rate limit), ``errors.py``,
 ``ids.py``, ``webhooks.py`` and ``seed.py`` (``LEADS_SCHEMA``, ``seed_leads``,
 ``add_linked_tables``).

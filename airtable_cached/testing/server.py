@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from airtable_cached.testing.control import Control
 from airtable_cached.testing.errors import (
     NOT_FOUND,
     FakeAirtableError,
@@ -23,13 +24,12 @@ from airtable_cached.testing.errors import (
 from airtable_cached.testing.faults import Faults, RateLimiter, fault_answer
 from airtable_cached.testing.model import RECORD_ID_RE, Table
 from airtable_cached.testing.reads import Reads, options_from_body, options_from_query
-from airtable_cached.testing.setup import Setup
 from airtable_cached.testing.webhooks import WebhookError
 
 Answer = tuple[int | None, Any, dict]
 
 
-class FakeAirtable(Setup, Reads):
+class FakeAirtable(Control, Reads):
     """An in-process fake of the Airtable Web API on 127.0.0.1 (see the ``airtable_cached.testing``
     docstring for what it is and is not evidence of)."""
 

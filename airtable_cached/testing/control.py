@@ -11,7 +11,7 @@ from airtable_cached.testing.model import Table, infer_schema, is_full_record
 from airtable_cached.testing.writes import Writes
 
 
-class Setup(Writes):
+class Control(Writes):
     def add_base(self, base_id: str, name: str | None = None) -> str:
         with self._lock:
             base = self._bases.setdefault(base_id, {"name": name or f"Base {base_id}", "tables": []})
