@@ -1,7 +1,7 @@
 """Operator mistakes and damaged files: nothing destroys data, and `check` sees what agents would meet.
 
 Everything runs on real SQLite files, the CLI through click's runner, and the project's fake Airtable
-(``airtable_cached/testing.py``) on loopback. Damage is done to the bytes of the database file
+(``airtable_cached/testing/``) on loopback. Damage is done to the bytes of the database file
 itself, as a failing disk would.
 """
 

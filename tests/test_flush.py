@@ -66,7 +66,7 @@ def agent_run(table, seeded):
 
 
 def assert_same_shape(cached, plain):
-    """Same keys, same types, same kinds of answers as Airtable's."""
+    """Same keys, same types, same kinds of answers as the fake Airtable's."""
     if isinstance(plain, dict):
         assert isinstance(cached, dict)
         assert set(cached) == set(plain), (cached, plain)
@@ -131,7 +131,7 @@ def test_writes_then_flush_reach_the_same_state_as_plain_pyairtable(tmp_path, cl
         assert result.ok and result.pending == 0, result.as_dict()
         assert api.pending() == []
         assert content(cached_fake.records(BASE, TABLE), known) == content(plain_fake.records(BASE, TABLE), known)
-        # And the cache agrees with Airtable, with real ids now.
+        # And the cache agrees with the fake Airtable, with real ids now.
         assert content(table.all(), known) == content(cached_fake.records(BASE, TABLE), known)
         assert not any(is_provisional(r["id"]) for r in table.all())
         api.close()
