@@ -135,10 +135,7 @@ def readable_findings(conn: sqlite3.Connection, path: Path) -> list[Finding]:
             " WHERE (r.fields IS NOT NULL AND NOT json_valid(r.fields)) OR (r.remote IS NOT NULL AND NOT json_valid(r.remote))"
             " GROUP BY r.tid"
         ).fetchall()
-        bad_writes = [r[0] for r in conn.execute(
-            "SELECT seq FROM outbox WHERE (fields IS NOT NULL AND NOT json_valid(fields))"
-            " OR (base IS NOT NULL AND NOT json_valid(base)) OR (merge_on IS NOT NULL AND NOT json_valid(merge_on))"
-        )]
+        bad_writes = SqliteOutbox(conn).garbled()
     except sqlite3.DatabaseError as exc:
         return [Finding("error", "unreadable",
                         f"{path}: reading the cached records or the queue fails ({exc}), as agents' reads will;"

@@ -172,6 +172,82 @@ class Outbox(Protocol):
         """Dead letters back in the queue, due now, no attempts (``None``: all); the seqs."""
         ...
 
+    def seqs(self, states: Sequence[str] = ("pending", "inflight", "dead")) -> list[int]:
+        """The seqs of the writes in these states, in queue order."""
+        ...
+
+    def top_seq(self) -> int:
+        """The highest seq the queue ever gave, acknowledged writes included (0: none)."""
+        ...
+
+    def bases(self) -> set[str]:
+        """The bases with writes in the queue (any state)."""
+        ...
+
+    def counts_by_state(self, tid: int) -> dict[str, int]:
+        """How many of a table's writes are in each state (every state, 0 when none)."""
+        ...
+
+    def oldest_queued_at(self, tid: int) -> float | None:
+        """When a table's oldest write still to send was queued; ``None``: none."""
+        ...
+
+    def stored_writes(self) -> list[dict[str, Any]]:
+        """Every write as stored (JSON undecoded: it may be garbled), in queue order."""
+        ...
+
+    def id_map(self) -> dict[str, str]:
+        """Every provisional id Airtable replaced, with Airtable's id."""
+        ...
+
+    def garbled(self) -> list[int]:
+        """The writes whose stored JSON (fields, base, upsert keys) does not parse."""
+        ...
+
+    def count_without_table(self) -> int:
+        """How many writes belong to no known table."""
+        ...
+
+    def return_claimed(self, seqs: Iterable[int]) -> None:
+        """In-flight writes among these back to pending, due as before, attempts kept."""
+        ...
+
+    def make_due(self, seqs: Iterable[int]) -> None:
+        """Pending writes among these due now."""
+        ...
+
+    def claimed_among(self, seqs: Sequence[int], now: float) -> list[int]:
+        """Which of these writes a flusher holds at ``now`` (in flight, lease not over)."""
+        ...
+
+    def records_of(self, seqs: Sequence[int]) -> set[tuple[int, str]]:
+        """The (table, record) pairs these writes are to."""
+        ...
+
+    def with_later_writes(self, seqs: Sequence[int]) -> set[int]:
+        """These writes, plus the later writes to the record of each create among them."""
+        ...
+
+    def has_writes(self, tid: int, record_id: str) -> bool:
+        """Whether the queue holds any write to this record (any state)."""
+        ...
+
+    def forget_table(self, tid: int) -> int:
+        """Drop a table's writes and id pairs for good; how many writes."""
+        ...
+
+    def restore_write(self, row: Mapping[str, Any]) -> None:
+        """Put back one write exactly as stored elsewhere (seq, state, checksum: salvage)."""
+        ...
+
+    def restore_ids(self, pairs: Mapping[str, tuple[str, int]]) -> None:
+        """Remember provisional id -> (Airtable's id, table), keeping pairs already known."""
+        ...
+
+    def first_creates(self) -> list[dict[str, Any]]:
+        """Per record with a live create: ``tid``, ``record_id``, ``at`` (its first create's time)."""
+        ...
+
 
 class Unit(Protocol):
     """One unit of work: a write transaction, or autocommit reads."""

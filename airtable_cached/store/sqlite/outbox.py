@@ -9,15 +9,19 @@ write behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airtable_cached.rules.records import dumps, replace_ids
 from airtable_cached.store import checksum
 from airtable_cached.store.claims import choose
 from airtable_cached.store.types import Op
+
+if TYPE_CHECKING:
+    from airtable_cached.store.contract import Outbox
 
 #: Narrows an outbox query to the tables of one endpoint (the cache is keyed by endpoint).
 _OF_ENDPOINT = " AND tid IN (SELECT tid FROM tables WHERE endpoint = ?)"
@@ -286,6 +290,103 @@ class SqliteOutbox:
             params.append(base_id)
         return [Op.from_row(r) for r in self.conn.execute(sql + " ORDER BY seq", params)]
 
+    def seqs(self, states: Sequence[str] = ALL_STATES) -> list[int]:
+        """The seqs of the writes in these states, in queue order."""
+        return [r[0] for r in self.conn.execute(
+            f"SELECT seq FROM outbox WHERE state IN ({_marks(states)}) ORDER BY seq", list(states))]
+
+    def top_seq(self) -> int:
+        """The highest seq the queue ever gave (acknowledged writes included; 0: none)."""
+        top = self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0]
+        with contextlib.suppress(sqlite3.Error):
+            row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+            if row:
+                top = max(top, row[0])
+        return top
+
+    def bases(self) -> set[str]:
+        """The bases with writes in the queue (any state)."""
+        return {r[0] for r in self.conn.execute("SELECT DISTINCT base_id FROM outbox")}
+
+    def counts_by_state(self, tid: int) -> dict[str, int]:
+        """How many of a table's writes are in each state (states with none: 0)."""
+        counts = dict.fromkeys(ALL_STATES, 0)
+        for state, n in self.conn.execute("SELECT state, COUNT(*) FROM outbox WHERE tid = ? GROUP BY state", (tid,)):
+            counts[state] = n
+        return counts
+
+    def oldest_queued_at(self, tid: int) -> float | None:
+        """When a table's oldest write still to send was queued (``None``: none)."""
+        return self.conn.execute(
+            "SELECT MIN(created_at) FROM outbox WHERE tid = ? AND state != 'dead'", (tid,)).fetchone()[0]
+
+    def stored_writes(self) -> list[dict[str, Any]]:
+        """Every queued write as stored (JSON as text, undecoded: it may be garbled), in queue order."""
+        return [dict(r) for r in self.conn.execute("SELECT * FROM outbox ORDER BY seq")]
+
+    def id_map(self) -> dict[str, str]:
+        """Every provisional id Airtable replaced, with its id."""
+        return {r[0]: r[1] for r in self.conn.execute("SELECT provisional, real FROM id_map")}
+
+    def garbled(self) -> list[int]:
+        """The writes whose stored JSON (fields, base, upsert keys) does not parse."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT seq FROM outbox WHERE (fields IS NOT NULL AND NOT json_valid(fields))"
+            " OR (base IS NOT NULL AND NOT json_valid(base)) OR (merge_on IS NOT NULL AND NOT json_valid(merge_on))"
+        )]
+
+    def count_without_table(self) -> int:
+        """How many writes belong to no known table."""
+        return self.conn.execute("SELECT COUNT(*) FROM outbox WHERE tid NOT IN (SELECT tid FROM tables)").fetchone()[0]
+
+    def return_claimed(self, seqs: Iterable[int]) -> None:
+        """In-flight writes among these back to pending, due as they were (attempts kept)."""
+        self.conn.executemany("UPDATE outbox SET state = 'pending', claimed_until = NULL WHERE seq = ? AND state = 'inflight'",
+                              [(s,) for s in seqs])
+
+    def make_due(self, seqs: Iterable[int]) -> None:
+        """Pending writes among these due now."""
+        self.conn.executemany("UPDATE outbox SET next_attempt_at = 0 WHERE seq = ? AND state = 'pending'",
+                              [(s,) for s in seqs])
+
+    def claimed_among(self, seqs: Sequence[int], now: float) -> list[int]:
+        """Which of these writes a flusher holds at ``now`` (in flight, lease not over)."""
+        if not seqs:
+            return []
+        return [r[0] for r in self.conn.execute(
+            f"SELECT seq FROM outbox WHERE seq IN ({_marks(seqs)}) AND state = 'inflight' AND claimed_until >= ?",
+            [*seqs, now])]
+
+    def records_of(self, seqs: Sequence[int]) -> set[tuple[int, str]]:
+        """The (table, record) pairs these writes are to."""
+        if not seqs:
+            return set()
+        return {(r[0], r[1]) for r in self.conn.execute(
+            f"SELECT tid, record_id FROM outbox WHERE seq IN ({_marks(seqs)})", seqs)}
+
+    def with_later_writes(self, seqs: Sequence[int]) -> set[int]:
+        """These writes, and for each create among them the later writes to the same record."""
+        found = set(seqs)
+        if not seqs:
+            return found
+        creates = self.conn.execute(
+            f"SELECT tid, record_id, seq FROM outbox WHERE seq IN ({_marks(seqs)}) AND op = 'create'", seqs).fetchall()
+        for tid, rid, seq in creates:
+            found |= {r[0] for r in self.conn.execute(
+                "SELECT seq FROM outbox WHERE tid = ? AND record_id = ? AND seq > ?", (tid, rid, seq))}
+        return found
+
+    def has_writes(self, tid: int, record_id: str) -> bool:
+        """Whether the queue holds any write to this record (any state)."""
+        return self.conn.execute(
+            "SELECT 1 FROM outbox WHERE tid = ? AND record_id = ? LIMIT 1", (tid, record_id)).fetchone() is not None
+
+    def forget_table(self, tid: int) -> int:
+        """Drop a table's writes and id pairs for good; how many writes."""
+        dropped = self.conn.execute("DELETE FROM outbox WHERE tid = ?", (tid,)).rowcount
+        self.conn.execute("DELETE FROM id_map WHERE tid = ?", (tid,))
+        return dropped
+
     def requeue(self, seqs: Iterable[int] | None = None) -> list[int]:
         """Put dead letters back in the queue, due now with no attempts (``None``: all of them).
         Returns the seqs given (or found)."""
@@ -324,3 +425,9 @@ class SqliteOutbox:
             "SELECT tid, record_id, MIN(created_at) AS at FROM outbox WHERE op = 'create' AND state != 'dead'"
             " GROUP BY tid, record_id"
         )]
+
+
+if TYPE_CHECKING:  # mypy checks that the class keeps the contract
+
+    def _keeps_the_contract(conn: sqlite3.Connection) -> Outbox:
+        return SqliteOutbox(conn)
