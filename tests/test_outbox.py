@@ -286,3 +286,74 @@ def test_replay_of_a_create_and_of_writes_to_a_record_gone_remotely(store):
     assert outbox.replay(None, ops_of(store)) == {"Name": "new", "Score": 2}
     gone = [outbox.Op.from_row(r) for r in store.conn.execute("SELECT * FROM outbox WHERE op = 'update'")]
     assert outbox.replay(None, gone) is None  # an update of a record deleted on Airtable shows nothing
+
+
+# -- the endpoint: one file caches several Airtables (tables.endpoint) --------------------------------
+
+
+@pytest.fixture
+def two_endpoints(store):
+    """Table 1 mirrors one Airtable, table 4 another, with the same base id."""
+    with store.transaction() as conn:
+        conn.execute("UPDATE tables SET endpoint = 'https://api.airtable.com' WHERE tid = 1")
+        conn.execute("INSERT INTO tables (tid, base_id, name, endpoint) VALUES (4, ?, 'Leads', 'http://staging')", (BASE,))
+    return store
+
+
+def add_staging(store, record_id, fields, **kw):
+    with store.write() as unit:
+        return unit.outbox.append(tid=4, base_id=BASE, table_ref="Leads", op="update", record_id=record_id,
+                                  fields=fields, base=None, typecast=False, now=NOW, **kw)
+
+
+def test_has_ready_and_next_due_look_at_the_endpoint_s_writes_only(two_endpoints):
+    store = two_endpoints
+    seq = add_staging(store, "recSTAGINGSTAGIN1", {"Score": 1})
+    queue = store.outbox
+    assert queue.has_ready(NOW, endpoint="http://staging")
+    assert not queue.has_ready(NOW, endpoint="https://api.airtable.com")  # nothing of its own to send
+    assert queue.has_ready(NOW)  # every endpoint
+    with store.write() as unit:
+        unit.outbox.retry_later([seq], error={"status": 503}, next_attempt_at=NOW + 30)
+    assert queue.next_due(endpoint="http://staging") == NOW + 30
+    assert queue.next_due(endpoint="https://api.airtable.com") is None
+    assert not queue.has_ready(NOW, endpoint="http://staging")
+    add(store, "update", "recAAAAAAAAAAAAAA", {"Score": 2}, now=NOW)
+    assert queue.next_due(endpoint="https://api.airtable.com") == 0  # due at once
+    assert queue.has_ready(NOW, endpoint="https://api.airtable.com")
+
+
+def test_quarantine_keeps_to_the_endpoint_s_writes(two_endpoints):
+    """A flush for one Airtable never dead-letters another endpoint's writes of the same base id."""
+    store = two_endpoints
+    mine = add(store, "update", "recAAAAAAAAAAAAAA", {"Score": 1})
+    theirs = add_staging(store, "recSTAGINGSTAGIN1", {"Score": 2})
+    with store.transaction() as conn:
+        conn.execute("UPDATE outbox SET fields = replace(fields, '1', '7') WHERE seq = ?", (mine,))
+        conn.execute("UPDATE outbox SET fields = replace(fields, '2', '8') WHERE seq = ?", (theirs,))
+    with store.write() as unit:
+        assert [r["seq"] for r in unit.outbox.quarantine(BASE, endpoint="https://api.airtable.com")] == [mine]
+    assert row(store, mine)["state"] == "dead" and row(store, theirs)["state"] == "pending"
+    assert [r["seq"] for r in store.outbox.damaged(BASE)] == [theirs]  # every endpoint: still damaged
+
+
+def test_the_background_flusher_waits_for_its_own_endpoint_s_writes(fake, tmp_path, clock):
+    """Another endpoint's write due in the file does not wake this Api's flusher into a busy loop:
+    its idle wait is until its own next write is due (at most PERIOD)."""
+    from airtable_cached import Api
+    from airtable_cached.sync.core import AutoFlusher
+
+    path = tmp_path / "shared.sqlite3"
+    with Api(fake.token, endpoint_url=fake.url, path=path, flush="manual", clock=clock, sleep=clock.sleep) as api:
+        store = api.engine.store
+        with store.transaction() as conn:
+            conn.execute("INSERT INTO tables (tid, base_id, name, endpoint) VALUES (9, ?, 'Leads', 'http://staging')",
+                         (BASE,))
+        with store.write() as unit:
+            seq = unit.outbox.append(tid=9, base_id=BASE, table_ref="Leads", op="update", record_id="recSTAGINGSTAGIN1",
+                                     fields={"Score": 1}, base=None, typecast=False, now=clock())
+            unit.outbox.retry_later([seq], error={"status": 503}, next_attempt_at=clock() + 2)
+        flusher = AutoFlusher.__new__(AutoFlusher)
+        flusher._sync = lambda: api.sync  # type: ignore[method-assign]
+        assert flusher._idle_wait() == AutoFlusher.PERIOD
+        assert not store.outbox.has_ready(clock() + 5, endpoint=api.engine.endpoint)
