@@ -328,7 +328,7 @@ def _rebuild_local_creates(conn: sqlite3.Connection) -> None:
     for position, row in enumerate(creates, start=1_000_000_000):
         if not is_provisional(row["record_id"]):
             continue
-        view = outbox.replay(None, outbox.live_ops_for_record(conn, row["tid"], row["record_id"]))
+        view = outbox.replay(None, SqliteOutbox(conn).live_ops_for_record(row["tid"], row["record_id"]))
         conn.execute(
             "INSERT OR IGNORE INTO records (tid, id, position, created_time, modified_time, remote, fields)"
             " VALUES (?, ?, ?, ?, ?, NULL, ?)",

@@ -635,6 +635,7 @@ class Sync:
         doubt keeps its mark (and its clock bound)."""
         attempts = self.store.outbox.max_attempts([seq for send in sends for seq in send.seqs])
         delay = OUTAGE_RETRY if exc.unreachable else backoff(attempts or 1)
+        retry_at = self.remote.clock() + delay
         errors: dict[int, Any] = {}
         for send in sends:
             error: dict[str, Any] = {"status": exc.status, "body": exc.body}
@@ -642,7 +643,7 @@ class Sync:
                 error.update(uncertain=True, created_after=send.created_after)
             errors.update(dict.fromkeys(send.seqs, error))
         with self.store.write() as unit:
-            released = unit.outbox.release(errors, next_attempt_at=self.remote.clock() + delay)
+            released = unit.outbox.release(errors, next_attempt_at=retry_at)
         log.warning("Airtable did not answer (%s): %d write(s) stay queued, tried again in %ss",
                     exc, released, delay)
         result.failed.append({"op": "flush", "status": exc.status, "error": exc.body, "dead": False,

@@ -5,21 +5,22 @@ The queue itself (append, claim, ack, retry, dead-letter, id remapping) is the s
 the queue always holds what the agent did; coalescing happens only when a batch is planned
 (:func:`plan`), so a crash never leaves a half-merged write behind.
 
-The functions taking a connection first are the store's methods under their former names, kept
-for callers not moved to ``store.write()`` / ``store.outbox`` yet.
+The four functions taking a connection first (``append``, ``ack``, ``live_ops_for_record``,
+``records_with_live_ops``) are the store's methods, kept for the engine and the refresh until they
+use ``store.write()`` / ``store.outbox``: then they go.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from airtable_cached.rules.records import apply_write
 from airtable_cached.store.claims import touches_links as _touches_links
-from airtable_cached.store.sqlite.outbox import ALL_STATES, SqliteOutbox
+from airtable_cached.store.sqlite.outbox import SqliteOutbox
 from airtable_cached.store.types import Op
 
 MAX_RECORDS_PER_REQUEST = 10
@@ -70,39 +71,9 @@ def records_with_live_ops(conn: sqlite3.Connection, tid: int) -> set[str]:
     return SqliteOutbox(conn).records_with_live_ops(tid)
 
 
-def list_ops(conn: sqlite3.Connection, *, base_id: str | None = None, states: Sequence[str] = ALL_STATES) -> list[Op]:
-    """:meth:`SqliteOutbox.list_ops`."""
-    return SqliteOutbox(conn).list_ops(base_id=base_id, states=states)
-
-
-def claim(conn: sqlite3.Connection, base_id: str, **how: Any) -> list[Op]:
-    """:meth:`SqliteOutbox.claim` (inside ``BEGIN IMMEDIATE``)."""
-    return SqliteOutbox(conn).claim(base_id, **how)
-
-
 def ack(conn: sqlite3.Connection, seqs: Iterable[int]) -> None:
     """:meth:`SqliteOutbox.ack`."""
     SqliteOutbox(conn).ack(seqs)
-
-
-def retry_later(conn: sqlite3.Connection, seqs: Iterable[int], *, error: Any, next_attempt_at: float) -> None:
-    """:meth:`SqliteOutbox.retry_later`."""
-    SqliteOutbox(conn).retry_later(seqs, error=error, next_attempt_at=next_attempt_at)
-
-
-def dead_letter(conn: sqlite3.Connection, seqs: Iterable[int], *, error: Any) -> None:
-    """:meth:`SqliteOutbox.dead_letter`."""
-    SqliteOutbox(conn).dead_letter(seqs, error=error)
-
-
-def requeue(conn: sqlite3.Connection, seqs: Iterable[int] | None = None) -> list[int]:
-    """:meth:`SqliteOutbox.requeue`."""
-    return SqliteOutbox(conn).requeue(seqs)
-
-
-def remap_id(conn: sqlite3.Connection, provisional: str, real: str, tid: int) -> None:
-    """:meth:`SqliteOutbox.remap_id`."""
-    SqliteOutbox(conn).remap_id(provisional, real, tid)
 
 
 # -- planning --------------------------------------------------------------------------------------

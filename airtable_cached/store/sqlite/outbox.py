@@ -41,6 +41,8 @@ def _of_endpoint(endpoint: str | None) -> tuple[str, tuple]:
 class SqliteOutbox:
     """:class:`airtable_cached.store.contract.Outbox` on one SQLite connection."""
 
+    __slots__ = ("conn",)
+
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
 
