@@ -26,7 +26,6 @@ from airtable_cached.config import Settings, check_token
 from airtable_cached.engine.core import Engine, route
 from airtable_cached.errors import AirtableResponseError, reason_phrase
 from airtable_cached.runtime import Runtime, open_store, shared_runtime
-from airtable_cached.sync import outbox
 from airtable_cached.sync.core import FlushResult, Sync
 
 __all__ = ["Api", "Base", "Table", "open_store"]  # open_store: airtable_cached.runtime
@@ -162,7 +161,7 @@ class Api(pyairtable.Api):
 
     def pending(self) -> list[dict]:
         """The queued and dead-lettered writes, with attempts and last error."""
-        return [op.as_dict() for op in outbox.list_ops(self.engine.store.conn)]
+        return [op.as_dict() for op in self.engine.store.outbox.list_ops()]
 
     def close(self, timeout: float | None = None) -> bool:
         """Flush what is queued (auto flush; at most ``timeout``, default ``exit_timeout`` seconds),

@@ -23,9 +23,9 @@ from airtable_cached.errors import AirtableCachedError
 from airtable_cached.ops import safety
 from airtable_cached.rules.policy import TableState
 from airtable_cached.rules.records import is_provisional, referenced_provisional_ids
-from airtable_cached.store import checksum
+from airtable_cached.store.contract import Outbox
 from airtable_cached.store.sqlite import SCHEMA_VERSION, Store
-from airtable_cached.sync import outbox
+from airtable_cached.store.sqlite.outbox import SqliteOutbox
 from airtable_cached.sync.refresh import refresh_counts, refresh_status
 
 __all__ = [
@@ -155,12 +155,8 @@ def status(store: Store, settings: Settings, *, now: float | None = None) -> dic
             " FROM records WHERE tid = ?",
             (tid,),
         ).fetchone()
-        queue = {state: 0 for state in ("pending", "inflight", "dead")}
-        for state, n in conn.execute("SELECT state, COUNT(*) FROM outbox WHERE tid = ? GROUP BY state", (tid,)):
-            queue[state] = n
-        oldest = conn.execute(
-            "SELECT MIN(created_at) FROM outbox WHERE tid = ? AND state != 'dead'", (tid,)
-        ).fetchone()[0]
+        queue = store.outbox.counts_by_state(tid)
+        oldest = store.outbox.oldest_queued_at(tid)
         pulled_at = row["pulled_at"]
         age = None if pulled_at is None else max(0.0, now - pulled_at)
         tables.append({
@@ -277,13 +273,8 @@ class RestoreResult:
 def _queued_seqs(path: Path) -> tuple[set[int], int]:
     conn = _raw_connect(path)
     try:
-        seqs = {r[0] for r in conn.execute("SELECT seq FROM outbox")}
-        top = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0]
-        with contextlib.suppress(sqlite3.Error):
-            row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
-            if row:
-                top = max(top, row[0])
-        return seqs, top
+        queue = SqliteOutbox(conn)
+        return set(queue.seqs()), queue.top_seq()
     finally:
         conn.close()
 
@@ -297,7 +288,7 @@ def _bases_of(path: Path) -> set[str]:
         try:
             return {flush_key(r[0], r[1]) for r in conn.execute("SELECT endpoint, base_id FROM tables")}
         except sqlite3.OperationalError:  # a file from before the cache was keyed by endpoint
-            return {r[0] for r in conn.execute("SELECT base_id FROM tables UNION SELECT base_id FROM outbox")}
+            return {r[0] for r in conn.execute("SELECT base_id FROM tables")} | SqliteOutbox(conn).bases()
     except sqlite3.Error:
         return set()
     finally:
@@ -370,7 +361,7 @@ def restore(path: str | os.PathLike, settings: Settings, *, now: float | None = 
             src.backup(live)
             live.execute("PRAGMA journal_mode = WAL")
             live.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            result.pending = live.execute("SELECT COUNT(*) FROM outbox WHERE state != 'dead'").fetchone()[0]
+            result.pending = SqliteOutbox(live).count_queued()
         finally:
             live.close()
             src.close()
@@ -510,8 +501,9 @@ def _check_version(conn: sqlite3.Connection, path: Path, fix: bool) -> list[Find
 
 def _check_queue(conn: sqlite3.Connection, path: Path, fix: bool, now: float, grace: float) -> list[Finding]:
     findings: list[Finding] = []
-    rows = conn.execute("SELECT * FROM outbox ORDER BY seq").fetchall()
-    mapped = {r[0]: r[1] for r in conn.execute("SELECT provisional, real FROM id_map")}
+    queue = SqliteOutbox(conn)
+    rows = queue.stored_writes()
+    mapped = queue.id_map()
     created = {(r["tid"], r["record_id"]) for r in rows if r["op"] == "create"}
     created_ids = {rid for (_tid, rid) in created}
     orphans, remappable, stale = [], [], []
@@ -547,7 +539,7 @@ def _check_queue(conn: sqlite3.Connection, path: Path, fix: bool, now: float, gr
             recompute = _recomputer(path)
             conn.execute("BEGIN IMMEDIATE")
             try:
-                outbox.dead_letter(conn, seqs, error=error)
+                queue.dead_letter(seqs, error=error)
                 recompute(conn, {(r["tid"], r["record_id"]) for r, _ in orphans})
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -562,7 +554,7 @@ def _check_queue(conn: sqlite3.Connection, path: Path, fix: bool, now: float, gr
         if fix:
             conn.execute("BEGIN IMMEDIATE")
             for row in remappable:
-                checksum.rewrite(conn, row["seq"], record_id=mapped[row["record_id"]])
+                queue.rewrite(row["seq"], record_id=mapped[row["record_id"]])
             conn.execute("COMMIT")
             finding.fixed = True
         findings.append(finding)
@@ -574,8 +566,7 @@ def _check_queue(conn: sqlite3.Connection, path: Path, fix: bool, now: float, gr
         if fix:
             releasable = [r["seq"] for r in stale if r["op"] != "create"]  # a create keeps its "uncertain" mark
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany("UPDATE outbox SET state = 'pending', claimed_until = NULL WHERE seq = ? AND state = 'inflight'",
-                             [(s,) for s in releasable])
+            queue.return_claimed(releasable)
             conn.execute("COMMIT")
             finding.fixed = len(releasable) == len(stale)
         findings.append(finding)
@@ -585,7 +576,7 @@ def _check_queue(conn: sqlite3.Connection, path: Path, fix: bool, now: float, gr
                                 f"{len(dead)} dead-lettered write(s): see `airtable-cached queue list`, "
                                 f"then `queue retry` or `queue drop`",
                                 detail={"seqs": [r["seq"] for r in dead]}))
-    unknown = conn.execute("SELECT COUNT(*) FROM outbox WHERE tid NOT IN (SELECT tid FROM tables)").fetchone()[0]
+    unknown = queue.count_without_table()
     if unknown:
         findings.append(Finding("error", "queue-table", f"{unknown} queued write(s) belong to no known table"))
     return findings
@@ -710,13 +701,13 @@ def reset(store: Store, table: str | None = None, include_queue: bool = False) -
     agent still sees its own writes, and the next pull rebases them. Table names, ids and aliases
     are kept; the cached schema is dropped (the next pull fetches it again).
     """
-    with store.transaction() as conn:
+    with store.write() as unit:
+        conn = unit.conn  # the replica's statements: until they move to store/sqlite/replica.py
         tids = _resolve_tables(conn, table)
         result = {"tables": len(tids), "records": 0, "writes": 0}
         for tid in tids:
             if include_queue:
-                result["writes"] += conn.execute("DELETE FROM outbox WHERE tid = ?", (tid,)).rowcount
-                conn.execute("DELETE FROM id_map WHERE tid = ?", (tid,))
+                result["writes"] += unit.outbox.forget_table(tid)
                 result["records"] += conn.execute("DELETE FROM records WHERE tid = ?", (tid,)).rowcount
             else:
                 result["records"] += conn.execute(
@@ -857,22 +848,13 @@ _TRIM_LATENCIES = (
 def queue_list(store: Store, *, base: str | None = None, state: str | None = None) -> list[dict]:
     """Queued and dead-lettered writes, oldest first, with attempts, last error and claim."""
     states = (state,) if state else ("pending", "inflight", "dead")
-    conn = store.conn
-    extra = {r["seq"]: r for r in conn.execute("SELECT seq, next_attempt_at, claimed_until FROM outbox")}
     items = []
-    for op in outbox.list_ops(conn, base_id=base, states=states):
+    for op in store.outbox.list_ops(base_id=base, states=states):
         item = op.as_dict()
-        item["next_attempt_at"] = extra[op.seq]["next_attempt_at"] if op.seq in extra else None
+        item["next_attempt_at"] = op.next_attempt_at
         item["claimed_until"] = op.claimed_until
         items.append(item)
     return items
-
-
-def _affected(conn: sqlite3.Connection, seqs: list[int]) -> set[tuple[int, str]]:
-    if not seqs:
-        return set()
-    marks = ",".join("?" * len(seqs))
-    return {(r[0], r[1]) for r in conn.execute(f"SELECT tid, record_id FROM outbox WHERE seq IN ({marks})", seqs)}
 
 
 def _engine(store: Store):
@@ -881,10 +863,10 @@ def _engine(store: Store):
     return Engine(store, Settings.from_env(path=store.path))
 
 
-def _existing_seqs(conn: sqlite3.Connection, ids: Iterable[int]) -> list[int]:
+def _existing_seqs(queue: Outbox, ids: Iterable[int]) -> list[int]:
     """The given queue ids, sorted; an error naming any that is not in the queue."""
     wanted = sorted(set(int(i) for i in ids))
-    known = {r[0] for r in conn.execute("SELECT seq FROM outbox")}
+    known = set(queue.seqs())
     unknown = [s for s in wanted if s not in known]
     if unknown:
         raise MaintenanceError(f"no queued write with id {', '.join(map(str, unknown))}")
@@ -895,19 +877,15 @@ def queue_retry(store: Store, ids: Iterable[int] | None = None) -> dict:
     """Put dead-lettered writes back in the queue (``None``: all of them) and make waiting ones
     due now. Reads see the retried writes again at once. Returns the seqs touched."""
     engine = _engine(store)
-    with store.transaction() as conn:
-        if ids is None:
-            wanted = [r[0] for r in conn.execute("SELECT seq FROM outbox WHERE state = 'dead' ORDER BY seq")]
-        else:
-            wanted = _existing_seqs(conn, ids)
-        dead = [r[0] for r in conn.execute(
-            f"SELECT seq FROM outbox WHERE state = 'dead' AND seq IN ({','.join('?' * len(wanted))})", wanted)] if wanted else []
-        outbox.requeue(conn, dead)
+    with store.write() as unit:
+        queue = unit.outbox
+        wanted = queue.seqs(("dead",)) if ids is None else _existing_seqs(queue, ids)
+        dead = sorted(queue.dead_among(wanted))
+        queue.requeue(dead)
         waiting = [s for s in wanted if s not in dead]
-        conn.executemany("UPDATE outbox SET next_attempt_at = 0 WHERE seq = ? AND state = 'pending'",
-                         [(s,) for s in waiting])
-        for tid, rid in _affected(conn, dead):
-            engine.recompute(conn, tid, [rid])
+        queue.make_due(waiting)
+        for tid, rid in queue.records_of(dead):
+            engine.recompute(unit.conn, tid, [rid])
     return {"requeued": dead, "due_now": waiting}
 
 
@@ -919,33 +897,24 @@ def queue_drop(store: Store, ids: Iterable[int] | None = None, *, include_pendin
     the same transaction, so reads stop seeing the dropped writes at once."""
     now = time.time() if now is None else now
     engine = _engine(store)
-    with store.transaction() as conn:
+    with store.write() as unit:
+        conn, queue = unit.conn, unit.outbox  # conn: the records' statement, until it moves to the replica
         if ids is None:
-            sql = "SELECT seq FROM outbox" + ("" if include_pending else " WHERE state = 'dead'")
-            wanted = [r[0] for r in conn.execute(sql)]
+            wanted = queue.seqs() if include_pending else queue.seqs(("dead",))
         else:
-            wanted = _existing_seqs(conn, ids)
+            wanted = _existing_seqs(queue, ids)
         if not wanted:
             return {"dropped": [], "records": []}
-        marks = ",".join("?" * len(wanted))
-        busy = [r[0] for r in conn.execute(
-            f"SELECT seq FROM outbox WHERE seq IN ({marks}) AND state = 'inflight' AND claimed_until >= ?", [*wanted, now])]
+        busy = queue.claimed_among(wanted, now)
         if busy:
             raise MaintenanceError(
                 f"write(s) {', '.join(map(str, busy))} are being sent by a flusher right now; try again later")
         # A dropped create takes the later writes to the same record with it.
-        creates = conn.execute(f"SELECT tid, record_id, seq FROM outbox WHERE seq IN ({marks}) AND op = 'create'",
-                               wanted).fetchall()
-        drop = set(wanted)
-        for tid, rid, seq in creates:
-            drop |= {r[0] for r in conn.execute(
-                "SELECT seq FROM outbox WHERE tid = ? AND record_id = ? AND seq > ?", (tid, rid, seq))}
-        drop_list = sorted(drop)
-        affected = _affected(conn, drop_list)
-        outbox.ack(conn, drop_list)
+        drop_list = sorted(queue.with_later_writes(wanted))
+        affected = queue.records_of(drop_list)
+        queue.ack(drop_list)
         for tid, rid in affected:
-            left = conn.execute("SELECT 1 FROM outbox WHERE tid = ? AND record_id = ? LIMIT 1", (tid, rid)).fetchone()
-            if left is None:
+            if not queue.has_writes(tid, rid):
                 # A record that was only ever local and has no write left: nothing will create it.
                 conn.execute("DELETE FROM records WHERE tid = ? AND id = ? AND remote IS NULL", (tid, rid))
             engine.recompute(conn, tid, [rid])

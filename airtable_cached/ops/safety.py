@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from airtable_cached.errors import AirtableCachedError
 from airtable_cached.rules.records import dumps, is_provisional, now_iso
 from airtable_cached.store import checksum
+from airtable_cached.store.sqlite.outbox import SqliteOutbox
 from airtable_cached.sync import outbox
 
 if TYPE_CHECKING:
@@ -134,10 +135,7 @@ def readable_findings(conn: sqlite3.Connection, path: Path) -> list[Finding]:
             " WHERE (r.fields IS NOT NULL AND NOT json_valid(r.fields)) OR (r.remote IS NOT NULL AND NOT json_valid(r.remote))"
             " GROUP BY r.tid"
         ).fetchall()
-        bad_writes = [r[0] for r in conn.execute(
-            "SELECT seq FROM outbox WHERE (fields IS NOT NULL AND NOT json_valid(fields))"
-            " OR (base IS NOT NULL AND NOT json_valid(base)) OR (merge_on IS NOT NULL AND NOT json_valid(merge_on))"
-        )]
+        bad_writes = SqliteOutbox(conn).garbled()
     except sqlite3.DatabaseError as exc:
         return [Finding("error", "unreadable",
                         f"{path}: reading the cached records or the queue fails ({exc}), as agents' reads will;"
@@ -164,7 +162,7 @@ def checksum_findings(conn: sqlite3.Connection, fix: bool) -> list[Finding]:
     from airtable_cached.ops.maintenance import Finding
 
     try:
-        damaged = checksum.broken(conn)
+        damaged = SqliteOutbox(conn).damaged()
     except sqlite3.DatabaseError:
         return []  # reported by readable_findings
     if not damaged:
@@ -179,7 +177,7 @@ def checksum_findings(conn: sqlite3.Connection, fix: bool) -> list[Finding]:
     if fix:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            checksum.quarantine(conn)
+            SqliteOutbox(conn).quarantine()
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -243,8 +241,7 @@ def salvage(source: str | os.PathLike, dest: str | os.PathLike) -> SalvageResult
             known = {row["tid"] for row in tables}
             conn.executemany("INSERT OR IGNORE INTO table_aliases (base_id, alias, tid) VALUES (?, ?, ?)",
                              [(r["base_id"], r["alias"], r["tid"]) for r in aliases if r["tid"] in known])
-            conn.executemany("INSERT OR IGNORE INTO id_map (provisional, real, tid) VALUES (?, ?, ?)",
-                             [(r["provisional"], r["real"], r["tid"]) for r in id_map])
+            SqliteOutbox(conn).restore_ids({r["provisional"]: (r["real"], r["tid"]) for r in id_map})
             for row in kept:
                 if row["tid"] not in known:  # its table's row was lost: make one from the write itself
                     conn.execute("INSERT INTO tables (tid, base_id, name) VALUES (?, ?, ?)",
@@ -252,7 +249,7 @@ def salvage(source: str | os.PathLike, dest: str | os.PathLike) -> SalvageResult
                     conn.execute("INSERT OR IGNORE INTO table_aliases (base_id, alias, tid) VALUES (?, ?, ?)",
                                  (row["base_id"], row["table_ref"], row["tid"]))
                     known.add(row["tid"])
-                _insert_write(conn, row)
+                _insert_write(SqliteOutbox(conn), row)
                 result.copied.append(row["seq"])
             _rebuild_local_creates(conn)
         result.tables = len(known)
@@ -319,30 +316,19 @@ def _valid_json(text: Any) -> bool:
     return True
 
 
-def _insert_write(conn: sqlite3.Connection, row: dict[str, Any]) -> None:
+def _insert_write(queue: SqliteOutbox, row: dict[str, Any]) -> None:
     # An inflight write's flusher is gone: its claim is expired at once (a create stays in doubt).
-    claimed_until = 0.0 if row["state"] == "inflight" else row["claimed_until"]
-    conn.execute(
-        "INSERT INTO outbox (seq, tid, base_id, table_ref, op, record_id, fields, base, typecast, merge_on, state,"
-        " attempts, next_attempt_at, claimed_until, last_error, created_at, checksum)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (row["seq"], row["tid"], row["base_id"], row["table_ref"], row["op"], row["record_id"], row["fields"],
-         row["base"], row["typecast"], row["merge_on"], row["state"], row["attempts"], row["next_attempt_at"],
-         claimed_until, row["last_error"], row["created_at"], row.get("checksum")),
-    )
+    queue.restore_write({**row, "claimed_until": 0.0 if row["state"] == "inflight" else row["claimed_until"]})
 
 
 def _rebuild_local_creates(conn: sqlite3.Connection) -> None:
     """Records the agent created and that are not on Airtable yet exist only in the queue: rebuild
     them so reads show them, as before the damage."""
-    creates = conn.execute(
-        "SELECT tid, record_id, MIN(created_at) AS at FROM outbox WHERE op = 'create' AND state != 'dead'"
-        " GROUP BY tid, record_id"
-    ).fetchall()
+    creates = SqliteOutbox(conn).first_creates()
     for position, row in enumerate(creates, start=1_000_000_000):
         if not is_provisional(row["record_id"]):
             continue
-        view = outbox.replay(None, outbox.live_ops_for_record(conn, row["tid"], row["record_id"]))
+        view = outbox.replay(None, SqliteOutbox(conn).live_ops_for_record(row["tid"], row["record_id"]))
         conn.execute(
             "INSERT OR IGNORE INTO records (tid, id, position, created_time, modified_time, remote, fields)"
             " VALUES (?, ?, ?, ?, ?, NULL, ?)",
