@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import psycopg
 import pytest
 
 from airtable_cached.store.postgres import SCHEMA_VERSION, PostgresStore, StoreError, is_postgres_url, redact
-from airtable_cached.store.postgres.schema import as_jsonb
+from airtable_cached.store.postgres.schema import as_jsonb, dumps_exact
 
 
 @pytest.fixture
@@ -110,4 +111,5 @@ def test_location_has_no_password():
 def test_jsonb_cannot_hold_nul_or_lone_surrogates():
     assert as_jsonb('{"a":"x"}') == '{"a":"x"}'
     assert as_jsonb('{"a":"x\\u0000"}') is None
-    assert as_jsonb('{"a":"\ud800"}') is None
+    assert as_jsonb(dumps_exact({"a": "\ud800"})) is None
+    assert json.loads(dumps_exact({"a": "\ud800"})) == {"a": "\ud800"}

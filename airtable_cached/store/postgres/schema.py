@@ -28,7 +28,10 @@ SCHEMA_VERSION = 2
 #: Taken (as a transaction-level advisory lock) while migrating: hosts starting at once migrate once.
 MIGRATION_LOCK = (0x61746301, 0)
 
-_NOT_JSONB = re.compile(r"\\u0000|[\ud800-\udfff]")
+#: What jsonb refuses: U+0000 and (escaped) surrogates. A backslash escaped before "u" makes a
+#: false alarm at worst, which only sends that row to the evaluator.
+_NOT_JSONB = re.compile(r"\\u0000|\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def as_jsonb(fields_json: str | None) -> str | None:
@@ -40,8 +43,10 @@ def as_jsonb(fields_json: str | None) -> str | None:
 
 
 def dumps_exact(value: Any) -> str:
-    """A record's fields as its exact JSON text (the same form as the SQLite store keeps)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """A record's fields as its exact JSON text (the same form as the SQLite store keeps), a lone
+    surrogate escaped (PostgreSQL's text is UTF-8 and cannot hold it raw)."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 MIGRATIONS: dict[int, str] = {
