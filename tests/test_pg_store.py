@@ -113,3 +113,17 @@ def test_jsonb_cannot_hold_nul_or_lone_surrogates():
     assert as_jsonb('{"a":"x\\u0000"}') is None
     assert as_jsonb(dumps_exact({"a": "\ud800"})) is None
     assert json.loads(dumps_exact({"a": "\ud800"})) == {"a": "\ud800"}
+
+
+def test_compose_postgres_profile_shares_one_database():
+    import pathlib
+
+    import yaml
+
+    compose = yaml.safe_load((pathlib.Path(__file__).resolve().parents[1] / "docker-compose.yml").read_text())
+    services = {name: s for name, s in compose["services"].items() if "postgres" in s.get("profiles", [])}
+    assert {"postgres", "pg-sync", "pg-agent-1", "pg-agent-2"} <= set(services)
+    urls = {s["environment"]["AIRTABLE_CACHED_URL"] for name, s in services.items() if name != "postgres"}
+    assert len(urls) == 1 and next(iter(urls)).startswith("postgresql://")
+    assert services["pg-sync"]["command"][-1] == "serve-sync"
+    assert all("profiles" not in s for name, s in compose["services"].items() if name in ("sync", "agent"))
