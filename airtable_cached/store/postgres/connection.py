@@ -39,11 +39,6 @@ class StoreError(AirtableCachedError):
     """The database cannot be used (wrong schema version, unreachable server)."""
 
 
-def is_postgres_url(location: str | os.PathLike[str]) -> bool:
-    """Whether a cache location names a PostgreSQL database rather than a SQLite file."""
-    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
-
-
 def redact(url: str) -> str:
     """The URL without its password (in the authority or as a query parameter), for messages."""
     parts = urlsplit(url)
@@ -125,7 +120,9 @@ class PostgresStore:
         return pool
 
     def call(self, fn: Callable[[Connection], T]) -> T:
-        """``fn(connection)`` on a pooled connection in autocommit, retried on a dropped connection."""
+        """``fn(connection)`` on a pooled connection in autocommit, retried on a dropped connection:
+        ``fn`` must be safe to run again (a read, or a transaction of its own whose repetition is
+        harmless: a commit whose answer was lost is indistinguishable from a failure)."""
         for attempt in retrying():
             with attempt, self.pool.connection() as conn:
                 return fn(conn)
