@@ -26,10 +26,10 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from airtable_cached.errors import AirtableCachedError
 from airtable_cached.store.postgres.outbox import PostgresOutbox
 from airtable_cached.store.postgres.replica import PostgresReplica
+from airtable_cached.store.postgres.runner import Connection, Runner
 from airtable_cached.store.postgres.schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION
 
 T = TypeVar("T")
-Connection = psycopg.Connection[dict[str, Any]]
 
 #: A dropped connection is retried this many times (a failover takes a few seconds).
 RETRY_ATTEMPTS = 5
@@ -54,20 +54,6 @@ def retrying() -> Retrying:
     """Retries a call whose connection the server dropped before the call did anything."""
     return Retrying(retry=retry_if_exception_type(psycopg.OperationalError), stop=stop_after_attempt(RETRY_ATTEMPTS),
                     wait=wait_exponential(multiplier=0.1, max=2.0), reraise=True)
-
-
-class Runner:
-    """Where a repository's calls run: ``run(fn)`` calls ``fn(connection)`` on the unit's open
-    transaction, or (outside a write) on a pooled connection, retried if it was dropped."""
-
-    def __init__(self, store: PostgresStore, conn: Connection | None = None):
-        self.store = store
-        self.conn = conn
-
-    def run(self, fn: Callable[[Connection], T]) -> T:
-        if self.conn is not None:
-            return fn(self.conn)
-        return self.store.call(fn)
 
 
 class PostgresUnit:

@@ -24,7 +24,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 if TYPE_CHECKING:
-    from airtable_cached.store.postgres.connection import Connection, PostgresStore
+    from airtable_cached.store.postgres.connection import PostgresStore
+    from airtable_cached.store.postgres.runner import Connection
 
 log = logging.getLogger("airtable_cached")
 

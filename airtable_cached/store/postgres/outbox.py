@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from airtable_cached.store.postgres.connection import Runner
+    from airtable_cached.store.postgres.runner import Runner
 
 
 class PostgresOutbox:

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from airtable_cached.config import Settings
-    from airtable_cached.store.postgres.connection import Connection, PostgresStore
+    from airtable_cached.store.postgres.connection import PostgresStore
+    from airtable_cached.store.postgres.runner import Connection
 
 
 class PostgresPacer:
