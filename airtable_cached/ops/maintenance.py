@@ -178,7 +178,7 @@ def status(store: Store, settings: Settings, *, now: float | None = None) -> dic
             "dead": queue["dead"],
             "oldest_pending": oldest,
             "oldest_pending_age": None if oldest is None else max(0.0, now - oldest),
-            **refresh_status(conn, tid, json.loads(row["schema_json"]) if row["schema_json"] else None, settings, now),
+            **refresh_status(store.replica, tid, json.loads(row["schema_json"]) if row["schema_json"] else None, settings, now),
         })
     bases: dict[str, dict] = {}
     for base_id in sorted({t["base_id"] for t in tables}
@@ -671,7 +671,7 @@ def stats(store: Store) -> dict:
     return {
         "reads": {**totals, "hit_ratio": round(totals["local"] / reads, 4) if reads else None},
         "tables": list(tables.values()),
-        "refresh": refresh_counts(conn),
+        "refresh": refresh_counts(store.replica),
         "latency": by_kind,
         "requests": {"sent": sent, "rate_limited": limited, "by_kind": requests},
         "bytes": {

@@ -15,6 +15,7 @@ The contract suite ``tests/store/`` runs the same tests against every store.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -25,9 +26,84 @@ class Replica(Protocol):
 
     # -- tables, table_aliases, schema ---------------------------------------------------------
 
+    def table_row(self, tid: int) -> dict | None:
+        """A cached table's row (tid, endpoint, base_id, table_id, name, schema_json, pulled_at...)."""
+        ...
+
+    def table_rows(self, base_id: str | None = None) -> list[dict]:
+        """Every cached table's row (of one base), by base and tid."""
+        ...
+
+    def base_ids(self) -> list[str]:
+        """The bases with a cached table (any endpoint)."""
+        ...
+
+    def tids_named(self, alias: str, base_id: str | None = None) -> list[int]:
+        """The tables a name, id or alias designates (in one base, or in any), sorted."""
+        ...
+
+    def mark_pulled(self, tid: int, at: float) -> None:
+        """The table's records are current as of ``at`` (readers' snapshots of it are outdated)."""
+        ...
+
     # -- records -------------------------------------------------------------------------------
 
+    def remote_fields(self, tid: int, record_id: str) -> dict | None:
+        """Airtable's last known fields of a record (``None``: unknown, or only local)."""
+        ...
+
+    def set_remote_fields(self, tid: int, record_id: str, fields: dict, synced_at: float) -> None:
+        """Airtable confirmed a write: its answer becomes the record's known remote state."""
+        ...
+
+    def delete_record(self, tid: int, record_id: str, *, only_local: bool = False) -> None:
+        """Forget a cached record (``only_local``: only if Airtable never had it)."""
+        ...
+
+    def delete_records(self, tid: int, record_ids: Iterable[str]) -> None:
+        """Forget these cached records of one table."""
+        ...
+
+    def adopt_record_id(self, tid: int, provisional: str, real: str, fields: dict, created_time: str,
+                        synced_at: float) -> None:
+        """A local create reached Airtable: the record takes Airtable's id, fields and creation time."""
+        ...
+
+    def replace_linked_id(self, provisional: str, real: str) -> None:
+        """Every cached record's link values naming ``provisional`` name ``real`` instead."""
+        ...
+
+    def remote_ids_seen_by(self, tid: int, at: float) -> set[str]:
+        """Ids of the table's records that the cache knew from Airtable at (or before) ``at``."""
+        ...
+
+    def last_position(self, tid: int) -> int:
+        """The highest position of the table's records (-1 when it has none)."""
+        ...
+
+    def merge_changed_records(self, tid: int, records: list[dict], *, now: float, started_at: float,
+                              position: int) -> int:
+        """Store Airtable's changed records (as Airtable lists them) unless a write confirmed after
+``started_at`` is newer; new ones are placed after ``position``. Returns the last position."""
+        ...
+
+    def delete_destroyed_records(self, endpoint: str, base_id: str, record_ids: Iterable[str], synced_before: float) -> int:
+        """Forget records of a base that Airtable deleted (unless synced after ``synced_before``); how many."""
+        ...
+
+    def remote_ids_missing_from(self, tid: int, present: Iterable[str], synced_before: float) -> list[str]:
+        """Ids of records known from Airtable (synced before ``synced_before``) not among ``present``."""
+        ...
+
+    def move_local_records_after(self, tid: int, position: int) -> None:
+        """The agent's own creates (not on Airtable yet) keep their order, after ``position``."""
+        ...
+
     # -- views, view_members -------------------------------------------------------------------
+
+    def forget_views(self, tids: Iterable[int]) -> None:
+        """Which records these tables' views hold, and in what order, is unknown again."""
+        ...
 
     # -- indexes and full-text search ----------------------------------------------------------
 
@@ -35,7 +111,74 @@ class Replica(Protocol):
 
     # -- refresh state, change feeds (webhooks), token grants ----------------------------------
 
+    def refresh_state(self, tid: int) -> dict:
+        """The table's refresh bookkeeping (watermark, last pulls, counters); empty if none yet."""
+        ...
+
+    def count_refresh_requests(self, tid: int, kind: str, requests: int) -> None:
+        """Add ``requests`` to what ``kind`` (full or incremental) refreshes of the table cost."""
+        ...
+
+    def record_full_refresh(self, tid: int, *, watermark: float | None, at: float, hook_id: str | None,
+                            source: str, requests: int) -> None:
+        """A full pull committed: its watermark, time, the webhook covering it and its cost."""
+        ...
+
+    def record_incremental_refresh(self, tid: int, *, watermark: float | None, at: float, swept: bool,
+                                   source: str, requests: int) -> None:
+        """An incremental refresh committed (``watermark`` None keeps the old one)."""
+        ...
+
+    def count_stale_served(self, tid: int) -> None:
+        """One more stale read of the table answered at once."""
+        ...
+
+    def forget_feed_coverage(self, endpoint: str, base_id: str) -> None:
+        """No table of the base is covered by its change feed any more (each gets a full pull)."""
+        ...
+
+    def refresh_counts(self) -> list[dict]:
+        """Per table (base, label, refresh_state counters), ordered by base and table."""
+        ...
+
+    def webhook(self, endpoint: str, base_id: str) -> dict | None:
+        """This cache's change feed on a base (id, cursor, expiry, refusal), if any."""
+        ...
+
+    def usable_webhook_id(self, endpoint: str, base_id: str) -> str | None:
+        """The id of the base's webhook unless Airtable refused one."""
+        ...
+
+    def save_webhook(self, endpoint: str, base_id: str, webhook_id: str | None, *, cursor: int,
+                     expires_at: float | None, now: float, denied_why: str | None) -> None:
+        """Keep the base's webhook (a new id restarts its creation time; expiry None keeps the old)."""
+        ...
+
+    def advance_webhook(self, endpoint: str, base_id: str, webhook_id: str, cursor: int, read_at: float) -> None:
+        """Payloads were read up to ``cursor`` (the cursor never moves back)."""
+        ...
+
+    def set_webhook_expiry(self, endpoint: str, base_id: str, expires_at: float | None) -> None:
+        """Airtable extended the base's webhook until ``expires_at``."""
+        ...
+
+    def delete_webhook(self, endpoint: str, base_id: str, webhook_id: str) -> None:
+        """Forget a webhook removed from Airtable."""
+        ...
+
+    def webhooks(self) -> list[dict]:
+        """Every webhook this cache keeps, by base."""
+        ...
+
+    def webhook_ids(self, endpoint: str) -> dict[str, str | None]:
+        """Base id -> this cache's webhook id on it, for one endpoint."""
+        ...
+
     # -- sync_log and statistics ---------------------------------------------------------------
+
+    def log_request(self, at: float, base_id: str, kind: str, method: str, status: int | None) -> None:
+        """One request sent to Airtable (``status`` None: no answer)."""
+        ...
 
     # -- whole-file checks (``check``) -----------------------------------------------------------
 
