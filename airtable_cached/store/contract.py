@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Protocol
 
 
@@ -44,6 +45,26 @@ class Replica(Protocol):
 
     def mark_pulled(self, tid: int, at: float) -> None:
         """The table's records are current as of ``at`` (readers' snapshots of it are outdated)."""
+        ...
+    def endpoint_tables(self, endpoint: str) -> list[dict]:
+        """The rows of the tables cached from one endpoint, by tid."""
+        ...
+
+    def table_tids(self) -> list[int]:
+        """Every cached table's tid, in order."""
+        ...
+
+    def forget_table_pull(self, tid: int) -> None:
+        """The table was never pulled: no pull time, no cached schema (readers' snapshots are outdated)."""
+        ...
+
+    def restore_table(self, tid: int, base_id: str, table_id: str | None, name: str | None,
+                      schema_json: str | None = None) -> None:
+        """Add a table under a known tid (salvage: the tid the queued writes name)."""
+        ...
+
+    def add_table_aliases(self, aliases: Iterable[tuple[str, str, int]]) -> None:
+        """Names (base id, alias, tid) for tables; a name already taken is left as it is."""
         ...
 
     # -- records -------------------------------------------------------------------------------
@@ -98,16 +119,42 @@ class Replica(Protocol):
     def move_local_records_after(self, tid: int, position: int) -> None:
         """The agent's own creates (not on Airtable yet) keep their order, after ``position``."""
         ...
+    def record_counts(self, tid: int) -> dict[str, int]:
+        """The table's records reads see (``visible``) and those only local so far (``local_only``)."""
+        ...
+
+    def record_count(self) -> int:
+        """Every cached record row, of every table."""
+        ...
+
+    def records_json_bytes(self) -> int:
+        """Characters of the cached records' remote and visible fields, as stored."""
+        ...
+
+    def delete_table_records(self, tid: int, *, keep_queued: bool) -> int:
+        """Forget the table's cached records (``keep_queued``: but those queued writes name); how many."""
+        ...
+
+    def insert_local_record(self, tid: int, record_id: str, position: int, created_time: str, fields: dict | None) -> None:
+        """A record only the queue knows (not on Airtable yet); kept as it is if already there."""
+        ...
 
     # -- views, view_members -------------------------------------------------------------------
 
     def forget_views(self, tids: Iterable[int]) -> None:
         """Which records these tables' views hold, and in what order, is unknown again."""
         ...
+    def drop_views(self, tid: int) -> None:
+        """Forget the table's views and which records they hold."""
+        ...
 
     # -- indexes and full-text search ----------------------------------------------------------
 
     # -- conflicts -----------------------------------------------------------------------------
+
+    def prune_conflicts(self, before: float) -> int:
+        """Forget conflicts logged before ``before``; how many."""
+        ...
 
     # -- refresh state, change feeds (webhooks), token grants ----------------------------------
 
@@ -179,8 +226,47 @@ class Replica(Protocol):
     def log_request(self, at: float, base_id: str, kind: str, method: str, status: int | None) -> None:
         """One request sent to Airtable (``status`` None: no answer)."""
         ...
+    def bases_logged_since(self, since: float) -> set[str]:
+        """Bases with a request logged since ``since``."""
+        ...
+
+    def request_counts(self, base_id: str, since: float) -> tuple[int, int]:
+        """Requests sent to a base since ``since``, and how many of them Airtable rate-limited (429)."""
+        ...
+
+    def request_totals(self) -> tuple[int, int]:
+        """Every request logged, and how many of them Airtable rate-limited (429)."""
+        ...
+
+    def requests_by_kind(self) -> list[tuple[str, int | None, int]]:
+        """(kind, status, count) of the requests logged (status None: no answer)."""
+        ...
+
+    def prune_request_log(self, before: float) -> int:
+        """Forget requests logged before ``before``; how many."""
+        ...
+
+    def trim_latency_samples(self, keep: int) -> int:
+        """Keep only the newest ``keep`` latency samples per table and kind; how many were dropped."""
+        ...
+
+    def latency_samples(self) -> dict[tuple[int, str], list[float]]:
+        """The kept latency samples (ms), per table and kind, oldest first."""
+        ...
+
+    def read_counts(self) -> list[dict]:
+        """Per table and kind of read: how many, and their total time (ms), by tid and kind."""
+        ...
+
+    def read_count(self, kinds: Iterable[str]) -> int:
+        """How many reads of these kinds were counted, over every table."""
+        ...
 
     # -- whole-file checks (``check``) -----------------------------------------------------------
+
+    def garbled_records(self) -> list[dict]:
+        """Per table with cached records whose stored JSON no longer parses: tid, label, how many (n)."""
+        ...
 
 
 class Outbox(Protocol):
@@ -227,6 +313,24 @@ class Store(Protocol):
 
     def change_marker(self) -> tuple:
         """A value that changes whenever the database may have changed (any process)."""
+        ...
+
+    # -- whole-file operations (a PostgreSQL store raises: pg_dump and VACUUM are its tools) ------
+
+    def backup(self, dest: Path) -> None:
+        """A consistent copy of the database, taken while others keep writing, into a new 0600 file."""
+        ...
+
+    def vacuum(self) -> None:
+        """Give the space of deleted rows back to the file system."""
+        ...
+
+    def disk_bytes(self) -> int:
+        """Bytes the database takes on disk."""
+        ...
+
+    def page_bytes(self) -> dict[str, int]:
+        """Bytes the database's data takes (``database``) and, of those, unused (``free``)."""
         ...
 
     def close(self) -> None:

@@ -49,6 +49,30 @@ class SqliteReplica:
         """The table's records are current as of ``at`` (readers' snapshots of it are outdated)."""
         self.conn.execute("UPDATE tables SET pulled_at = ?, generation = generation + 1 WHERE tid = ?", (at, tid))
 
+    def endpoint_tables(self, endpoint: str) -> list[dict]:
+        """The rows of the tables cached from one endpoint, by tid."""
+        return [dict(r) for r in self.conn.execute("SELECT * FROM tables WHERE endpoint = ? ORDER BY tid", (endpoint,))]
+
+    def table_tids(self) -> list[int]:
+        """Every cached table's tid, in order."""
+        return [r[0] for r in self.conn.execute("SELECT tid FROM tables ORDER BY tid")]
+
+    def forget_table_pull(self, tid: int) -> None:
+        """The table was never pulled: no pull time, no cached schema (readers' snapshots are outdated)."""
+        self.conn.execute("UPDATE tables SET pulled_at = NULL, schema_json = NULL, generation = generation + 1 WHERE tid = ?",
+                          (tid,))
+
+    def restore_table(self, tid: int, base_id: str, table_id: str | None, name: str | None,
+                      schema_json: str | None = None) -> None:
+        """Add a table under a known tid (salvage: the tid the queued writes name)."""
+        self.conn.execute("INSERT INTO tables (tid, base_id, table_id, name, schema_json) VALUES (?, ?, ?, ?, ?)",
+                          (tid, base_id, table_id, name, schema_json))
+
+    def add_table_aliases(self, aliases: Iterable[tuple[str, str, int]]) -> None:
+        """Names (base id, alias, tid) for tables; a name already taken is left as it is."""
+        self.conn.executemany("INSERT INTO table_aliases (base_id, alias, tid) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                              list(aliases))
+
     # -- records -------------------------------------------------------------------------------
 
     # Asked by the sync (flush, refresh, lost-create lookup).
@@ -147,15 +171,59 @@ class SqliteReplica:
         self.conn.executemany("UPDATE records SET position = ? WHERE tid = ? AND id = ?",
                               [(position + n, tid, rid) for n, rid in enumerate(ids, start=1)])
 
+    # Asked by the operator commands (status, reset, queue, salvage).
+    def record_counts(self, tid: int) -> dict[str, int]:
+        """The table's records reads see (``visible``) and those only local so far (``local_only``)."""
+        row = self.conn.execute(
+            "SELECT SUM(fields IS NOT NULL) AS visible, SUM(remote IS NULL) AS local_only FROM records WHERE tid = ?",
+            (tid,),
+        ).fetchone()
+        return {"visible": row["visible"] or 0, "local_only": row["local_only"] or 0}
+
+    def record_count(self) -> int:
+        """Every cached record row, of every table."""
+        return self.conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+
+    def records_json_bytes(self) -> int:
+        """Characters of the cached records' remote and visible fields, as stored."""
+        return self.conn.execute(
+            "SELECT COALESCE(SUM(LENGTH(COALESCE(remote, '')) + LENGTH(COALESCE(fields, ''))), 0) FROM records"
+        ).fetchone()[0]
+
+    def delete_table_records(self, tid: int, *, keep_queued: bool) -> int:
+        """Forget the table's cached records (``keep_queued``: but those queued writes name); how many."""
+        if not keep_queued:
+            return self.conn.execute("DELETE FROM records WHERE tid = ?", (tid,)).rowcount
+        return self.conn.execute(
+            "DELETE FROM records WHERE tid = ? AND id NOT IN (SELECT record_id FROM outbox WHERE tid = ?)", (tid, tid)
+        ).rowcount
+
+    def insert_local_record(self, tid: int, record_id: str, position: int, created_time: str, fields: dict | None) -> None:
+        """A record only the queue knows (not on Airtable yet); kept as it is if already there."""
+        self.conn.execute(
+            "INSERT INTO records (tid, id, position, created_time, modified_time, remote, fields)"
+            " VALUES (?, ?, ?, ?, ?, NULL, ?) ON CONFLICT DO NOTHING",
+            (tid, record_id, position, created_time, created_time, None if fields is None else dumps(fields)),
+        )
+
     # -- views, view_members -------------------------------------------------------------------
 
     def forget_views(self, tids: Iterable[int]) -> None:
         """Which records these tables' views hold, and in what order, is unknown again."""
         self.conn.executemany("DELETE FROM views WHERE tid = ?", [(t,) for t in tids])
 
+    def drop_views(self, tid: int) -> None:
+        """Forget the table's views and which records they hold."""
+        self.conn.execute("DELETE FROM view_members WHERE tid = ?", (tid,))
+        self.conn.execute("DELETE FROM views WHERE tid = ?", (tid,))
+
     # -- indexes and full-text search ----------------------------------------------------------
 
     # -- conflicts -----------------------------------------------------------------------------
+
+    def prune_conflicts(self, before: float) -> int:
+        """Forget conflicts logged before ``before``; how many."""
+        return self.conn.execute("DELETE FROM conflicts WHERE at < ?", (before,)).rowcount
 
     # -- refresh state, change feeds (webhooks), token grants ----------------------------------
 
@@ -265,4 +333,64 @@ class SqliteReplica:
         self.conn.execute("INSERT INTO sync_log (at, base_id, kind, method, status) VALUES (?, ?, ?, ?, ?)",
                           (at, base_id, kind, method, status))
 
+    def bases_logged_since(self, since: float) -> set[str]:
+        """Bases with a request logged since ``since``."""
+        return {r[0] for r in self.conn.execute("SELECT DISTINCT base_id FROM sync_log WHERE at >= ?", (since,))}
+
+    def request_counts(self, base_id: str, since: float) -> tuple[int, int]:
+        """Requests sent to a base since ``since``, and how many of them Airtable rate-limited (429)."""
+        sent, limited = self.conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(status = 429), 0) FROM sync_log WHERE base_id = ? AND at >= ?",
+            (base_id, since),
+        ).fetchone()
+        return sent, limited
+
+    def request_totals(self) -> tuple[int, int]:
+        """Every request logged, and how many of them Airtable rate-limited (429)."""
+        sent = self.conn.execute("SELECT COUNT(*) FROM sync_log").fetchone()[0]
+        limited = self.conn.execute("SELECT COUNT(*) FROM sync_log WHERE status = 429").fetchone()[0]
+        return sent, limited
+
+    def requests_by_kind(self) -> list[tuple[str, int | None, int]]:
+        """(kind, status, count) of the requests logged (status None: no answer)."""
+        return [(r[0], r[1], r[2]) for r in self.conn.execute("SELECT kind, status, COUNT(*) FROM sync_log GROUP BY kind, status")]
+
+    def prune_request_log(self, before: float) -> int:
+        """Forget requests logged before ``before``; how many."""
+        return self.conn.execute("DELETE FROM sync_log WHERE at < ?", (before,)).rowcount
+
+    def trim_latency_samples(self, keep: int) -> int:
+        """Keep only the newest ``keep`` latency samples per table and kind; how many were dropped."""
+        return self.conn.execute(
+            "DELETE FROM latencies WHERE rowid IN (SELECT rowid FROM ("
+            " SELECT rowid, ROW_NUMBER() OVER (PARTITION BY tid, kind ORDER BY rowid DESC) AS n FROM latencies"
+            ") WHERE n > ?)", (keep,)
+        ).rowcount
+
+    def latency_samples(self) -> dict[tuple[int, str], list[float]]:
+        """The kept latency samples (ms), per table and kind, oldest first."""
+        samples: dict[tuple[int, str], list[float]] = {}
+        for tid, kind, ms in self.conn.execute("SELECT tid, kind, ms FROM latencies"):
+            samples.setdefault((tid, kind), []).append(ms)
+        return samples
+
+    def read_counts(self) -> list[dict]:
+        """Per table and kind of read: how many, and their total time (ms), by tid and kind."""
+        return [dict(r) for r in self.conn.execute("SELECT tid, kind, count, total_ms FROM stats ORDER BY tid, kind")]
+
+    def read_count(self, kinds: Iterable[str]) -> int:
+        """How many reads of these kinds were counted, over every table."""
+        wanted = list(kinds)
+        marks = ",".join("?" * len(wanted))
+        return self.conn.execute(f"SELECT COALESCE(SUM(count), 0) FROM stats WHERE kind IN ({marks})", wanted).fetchone()[0]
+
     # -- whole-file checks (``check``) -----------------------------------------------------------
+
+    def garbled_records(self) -> list[dict]:
+        """Per table with cached records whose stored JSON no longer parses: tid, label, how many (n)."""
+        return [dict(r) for r in self.conn.execute(
+            "SELECT r.tid, COALESCE(t.name, t.table_id, r.tid) AS label, COUNT(*) AS n FROM records r"
+            " LEFT JOIN tables t ON t.tid = r.tid"
+            " WHERE (r.fields IS NOT NULL AND NOT json_valid(r.fields)) OR (r.remote IS NOT NULL AND NOT json_valid(r.remote))"
+            " GROUP BY r.tid"
+        )]
