@@ -144,16 +144,7 @@ def _bases_of(path: Path) -> set[str]:
     """The flush-lock keys of the bases in a database file (a base of one endpoint each)."""
     from airtable_cached.sync.locks import flush_key
 
-    conn = files.raw_connect(path)
-    try:
-        try:
-            return {flush_key(r[0], r[1]) for r in conn.execute("SELECT endpoint, base_id FROM tables")}
-        except sqlite3.OperationalError:  # a file from before the cache was keyed by endpoint
-            return {r[0] for r in conn.execute("SELECT base_id FROM tables UNION SELECT base_id FROM outbox")}
-    except sqlite3.Error:
-        return set()
-    finally:
-        conn.close()
+    return {flush_key(endpoint, base_id) for endpoint, base_id in files.bases_in(path)}
 
 
 @contextlib.contextmanager

@@ -153,6 +153,21 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
 
 
+def bases_in(path: Path) -> set[tuple[str, str]]:
+    """(endpoint, base id) of every base a file holds tables (or, in a file from before the cache
+    was keyed by endpoint, queued writes) of; nothing when the file cannot be read."""
+    conn = raw_connect(path)
+    try:
+        try:
+            return {(r[0], r[1]) for r in conn.execute("SELECT endpoint, base_id FROM tables")}
+        except sqlite3.OperationalError:  # no endpoint column yet
+            return {("", r[0]) for r in conn.execute("SELECT base_id FROM tables UNION SELECT base_id FROM outbox")}
+    except sqlite3.Error:
+        return set()
+    finally:
+        conn.close()
+
+
 # -- salvage -------------------------------------------------------------------------------------------
 
 
