@@ -46,6 +46,7 @@ class Replica(Protocol):
     def mark_pulled(self, tid: int, at: float) -> None:
         """The table's records are current as of ``at`` (readers' snapshots of it are outdated)."""
         ...
+
     def endpoint_tables(self, endpoint: str) -> list[dict]:
         """The rows of the tables cached from one endpoint, by tid."""
         ...
@@ -104,8 +105,7 @@ class Replica(Protocol):
 
     def merge_changed_records(self, tid: int, records: list[dict], *, now: float, started_at: float,
                               position: int) -> int:
-        """Store Airtable's changed records (as Airtable lists them) unless a write confirmed after
-``started_at`` is newer; new ones are placed after ``position``. Returns the last position."""
+        """Store changed records (as Airtable lists them) not confirmed since; new ones after ``position``; the last."""
         ...
 
     def delete_destroyed_records(self, endpoint: str, base_id: str, record_ids: Iterable[str], synced_before: float) -> int:
@@ -119,6 +119,7 @@ class Replica(Protocol):
     def move_local_records_after(self, tid: int, position: int) -> None:
         """The agent's own creates (not on Airtable yet) keep their order, after ``position``."""
         ...
+
     def record_counts(self, tid: int) -> dict[str, int]:
         """The table's records reads see (``visible``) and those only local so far (``local_only``)."""
         ...
@@ -144,6 +145,7 @@ class Replica(Protocol):
     def forget_views(self, tids: Iterable[int]) -> None:
         """Which records these tables' views hold, and in what order, is unknown again."""
         ...
+
     def drop_views(self, tid: int) -> None:
         """Forget the table's views and which records they hold."""
         ...
@@ -226,6 +228,7 @@ class Replica(Protocol):
     def log_request(self, at: float, base_id: str, kind: str, method: str, status: int | None) -> None:
         """One request sent to Airtable (``status`` None: no answer)."""
         ...
+
     def bases_logged_since(self, since: float) -> set[str]:
         """Bases with a request logged since ``since``."""
         ...

@@ -126,8 +126,7 @@ class SqliteReplica:
 
     def merge_changed_records(self, tid: int, records: list[dict], *, now: float, started_at: float,
                               position: int) -> int:
-        """Store Airtable's changed records (as Airtable lists them) unless a write confirmed after
-        ``started_at`` is newer; new ones are placed after ``position``. Returns the last position."""
+        """Store changed records (as Airtable lists them) not confirmed since; new ones after ``position``; the last."""
         for record in records:
             fields_json = dumps(clean_fields(record.get("fields") or {}))
             comments = record.get("commentCount", 0)
@@ -175,7 +174,7 @@ class SqliteReplica:
     def record_counts(self, tid: int) -> dict[str, int]:
         """The table's records reads see (``visible``) and those only local so far (``local_only``)."""
         row = self.conn.execute(
-            "SELECT SUM(fields IS NOT NULL) AS visible, SUM(remote IS NULL) AS local_only FROM records WHERE tid = ?",
+            "SELECT COUNT(fields) AS visible, COUNT(*) - COUNT(remote) AS local_only FROM records WHERE tid = ?",
             (tid,),
         ).fetchone()
         return {"visible": row["visible"] or 0, "local_only": row["local_only"] or 0}
@@ -304,8 +303,9 @@ class SqliteReplica:
     def advance_webhook(self, endpoint: str, base_id: str, webhook_id: str, cursor: int, read_at: float) -> None:
         """Payloads were read up to ``cursor`` (the cursor never moves back)."""
         self.conn.execute(
-            "UPDATE webhooks SET cursor = MAX(cursor, ?), read_at = ? WHERE endpoint = ? AND base_id = ? AND webhook_id = ?",
-            (cursor, read_at, endpoint, base_id, webhook_id))
+            "UPDATE webhooks SET cursor = CASE WHEN cursor > ? THEN cursor ELSE ? END, read_at = ?"
+            " WHERE endpoint = ? AND base_id = ? AND webhook_id = ?",
+            (cursor, cursor, read_at, endpoint, base_id, webhook_id))
 
     def set_webhook_expiry(self, endpoint: str, base_id: str, expires_at: float | None) -> None:
         """Airtable extended the base's webhook until ``expires_at``."""
@@ -340,7 +340,7 @@ class SqliteReplica:
     def request_counts(self, base_id: str, since: float) -> tuple[int, int]:
         """Requests sent to a base since ``since``, and how many of them Airtable rate-limited (429)."""
         sent, limited = self.conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(status = 429), 0) FROM sync_log WHERE base_id = ? AND at >= ?",
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN status = 429 THEN 1 ELSE 0 END), 0) FROM sync_log WHERE base_id = ? AND at >= ?",
             (base_id, since),
         ).fetchone()
         return sent, limited
