@@ -318,7 +318,7 @@ class Store(Protocol):
         """A value that changes whenever the database may have changed (any process)."""
         ...
 
-    # -- whole-file operations (a PostgreSQL store raises: pg_dump and VACUUM are its tools) ------
+    # -- whole-file operations (a store that cannot do one raises, naming the tool that does: pg_dump) --
 
     def backup(self, dest: Path) -> None:
         """A consistent copy of the database, taken while others keep writing, into a new 0600 file."""
@@ -330,6 +330,10 @@ class Store(Protocol):
 
     def disk_bytes(self) -> int:
         """Bytes the database takes on disk."""
+        ...
+
+    def version(self) -> int:
+        """The schema version the database is at."""
         ...
 
     def page_bytes(self) -> dict[str, int]:
