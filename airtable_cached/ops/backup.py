@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from airtable_cached.config import Settings
 from airtable_cached.ops import safety
 from airtable_cached.ops.errors import MaintenanceError
 from airtable_cached.store.sqlite import Store, files
+from airtable_cached.store.sqlite.outbox import SqliteOutbox
 
 BACKUP_SUFFIX = ".sqlite3"
 
@@ -121,13 +121,8 @@ def queued_seqs(path: Path) -> tuple[set[int], int]:
     """The ids of the writes queued in a database file, and the highest id it ever gave."""
     conn = files.raw_connect(path)
     try:
-        seqs = {r[0] for r in conn.execute("SELECT seq FROM outbox")}
-        top = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0]
-        with contextlib.suppress(sqlite3.Error):
-            row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
-            if row:
-                top = max(top, row[0])
-        return seqs, top
+        queue = SqliteOutbox(conn)
+        return set(queue.seqs()), queue.top_seq()
     finally:
         conn.close()
 
@@ -135,7 +130,7 @@ def queued_seqs(path: Path) -> tuple[set[int], int]:
 def _pending_writes(path: Path) -> int:
     conn = files.raw_connect(path)
     try:
-        return conn.execute("SELECT COUNT(*) FROM outbox WHERE state != 'dead'").fetchone()[0]
+        return SqliteOutbox(conn).count_queued()
     finally:
         conn.close()
 

@@ -20,9 +20,8 @@ from airtable_cached.ops import safety
 from airtable_cached.ops.backup import backup_dir_for, list_backups
 from airtable_cached.ops.findings import Finding
 from airtable_cached.rules.records import is_provisional, referenced_provisional_ids
-from airtable_cached.store import checksum
 from airtable_cached.store.sqlite import SCHEMA_VERSION, Store, files
-from airtable_cached.sync import outbox
+from airtable_cached.store.sqlite.outbox import SqliteOutbox
 
 #: An inflight claim expired longer ago than this is reported by ``check``.
 STALE_CLAIM_GRACE = 600.0
@@ -33,7 +32,7 @@ REQUIRED_TABLES = frozenset({"tables", "records", "outbox", "id_map", "sync_log"
 def _store(store_or_path: Store | str | os.PathLike) -> Store:
     if isinstance(store_or_path, Store):
         return store_or_path
-    from airtable_cached.api import open_store
+    from airtable_cached.runtime import open_store
 
     return open_store(store_or_path)
 
@@ -160,8 +159,9 @@ def _check_version(conn: sqlite3.Connection, path: Path, fix: bool) -> list[Find
 
 
 def _check_queue(conn: sqlite3.Connection, path: Path, fix: bool, now: float, grace: float) -> list[Finding]:
-    rows = conn.execute("SELECT * FROM outbox ORDER BY seq").fetchall()
-    mapped = {r[0]: r[1] for r in conn.execute("SELECT provisional, real FROM id_map")}
+    queue = SqliteOutbox(conn)
+    rows = queue.stored_writes()
+    mapped = queue.id_map()
     orphans, remappable, stale = _classify_writes(rows, mapped, now, grace)
     findings: list[Finding] = []
     if orphans:
@@ -176,7 +176,7 @@ def _check_queue(conn: sqlite3.Connection, path: Path, fix: bool, now: float, gr
                                 f"{len(dead)} dead-lettered write(s): see `airtable-cached queue list`, "
                                 f"then `queue retry` or `queue drop`",
                                 detail={"seqs": [r["seq"] for r in dead]}))
-    unknown = conn.execute("SELECT COUNT(*) FROM outbox WHERE tid NOT IN (SELECT tid FROM tables)").fetchone()[0]
+    unknown = queue.count_without_table()
     if unknown:
         findings.append(Finding("error", "queue-table", f"{unknown} queued write(s) belong to no known table"))
     return findings
@@ -226,7 +226,7 @@ def _orphan_finding(conn: sqlite3.Connection, path: Path, orphans: list[tuple], 
         # before this one takes the write lock, or it would wait on it for busy_timeout.
         recompute = _recomputer(path)
         with files.write_transaction(conn):
-            outbox.dead_letter(conn, seqs, error=error)
+            SqliteOutbox(conn).dead_letter(seqs, error=error)
             recompute(conn, {(r["tid"], r["record_id"]) for r, _ in orphans})
         finding.fixed = True
     return finding
@@ -237,9 +237,10 @@ def _unmapped_finding(conn: sqlite3.Connection, remappable: list, mapped: dict[s
                       f"{len(remappable)} queued write(s) still name a provisional id Airtable already replaced",
                       detail={"seqs": [r["seq"] for r in remappable]})
     if fix:
+        queue = SqliteOutbox(conn)
         with files.write_transaction(conn):
             for row in remappable:
-                checksum.rewrite(conn, row["seq"], record_id=mapped[row["record_id"]])
+                queue.rewrite(row["seq"], record_id=mapped[row["record_id"]])
         finding.fixed = True
     return finding
 
@@ -252,8 +253,7 @@ def _stale_claim_finding(conn: sqlite3.Connection, stale: list, grace: float, fi
     if fix:
         releasable = [r["seq"] for r in stale if r["op"] != "create"]  # a create keeps its "uncertain" mark
         with files.write_transaction(conn):
-            conn.executemany("UPDATE outbox SET state = 'pending', claimed_until = NULL WHERE seq = ? AND state = 'inflight'",
-                             [(s,) for s in releasable])
+            SqliteOutbox(conn).return_claimed(releasable)
         finding.fixed = len(releasable) == len(stale)
     return finding
 

@@ -65,7 +65,7 @@ def _settings(path: Path | None) -> Settings:
 
 
 def _open(path: Path | None, *, must_exist: bool = True):
-    from airtable_cached.api import open_store
+    from airtable_cached.runtime import open_store
 
     settings = _settings(path)
     if must_exist and not settings.path.exists():

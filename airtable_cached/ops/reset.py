@@ -31,13 +31,11 @@ def reset(store: Store, table: str | None = None, include_queue: bool = False) -
     are kept; the cached schema is dropped (the next pull fetches it again).
     """
     with store.write() as unit:
-        conn = unit.conn  # for the queue statements, until the queue has its repository
         tids = resolve_tables(unit.replica, table)
         result = {"tables": len(tids), "records": 0, "writes": 0}
         for tid in tids:
             if include_queue:
-                result["writes"] += conn.execute("DELETE FROM outbox WHERE tid = ?", (tid,)).rowcount
-                conn.execute("DELETE FROM id_map WHERE tid = ?", (tid,))
+                result["writes"] += unit.outbox.forget_table(tid)
             result["records"] += unit.replica.delete_table_records(tid, keep_queued=not include_queue)
             unit.replica.drop_views(tid)
             unit.replica.forget_table_pull(tid)

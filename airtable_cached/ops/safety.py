@@ -25,6 +25,7 @@ from airtable_cached.errors import AirtableCachedError
 from airtable_cached.rules.records import is_provisional, now_iso
 from airtable_cached.store import checksum
 from airtable_cached.store.sqlite import files
+from airtable_cached.store.sqlite.outbox import SqliteOutbox
 from airtable_cached.store.sqlite.replica import SqliteReplica
 from airtable_cached.sync import outbox
 
@@ -131,10 +132,7 @@ def readable_findings(conn: sqlite3.Connection, path: Path) -> list[Finding]:
 
     try:
         bad_records = SqliteReplica(conn).garbled_records()
-        bad_writes = [r[0] for r in conn.execute(
-            "SELECT seq FROM outbox WHERE (fields IS NOT NULL AND NOT json_valid(fields))"
-            " OR (base IS NOT NULL AND NOT json_valid(base)) OR (merge_on IS NOT NULL AND NOT json_valid(merge_on))"
-        )]
+        bad_writes = SqliteOutbox(conn).garbled()
     except sqlite3.DatabaseError as exc:
         return [Finding("error", "unreadable",
                         f"{path}: reading the cached records or the queue fails ({exc}), as agents' reads will;"
@@ -161,7 +159,7 @@ def checksum_findings(conn: sqlite3.Connection, fix: bool) -> list[Finding]:
     from airtable_cached.ops.findings import Finding
 
     try:
-        damaged = checksum.broken(conn)
+        damaged = SqliteOutbox(conn).damaged()
     except sqlite3.DatabaseError:
         return []  # reported by readable_findings
     if not damaged:
@@ -175,7 +173,7 @@ def checksum_findings(conn: sqlite3.Connection, fix: bool) -> list[Finding]:
     )
     if fix:
         with files.write_transaction(conn):
-            checksum.quarantine(conn)
+            SqliteOutbox(conn).quarantine()
         finding.fixed = True
     return [finding]
 
@@ -248,14 +246,13 @@ def _write_salvaged(dest: Path, found: dict[str, list], kept: list[dict[str, Any
     try:
         with store.write() as unit:
             known = _copy_tables(unit.replica, found["tables"], found["table_aliases"])
-            unit.conn.executemany("INSERT OR IGNORE INTO id_map (provisional, real, tid) VALUES (?, ?, ?)",
-                                  [(r["provisional"], r["real"], r["tid"]) for r in found["id_map"]])
+            unit.outbox.restore_ids({r["provisional"]: (r["real"], r["tid"]) for r in found["id_map"]})
             for row in kept:
                 if row["tid"] not in known:  # its table's row was lost: make one from the write itself
                     unit.replica.restore_table(row["tid"], row["base_id"], None, row["table_ref"])
                     unit.replica.add_table_aliases([(row["base_id"], row["table_ref"], row["tid"])])
                     known.add(row["tid"])
-                _insert_write(unit.conn, row)
+                _insert_write(unit.outbox, row)
                 result.copied.append(row["seq"])
             _rebuild_local_creates(unit)
         result.tables = len(known)
@@ -295,29 +292,18 @@ def _valid_json(text: Any) -> bool:
     return True
 
 
-def _insert_write(conn: sqlite3.Connection, row: dict[str, Any]) -> None:
+def _insert_write(queue: SqliteOutbox, row: dict[str, Any]) -> None:
     # An inflight write's flusher is gone: its claim is expired at once (a create stays in doubt).
-    claimed_until = 0.0 if row["state"] == "inflight" else row["claimed_until"]
-    conn.execute(
-        "INSERT INTO outbox (seq, tid, base_id, table_ref, op, record_id, fields, base, typecast, merge_on, state,"
-        " attempts, next_attempt_at, claimed_until, last_error, created_at, checksum)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (row["seq"], row["tid"], row["base_id"], row["table_ref"], row["op"], row["record_id"], row["fields"],
-         row["base"], row["typecast"], row["merge_on"], row["state"], row["attempts"], row["next_attempt_at"],
-         claimed_until, row["last_error"], row["created_at"], row.get("checksum")),
-    )
+    queue.restore_write({**row, "claimed_until": 0.0 if row["state"] == "inflight" else row["claimed_until"]})
 
 
 def _rebuild_local_creates(unit: SqliteUnit) -> None:
     """Records the agent created and that are not on Airtable yet exist only in the queue: rebuild
     them so reads show them, as before the damage."""
-    conn = unit.conn
-    creates = conn.execute(
-        "SELECT tid, record_id, MIN(created_at) AS at FROM outbox WHERE op = 'create' AND state != 'dead'"
-        " GROUP BY tid, record_id"
-    ).fetchall()
+    queue = unit.outbox
+    creates = queue.first_creates()
     for position, row in enumerate(creates, start=1_000_000_000):
         if not is_provisional(row["record_id"]):
             continue
-        view = outbox.replay(None, outbox.live_ops_for_record(conn, row["tid"], row["record_id"]))
+        view = outbox.replay(None, queue.live_ops_for_record(row["tid"], row["record_id"]))
         unit.replica.insert_local_record(row["tid"], row["record_id"], position, now_iso(row["at"]), view)

@@ -62,13 +62,8 @@ def _table_status(store: Store, row: dict, settings: Settings, now: float) -> di
 
 def _queue_status(store: Store, tid: int) -> tuple[dict[str, int], float | None]:
     """The table's writes per state, and when the oldest not dead-lettered was queued."""
-    conn = store.conn
-    queue = {state: 0 for state in ("pending", "inflight", "dead")}
-    for state, n in conn.execute("SELECT state, COUNT(*) FROM outbox WHERE tid = ? GROUP BY state", (tid,)):
-        queue[state] = n
-    oldest = conn.execute(
-        "SELECT MIN(created_at) FROM outbox WHERE tid = ? AND state != 'dead'", (tid,)
-    ).fetchone()[0]
+    queue = store.outbox.counts_by_state(tid)
+    oldest = store.outbox.oldest_queued_at(tid)
     return queue, oldest
 
 

@@ -36,7 +36,6 @@ import filelock
 from airtable_cached.engine import links
 from airtable_cached.errors import RemoteError
 from airtable_cached.rules.policy import RefreshPlan, plan_refresh, volatile_fields, watermark_formula
-from airtable_cached.sync import outbox
 
 if TYPE_CHECKING:
     from airtable_cached.engine.core import Engine, TableInfo
@@ -215,7 +214,7 @@ class Refresher:
         Returns how many records were deleted."""
         now = self.engine.clock()
         with self.store.write() as unit:
-            conn = unit.conn  # for the engine and queue calls that still take a connection
+            conn = unit.conn  # for the engine and link calls that still take a connection
             self.engine._resolve_conflicts(conn, info.tid, records, now, started_at)
             position = unit.replica.merge_changed_records(
                 info.tid, records, now=now, started_at=started_at, position=unit.replica.last_position(info.tid))
@@ -225,7 +224,7 @@ class Refresher:
                 unit.replica.move_local_records_after(info.tid, position)
             unit.replica.mark_pulled(info.tid, now)
             touched = {r["id"] for r in records}
-            self.engine.recompute(conn, info.tid, touched & outbox.records_with_live_ops(conn, info.tid) | links.pending_targets(conn, info.tid))
+            self.engine.recompute(conn, info.tid, touched & unit.outbox.records_with_live_ops(info.tid) | links.pending_targets(conn, info.tid))
         return deleted
 
     def _apply_deletions(self, unit: SqliteUnit, info: TableInfo, destroyed: set[str], present: set[str] | None,
@@ -236,7 +235,7 @@ class Refresher:
         if destroyed:
             deleted += unit.replica.delete_destroyed_records(self.engine.endpoint, info.base_id, destroyed, started_at)
         if present is not None:
-            live = outbox.records_with_live_ops(unit.conn, info.tid)
+            live = unit.outbox.records_with_live_ops(info.tid)
             missing = unit.replica.remote_ids_missing_from(info.tid, present, started_at)
             gone = [rid for rid in missing if rid not in live]
             kept = sorted(set(missing) - set(gone))

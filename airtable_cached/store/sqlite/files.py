@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from airtable_cached.store.sqlite.outbox import SqliteOutbox
+
 log = logging.getLogger("airtable_cached")
 
 
@@ -161,7 +163,8 @@ def bases_in(path: Path) -> set[tuple[str, str]]:
         try:
             return {(r[0], r[1]) for r in conn.execute("SELECT endpoint, base_id FROM tables")}
         except sqlite3.OperationalError:  # no endpoint column yet
-            return {("", r[0]) for r in conn.execute("SELECT base_id FROM tables UNION SELECT base_id FROM outbox")}
+            bases = {r[0] for r in conn.execute("SELECT base_id FROM tables")} | SqliteOutbox(conn).bases()
+            return {("", base_id) for base_id in bases}
     except sqlite3.Error:
         return set()
     finally:
