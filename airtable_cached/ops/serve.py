@@ -177,9 +177,7 @@ class SyncService:
     def targets(self) -> list[tuple[str, str]]:
         if self.tables:
             return list(self.tables)
-        rows = self.store.conn.execute(
-            "SELECT base_id, table_id, name FROM tables WHERE endpoint = ? ORDER BY tid", (self.engine.endpoint,)
-        ).fetchall()
+        rows = self.store.replica.endpoint_tables(self.engine.endpoint)
         return [(r["base_id"], r["table_id"] or r["name"]) for r in rows if r["table_id"] or r["name"]]
 
     def pull_due(self) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any, Protocol
 
 from airtable_cached.store.types import Op
@@ -28,19 +29,249 @@ class Replica(Protocol):
 
     # -- tables, table_aliases, schema ---------------------------------------------------------
 
+    def table_row(self, tid: int) -> dict | None:
+        """A cached table's row (tid, endpoint, base_id, table_id, name, schema_json, pulled_at...)."""
+        ...
+
+    def table_rows(self, base_id: str | None = None) -> list[dict]:
+        """Every cached table's row (of one base), by base and tid."""
+        ...
+
+    def base_ids(self) -> list[str]:
+        """The bases with a cached table (any endpoint)."""
+        ...
+
+    def tids_named(self, alias: str, base_id: str | None = None) -> list[int]:
+        """The tables a name, id or alias designates (in one base, or in any), sorted."""
+        ...
+
+    def mark_pulled(self, tid: int, at: float) -> None:
+        """The table's records are current as of ``at`` (readers' snapshots of it are outdated)."""
+        ...
+
+    def endpoint_tables(self, endpoint: str) -> list[dict]:
+        """The rows of the tables cached from one endpoint, by tid."""
+        ...
+
+    def table_tids(self) -> list[int]:
+        """Every cached table's tid, in order."""
+        ...
+
+    def forget_table_pull(self, tid: int) -> None:
+        """The table was never pulled: no pull time, no cached schema (readers' snapshots are outdated)."""
+        ...
+
+    def restore_table(self, tid: int, base_id: str, table_id: str | None, name: str | None,
+                      schema_json: str | None = None) -> None:
+        """Add a table under a known tid (salvage: the tid the queued writes name)."""
+        ...
+
+    def add_table_aliases(self, aliases: Iterable[tuple[str, str, int]]) -> None:
+        """Names (base id, alias, tid) for tables; a name already taken is left as it is."""
+        ...
+
     # -- records -------------------------------------------------------------------------------
 
+    def remote_fields(self, tid: int, record_id: str) -> dict | None:
+        """Airtable's last known fields of a record (``None``: unknown, or only local)."""
+        ...
+
+    def set_remote_fields(self, tid: int, record_id: str, fields: dict, synced_at: float) -> None:
+        """Airtable confirmed a write: its answer becomes the record's known remote state."""
+        ...
+
+    def delete_record(self, tid: int, record_id: str, *, only_local: bool = False) -> None:
+        """Forget a cached record (``only_local``: only if Airtable never had it)."""
+        ...
+
+    def delete_records(self, tid: int, record_ids: Iterable[str]) -> None:
+        """Forget these cached records of one table."""
+        ...
+
+    def adopt_record_id(self, tid: int, provisional: str, real: str, fields: dict, created_time: str,
+                        synced_at: float) -> None:
+        """A local create reached Airtable: the record takes Airtable's id, fields and creation time."""
+        ...
+
+    def replace_linked_id(self, provisional: str, real: str) -> None:
+        """Every cached record's link values naming ``provisional`` name ``real`` instead."""
+        ...
+
+    def remote_ids_seen_by(self, tid: int, at: float) -> set[str]:
+        """Ids of the table's records that the cache knew from Airtable at (or before) ``at``."""
+        ...
+
+    def last_position(self, tid: int) -> int:
+        """The highest position of the table's records (-1 when it has none)."""
+        ...
+
+    def merge_changed_records(self, tid: int, records: list[dict], *, now: float, started_at: float,
+                              position: int) -> int:
+        """Store changed records (as Airtable lists them) not confirmed since; new ones after ``position``; the last."""
+        ...
+
+    def delete_destroyed_records(self, endpoint: str, base_id: str, record_ids: Iterable[str], synced_before: float) -> int:
+        """Forget records of a base that Airtable deleted (unless synced after ``synced_before``); how many."""
+        ...
+
+    def remote_ids_missing_from(self, tid: int, present: Iterable[str], synced_before: float) -> list[str]:
+        """Ids of records known from Airtable (synced before ``synced_before``) not among ``present``."""
+        ...
+
+    def move_local_records_after(self, tid: int, position: int) -> None:
+        """The agent's own creates (not on Airtable yet) keep their order, after ``position``."""
+        ...
+
+    def record_counts(self, tid: int) -> dict[str, int]:
+        """The table's records reads see (``visible``) and those only local so far (``local_only``)."""
+        ...
+
+    def record_count(self) -> int:
+        """Every cached record row, of every table."""
+        ...
+
+    def records_json_bytes(self) -> int:
+        """Characters of the cached records' remote and visible fields, as stored."""
+        ...
+
+    def delete_table_records(self, tid: int, *, keep_queued: bool) -> int:
+        """Forget the table's cached records (``keep_queued``: but those queued writes name); how many."""
+        ...
+
+    def insert_local_record(self, tid: int, record_id: str, position: int, created_time: str, fields: dict | None) -> None:
+        """A record only the queue knows (not on Airtable yet); kept as it is if already there."""
+        ...
+
     # -- views, view_members -------------------------------------------------------------------
+
+    def forget_views(self, tids: Iterable[int]) -> None:
+        """Which records these tables' views hold, and in what order, is unknown again."""
+        ...
+
+    def drop_views(self, tid: int) -> None:
+        """Forget the table's views and which records they hold."""
+        ...
 
     # -- indexes and full-text search ----------------------------------------------------------
 
     # -- conflicts -----------------------------------------------------------------------------
 
+    def prune_conflicts(self, before: float) -> int:
+        """Forget conflicts logged before ``before``; how many."""
+        ...
+
     # -- refresh state, change feeds (webhooks), token grants ----------------------------------
+
+    def refresh_state(self, tid: int) -> dict:
+        """The table's refresh bookkeeping (watermark, last pulls, counters); empty if none yet."""
+        ...
+
+    def count_refresh_requests(self, tid: int, kind: str, requests: int) -> None:
+        """Add ``requests`` to what ``kind`` (full or incremental) refreshes of the table cost."""
+        ...
+
+    def record_full_refresh(self, tid: int, *, watermark: float | None, at: float, hook_id: str | None,
+                            source: str, requests: int) -> None:
+        """A full pull committed: its watermark, time, the webhook covering it and its cost."""
+        ...
+
+    def record_incremental_refresh(self, tid: int, *, watermark: float | None, at: float, swept: bool,
+                                   source: str, requests: int) -> None:
+        """An incremental refresh committed (``watermark`` None keeps the old one)."""
+        ...
+
+    def count_stale_served(self, tid: int) -> None:
+        """One more stale read of the table answered at once."""
+        ...
+
+    def forget_feed_coverage(self, endpoint: str, base_id: str) -> None:
+        """No table of the base is covered by its change feed any more (each gets a full pull)."""
+        ...
+
+    def refresh_counts(self) -> list[dict]:
+        """Per table (base, label, refresh_state counters), ordered by base and table."""
+        ...
+
+    def webhook(self, endpoint: str, base_id: str) -> dict | None:
+        """This cache's change feed on a base (id, cursor, expiry, refusal), if any."""
+        ...
+
+    def usable_webhook_id(self, endpoint: str, base_id: str) -> str | None:
+        """The id of the base's webhook unless Airtable refused one."""
+        ...
+
+    def save_webhook(self, endpoint: str, base_id: str, webhook_id: str | None, *, cursor: int,
+                     expires_at: float | None, now: float, denied_why: str | None) -> None:
+        """Keep the base's webhook (a new id restarts its creation time; expiry None keeps the old)."""
+        ...
+
+    def advance_webhook(self, endpoint: str, base_id: str, webhook_id: str, cursor: int, read_at: float) -> None:
+        """Payloads were read up to ``cursor`` (the cursor never moves back)."""
+        ...
+
+    def set_webhook_expiry(self, endpoint: str, base_id: str, expires_at: float | None) -> None:
+        """Airtable extended the base's webhook until ``expires_at``."""
+        ...
+
+    def delete_webhook(self, endpoint: str, base_id: str, webhook_id: str) -> None:
+        """Forget a webhook removed from Airtable."""
+        ...
+
+    def webhooks(self) -> list[dict]:
+        """Every webhook this cache keeps, by base."""
+        ...
+
+    def webhook_ids(self, endpoint: str) -> dict[str, str | None]:
+        """Base id -> this cache's webhook id on it, for one endpoint."""
+        ...
 
     # -- sync_log and statistics ---------------------------------------------------------------
 
+    def log_request(self, at: float, base_id: str, kind: str, method: str, status: int | None) -> None:
+        """One request sent to Airtable (``status`` None: no answer)."""
+        ...
+
+    def bases_logged_since(self, since: float) -> set[str]:
+        """Bases with a request logged since ``since``."""
+        ...
+
+    def request_counts(self, base_id: str, since: float) -> tuple[int, int]:
+        """Requests sent to a base since ``since``, and how many of them Airtable rate-limited (429)."""
+        ...
+
+    def request_totals(self) -> tuple[int, int]:
+        """Every request logged, and how many of them Airtable rate-limited (429)."""
+        ...
+
+    def requests_by_kind(self) -> list[tuple[str, int | None, int]]:
+        """(kind, status, count) of the requests logged (status None: no answer)."""
+        ...
+
+    def prune_request_log(self, before: float) -> int:
+        """Forget requests logged before ``before``; how many."""
+        ...
+
+    def trim_latency_samples(self, keep: int) -> int:
+        """Keep only the newest ``keep`` latency samples per table and kind; how many were dropped."""
+        ...
+
+    def latency_samples(self) -> dict[tuple[int, str], list[float]]:
+        """The kept latency samples (ms), per table and kind, oldest first."""
+        ...
+
+    def read_counts(self) -> list[dict]:
+        """Per table and kind of read: how many, and their total time (ms), by tid and kind."""
+        ...
+
+    def read_count(self, kinds: Iterable[str]) -> int:
+        """How many reads of these kinds were counted, over every table."""
+        ...
+
     # -- whole-file checks (``check``) -----------------------------------------------------------
+
+    def garbled_records(self) -> list[dict]:
+        """Per table with cached records whose stored JSON no longer parses: tid, label, how many (n)."""
+        ...
 
 
 class Outbox(Protocol):
@@ -281,6 +512,28 @@ class Store(Protocol):
 
     def change_marker(self) -> tuple:
         """A value that changes whenever the database may have changed (any process)."""
+        ...
+
+    # -- whole-file operations (a store that cannot do one raises, naming the tool that does: pg_dump) --
+
+    def backup(self, dest: Path) -> None:
+        """A consistent copy of the database, taken while others keep writing, into a new 0600 file."""
+        ...
+
+    def vacuum(self) -> None:
+        """Give the space of deleted rows back to the file system."""
+        ...
+
+    def disk_bytes(self) -> int:
+        """Bytes the database takes on disk."""
+        ...
+
+    def version(self) -> int:
+        """The schema version the database is at."""
+        ...
+
+    def page_bytes(self) -> dict[str, int]:
+        """Bytes the database's data takes (``database``) and, of those, unused (``free``)."""
         ...
 
     def close(self) -> None:

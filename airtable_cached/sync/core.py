@@ -12,7 +12,6 @@ from __future__ import annotations
 import atexit
 import hashlib
 import hmac
-import json
 import logging
 import os
 import re
@@ -259,11 +258,8 @@ class Remote:
 def log_request(store: Any, base_id: str, kind: str, method: str, status: int | None) -> None:
     """One row of the request log (``status`` and ``stats`` count what Airtable was sent)."""
     try:
-        with store.transaction() as conn:
-            conn.execute(
-                "INSERT INTO sync_log (at, base_id, kind, method, status) VALUES (?, ?, ?, ?, ?)",
-                (time.time(), base_id, kind, method.upper(), status),
-            )
+        with store.write() as unit:
+            unit.replica.log_request(time.time(), base_id, kind, method.upper(), status)
     except Exception as exc:  # noqa: BLE001 - the log is for operators; it never fails a request
         log.debug("could not log request: %s", exc)
 
@@ -676,10 +672,9 @@ class Sync:
         if not sends:
             return
         with self.store.write() as unit:
-            conn = unit.conn  # the records' statements: until they move to the replica
             for send in sends:
                 unit.outbox.ack(send.seqs)
-                conn.execute("DELETE FROM records WHERE tid = ? AND id = ? AND remote IS NULL", (send.tid, send.record_id))
+                unit.replica.delete_record(send.tid, send.record_id, only_local=True)
                 result.sent.append({"op": "none", "record_id": send.record_id, "seqs": send.seqs})
 
     def _send_batch(self, batch: list[outbox.Send], result: FlushResult) -> None:
@@ -767,11 +762,11 @@ class Sync:
         seqs = [seq for s in batch for seq in s.seqs]
         dead: list[outbox.Op] = []
         with self.store.write() as unit:
-            conn = unit.conn  # the records' statements: until they move to the replica
             if first.kind == "delete" and _is_gone(exc):
                 # Already gone from Airtable: the delete has happened.
                 unit.outbox.ack(seqs)
-                conn.executemany("DELETE FROM records WHERE tid = ? AND id = ?", [(s.tid, s.record_id) for s in batch])
+                for s in batch:
+                    unit.replica.delete_record(s.tid, s.record_id)
                 result.sent.extend({"op": "delete", "record_id": s.record_id, "seqs": s.seqs} for s in batch)
                 return
             if exc.transient:
@@ -842,25 +837,22 @@ class Sync:
         now = self.remote.clock()
         recompute: dict[int, set[str]] = {}  # once per table at the end (link lists read the queue)
         with self.store.write() as unit:
-            conn = unit.conn  # the records' statements: until they move to the replica
+            conn = unit.conn  # for the engine and link calls that still take a connection
             for i, send in enumerate(batch):
                 if send.kind == "delete":
                     _add(recompute, links.after_confirm(self.engine, conn, send.tid, send.record_id,
-                                                        self._remote_of(conn, send.tid, send.record_id), None))
-                    conn.execute("DELETE FROM records WHERE tid = ? AND id = ?", (send.tid, send.record_id))
+                                                        unit.replica.remote_fields(send.tid, send.record_id), None))
+                    unit.replica.delete_record(send.tid, send.record_id)
                     unit.outbox.ack(send.seqs)
                     result.sent.append({"op": "delete", "record_id": send.record_id, "seqs": send.seqs})
                     continue
                 assert records is not None  # Airtable answers every create and update with records
                 record = records[i]
-                before = self._remote_of(conn, send.tid, send.record_id)
+                before = unit.replica.remote_fields(send.tid, send.record_id)
                 if send.kind == "create":
                     self._adopt(unit, send, record, now)
                 else:
-                    conn.execute(
-                        "UPDATE records SET remote = ?, synced_at = ? WHERE tid = ? AND id = ?",
-                        (dumps(record.get("fields", {})), now, send.tid, send.record_id),
-                    )
+                    unit.replica.set_remote_fields(send.tid, send.record_id, record.get("fields", {}), now)
                 unit.outbox.ack(send.seqs)
                 recompute.setdefault(send.tid, set()).add(record["id"])
                 _add(recompute, links.after_confirm(self.engine, conn, send.tid, record["id"], before, record.get("fields", {})))
@@ -869,31 +861,16 @@ class Sync:
                 self.engine.recompute(conn, tid, ids)
             # Airtable has new state: which records its views hold, and in what order, is pulled again
             # (views of linked tables too: their inverse link fields changed).
-            conn.executemany("DELETE FROM views WHERE tid = ?", [(t,) for t in {send.tid for send in batch} | set(recompute)])
+            unit.replica.forget_views({send.tid for send in batch} | set(recompute))
 
     @staticmethod
-    def _remote_of(conn: Any, tid: int, record_id: str) -> dict | None:
-        row = conn.execute("SELECT remote FROM records WHERE tid = ? AND id = ?", (tid, record_id)).fetchone()
-        return json.loads(row[0]) if row is not None and row[0] is not None else None
-
-    def _adopt(self, unit: SqliteUnit, send: outbox.Send, record: dict, now: float) -> None:
+    def _adopt(unit: SqliteUnit, send: outbox.Send, record: dict, now: float) -> None:
         """Airtable made the record: its real id replaces the provisional one everywhere."""
         provisional, real = send.record_id, record["id"]
-        conn = unit.conn  # the records' statements: until they move to the replica
-        conn.execute("DELETE FROM records WHERE tid = ? AND id = ?", (send.tid, real))
-        conn.execute(
-            "UPDATE records SET id = ?, remote = ?, created_time = ?, synced_at = ? WHERE tid = ? AND id = ?",
-            (real, dumps(record.get("fields", {})), record.get("createdTime") or now_iso(now), now, send.tid, provisional),
-        )
+        unit.replica.adopt_record_id(send.tid, provisional, real, record.get("fields", {}),
+                                     record.get("createdTime") or now_iso(now), now)
         unit.outbox.remap_id(provisional, real, send.tid)
-        mapping = {provisional: real}
-        for tid, rid, fields in conn.execute(
-            "SELECT tid, id, fields FROM records WHERE fields IS NOT NULL AND instr(fields, ?) > 0", (provisional,)
-        ).fetchall():
-            conn.execute(
-                "UPDATE records SET fields = ? WHERE tid = ? AND id = ?",
-                (dumps(replace_ids(json.loads(fields), mapping)), tid, rid),
-            )
+        unit.replica.replace_linked_id(provisional, real)
 
     def _reconcile_creates(self, batch: list[outbox.Send], result: FlushResult) -> list[outbox.Send]:
         """Creates were sent before but their answer never arrived: look for the records they
@@ -973,15 +950,11 @@ class Sync:
             # time bound alone, or the whole table, still holds every candidate.
             log.info("lost-create lookup formula refused (%s); looking more widely", exc)
             found = self._lookup(first, reconcile.lookup_formula({}, {}, typecast=False, after=after))
-        conn = self.store.conn
         queued_at = self.store.outbox.first_queued_at([seq for s in group for seq in s.seqs])
         # Not theirs: a record another create already adopted, or one the cache saw before these
         # creates were queued. A record a pull brought in since (a lost create's, pulled first) is.
         taken = self.store.outbox.real_ids(first.tid)
-        older = {r[0] for r in conn.execute(
-            "SELECT id FROM records WHERE tid = ? AND remote IS NOT NULL AND (first_seen IS NULL OR first_seen <= ?)",
-            (first.tid, queued_at if queued_at is not None else float("inf")),
-        )}
+        older = self.store.replica.remote_ids_seen_by(first.tid, queued_at if queued_at is not None else float("inf"))
         return [r for r in found if r["id"] not in taken and r["id"] not in older]
 
     def _lookup(self, send: outbox.Send, formula: str) -> list[dict]:
