@@ -598,3 +598,12 @@ def test_concurrent_writes_and_latency():
         assert time.monotonic() - start < 16 * 0.05  # requests overlap: the sleep is outside the lock
         assert len(set(ids(made))) == 16
         assert sorted(r["fields"]["Name"] for r in fake.records(BASE, "T")) == sorted(str(i) for i in range(16))
+
+
+def test_peak_rate_counts_the_busiest_second_per_base():
+    with FakeAirtable(rate_limit=None) as fake:
+        fake.add_table(BASE, "Leads", [{"name": "Name", "type": "singleLineText"}])
+        api = Api(fake.token, endpoint_url=fake.url)
+        for _ in range(4):
+            api.table(BASE, "Leads").all()
+        assert fake.peak_rate(BASE) == 4 and fake.peak_rate("appOTHER000000000") == 0

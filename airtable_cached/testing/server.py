@@ -98,6 +98,17 @@ class FakeAirtable(Control, Reads):
         with self._lock:
             return sum(1 for r in self.requests if _log_matches(r, base_id, method, path_contains))
 
+    def peak_rate(self, base_id: str | None = None) -> int:
+        """The most requests (to ``base_id``, or any base) that arrived within any one second."""
+        with self._lock:
+            times = sorted(r["at"] for r in self.requests if base_id is None or r["base_id"] == base_id)
+        peak, start = 0, 0
+        for end, at in enumerate(times):
+            while at - times[start] >= 1.0:
+                start += 1
+            peak = max(peak, end - start + 1)
+        return peak
+
     def reset_log(self) -> None:
         with self._lock:
             self.requests.clear()
@@ -141,7 +152,7 @@ class FakeAirtable(Control, Reads):
         request = _Request(method, segments, query, body_bytes, headers)
         with self._lock:
             entry = {"method": method, "path": path, "query": query, "json": request.body, "status": None,
-                     "base_id": request.base_id}
+                     "base_id": request.base_id, "at": time.monotonic()}
             self.requests.append(entry)
             try:
                 status, out, extra = self._answer_or_fault(request, path)
