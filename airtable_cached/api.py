@@ -23,7 +23,7 @@ from pyairtable.api.types import RecordDict, RecordId, assert_typed_dict, assert
 from pyairtable.formulas import Formula, to_formula_str
 
 from airtable_cached.config import Settings, check_token
-from airtable_cached.engine.core import Engine, route
+from airtable_cached.engine import Engine, route
 from airtable_cached.errors import AirtableResponseError, reason_phrase
 from airtable_cached.store.sqlite import Store
 from airtable_cached.sync import outbox
@@ -38,7 +38,7 @@ _registry_lock = threading.Lock()
 
 def open_store(path) -> Store:
     """The process's one :class:`Store` for a database file."""
-    from airtable_cached.engine.formula_bridge import register_sql_functions
+    from airtable_cached.store.sqlite.replica import register_sql_functions
 
     key = str(path)
     with _registry_lock:

@@ -593,7 +593,7 @@ def _check_queue(conn: sqlite3.Connection, path: Path, fix: bool, now: float, gr
 
 def _recomputer(path: Path) -> Callable[[sqlite3.Connection, Iterable[tuple[int, str]]], None]:
     """Rebuilds what reads see for records, on the connection it is given."""
-    from airtable_cached.engine.core import Engine
+    from airtable_cached.engine import Engine
 
     engine = Engine(_store(path), Settings.from_env(path=path))
 
@@ -732,7 +732,7 @@ def reset(store: Store, table: str | None = None, include_queue: bool = False) -
 
 def _sync(store: Store, settings: Settings, token: str, clock: Callable[[], float] | None = None,
           sleep: Callable[[float], None] | None = None):
-    from airtable_cached.engine.core import Engine
+    from airtable_cached.engine import Engine
     from airtable_cached.sync.core import Sync
 
     if not token:
@@ -876,7 +876,7 @@ def _affected(conn: sqlite3.Connection, seqs: list[int]) -> set[tuple[int, str]]
 
 
 def _engine(store: Store):
-    from airtable_cached.engine.core import Engine
+    from airtable_cached.engine import Engine
 
     return Engine(store, Settings.from_env(path=store.path))
 

@@ -74,7 +74,7 @@ class SyncService:
         if not token:
             raise AirtableCachedError("serve-sync needs an Airtable token: --token or AIRTABLE_API_KEY")
         from airtable_cached.api import open_store
-        from airtable_cached.engine.core import Engine
+        from airtable_cached.engine import Engine
         from airtable_cached.sync.core import Sync
 
         self.settings = settings.replace(flush="manual")

@@ -346,8 +346,10 @@ class Unit(Protocol):
 class Store(Protocol):
     """One database holding one cache."""
 
-    #: Where the store lives, for messages (a path, or a URL without its password).
-    location: str
+    @property
+    def location(self) -> str:
+        """Where the store lives, for messages (a path, or a URL without its password)."""
+        ...
 
     def write(self) -> AbstractContextManager[Unit]:
         """One atomic write transaction; nested use joins the outer one."""

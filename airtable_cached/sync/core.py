@@ -43,7 +43,7 @@ from airtable_cached.sync.locks import FlushLocks, HeldLock, flush_key
 from airtable_cached.sync.refresh import Refresher, RefreshResult
 
 if TYPE_CHECKING:
-    from airtable_cached.engine.core import Engine, TableInfo
+    from airtable_cached.engine import Engine, TableInfo
 
 log = logging.getLogger("airtable_cached")
 

@@ -40,7 +40,7 @@ from airtable_cached.rules.records import clean_fields, dumps, now_iso
 from airtable_cached.sync import outbox
 
 if TYPE_CHECKING:
-    from airtable_cached.engine.core import Engine, TableInfo
+    from airtable_cached.engine import Engine, TableInfo
     from airtable_cached.sync.core import Sync
 
 log = logging.getLogger("airtable_cached")
