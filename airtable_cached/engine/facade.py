@@ -169,9 +169,11 @@ class Engine(Generic[S]):
 
     # -- reads, search, writes ---------------------------------------------------------------------
     def list_records(self, base_id: str, table: str, query: ListQuery) -> dict:
+        self.tables.new_call()  # called directly too (not only by dispatch): ask the database again
         return self.reads.list_records(base_id, table, query)
 
     def get_record(self, base_id: str, table: str, record_id: str, query: ListQuery) -> dict:
+        self.tables.new_call()  # called directly too (not only by dispatch): ask the database again
         return self.reads.get_record(base_id, table, record_id, query)
 
     def resolve_id(self, record_id: str) -> str:
@@ -186,12 +188,15 @@ class Engine(Generic[S]):
         return self.indexes.ensure_index(field)
 
     def create(self, base_id: str, table: str, body: dict) -> dict:
+        self.tables.new_call()  # called directly too (not only by dispatch): ask the database again
         return self.writes.create(base_id, table, body)
 
     def update(self, base_id: str, table: str, record_id: str | None, body: dict, *, replace: bool) -> dict:
+        self.tables.new_call()  # called directly too (not only by dispatch): ask the database again
         return self.writes.update(base_id, table, record_id, body, replace=replace)
 
     def delete(self, base_id: str, table: str, record_ids: list[str], *, single: bool) -> dict:
+        self.tables.new_call()  # called directly too (not only by dispatch): ask the database again
         return self.writes.delete(base_id, table, record_ids, single=single)
 
     # -- state transitions used by the sync (apply.py) -----------------------------------------------
