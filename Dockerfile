@@ -1,6 +1,7 @@
 # airtable_cached: the sync process (and a base image for agents that use the cache).
 #
 #   docker build -t airtable-cached .
+#   docker build --build-arg EXTRAS="[postgres]" -t airtable-cached:postgres .   # for a PostgreSQL cache
 #   docker run -e AIRTABLE_API_KEY -v airtable-cache:/data airtable-cached          # serve-sync
 #   docker run -e AIRTABLE_API_KEY -v airtable-cache:/data airtable-cached airtable-cached status
 #
@@ -15,10 +16,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     AIRTABLE_CACHED_PATH=/data/cache.sqlite3 \
     AIRTABLE_CACHED_BACKUP_DIR=/data/backups
 
+# Optional extras, e.g. "[postgres]" for AIRTABLE_CACHED_URL=postgresql://... (docker-compose.yml).
+ARG EXTRAS=""
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY airtable_cached ./airtable_cached
-RUN pip install . && rm -rf /src
+RUN pip install ".${EXTRAS}" && rm -rf /src
 
 RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin app \
     && mkdir -p /data/backups && chown -R app:app /data && chmod 0700 /data /data/backups

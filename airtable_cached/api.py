@@ -11,7 +11,7 @@ from __future__ import annotations
 import json as jsonlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pyairtable
@@ -25,99 +25,10 @@ from pyairtable.formulas import Formula, to_formula_str
 from airtable_cached.config import Settings, check_token
 from airtable_cached.engine import Engine, route
 from airtable_cached.errors import AirtableResponseError, reason_phrase
-from airtable_cached.store.sqlite import Store
-from airtable_cached.sync import outbox
+from airtable_cached.runtime import Runtime, open_store, shared_runtime
 from airtable_cached.sync.core import FlushResult, Sync
 
-__all__ = ["Api", "Base", "Table", "open_store"]
-
-_stores: dict[str, Store] = {}
-_runtimes: dict[tuple, Runtime] = {}
-_registry_lock = threading.Lock()
-
-
-def open_store(path) -> Store:
-    """The process's one :class:`Store` for a database file."""
-    from airtable_cached.store.sqlite.replica import register_sql_functions
-
-    key = str(path)
-    with _registry_lock:
-        store = _stores.get(key)
-        if store is None:
-            store = _stores[key] = Store(path, on_connect=register_sql_functions)
-        return store
-
-
-class Runtime:
-    """An engine and its sync (with the background flusher), shared by every ``Api`` of one
-    (settings, token) in a process. Counts the ``Api`` objects using it; the last one to close it
-    closes it. Unpacks as ``engine, sync``."""
-
-    def __init__(self, key: tuple, engine: Engine, sync: Sync):
-        self.key = key
-        self.engine = engine
-        self.sync = sync
-        self.users = 0
-        self._closed = False
-
-    @property
-    def closed(self) -> bool:
-        """Closed, or its sync was (``sync.close()`` called directly): never handed out again."""
-        return self._closed or self.sync.closed
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter((self.engine, self.sync))
-
-    def __enter__(self) -> Runtime:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def close(self, timeout: float | None = None) -> bool:
-        """Flush (auto flush: bounded by ``timeout``, default ``exit_timeout``), stop the flusher,
-        write the read statistics, close the sessions and every SQLite connection of the file.
-        Returns whether the queue drained in time."""
-        with _registry_lock:
-            if _runtimes.get(self.key) is self:
-                del _runtimes[self.key]
-            if self._closed:
-                return True
-            self._closed = True
-        drained = self.sync.close(timeout)
-        self.engine.stats.write()
-        with _registry_lock:
-            others = any(rt.engine.store is self.engine.store for rt in _runtimes.values())
-        if not others:
-            # Other users of the file (a CLI command, another runtime later) reconnect on next use.
-            self.engine.store.close_all()
-        return drained
-
-
-def _runtime(settings: Settings, token: str, timeout: Any, clock: Callable | None, sleep: Callable | None) -> Runtime:
-    """Engines and syncs are shared per (settings, token) in a process: an ORM model builds a new
-    Api on every access, and they must not each start a flusher thread. A closed runtime is never
-    handed out again: the next caller gets a new one."""
-    key = (settings, token, timeout, clock, sleep)
-    with _registry_lock:
-        found = _runtimes.get(key)
-    if found is not None and not found.closed:
-        return found
-    store = open_store(settings.path)
-    engine = Engine(store, settings, clock=clock or time.time)
-    sync = Sync(engine, token, timeout=timeout, clock=clock or time.time, sleep=sleep or time.sleep)
-    engine.sync = sync
-    runtime = Runtime(key, engine, sync)
-    with _registry_lock:
-        found = _runtimes.get(key)
-        if found is not None and not found.closed:
-            winner = found
-        else:
-            winner = _runtimes[key] = runtime
-    if winner is not runtime:
-        runtime.close(0)  # another thread built one first
-    return winner
-
+__all__ = ["Api", "Base", "Table", "open_store"]  # open_store: airtable_cached.runtime
 
 class Api(pyairtable.Api):
     """``pyairtable.Api`` with a local cache and a durable write queue.
@@ -178,9 +89,8 @@ class Api(pyairtable.Api):
         with self._rt_lock:
             rt = self._rt
             if rt is None or rt.closed:
-                rt = _runtime(self.settings, self.api_key, self.timeout, self._clock, self._sleep)
-                with _registry_lock:
-                    rt.users += 1
+                rt = shared_runtime(self.settings, self.api_key, self.timeout, self._clock, self._sleep)
+                rt.add_user()
                 if self.on_dead_letter is not None:
                     rt.sync.on_dead_letter = self.on_dead_letter
                 self._rt = rt
@@ -251,7 +161,7 @@ class Api(pyairtable.Api):
 
     def pending(self) -> list[dict]:
         """The queued and dead-lettered writes, with attempts and last error."""
-        return [op.as_dict() for op in outbox.list_ops(self.engine.store.conn)]
+        return [op.as_dict() for op in self.engine.store.outbox.list_ops()]
 
     def close(self, timeout: float | None = None) -> bool:
         """Flush what is queued (auto flush; at most ``timeout``, default ``exit_timeout`` seconds),
@@ -268,10 +178,7 @@ class Api(pyairtable.Api):
         self.session.close()
         if rt is None:
             return True
-        with _registry_lock:
-            rt.users -= 1
-            last = rt.users <= 0
-        return rt.close(timeout) if last else True
+        return rt.close(timeout) if rt.drop_user() else True
 
 
 class Base(pyairtable.api.base.Base):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +31,22 @@ def default_path() -> Path:
     return Path(root) / "airtable_cached" / "cache.sqlite3"
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(location: object) -> bool:
+    """Whether a store location names a PostgreSQL database rather than a SQLite file."""
+    return isinstance(location, str) and location.startswith(POSTGRES_SCHEMES)
+
+
 @dataclass(frozen=True)
 class Settings:
-    #: The SQLite file holding the cache and the write queue.
+    #: The SQLite file holding the cache and the write queue (with a PostgreSQL ``url``: the folder
+    #: beside it still holds this host's own files, such as its backups).
     path: Path
+    #: Where the cache lives: a ``postgresql://`` URL selects PostgreSQL, shared by many hosts; a
+    #: path (or nothing) keeps SQLite at ``path``.
+    url: str | None = field(default=None, repr=False)  # may hold a password: never in a repr
     #: Seconds a table's cache is served before a read refreshes it.
     max_age: float = 300.0
     #: cache | write-through | passthrough | offline
@@ -95,9 +107,16 @@ class Settings:
                 raise ConfigurationError(f"unknown setting {name!r}")
             if value is not None:
                 values[name] = (value, name)
+        if "url" in values and not is_postgres_url(values["url"][0]):
+            values["path"] = values.pop("url")  # a path given as the URL: SQLite there
         if "path" not in values:
             values["path"] = (default_path(), "default path")
         return cls(**{name: _convert(name, value, source) for name, (value, source) in values.items()})
+
+    @property
+    def store_location(self) -> str:
+        """What :func:`airtable_cached.runtime.open_store` opens: the URL, else the SQLite path."""
+        return self.url if self.url is not None else str(self.path)
 
     def replace(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -126,6 +145,10 @@ def _convert(name: str, value: Any, source: str) -> Any:
 
     if name == "path":
         return Path(os.path.expanduser(str(value)))
+    if name == "url":
+        if not is_postgres_url(value):
+            raise fail("expected a postgresql:// URL or a path")
+        return str(value)
     if name in ("max_age", "exit_timeout", "rate_limit", "penalty", "claim_timeout", "batch_delay", "network_timeout",
                 "overlap", "full_pull_every", "sweep_every"):
         try:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
+from airtable_cached.rules.ids import RECORD_ID_RE
+
 
 class AirtableCachedError(Exception):
     """Base class of every error raised by airtable_cached."""
@@ -60,8 +62,6 @@ class AirtableResponseError(AirtableCachedError):
     @classmethod
     def record_not_found(cls, record_id: str, *, batch: bool = False) -> AirtableResponseError:
         """Airtable's answers for a missing record: 404 for one, 422 inside a batch write."""
-        from airtable_cached.rules.records import RECORD_ID_RE
-
         if batch:
             return cls.typed(422, "ROW_DOES_NOT_EXIST", f"Record ID {record_id} does not exist")
         if RECORD_ID_RE.match(record_id or ""):

@@ -105,9 +105,9 @@ class _Interceptor:
         return getattr(self._local, "depth", 0) > 0
 
     def runtime(self, token: str) -> tuple[Engine, Any]:
-        from airtable_cached.api import _runtime
+        from airtable_cached.runtime import shared_runtime
 
-        engine, sync = _runtime(self.settings, token, None, None, None)
+        engine, sync = shared_runtime(self.settings, token)
         mark_direct(sync.remote.session)
         return engine, sync
 
@@ -169,7 +169,7 @@ class _Interceptor:
     def _log_check(self, base_id: str, status: int | None) -> None:
         """The token check is a request Airtable counts: it goes in the request log (under the base
         the agent was addressing) like every other one."""
-        from airtable_cached.api import open_store
+        from airtable_cached.runtime import open_store
         from airtable_cached.sync.core import log_request
 
         log_request(open_store(self.settings.path), base_id, "whoami", "GET", status)

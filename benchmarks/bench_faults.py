@@ -62,7 +62,7 @@ def queued_updates(n: int) -> tuple[float, float]:
     row = dict(conn.execute("SELECT * FROM outbox LIMIT 1").fetchone())
     seal = best_of(lambda: [real_seal(row) for _ in range(10_000)]) / 10_000
     print(f"one checksum: {seal * 1e6:.1f} us, {seal / (sealed / n) * 100:.2f}% of a queued update ({sealed / n * 1000:.2f} ms)")
-    verify = best_of(lambda: checksum.broken(conn, BASE))
+    verify = best_of(lambda: api.engine.store.outbox.damaged(BASE))
     print(f"{n} queued updates: with checksums {sealed * 1000:.0f} ms, without {unsealed * 1000:.0f} ms"
           f"  -> {sealed / unsealed:.3f}x ({(sealed / unsealed - 1) * 100:+.1f}%)")
     queued = conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]

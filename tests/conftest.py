@@ -15,6 +15,7 @@ from pathlib import Path
 import pyairtable
 import pytest
 import vcr
+from pg_server import PgServer, running_server
 
 from airtable_cached import Api
 from airtable_cached.testing import LEADS_SCHEMA, FakeAirtable, seed_leads
@@ -23,6 +24,8 @@ BASE = "appLEADSbase00001"
 TABLE = "Leads"
 CASSETTES = Path(__file__).resolve().parent.parent / "cassettes"
 RECORDING = os.environ.get("AIRTABLE_CACHED_RECORD") == "1"
+#: Set by .ci/run: a missing PostgreSQL server fails the PostgreSQL tests instead of skipping them.
+PG_REQUIRED = os.environ.get("AIRTABLE_CACHED_TEST_PG") == "require"
 #: Real Airtable traffic recorded by public projects, read beside the checkout (never copied here).
 AIRTABLE_TRAFFIC = Path(__file__).resolve().parents[2] / "shared" / "airtable-traffic"
 
@@ -156,3 +159,22 @@ def contract_store(request, tmp_path):
     opened = STORES[request.param](tmp_path)
     yield opened
     opened.close_all()
+
+
+# -- a real PostgreSQL server (tests/pg_server.py) -------------------------------------------------
+@pytest.fixture(scope="session")
+def pg_server():
+    """One PostgreSQL server for the session, on loopback; skipped where none is installed."""
+    with running_server() as server:
+        if server is None:
+            message = "no PostgreSQL server binaries (/usr/lib/postgresql/*/bin): apt-get install postgresql-15"
+            if PG_REQUIRED:
+                pytest.fail(message)
+            pytest.skip(message)
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> str:
+    """The URL of a fresh, empty database on the session's server."""
+    return pg_server.create_database()

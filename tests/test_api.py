@@ -1,7 +1,10 @@
 """The drop-in's reads, compared with plain pyairtable against the same fake Airtable.
 
-The traffic of each comparison is replayed from a cassette: the answers plain pyairtable got are
-what Airtable said, and the cache must give exactly the same records from its own copy.
+The traffic of each comparison is replayed from a cassette recorded from the fake (``cassettes/``,
+not from Airtable): the answers plain pyairtable got are what the fake said, and the cache must give
+exactly the same records from its own copy. The fake filters and sorts with the cache's own formula
+engine and sort rule, so where formulas or sorts are compared this checks the cache's plumbing, not
+the engine against Airtable (that rests on ``tests/test_recorded_airtable.py``).
 """
 
 from __future__ import annotations
@@ -146,8 +149,8 @@ def test_iterating_while_writing_neither_skips_nor_repeats(table):
 
 
 def test_view_read_after_local_writes_sends_them_and_reads_the_view_again(fake, api, table, plain):
-    """A view's filter and order are Airtable's: after a local write to its table the view is read
-    again, the write sent first (issue 9), so the answer is plain pyairtable's."""
+    """A view's filter and order are the server's (here the fake's): after a local write to its table
+    the view is read again, the write sent first (issue 9), so the answer is plain pyairtable's."""
     fake.add_view(BASE, TABLE, "Newest first", sort=[("Score", "desc")])
     table.all(view="Newest first")
     table.create({"Full Name": "Viewed Vera", "Score": 1000})

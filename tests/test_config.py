@@ -62,3 +62,15 @@ def test_a_token_that_cannot_be_sent_is_refused_without_echoing_it(token, tmp_pa
     with pytest.raises(ConfigurationError) as error:
         Api(token, path=tmp_path / "c.db")
     assert "SECRET" not in str(error.value)
+
+
+def test_a_postgresql_url_selects_postgresql_and_stays_out_of_reprs():
+    settings = Settings.from_env({"AIRTABLE_CACHED_URL": "postgresql://agent:s3cret@127.0.0.1:5432/cache"})
+    assert settings.url == settings.store_location == "postgresql://agent:s3cret@127.0.0.1:5432/cache"
+    assert "s3cret" not in repr(settings)
+
+
+def test_a_path_as_the_url_keeps_sqlite_there(tmp_path):
+    settings = Settings.from_env({}, url=str(tmp_path / "cache.db"))
+    assert settings.url is None and settings.path == tmp_path / "cache.db"
+    assert settings.store_location == str(tmp_path / "cache.db")

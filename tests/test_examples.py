@@ -1,5 +1,5 @@
 """The examples, run unchanged: each against a fake Airtable twice, once plain and once through the
-cache, from the same data. Airtable must end in the same state, and the cached run must have sent
+cache, from the same data. The two fakes must end in the same state, and the cached run must have sent
 far fewer requests.
 
 * ``daily_enricher.py`` (pyairtable): the cached run is a copy whose one import line is swapped;

@@ -1,6 +1,6 @@
 """Creates reach Airtable exactly once when their answers are lost after Airtable committed them.
 
-Compared with: the project's fake Airtable (``airtable_cached/testing.py``) behind a proxy that
+Compared with: the project's fake Airtable (``airtable_cached/testing/``) behind a proxy that
 closes the connection after the fake carried the request out (``tests/fault_proxy.py``); what
 reached "Airtable" is read from the fake's own state.
 """
@@ -221,7 +221,9 @@ def test_settle_never_leaves_airtable_with_more_or_fewer_records_than_creates():
 def test_lookup_finds_the_record_airtable_really_made_for_a_recorded_create():
     """Compared with real Airtable traffic (``shared/airtable-traffic/refine``): a create of
     ``{"content": "bar", ...}`` came back as ``"bar\\n"`` and the ``Date`` header reads the clock
-    ``createdTime`` is on. The lookup for that create, bounded by that ``Date``, matches the record."""
+    ``createdTime`` is on. The lookup for that create, bounded by that ``Date``, matches the record
+    (as the project's own formula engine evaluates it: the record is Airtable's, the evaluation is
+    not; no recording shows Airtable evaluating such a lookup)."""
     import yaml
 
     from airtable_cached.formula import matches, parse

@@ -1,6 +1,6 @@
 """Formulas under hostile input: regexes that make backtracking engines run for ever.
 
-Compared with: the project's fake Airtable (``airtable_cached/testing.py``), whose formula engine is
+Compared with: the project's fake Airtable (``airtable_cached/testing/``), whose formula engine is
 the same RE2-based one; the point here is that the process answers at all.
 """
 

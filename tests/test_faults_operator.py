@@ -1,7 +1,7 @@
 """Operator mistakes and damaged files: nothing destroys data, and `check` sees what agents would meet.
 
 Everything runs on real SQLite files, the CLI through click's runner, and the project's fake Airtable
-(``airtable_cached/testing.py``) on loopback. Damage is done to the bytes of the database file
+(``airtable_cached/testing/``) on loopback. Damage is done to the bytes of the database file
 itself, as a failing disk would.
 """
 
@@ -216,24 +216,24 @@ def test_locks_folder_is_private_and_check_tightens_a_loose_one(agent, env):
 def test_a_write_damaged_after_the_flush_began_is_caught_at_its_claim(agent, env, fake):
     """Verified when claimed, not only when the flush starts: the damaged create is dead-lettered,
     and the update queued behind it for the same record waits with it (never sent to Airtable)."""
-    from airtable_cached.store import checksum
+    from airtable_cached.store.sqlite.outbox import SqliteOutbox
 
     api, table = agent
     created = table.create({"Full Name": "Damaged Later"})
     table.update(created["id"], {"Score": 5})
-    started = checksum.broken
+    started = SqliteOutbox.damaged
 
-    def damage_then_check(conn, base_id=None, seqs=None):
+    def damage_then_check(self, base_id=None, seqs=None, *, endpoint=None):
         if seqs is not None:  # the claim's check: the bytes change just before it
-            conn.execute("UPDATE outbox SET fields = replace(fields, 'Damaged Later', 'Damaged Latex')"
-                         " WHERE op = 'create'")
-        return started(conn, base_id, seqs)
+            self.conn.execute("UPDATE outbox SET fields = replace(fields, 'Damaged Later', 'Damaged Latex')"
+                              " WHERE op = 'create'")
+        return started(self, base_id, seqs, endpoint=endpoint)
 
-    checksum.broken = damage_then_check
+    SqliteOutbox.damaged = damage_then_check  # type: ignore[method-assign]
     try:
         result = api.flush()
     finally:
-        checksum.broken = started
+        SqliteOutbox.damaged = started  # type: ignore[method-assign]
     assert [f["error"]["error"]["type"] for f in result.failed] == ["CORRUPTED_WRITE"]
     assert not [r for r in fake.records(BASE, TABLE) if r["fields"].get("Full Name", "").startswith("Damaged")]
     states = {op["op"]: op["state"] for op in api.pending()}

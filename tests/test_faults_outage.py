@@ -1,7 +1,7 @@
 """Airtable frozen or refusing connections: stale reads are served within the network budget,
 writes return at once, and the queue drains within seconds of Airtable answering again.
 
-Compared with: the project's fake Airtable (``airtable_cached/testing.py``) behind
+Compared with: the project's fake Airtable (``airtable_cached/testing/``) behind
 ``tests/fault_proxy.py`` (real HTTP on 127.0.0.1). Real time is used where the network timeout is
 what is tested; the waits are short and bounded.
 """

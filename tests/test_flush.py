@@ -66,7 +66,7 @@ def agent_run(table, seeded):
 
 
 def assert_same_shape(cached, plain):
-    """Same keys, same types, same kinds of answers as Airtable's."""
+    """Same keys, same types, same kinds of answers as the fake Airtable's."""
     if isinstance(plain, dict):
         assert isinstance(cached, dict)
         assert set(cached) == set(plain), (cached, plain)
@@ -131,7 +131,7 @@ def test_writes_then_flush_reach_the_same_state_as_plain_pyairtable(tmp_path, cl
         assert result.ok and result.pending == 0, result.as_dict()
         assert api.pending() == []
         assert content(cached_fake.records(BASE, TABLE), known) == content(plain_fake.records(BASE, TABLE), known)
-        # And the cache agrees with Airtable, with real ids now.
+        # And the cache agrees with the fake Airtable, with real ids now.
         assert content(table.all(), known) == content(cached_fake.records(BASE, TABLE), known)
         assert not any(is_provisional(r["id"]) for r in table.all())
         api.close()
@@ -477,7 +477,6 @@ def test_a_long_flush_keeps_its_claims(fake, tmp_path, clock):
     """Claims (and the flush lock) are renewed while a flush outlives its lease, e.g. after a 429
     penalty, so that no other flusher takes the remaining writes over and sends them twice."""
     from airtable_cached.store.sqlite import Store
-    from airtable_cached.sync import outbox
 
     api = Api(fake.token, endpoint_url=fake.url, path=tmp_path / "c.sqlite3", flush="manual",
               clock=clock, sleep=clock.sleep, claim_timeout=10)
@@ -489,8 +488,8 @@ def test_a_long_flush_keeps_its_claims(fake, tmp_path, clock):
     real_send = api.sync._send_batch
 
     def send_watching(batch, result):
-        with other.transaction() as conn:
-            stolen.extend(outbox.claim(conn, BASE, now=clock(), lease=10))
+        with other.write() as unit:
+            stolen.extend(unit.outbox.claim(BASE, now=clock(), lease=10))
         return real_send(batch, result)
 
     api.sync._send_batch = send_watching

@@ -244,7 +244,7 @@ def test_write_errors_match_airtable(pair, plain):
     a, b = pair.call("POST", url, json={"records": [{"fields": {"Score": i}} for i in range(11)]})
     assert a.status_code == b.status_code == 422
     assert a.json()["error"]["type"] == b.json()["error"]["type"] == "INVALID_RECORDS"
-    # (the fake itself drops the connection on a body that is not JSON: a bug in testing.py)
+    # (the fake itself drops the connection on a body that is not JSON: a bug in airtable_cached/testing/)
     b = requests.post(pair.cached.url + url, data="{not json", headers={**AUTH, "Content-Type": "application/json"})
     assert b.status_code == 422
     assert b.json() == {"error": {"type": "INVALID_REQUEST_UNKNOWN", "message": "Could not parse request body as JSON"}}
@@ -361,13 +361,13 @@ def test_existing_and_new_sessions_and_pyairtable_are_intercepted(settings, cach
         assert table.get(rid)["fields"]["Score"] == 77
         assert len(table.all(formula="{Score} = 77")) >= 1
         assert cached.request_count(method="PATCH") == 0  # queued, not sent (flush=manual)
-        # same answers as plain pyairtable against Airtable itself
+        # same answers as plain pyairtable against the other fake (``plain``), called directly
         plain_table = pyairtable.Api(TOKEN, endpoint_url=plain.url).table(BASE, "Leads")
         assert table.all(sort=["-Score", "Full Name"], max_records=40) != []
         assert [r["id"] for r in table.all(sort=["Company"])] == [r["id"] for r in plain_table.all(sort=["Company"])]
     finally:
         cached_http.uninstall()
-    # after uninstall, requests go to Airtable for real again, on every session
+    # after uninstall, requests go to the server (the fake) for real again, on every session
     cached.reset_log()
     r = before.get(f"{cached.url}/v0/{BASE}/Leads/{rid}")
     assert r.json()["fields"]["Score"] != 77 and cached.request_count() == 1
@@ -461,10 +461,10 @@ def test_raw_agent_final_state_equals_plain_run_with_far_fewer_requests(settings
 
 
 def test_the_syncs_own_sessions_are_never_intercepted(installed, cached):
-    from airtable_cached.api import _runtime
     from airtable_cached.config import Settings
+    from airtable_cached.runtime import shared_runtime
 
-    _engine, sync = _runtime(Settings.from_env(**installed), "patOTHER", None, None, None)
+    _engine, sync = shared_runtime(Settings.from_env(**installed), "patOTHER")
     assert getattr(sync.remote.session, cached_http.DIRECT_ATTR) is True
     cached.reset_log()
     requests.get(f"{cached.url}/v0/{BASE}/Leads", headers=AUTH, params={"maxRecords": 1})

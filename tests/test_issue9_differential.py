@@ -1,7 +1,7 @@
 """Issue 9: random sequences of pyairtable calls, once through plain pyairtable and once through
 the cache, against two fake Airtable servers made with the same seed (the project's fake,
-``airtable_cached/testing.py``): every answer and every error must be the same, and after each
-flush the two servers must hold the same records.
+``airtable_cached/testing/``, which evaluates formulas with the cache's own engine): every answer
+and every error must be the same, and after each flush the two servers must hold the same records.
 
 Two tables linked both ways, views filtered on a blank field and on a link, a select field, typecast on and
 off, flushes and edits by another user between steps (hypothesis ``RuleBasedStateMachine``).

@@ -1,8 +1,11 @@
-"""Issue 9: the cache never answers differently from Airtable (ids, links, typecast, whole calls).
+"""Issue 9: the cache never answers differently from plain pyairtable against the fake Airtable (ids,
+links, typecast, whole calls).
 
 Unless a docstring says otherwise, a test compares the cache with plain pyairtable against the
-project's fake Airtable (``airtable_cached/testing.py``): the same fake, or a twin made with the
-same seed when both sides write. Tests that rest on recorded Airtable traffic say so.
+project's fake Airtable (``airtable_cached/testing/``): the same fake, or a twin made with the
+same seed when both sides write. The fake evaluates formulas with the cache's own engine, so a
+formula compared here checks which side answers it, not the engine against Airtable. Tests that
+rest on recorded Airtable traffic say so.
 """
 
 from __future__ import annotations
@@ -325,7 +328,7 @@ def test_formula_over_a_link_is_answered_locally_with_queued_writes(lfake, twin,
 def test_formula_sent_to_airtable_gets_the_queued_writes_first(lfake, lapi, people, plain_people):
     target = people.all()[0]["id"]
     people.update(target, {"Name": "Renamed"})
-    formula = "AND({Name} = 'Renamed', {Company} = '')"  # Companies never read: Airtable answers
+    formula = "AND({Name} = 'Renamed', {Company} = '')"  # Companies never read: the server (the fake) answers
     assert [r["id"] for r in people.all(formula=formula)] == [target]
     assert lapi.pending() == []
 

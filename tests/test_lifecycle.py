@@ -201,16 +201,16 @@ def test_batch_delay_is_validated():
 
 
 def test_the_shared_runtime_is_a_context_manager_too(fake, db_path):
-    from airtable_cached.api import _runtime
     from airtable_cached.config import Settings
+    from airtable_cached.runtime import shared_runtime
 
     settings = Settings.from_env(path=db_path, endpoint_url=fake.url, flush="auto", batch_delay=60, rate_limit=1000)
-    with _runtime(settings, fake.token, None, None, None) as runtime:
+    with shared_runtime(settings, fake.token) as runtime:
         engine, sync = runtime
         engine.handle("POST", f"{fake.url}/v0/{BASE}/{TABLE}", body={"fields": {"Full Name": "Via The Runtime"}})
         assert sync.flusher is not None
     assert runtime.closed and "Via The Runtime" in names_in(fake), "leaving the block flushed"
-    with _runtime(settings, fake.token, None, None, None) as fresh:
+    with shared_runtime(settings, fake.token) as fresh:
         assert fresh is not runtime and not fresh.closed
 
 

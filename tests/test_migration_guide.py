@@ -64,12 +64,12 @@ def reader_env(fake, monkeypatch, tmp_path):
     monkeypatch.setenv("AIRTABLE_CACHED_FLUSH", "manual")
     monkeypatch.setenv("AIRTABLE_CACHED_RATE_LIMIT", "1000")
     yield tmp_path / "guide-cache.sqlite3"
-    from airtable_cached import api as api_module
     from airtable_cached import http
+    from airtable_cached import runtime as runtime_module
 
     http.uninstall()
-    with api_module._registry_lock:
-        runtimes = [rt for key, rt in api_module._runtimes.items() if key[0].path == tmp_path / "guide-cache.sqlite3"]
+    with runtime_module._registry_lock:
+        runtimes = [rt for key, rt in runtime_module._runtimes.items() if key[0].path == tmp_path / "guide-cache.sqlite3"]
     for _engine, sync in runtimes:
         sync.close()
 

@@ -27,16 +27,16 @@ def store(tmp_path):
 
 
 def add(store, op, record_id, fields=None, *, tid=1, base_id=BASE, typecast=False, merge_on=None, now=NOW):
-    with store.transaction() as conn:
-        return outbox.append(
-            conn, tid=tid, base_id=base_id, table_ref={1: "Leads", 2: "Deals", 3: "Leads"}[tid], op=op,
+    with store.write() as unit:
+        return unit.outbox.append(
+            tid=tid, base_id=base_id, table_ref={1: "Leads", 2: "Deals", 3: "Leads"}[tid], op=op,
             record_id=record_id, fields=fields, base=None, typecast=typecast, now=now, merge_on=merge_on,
         )
 
 
 def claim(store, *, now=NOW, lease=60.0, limit=500, base_id=BASE):
-    with store.transaction() as conn:
-        return outbox.claim(conn, base_id, now=now, lease=lease, limit=limit)
+    with store.write() as unit:
+        return unit.outbox.claim(base_id, now=now, lease=lease, limit=limit)
 
 
 def row(store, seq):
@@ -74,8 +74,8 @@ def test_a_write_waiting_for_its_retry_blocks_the_rest_of_its_record_only(store)
     first = add(store, "update", "recAAAAAAAAAAAAAA", {"Score": 1})
     later = add(store, "update", "recAAAAAAAAAAAAAA", {"Score": 2})
     other = add(store, "update", "recBBBBBBBBBBBBBB", {"Score": 3})
-    with store.transaction() as conn:
-        outbox.retry_later(conn, [first], error={"status": 503}, next_attempt_at=NOW + 30)
+    with store.write() as unit:
+        unit.outbox.retry_later([first], error={"status": 503}, next_attempt_at=NOW + 30)
     assert [o.seq for o in claim(store)] == [other]
     assert row(store, later)["state"] == "pending"
     assert [o.seq for o in claim(store, now=NOW + 31)] == [first, later]
@@ -91,8 +91,8 @@ def test_writes_naming_an_unsent_provisional_id_wait_for_its_create(store):
     # queued here (not mapped yet) waits.
     assert [o.seq for o in claim(store)] == [create, update]
     assert row(store, linker)["state"] == "pending"
-    with store.transaction() as conn:
-        outbox.remap_id(conn, link_pid, "recREALREALREAL01", 1)
+    with store.write() as unit:
+        unit.outbox.remap_id(link_pid, "recREALREALREAL01", 1)
     claimed = claim(store)
     assert [o.seq for o in claimed] == [linker]
     assert claimed[0].fields == {"Lead": ["recREALREALREAL01"]}
@@ -104,9 +104,9 @@ def test_an_update_of_a_provisional_record_whose_create_is_inflight_waits(store)
     assert [o.seq for o in claim(store)] == [create]
     update = add(store, "update", pid, {"Score": 1})
     assert claim(store) == []
-    with store.transaction() as conn:
-        outbox.ack(conn, [create])
-        outbox.remap_id(conn, pid, "recREALREALREAL02", 1)
+    with store.write() as unit:
+        unit.outbox.ack([create])
+        unit.outbox.remap_id(pid, "recREALREALREAL02", 1)
     claimed = claim(store)
     assert [o.seq for o in claimed] == [update] and claimed[0].record_id == "recREALREALREAL02"
 
@@ -116,8 +116,8 @@ def test_a_dead_create_blocks_what_follows_for_its_record(store):
     create = add(store, "create", pid, {"Name": "bad"})
     update = add(store, "update", pid, {"Score": 1})
     other = add(store, "update", "recBBBBBBBBBBBBBB", {"Score": 2})
-    with store.transaction() as conn:
-        outbox.dead_letter(conn, [create], error={"status": 422})
+    with store.write() as unit:
+        unit.outbox.dead_letter([create], error={"status": 422})
     assert [o.seq for o in claim(store)] == [other]
     assert row(store, update)["state"] == "pending"
 
@@ -125,8 +125,8 @@ def test_a_dead_create_blocks_what_follows_for_its_record(store):
 def test_a_dead_update_does_not_block_later_writes_of_its_record(store):
     bad = add(store, "update", "recAAAAAAAAAAAAAA", {"Score": "x"})
     good = add(store, "update", "recAAAAAAAAAAAAAA", {"Score": 2})
-    with store.transaction() as conn:
-        outbox.dead_letter(conn, [bad], error={"status": 422})
+    with store.write() as unit:
+        unit.outbox.dead_letter([bad], error={"status": 422})
     assert [o.seq for o in claim(store)] == [good]
 
 
@@ -184,9 +184,9 @@ def test_plan_marks_creates_of_unknown_outcome_uncertain(store):
     b = add(store, "create", p2, {"Name": "answer lost"})
     add(store, "create", p3, {"Name": "never sent"})
     claim(store, lease=1)
-    with store.transaction() as conn:
-        outbox.retry_later(conn, [b], error={"status": None, "uncertain": True}, next_attempt_at=0)
-        conn.execute("UPDATE outbox SET state = 'pending', claimed_until = NULL WHERE record_id = ?", (p3,))
+    with store.write() as unit:
+        unit.outbox.retry_later([b], error={"status": None, "uncertain": True}, next_attempt_at=0)
+        unit.conn.execute("UPDATE outbox SET state = 'pending', claimed_until = NULL WHERE record_id = ?", (p3,))
     sends = {s.record_id: s for s in outbox.plan(claim(store, now=NOW + 2))}
     assert sends[p1].uncertain and sends[p2].uncertain and not sends[p3].uncertain
     assert row(store, a)["attempts"] == 2
@@ -230,19 +230,19 @@ def test_ack_retry_later_dead_letter_and_requeue(store):
     b = add(store, "update", "recBBBBBBBBBBBBBB", {"Score": 2})
     c = add(store, "update", "recCCCCCCCCCCCCCC", {"Score": 3})
     claim(store)
-    with store.transaction() as conn:
-        outbox.ack(conn, [a])
-        outbox.retry_later(conn, [b], error={"status": 503, "body": "busy"}, next_attempt_at=NOW + 8)
-        outbox.dead_letter(conn, [c], error={"status": 422, "body": {"error": {"type": "INVALID_VALUE_FOR_COLUMN"}}})
+    with store.write() as unit:
+        unit.outbox.ack([a])
+        unit.outbox.retry_later([b], error={"status": 503, "body": "busy"}, next_attempt_at=NOW + 8)
+        unit.outbox.dead_letter([c], error={"status": 422, "body": {"error": {"type": "INVALID_VALUE_FOR_COLUMN"}}})
     assert row(store, a) is None
     assert row(store, b)["state"] == "pending" and row(store, b)["next_attempt_at"] == NOW + 8
     assert row(store, b)["claimed_until"] is None and json.loads(row(store, b)["last_error"])["status"] == 503
     assert row(store, c)["state"] == "dead"
-    listed = [op.as_dict() for op in outbox.list_ops(store.conn)]
+    listed = [op.as_dict() for op in store.outbox.list_ops()]
     assert [(o["seq"], o["state"], o["attempts"]) for o in listed] == [(b, "pending", 1), (c, "dead", 1)]
     assert listed[1]["last_error"]["body"]["error"]["type"] == "INVALID_VALUE_FOR_COLUMN"
-    with store.transaction() as conn:
-        assert outbox.requeue(conn) == [c]
+    with store.write() as unit:
+        assert unit.outbox.requeue() == [c]
     assert row(store, c)["state"] == "pending" and row(store, c)["attempts"] == 0
 
 
@@ -252,8 +252,8 @@ def test_remap_id_rewrites_queued_writes_and_links(store):
     add(store, "create", pid, {"Name": "x"})
     upd = add(store, "update", pid, {"Score": 1})
     link = add(store, "update", "recDEALDEALDEAL01", {"Lead": [other, pid], "Note": f"about {pid}"}, tid=2)
-    with store.transaction() as conn:
-        outbox.remap_id(conn, pid, "recREALREALREAL03", 1)
+    with store.write() as unit:
+        unit.outbox.remap_id(pid, "recREALREALREAL03", 1)
     assert row(store, upd)["record_id"] == "recREALREALREAL03"
     fields = json.loads(row(store, link)["fields"])
     assert fields["Lead"] == [other, "recREALREALREAL03"]
@@ -286,3 +286,74 @@ def test_replay_of_a_create_and_of_writes_to_a_record_gone_remotely(store):
     assert outbox.replay(None, ops_of(store)) == {"Name": "new", "Score": 2}
     gone = [outbox.Op.from_row(r) for r in store.conn.execute("SELECT * FROM outbox WHERE op = 'update'")]
     assert outbox.replay(None, gone) is None  # an update of a record deleted on Airtable shows nothing
+
+
+# -- the endpoint: one file caches several Airtables (tables.endpoint) --------------------------------
+
+
+@pytest.fixture
+def two_endpoints(store):
+    """Table 1 mirrors one Airtable, table 4 another, with the same base id."""
+    with store.transaction() as conn:
+        conn.execute("UPDATE tables SET endpoint = 'https://api.airtable.com' WHERE tid = 1")
+        conn.execute("INSERT INTO tables (tid, base_id, name, endpoint) VALUES (4, ?, 'Leads', 'http://staging')", (BASE,))
+    return store
+
+
+def add_staging(store, record_id, fields, **kw):
+    with store.write() as unit:
+        return unit.outbox.append(tid=4, base_id=BASE, table_ref="Leads", op="update", record_id=record_id,
+                                  fields=fields, base=None, typecast=False, now=NOW, **kw)
+
+
+def test_has_ready_and_next_due_look_at_the_endpoint_s_writes_only(two_endpoints):
+    store = two_endpoints
+    seq = add_staging(store, "recSTAGINGSTAGIN1", {"Score": 1})
+    queue = store.outbox
+    assert queue.has_ready(NOW, endpoint="http://staging")
+    assert not queue.has_ready(NOW, endpoint="https://api.airtable.com")  # nothing of its own to send
+    assert queue.has_ready(NOW)  # every endpoint
+    with store.write() as unit:
+        unit.outbox.retry_later([seq], error={"status": 503}, next_attempt_at=NOW + 30)
+    assert queue.next_due(endpoint="http://staging") == NOW + 30
+    assert queue.next_due(endpoint="https://api.airtable.com") is None
+    assert not queue.has_ready(NOW, endpoint="http://staging")
+    add(store, "update", "recAAAAAAAAAAAAAA", {"Score": 2}, now=NOW)
+    assert queue.next_due(endpoint="https://api.airtable.com") == 0  # due at once
+    assert queue.has_ready(NOW, endpoint="https://api.airtable.com")
+
+
+def test_quarantine_keeps_to_the_endpoint_s_writes(two_endpoints):
+    """A flush for one Airtable never dead-letters another endpoint's writes of the same base id."""
+    store = two_endpoints
+    mine = add(store, "update", "recAAAAAAAAAAAAAA", {"Score": 1})
+    theirs = add_staging(store, "recSTAGINGSTAGIN1", {"Score": 2})
+    with store.transaction() as conn:
+        conn.execute("UPDATE outbox SET fields = replace(fields, '1', '7') WHERE seq = ?", (mine,))
+        conn.execute("UPDATE outbox SET fields = replace(fields, '2', '8') WHERE seq = ?", (theirs,))
+    with store.write() as unit:
+        assert [r["seq"] for r in unit.outbox.quarantine(BASE, endpoint="https://api.airtable.com")] == [mine]
+    assert row(store, mine)["state"] == "dead" and row(store, theirs)["state"] == "pending"
+    assert [r["seq"] for r in store.outbox.damaged(BASE)] == [theirs]  # every endpoint: still damaged
+
+
+def test_the_background_flusher_waits_for_its_own_endpoint_s_writes(fake, tmp_path, clock):
+    """Another endpoint's write due in the file does not wake this Api's flusher into a busy loop:
+    its idle wait is until its own next write is due (at most PERIOD)."""
+    from airtable_cached import Api
+    from airtable_cached.sync.core import AutoFlusher
+
+    path = tmp_path / "shared.sqlite3"
+    with Api(fake.token, endpoint_url=fake.url, path=path, flush="manual", clock=clock, sleep=clock.sleep) as api:
+        store = api.engine.store
+        with store.transaction() as conn:
+            conn.execute("INSERT INTO tables (tid, base_id, name, endpoint) VALUES (9, ?, 'Leads', 'http://staging')",
+                         (BASE,))
+        with store.write() as unit:
+            seq = unit.outbox.append(tid=9, base_id=BASE, table_ref="Leads", op="update", record_id="recSTAGINGSTAGIN1",
+                                     fields={"Score": 1}, base=None, typecast=False, now=clock())
+            unit.outbox.retry_later([seq], error={"status": 503}, next_attempt_at=clock() + 2)
+        flusher = AutoFlusher.__new__(AutoFlusher)
+        flusher._sync = lambda: api.sync  # type: ignore[method-assign]
+        assert flusher._idle_wait() == AutoFlusher.PERIOD
+        assert not store.outbox.has_ready(clock() + 5, endpoint=api.engine.endpoint)

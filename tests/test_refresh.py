@@ -1,7 +1,7 @@
 """Incremental refresh, deletions seen (change feed and id sweep), stale reads that do not wait.
 
-Every test here runs against the project's fake Airtable (airtable_cached/testing.py and
-airtable_cached/testing_webhooks.py) over real HTTP on 127.0.0.1 and a real SQLite file; none of
+Every test here runs against the project's fake Airtable (airtable_cached/testing/, its webhooks
+in airtable_cached/testing/webhooks.py) over real HTTP on 127.0.0.1 and a real SQLite file; none of
 them claims to match recorded Airtable traffic. The Date header the watermark rests on is the one
 Airtable sends on every answer (see the recorded traffic under ../shared/airtable-traffic/).
 """

@@ -1,4 +1,4 @@
-"""The fake Airtable's webhooks API (airtable_cached/testing_webhooks.py), read through pyairtable
+"""The fake Airtable's webhooks API (airtable_cached/testing/webhooks.py), read through pyairtable
 3.5's own webhook models (unmodified), and the pure refresh decisions in airtable_cached/policy.py.
 These compare with the project's fake and with pyairtable's models, not with recorded traffic (no
 public recording of the webhooks API exists; see the shared AIRTABLE_FACTS.md)."""

@@ -63,7 +63,7 @@ def test_rich_text_written_locally_reads_back_as_airtable_stores_it(db_path, clo
 
 @pytest.fixture
 def queued_link(db_path, clock):
-    """Companies gain an attachment field (a formula on it only Airtable answers); a person is
+    """Companies gain an attachment field (a formula on it only the server answers, here the fake); a person is
     linked to a company, queued in the cache and made on a twin fake through plain pyairtable.
     Yields the cache's fake, the cache's Companies, the twin's Companies and the company's id."""
     lfake, twin = _fake(), _fake()
@@ -87,7 +87,7 @@ def queued_link(db_path, clock):
 
 def test_a_read_only_airtable_can_answer_sends_the_linked_tables_queued_writes_first(queued_link):
     _lfake, companies, plain_companies, company = queued_link
-    formula = "{Logo} = ''"  # an attachment field: only Airtable answers it
+    formula = "{Logo} = ''"  # an attachment field: only the server (the fake) answers it
     assert [r["fields"] for r in companies.all(formula=formula)] == [r["fields"] for r in plain_companies.all(formula=formula)]
     assert companies.get(company)["fields"] == plain_companies.get(company)["fields"]
 

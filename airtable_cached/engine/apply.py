@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 
-from airtable_cached.engine import links, queue
+from airtable_cached.engine import links
 from airtable_cached.engine.tables import TableInfo, learn_schema
 from airtable_cached.rules.records import clean_fields, dumps, now_iso
 from airtable_cached.store.contract import PulledRecord, Store, Unit
+from airtable_cached.sync.outbox import replay
 
 log = logging.getLogger("airtable_cached")
 
@@ -29,7 +30,7 @@ def recompute(unit: Unit, tid: int, record_ids: Iterable[str]) -> None:
         state = unit.replica.remote_state(tid, record_id)
         if state is None:
             continue
-        view = queue.replayed(unit, tid, record_id, state[0])
+        view = replay(state[0], unit.outbox.live_ops_for_record(tid, record_id))
         if view is not None and link_lists:
             view = links.adjust(dict(view), record_id, link_lists)
         unit.replica.set_visible_fields(tid, record_id, view)
@@ -47,7 +48,7 @@ def after_local_write(unit: Unit, tid: int, record_ids: list[str]) -> dict[int, 
 def recompute_after_pull(unit: Unit, tid: int, record_ids: set[str] | None = None) -> None:
     """After Airtable's state came in: records with live queued writes (among ``record_ids``, if
     given), and those whose link lists queued writes change, are recomputed."""
-    live = queue.records_with_live_writes(unit, tid)
+    live = unit.outbox.records_with_live_ops(tid)
     recompute(unit, tid, (live if record_ids is None else record_ids & live) | links.pending_targets(unit, tid))
 
 
@@ -93,7 +94,7 @@ def _drop_gone(unit: Unit, tid: int, records: list[dict], started_at: float) -> 
     # flush during the pull is newer than the pull and stays).
     unit.replica.drop_records_not_seen(tid, {r["id"] for r in records}, started_at=started_at)
     # Local creates keep their place after the pulled records.
-    unit.replica.place_local_records_after(tid, len(records))
+    unit.replica.move_local_records_after(tid, len(records) - 1)
 
 
 def resolve_conflicts(unit: Unit, tid: int, pulled: list[dict], now: float, started_at: float) -> None:
@@ -131,9 +132,9 @@ def _drop_lost(unit: Unit, tid: int, record_id: str, write: dict, lost: set[str]
     unit.replica.log_conflicts(tid, record_id, {name: (written[name], after.get(name)) for name in lost}, at=now)
     kept = {name: value for name, value in written.items() if name not in lost}
     if kept:
-        queue.rewrite_fields(unit, write["seq"], dumps(kept))
+        unit.outbox.rewrite(write["seq"], fields=dumps(kept))
     else:
-        queue.ack(unit, [write["seq"]])
+        unit.outbox.ack([write["seq"]])
     log.warning("conflict on %s: Airtable changed %s meanwhile; its value wins", record_id, ", ".join(sorted(lost)))
 
 

@@ -134,7 +134,7 @@ class Tables:
         """A table Airtable says does not exist leaves nothing behind (no phantom table for
         ``status`` to list and ``serve-sync`` to pull), unless it holds records or writes."""
         with self.store.write() as unit:
-            if unit.outbox.has_writes(info.tid) or unit.replica.has_records(info.tid):
+            if info.tid in unit.outbox.tables_with_writes(info.base_id) or unit.replica.has_records(info.tid):
                 return
             unit.replica.drop_table(info.tid)
             log.info("table %s of base %s does not exist in Airtable; not kept", info.name or info.table_id, info.base_id)

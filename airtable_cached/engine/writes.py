@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airtable_cached.config import Settings
-from airtable_cached.engine import apply, outage, queue
+from airtable_cached.engine import apply, outage
 from airtable_cached.engine.access import Access
 from airtable_cached.engine.ports import SyncHandle
 from airtable_cached.engine.readmodel import ReadModel
@@ -110,9 +110,9 @@ class Writes:
         record_id = new_provisional_id()
         created_time = now_iso(now)
         stored = clean_fields(fields)
-        unit.replica.add_local_record(info.tid, record_id, position, created_time, stored)
-        seq = queue.append(
-            unit, tid=info.tid, base_id=info.base_id, table_ref=table, op="create", record_id=record_id,
+        unit.replica.insert_local_record(info.tid, record_id, position, created_time, stored)
+        seq = unit.outbox.append(
+            tid=info.tid, base_id=info.base_id, table_ref=table, op="create", record_id=record_id,
             fields=fields, base=None, typecast=typecast, now=now, merge_on=merge_on, call_id=call.call_id,
         )
         call.queued(seq)
@@ -199,8 +199,8 @@ class Writes:
         queued_op, queued = _as_queued(info, current, op, fields)
         base = {name: current.get(name) for name in (current if queued_op == "replace" else queued)}
         unit.replica.write_fields(info.tid, real_id, new_fields, now_iso(now))
-        seq = queue.append(
-            unit, tid=info.tid, base_id=info.base_id, table_ref=table, op=queued_op, record_id=real_id,
+        seq = unit.outbox.append(
+            tid=info.tid, base_id=info.base_id, table_ref=table, op=queued_op, record_id=real_id,
             fields=queued, base=base, typecast=typecast, now=now, call_id=call.call_id, merge_on=merge_on,
         )
         call.queued(seq)
@@ -303,8 +303,8 @@ class Writes:
                 deleted_ids.append(real_id)
                 if not unit.replica.hide_record(info.tid, real_id):
                     raise AirtableResponseError.record_not_found(record_id, batch=not single)
-                seqs.append(call.queued(queue.append(
-                    unit, tid=info.tid, base_id=base_id, table_ref=table, op="delete", record_id=real_id,
+                seqs.append(call.queued(unit.outbox.append(
+                    tid=info.tid, base_id=base_id, table_ref=table, op="delete", record_id=real_id,
                     fields=None, base=None, typecast=False, now=now, call_id=call.call_id,
                 )))
             linked = apply.after_local_write(unit, info.tid, deleted_ids)
@@ -378,7 +378,7 @@ class Writes:
         answer = sync.send_now(info.base_id, method, sync.remote.url(*parts), sent, idempotent=method != "POST")
         with self.store.write() as unit:
             self._learn_choices(unit, info, call)
-            unit.replica.forget_views(info.tid)  # Airtable re-evaluates them
+            unit.replica.forget_views([info.tid])  # Airtable re-evaluates them
         records: list = answer["records"] if isinstance(answer, dict) and isinstance(answer.get("records"), list) else [answer]
         if not (isinstance(body, dict) and body.get("returnFieldsByFieldId")):
             apply.absorb(self.store, info, [r for r in records if isinstance(r, dict)], now=self.clock(), sent_at=sent_at)
@@ -395,7 +395,7 @@ class Writes:
                 self.sync.require().pull(info.base_id, linked)
                 tid = self.tables.info(info.base_id, linked).tid
                 with self.store.write() as unit:  # its views too: its inverse link fields changed
-                    unit.replica.forget_views(tid)
+                    unit.replica.forget_views([tid])
 
     def _learn_choices(self, unit: Unit, info: TableInfo, call: WriteCall) -> None:
         """Select options a typecast write adds exist from then on (Airtable adds them to the field)."""
@@ -423,7 +423,7 @@ class Writes:
         if refused:
             # The call fails as it would in pyairtable, and the refused writes do not linger in the queue.
             with self.store.write() as unit:
-                queue.ack(unit, [write["seq"] for write in refused])
+                unit.outbox.ack([write["seq"] for write in refused])
                 apply.recompute(unit, info.tid, {write["record_id"] for write in refused})
             error = refused[0]["last_error"] or {}
             raise AirtableResponseError(error.get("status") or 422, error.get("body") or {})

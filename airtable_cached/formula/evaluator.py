@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import Any
 
 from .functions import FUNCTIONS, _Err, f_switch_equal
 from .nodes import BinaryOp, Call, ErrorValue, Field, Literal, UnaryOp, walk
@@ -151,60 +152,83 @@ def _build(node) -> Callable:
 
 
 def _build_call(node: Call) -> Callable:
-    name = node.name
     args = [_build(a) for a in node.args]
-    if name == "IF":
-        cond, then = args[0], args[1]
-        other = args[2] if len(args) > 2 else (lambda env: None)
+    special = _SPECIAL_FORMS.get(node.name)
+    if special is not None:
+        return special(node, args)
+    if node.name == "OR" and len(node.args) > 3:
+        by_ids = _build_or_of_record_ids(node, args)
+        if by_ids is not None:
+            return by_ids
+    return _build_function(FUNCTIONS[node.name], args)
 
-        def f_if(env):
-            c = cond(env)
-            if isinstance(c, ErrorValue):
-                return c
-            return then(env) if truthy(c) else other(env)
-        return f_if
-    if name == "SWITCH":
-        expr, rest = args[0], args[1:]
-        pairs = [(rest[i], rest[i + 1]) for i in range(0, len(rest) - 1, 2)]
-        default = rest[-1] if len(rest) % 2 else (lambda env: None)
 
-        def f_switch(env):
-            v = expr(env)
+def _build_if(node: Call, args: list[Callable]) -> Callable:
+    cond, then = args[0], args[1]
+    other = args[2] if len(args) > 2 else (lambda env: None)
+
+    def f_if(env):
+        c = cond(env)
+        if isinstance(c, ErrorValue):
+            return c
+        return then(env) if truthy(c) else other(env)
+    return f_if
+
+
+def _build_switch(node: Call, args: list[Callable]) -> Callable:
+    expr, rest = args[0], args[1:]
+    pairs = [(rest[i], rest[i + 1]) for i in range(0, len(rest) - 1, 2)]
+    default = rest[-1] if len(rest) % 2 else (lambda env: None)
+
+    def f_switch(env):
+        v = expr(env)
+        if isinstance(v, ErrorValue):
+            return v
+        for pat, res in pairs:
+            p = pat(env)
+            if isinstance(p, ErrorValue):
+                return p
+            if f_switch_equal(v, p):
+                return res(env)
+        return default(env)
+    return f_switch
+
+
+def _build_iserror(node: Call, args: list[Callable]) -> Callable:
+    inner = args[0]
+    return lambda env: isinstance(inner(env), ErrorValue)
+
+
+#: Forms that evaluate their arguments lazily (or look at errors), unlike every other function.
+_SPECIAL_FORMS: dict[str, Callable[[Call, list[Callable]], Callable]] = {
+    "IF": _build_if, "SWITCH": _build_switch, "ISERROR": _build_iserror,
+}
+
+
+def _is_record_id_test(node: object) -> bool:
+    return (isinstance(node, BinaryOp) and node.op == "=" and isinstance(node.left, Call)
+            and node.left.name == "RECORD_ID" and isinstance(node.right, Literal) and isinstance(node.right.value, str))
+
+
+def _build_or_of_record_ids(node: Call, args: list[Callable]) -> Callable | None:
+    """OR(RECORD_ID()='rec1', RECORD_ID()='rec2', ...) (pyairtable's ORM): a set lookup."""
+    ids = frozenset(a.right.value for a in node.args if _is_record_id_test(a))  # type: ignore[attr-defined]
+    if len(ids) <= 1:
+        return None
+    others = [fn_ for a, fn_ in zip(node.args, args) if not _is_record_id_test(a)]
+    or_impl = FUNCTIONS["OR"]
+
+    def f_or_ids(env):
+        values = [a(env) for a in others]
+        for v in values:
             if isinstance(v, ErrorValue):
                 return v
-            for pat, res in pairs:
-                p = pat(env)
-                if isinstance(p, ErrorValue):
-                    return p
-                if f_switch_equal(v, p):
-                    return res(env)
-            return default(env)
-        return f_switch
-    if name == "ISERROR":
-        inner = args[0]
-        return lambda env: isinstance(inner(env), ErrorValue)
-    if name == "OR" and len(node.args) > 3:
-        # OR(RECORD_ID()='rec1', RECORD_ID()='rec2', ...) (pyairtable's ORM): a set lookup
-        ids: set[str] = set()
-        others: list[Callable[..., object]] = []
-        for a, fn_ in zip(node.args, args):
-            if (isinstance(a, BinaryOp) and a.op == "=" and isinstance(a.left, Call) and a.left.name == "RECORD_ID"
-                    and isinstance(a.right, Literal) and isinstance(a.right.value, str)):
-                ids.add(a.right.value)
-            else:
-                others.append(fn_)
-        if len(ids) > 1:
-            frozen = frozenset(ids)
-            or_impl = FUNCTIONS["OR"]
+        return env.record_id() in ids or or_impl(env, *values) if values else env.record_id() in ids
+    return f_or_ids
 
-            def f_or_ids(env):
-                values = [a(env) for a in others]
-                for v in values:
-                    if isinstance(v, ErrorValue):
-                        return v
-                return env.record_id() in frozen or or_impl(env, *values) if values else env.record_id() in frozen
-            return f_or_ids
-    impl = FUNCTIONS[name]
+
+def _build_function(impl: Any, args: list[Callable]) -> Callable:
+    """An ordinary function: arguments first (an error among them is the answer), then the call."""
     if not args:
         def f0(env):
             try:

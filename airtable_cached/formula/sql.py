@@ -1,10 +1,24 @@
-"""Compile (parts of) a formula to a SQLite WHERE expression that selects exactly the evaluator's records.
+"""Compile (parts of) a formula to a WHERE expression that selects exactly the evaluator's records.
 
 Only shapes whose SQL result provably equals the evaluator's are compiled; the rest is returned as a
 residual node for Python-side evaluation. Values are always bound parameters; field names only ever
-appear as bound JSON paths / keys. Rows whose field JSON contains an escaped NUL, and cells of array
-or object type, are answered by the Python evaluator through the registered ``atc_match`` function,
-so :func:`register_sql_functions` must be called on every connection that runs compiled SQL.
+appear as bound JSON paths / keys.
+
+Two dialects (:class:`Dialect`):
+
+* ``sqlite`` (fields as JSON text): rows whose field JSON contains an escaped NUL, and cells of
+  array or object type, are answered by the Python evaluator through the registered ``atc_match``
+  function, so :func:`register_sql_functions` must be called on every connection that runs
+  compiled SQL;
+* ``postgres`` (fields as ``jsonb``, ``%s`` placeholders, see
+  ``airtable_cached/store/postgres/schema.py``): the server cannot call the evaluator, so where
+  SQLite would call ``atc_match`` (array and object cells, and rows whose ``jsonb`` is NULL because
+  their JSON holds a NUL) the condition lets the row through (or keeps it out, under an odd number
+  of NOTs) and the whole conjunct is also left in the residual: the SQL selects a superset, the
+  evaluator decides. Shapes that need SQLite's Python helpers (text to number or date, LOWER,
+  UPPER: Python's case mapping is not the server's) are not compiled for PostgreSQL at all. Text
+  compares ``COLLATE "C"`` (code point order, as Python compares), numbers as ``numeric`` (a float
+  bound as its shortest decimal, as ``json`` wrote it).
 """
 
 from __future__ import annotations
@@ -15,6 +29,7 @@ import re
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -26,7 +41,7 @@ from .values import js_number, parse_datetime
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CompiledFilter", "compile_where", "register_sql_functions"]
+__all__ = ["DIALECTS", "CompiledFilter", "Dialect", "compile_where", "register_sql_functions"]
 
 _FLIP = {"=": "=", "!=": "!=", "<": ">", ">": "<", "<=": ">=", ">=": "<="}
 _SAFE_NAME = re.compile(r'[ !#-\[\]-~]+\Z')  # printable ASCII without '"' and '\\'
@@ -51,12 +66,45 @@ class _P:
         self.value = value
 
 
-def _render(parts) -> tuple[str, list]:
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between the SQL the compiler writes for one database and another."""
+
+    name: str
+    true: str
+    false: str
+    ifnull: str
+    instr: str  # instr(haystack, needle): 1-based position, 0 when absent
+    collate: str  # appended to the right side of a text comparison: code point order
+    helpers: bool  # the atc_* helper functions exist on the connection (SQLite: registered)
+
+    def placeholder(self, value) -> tuple[str, object]:
+        """The placeholder text and the value bound for one parameter."""
+        if self.name == "sqlite":
+            return "?", value
+        if isinstance(value, str):
+            return "%s::text", value
+        if isinstance(value, float):
+            return "%s::numeric", Decimal(repr(value))
+        return "%s::numeric", value
+
+    def const(self, truth: bool) -> str:
+        return self.true if truth else self.false
+
+
+DIALECTS = {
+    "sqlite": Dialect("sqlite", "1", "0", "IFNULL", "instr", "", True),
+    "postgres": Dialect("postgres", "TRUE", "FALSE", "COALESCE", "strpos", ' COLLATE "C"', False),
+}
+
+
+def _render(parts, dialect: Dialect = DIALECTS["sqlite"]) -> tuple[str, list]:
     sql, params = [], []
     for p in parts:
         if isinstance(p, _P):
-            sql.append("?")
-            params.append(p.value)
+            text, value = dialect.placeholder(p.value)
+            sql.append(text)
+            params.append(value)
         else:
             sql.append(p)
     return "".join(sql), params
@@ -159,12 +207,17 @@ def _kind(v):
 
 
 class _Compiler:
-    def __init__(self, fields_column, id_column, created_column, field_ids, functions):
+    def __init__(self, fields_column, id_column, created_column, field_ids, functions, dialect: Dialect):
         self.F = fields_column
         self.id = id_column
         self.created = created_column
         self.field_ids = field_ids
-        self.functions = functions
+        self.dialect = dialect
+        self.functions = functions and dialect.helpers
+        #: Parity of the NOTs above the node being compiled (PostgreSQL's stand-in for atc_match).
+        self.negated = False
+        #: The conjunct being compiled let rows through for the evaluator to decide (PostgreSQL).
+        self.recheck = False
 
     # -- value translation for one field of a known JSON kind -----------------------------------
     def value(self, node, fname, jv, branch):
@@ -174,6 +227,8 @@ class _Compiler:
             if not ok:
                 return None
             k = _kind(v)
+            if k == "text" and self.dialect.name == "postgres" and not _encodable(v):
+                return None
             if k == "date":
                 return [], ("date", v)
             if k == "blank":
@@ -201,7 +256,8 @@ class _Compiler:
                     return None
                 # SEARCH gives blank where FIND gives 0: the same against numbers, blank and in
                 # truthiness, but not against text ("" vs "0"), hence its own kind.
-                return ["instr(", *b[0], ", ", *a[0], ")"], ("num" if node.name == "FIND" else "snum", None)
+                return ([f"{self.dialect.instr}(", *b[0], ", ", *a[0], ")"],
+                        ("num" if node.name == "FIND" else "snum", None))
             return None
         if isinstance(node, BinaryOp) and node.op == "&":
             a = self.value(node.left, fname, jv, branch)
@@ -252,7 +308,7 @@ class _Compiler:
             if pb is None:
                 return None
         if ka == kb and ka in ("text", "num"):
-            return ["(", *pa, f" {op} ", *pb, ")"]
+            return ["(", *pa, f" {op} ", *pb, self.dialect.collate if ka == "text" else "", ")"]
         if {ka, kb} == {"text", "num"}:
             # text vs number compares numerically; only a constant text side can be converted here
             if ka == "text" and va is None and kb == "num" and self.functions:
@@ -264,14 +320,14 @@ class _Compiler:
                 if isinstance(n, int) and abs(n) > 2 ** 53:
                     return None
                 if n != n:
-                    return ["1" if op == "!=" else "0"]
+                    return [self.dialect.const(op == "!=")]
                 return ["(", _P(n), f" {op} ", *pb, ")"]
             if kb == "text" and vb is not None:
                 n = js_number(vb)
                 if isinstance(n, int) and abs(n) > 2 ** 53:
                     return None
                 if n != n:
-                    return ["1" if op == "!=" else "0"]
+                    return [self.dialect.const(op == "!=")]
                 return ["(", *pa, f" {op} ", _P(n), ")"]
             return None
         if "date" in (ka, kb) and self.functions:
@@ -288,6 +344,8 @@ class _Compiler:
             return None  # the stored key may be the id or the name: leave it to the evaluator
         if "\x00" in fname or not fname:
             return None
+        if self.dialect.name == "postgres":
+            return self.jsonb_leaf(node, fname)
         F = self.F
         if _SAFE_NAME.match(fname):
             path = _P('$."' + fname + '"')
@@ -333,9 +391,9 @@ class _Compiler:
             return None
         if v is None:
             v = ""
-        if not isinstance(v, str):
+        if not isinstance(v, str) or (self.dialect.name == "postgres" and not _encodable(v)):
             return None
-        return ["(IFNULL(", self.id, ", '') ", op, " ", _P(v), ")"]
+        return [f"({self.dialect.ifnull}(", self.id, ", '') ", op, " ", _P(v), self.dialect.collate, ")"]
 
     def pred(self, node, under_not=False):
         if isinstance(node, Call) and node.name in ("AND", "OR"):
@@ -344,7 +402,7 @@ class _Compiler:
                 for a in node.args:
                     if (isinstance(a, BinaryOp) and a.op == "=" and _is_rid(a.left)
                             and isinstance(a.right, Literal) and isinstance(a.right.value, str)
-                            and "\x00" not in a.right.value):
+                            and _encodable(a.right.value)):
                         ids.append(a.right.value)
                     else:
                         rest.append(a)
@@ -353,7 +411,7 @@ class _Compiler:
                     ph = []
                     for i, v in enumerate(ids):
                         ph += [", " if i else "", _P(v)]
-                    parts_list.append(["(IFNULL(", self.id, ", '') IN (", *ph, "))"])
+                    parts_list.append([f"({self.dialect.ifnull}(", self.id, ", '') IN (", *ph, "))"])
                 else:
                     rest = list(node.args) if ids else rest
                 for a in rest:
@@ -376,13 +434,17 @@ class _Compiler:
                 out += p
             return out + [")"]
         if isinstance(node, Call) and node.name == "NOT":
-            p = self.pred(node.args[0], True)
+            self.negated = not self.negated
+            try:
+                p = self.pred(node.args[0], True)
+            finally:
+                self.negated = not self.negated
             return None if p is None else ["(NOT ", *p, ")"]
         if _is_constant(node):
             v = evaluate(node, _DUMMY)
             if isinstance(v, ErrorValue):
-                return None if under_not else ["0"]
-            return ["1" if matches(node, _DUMMY) else "0"]
+                return None if under_not else [self.dialect.false]
+            return [self.dialect.const(matches(node, _DUMMY))]
         names = field_names(node)
         if isinstance(node, BinaryOp) and node.op in COMPARISON_OPS and not names:
             return self.record_id_cmp(node)
@@ -391,7 +453,46 @@ class _Compiler:
         return None
 
 
+    def jsonb_leaf(self, node, fname):
+        """field_leaf for PostgreSQL: the cell's jsonb type picks the branch."""
+        if not _encodable(fname):
+            return None
+        F, key = self.F, _P(fname)
+        t_text = self.branch_pred(node, fname, ["(", F, " ->> ", key, ")"], "text")
+        t_num = self.branch_pred(node, fname, ["((", F, " -> ", key, ")::numeric)"], "num")
+        if t_text is None and t_num is None:
+            return None
+        self.recheck = True
+        fallback = [self.dialect.const(not self.negated)]  # a superset: the residual decides
+        t_text = fallback if t_text is None else t_text
+        t_num = fallback if t_num is None else t_num
+        const = self.dialect.const
+        return ["(CASE WHEN ", F, " IS NULL THEN ", *fallback,
+                " ELSE (CASE jsonb_typeof(", F, " -> ", key, ")",
+                " WHEN 'string' THEN ", *t_text,
+                " WHEN 'number' THEN ", *t_num,
+                " WHEN 'boolean' THEN (CASE WHEN (", F, " -> ", key, ") = 'true'::jsonb THEN ",
+                const(_matches_cell(node, fname, True)), " ELSE ", const(_matches_cell(node, fname, False)), " END)",
+                " WHEN 'array' THEN ", *fallback,
+                " WHEN 'object' THEN ", *fallback,
+                " ELSE ", const(_matches_cell(node, fname, _MISSING)), " END) END)"]
+
+
 _MISSING = object()
+
+
+def _matches_cell(node, fname, value) -> bool:
+    fields = {} if value is _MISSING else {fname: value}
+    return matches(node, {"id": "", "createdTime": None, "fields": fields})
+
+
+def _encodable(text: str) -> bool:
+    """Whether a text can be sent to PostgreSQL (UTF-8, no NUL)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
 
 
 def _is_rid(n):
@@ -403,8 +504,8 @@ def _uses(node, names) -> bool:
 
 
 def compile_where(node, *, fields_column="fields", id_column="id", created_column="created_time",
-                  field_ids=None, sql_functions=True) -> CompiledFilter:
-    """Split a formula into a SQLite expression and a residual node.
+                  field_ids=None, sql_functions=True, dialect="sqlite") -> CompiledFilter:
+    """Split a formula into a SQL expression (of ``dialect``: sqlite or postgres) and a residual node.
 
     A row is selected iff (``sql`` is None or true) and (``residual`` is None or
     ``matches(residual, record)``). ``fields_column``/``id_column``/``created_column`` are SQL
@@ -413,16 +514,18 @@ def compile_where(node, *, fields_column="fields", id_column="id", created_colum
     """
     if isinstance(node, str) or not hasattr(node, "__dataclass_fields__"):
         node = parse(node)
-    comp = _Compiler(fields_column, id_column, created_column, field_ids, sql_functions)
+    speaks = DIALECTS[dialect]
+    comp = _Compiler(fields_column, id_column, created_column, field_ids, sql_functions, speaks)
     compiled, residual = [], []
     for c in conjuncts(node):
+        comp.recheck = False
         try:
             p = comp.pred(c)
         except RecursionError:  # pragma: no cover - parser limits depth
             p = None
-        if p is None:
+        if p is None or comp.recheck:
             residual.append(c)
-        else:
+        if p is not None:
             compiled.append(p)
     if not compiled:
         return CompiledFilter(None, [], node)
@@ -431,6 +534,6 @@ def compile_where(node, *, fields_column="fields", id_column="id", created_colum
         if i:
             parts.append(" AND ")
         parts += p
-    sql, params = _render(parts)
+    sql, params = _render(parts, speaks)
     res = None if not residual else (residual[0] if len(residual) == 1 else Call("AND", tuple(residual)))
     return CompiledFilter(sql, params, res)

@@ -1,6 +1,6 @@
 """``airtable-cached``: see and repair the cache without opening SQLite by hand.
 
-Every command renders what a :mod:`airtable_cached.ops.maintenance` function returns; ``--json`` prints
+Every command renders what an operator command (:mod:`airtable_cached.ops.maintenance`) returns; ``--json`` prints
 that data as JSON instead. The Airtable token comes from ``--token`` or ``AIRTABLE_API_KEY``; it is
 never stored and never printed. ``--path`` overrides ``AIRTABLE_CACHED_PATH``.
 
@@ -65,7 +65,7 @@ def _settings(path: Path | None) -> Settings:
 
 
 def _open(path: Path | None, *, must_exist: bool = True):
-    from airtable_cached.api import open_store
+    from airtable_cached.runtime import open_store
 
     settings = _settings(path)
     if must_exist and not settings.path.exists():
@@ -222,7 +222,7 @@ def pull(base: str | None, table: str | None, force: bool, token: str | None, pa
     """
     token = _need_token(token)
     settings, store = _open(path, must_exist=False)
-    estimate = store.conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+    estimate = store.replica.record_count()
     with _progress(as_json, estimate, "pulling") as bar:
         results = maintenance.pull(store, settings, token, base, table, force=force,
                                    on_page=lambda _t, n: bar.update(n))
@@ -444,10 +444,10 @@ def restore(backup_path: Path, yes: bool, path: Path | None, as_json: bool) -> N
     except safety.SafetyError as exc:
         raise click.ClickException(f"restore refused: {exc}") from None
     if settings.path.exists() and not yes:
-        from airtable_cached.ops.maintenance import _queued_seqs  # the same count restore reports
+        from airtable_cached.ops.backup import queued_seqs  # the same count restore reports
 
-        live, _ = _queued_seqs(settings.path)
-        kept, _ = _queued_seqs(backup_path)
+        live, _ = queued_seqs(settings.path)
+        kept, _ = queued_seqs(backup_path)
         lost = sorted(live - kept)
         if lost:
             click.confirm(f"{len(lost)} queued write(s) are not in this backup and would be dropped "
@@ -621,7 +621,7 @@ def reseed(table: str | None, token: str | None, path: Path | None, as_json: boo
     """
     token = _need_token(token)
     settings, store = _open(path)
-    estimate = store.conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+    estimate = store.replica.record_count()
     with _progress(as_json, estimate, "pulling") as bar:
         data = maintenance.reseed(store, settings, token, table, on_page=lambda _t, n: bar.update(n))
     if as_json:
@@ -714,7 +714,7 @@ def webhooks() -> None:
 
 
 def _feed_sync(token: str | None, path: Path | None):
-    from airtable_cached.ops.maintenance import _sync
+    from airtable_cached.ops.pull import _sync
 
     settings, store = _open(path, must_exist=False)
     return _sync(store, settings, _need_token(token))
@@ -738,7 +738,7 @@ def webhooks_list(bases: tuple[str, ...], token: str | None, path: Path | None, 
     from airtable_cached.sync.refresh import list_webhooks
 
     sync = _feed_sync(token, path)
-    names = list(bases) or [r[0] for r in sync.engine.store.conn.execute("SELECT DISTINCT base_id FROM tables")]
+    names = list(bases) or sync.engine.store.replica.base_ids()
     found = list_webhooks(sync, names)
     if as_json:
         return _emit_json(found)

@@ -142,9 +142,7 @@ def _demo(args: argparse.Namespace, path: Path, *, kept: bool) -> int:
     cached_fake, cached = _run("airtable_cached", cached_table, args.steps, args.latency, out)
     api = cached_api[0]
     api.engine.stats.write()
-    local_reads = api.engine.store.conn.execute(
-        "SELECT COALESCE(SUM(count), 0) FROM stats WHERE kind IN ('list.local', 'get.local', 'list.page')"
-    ).fetchone()[0]
+    local_reads = api.engine.store.replica.read_count(("list.local", "get.local", "list.page"))
     flush = cached["flush"]
     same = _content(plain_fake.records(BASE, TABLE)) == _content(cached_fake.records(BASE, TABLE))
 

@@ -22,12 +22,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airtable_cached.errors import AirtableCachedError
-from airtable_cached.rules.records import dumps, is_provisional, now_iso
+from airtable_cached.rules.records import is_provisional, now_iso
 from airtable_cached.store import checksum
+from airtable_cached.store.sqlite import files
+from airtable_cached.store.sqlite.outbox import SqliteOutbox
+from airtable_cached.store.sqlite.replica import SqliteReplica
 from airtable_cached.sync import outbox
 
 if TYPE_CHECKING:
-    from airtable_cached.ops.maintenance import Finding
+    from airtable_cached.ops.findings import Finding
+    from airtable_cached.store.sqlite.connection import SqliteUnit
 
 log = logging.getLogger("airtable_cached")
 
@@ -59,7 +63,7 @@ def private_locks_dir(locks_dir: Path) -> None:
 
 
 def locks_findings(db_path: Path, fix: bool) -> list[Finding]:
-    from airtable_cached.ops.maintenance import Finding
+    from airtable_cached.ops.findings import Finding
 
     locks_dir = db_path.with_name(db_path.name + ".locks")
     if not locks_dir.is_dir():
@@ -102,12 +106,11 @@ def require_cache_database(path: Path) -> None:
     if path.stat().st_size == 0:
         raise SafetyError(f"{path} is empty: not an airtable_cached database, nothing to restore")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn = files.open_readonly(path)
     except sqlite3.Error as exc:
         raise SafetyError(f"{path} cannot be opened as a database: {exc}") from exc
     try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        version, names = files.schema_version(conn), files.table_names(conn)
     except sqlite3.DatabaseError as exc:
         raise SafetyError(f"{path} is not a readable SQLite database: {exc}") from exc
     finally:
@@ -125,19 +128,11 @@ def require_cache_database(path: Path) -> None:
 
 def readable_findings(conn: sqlite3.Connection, path: Path) -> list[Finding]:
     """Parse what reads and flushes parse: every cached record and every queued write."""
-    from airtable_cached.ops.maintenance import Finding
+    from airtable_cached.ops.findings import Finding
 
     try:
-        bad_records = conn.execute(
-            "SELECT r.tid, COALESCE(t.name, t.table_id, r.tid) AS label, COUNT(*) AS n FROM records r"
-            " LEFT JOIN tables t ON t.tid = r.tid"
-            " WHERE (r.fields IS NOT NULL AND NOT json_valid(r.fields)) OR (r.remote IS NOT NULL AND NOT json_valid(r.remote))"
-            " GROUP BY r.tid"
-        ).fetchall()
-        bad_writes = [r[0] for r in conn.execute(
-            "SELECT seq FROM outbox WHERE (fields IS NOT NULL AND NOT json_valid(fields))"
-            " OR (base IS NOT NULL AND NOT json_valid(base)) OR (merge_on IS NOT NULL AND NOT json_valid(merge_on))"
-        )]
+        bad_records = SqliteReplica(conn).garbled_records()
+        bad_writes = SqliteOutbox(conn).garbled()
     except sqlite3.DatabaseError as exc:
         return [Finding("error", "unreadable",
                         f"{path}: reading the cached records or the queue fails ({exc}), as agents' reads will;"
@@ -161,10 +156,10 @@ def readable_findings(conn: sqlite3.Connection, path: Path) -> list[Finding]:
 
 
 def checksum_findings(conn: sqlite3.Connection, fix: bool) -> list[Finding]:
-    from airtable_cached.ops.maintenance import Finding
+    from airtable_cached.ops.findings import Finding
 
     try:
-        damaged = checksum.broken(conn)
+        damaged = SqliteOutbox(conn).damaged()
     except sqlite3.DatabaseError:
         return []  # reported by readable_findings
     if not damaged:
@@ -177,13 +172,8 @@ def checksum_findings(conn: sqlite3.Connection, fix: bool) -> list[Finding]:
         detail={"seqs": seqs},
     )
     if fix:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            checksum.quarantine(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with files.write_transaction(conn):
+            SqliteOutbox(conn).quarantine()
         finding.fixed = True
     return [finding]
 
@@ -208,24 +198,36 @@ def salvage(source: str | os.PathLike, dest: str | os.PathLike) -> SalvageResult
     """Copy every readable queued write (and what they need: tables, aliases, the id map) out of a
     damaged database into a new one at ``dest``. Cached records are not copied: the next read pulls
     them again; the agent's own creates not flushed yet are rebuilt from the queue."""
-    from airtable_cached.store.sqlite import Store
-
     source, dest = Path(source), Path(dest)
     if not source.is_file():
         raise SafetyError(f"no database at {source}")
     if dest.exists():
         raise SafetyError(f"refusing to salvage into {dest}: it exists; name a new file")
     result = SalvageResult(source=str(source), database=str(dest))
+    found = _read_damaged(source)
+    result.skipped += [{"seq": rowid, "reason": "unreadable row"} for rowid in found["lost"]]
+    kept = _sendable_writes(found["outbox"], result)
+    _write_salvaged(dest, found, kept, result)
+    files.make_private(dest)
+    if result.skipped:
+        log.warning("salvage: %d queued write(s) could not be copied: %s", len(result.skipped), result.skipped[:10])
+    return result
+
+
+def _read_damaged(source: Path) -> dict[str, list]:
+    """What can still be read of the tables, aliases, id map and queue (``lost``: unreadable queue rowids)."""
     src = sqlite3.connect(str(source), isolation_level=None)
     src.row_factory = sqlite3.Row
     try:
-        tables, _ = _readable_rows(src, "tables")
-        aliases, _ = _readable_rows(src, "table_aliases")
-        id_map, _ = _readable_rows(src, "id_map")
-        writes, lost_rowids = _readable_rows(src, "outbox")
+        found: dict[str, list] = {name: files.readable_rows(src, name)[0] for name in ("tables", "table_aliases", "id_map")}
+        found["outbox"], found["lost"] = files.readable_rows(src, "outbox")
+        return found
     finally:
         src.close()
-    result.skipped += [{"seq": rowid, "reason": "unreadable row"} for rowid in lost_rowids]
+
+
+def _sendable_writes(writes: list[dict[str, Any]], result: SalvageResult) -> list[dict[str, Any]]:
+    """The writes that can be sent as they are; the others are noted in ``result.skipped``."""
     kept = []
     for row in writes:
         reason = _unsendable(row)
@@ -233,69 +235,40 @@ def salvage(source: str | os.PathLike, dest: str | os.PathLike) -> SalvageResult
             result.skipped.append({"seq": row["seq"], "reason": reason})
         else:
             kept.append(row)
+    return kept
+
+
+def _write_salvaged(dest: Path, found: dict[str, list], kept: list[dict[str, Any]], result: SalvageResult) -> None:
+    """A new database at ``dest`` holding the salvaged tables and writes."""
+    from airtable_cached.store.sqlite import Store
+
     store = Store(dest)
     try:
-        with store.transaction() as conn:
-            for row in tables:
-                conn.execute("INSERT INTO tables (tid, base_id, table_id, name, schema_json) VALUES (?, ?, ?, ?, ?)",
-                             (row["tid"], row["base_id"], row["table_id"], row["name"],
-                              row["schema_json"] if _valid_json(row["schema_json"]) else None))
-            known = {row["tid"] for row in tables}
-            conn.executemany("INSERT OR IGNORE INTO table_aliases (base_id, alias, tid) VALUES (?, ?, ?)",
-                             [(r["base_id"], r["alias"], r["tid"]) for r in aliases if r["tid"] in known])
-            conn.executemany("INSERT OR IGNORE INTO id_map (provisional, real, tid) VALUES (?, ?, ?)",
-                             [(r["provisional"], r["real"], r["tid"]) for r in id_map])
+        with store.write() as unit:
+            known = _copy_tables(unit.replica, found["tables"], found["table_aliases"])
+            unit.outbox.restore_ids({r["provisional"]: (r["real"], r["tid"]) for r in found["id_map"]})
             for row in kept:
                 if row["tid"] not in known:  # its table's row was lost: make one from the write itself
-                    conn.execute("INSERT INTO tables (tid, base_id, name) VALUES (?, ?, ?)",
-                                 (row["tid"], row["base_id"], row["table_ref"]))
-                    conn.execute("INSERT OR IGNORE INTO table_aliases (base_id, alias, tid) VALUES (?, ?, ?)",
-                                 (row["base_id"], row["table_ref"], row["tid"]))
+                    unit.replica.restore_table(row["tid"], row["base_id"], None, row["table_ref"])
+                    unit.replica.add_table_aliases([(row["base_id"], row["table_ref"], row["tid"])])
                     known.add(row["tid"])
-                _insert_write(conn, row)
+                _insert_write(unit.outbox, row)
                 result.copied.append(row["seq"])
-            _rebuild_local_creates(conn)
+            _rebuild_local_creates(unit)
         result.tables = len(known)
-        result.id_map = len(id_map)
+        result.id_map = len(found["id_map"])
     finally:
         store.close()
-    for p in (dest, dest.with_name(dest.name + "-wal"), dest.with_name(dest.name + "-shm")):
-        with contextlib.suppress(OSError):
-            os.chmod(p, 0o600)
-    if result.skipped:
-        log.warning("salvage: %d queued write(s) could not be copied: %s", len(result.skipped), result.skipped[:10])
-    return result
 
 
-def _readable_rows(conn: sqlite3.Connection, table: str) -> tuple[list[dict[str, Any]], list[int]]:
-    """Every row of ``table`` that can be read; where a whole read fails, row by row (rowids that
-    fail are returned too). A table that cannot be read at all gives nothing."""
-    try:
-        return [dict(r) for r in conn.execute(f"SELECT rowid AS _rowid, * FROM {table} ORDER BY rowid")], []
-    except sqlite3.DatabaseError as exc:
-        log.warning("salvage: reading %s whole failed (%s); reading it row by row", table, exc)
-    top = _top_rowid(conn, table)
-    rows, lost = [], []
-    for rowid in range(1, top + 1):
-        try:
-            row = conn.execute(f"SELECT rowid AS _rowid, * FROM {table} WHERE rowid = ?", (rowid,)).fetchone()
-        except sqlite3.DatabaseError:
-            lost.append(rowid)
-            continue
-        if row is not None:
-            rows.append(dict(row))
-    return rows, lost
-
-
-def _top_rowid(conn: sqlite3.Connection, table: str) -> int:
-    for sql in (f"SELECT MAX(rowid) FROM {table}", "SELECT seq FROM sqlite_sequence WHERE name = ?"):
-        try:
-            row = conn.execute(sql, (table,) if "?" in sql else ()).fetchone()
-        except sqlite3.DatabaseError:
-            continue
-        if row and row[0]:
-            return int(row[0])
-    return 100_000  # nothing tells how far the rows go: look that far
+def _copy_tables(replica: SqliteReplica, tables: list[dict[str, Any]], aliases: list[dict[str, Any]]) -> set[int]:
+    """The salvaged tables (a garbled cached schema dropped) and their aliases; their tids."""
+    for row in tables:
+        replica.restore_table(row["tid"], row["base_id"], row["table_id"], row["name"],
+                              row["schema_json"] if _valid_json(row["schema_json"]) else None)
+    known = {row["tid"] for row in tables}
+    replica.add_table_aliases((r["base_id"], r["alias"], r["tid"]) for r in aliases if r["tid"] in known)
+    return known
 
 
 def _unsendable(row: dict[str, Any]) -> str | None:
@@ -319,33 +292,18 @@ def _valid_json(text: Any) -> bool:
     return True
 
 
-def _insert_write(conn: sqlite3.Connection, row: dict[str, Any]) -> None:
+def _insert_write(queue: SqliteOutbox, row: dict[str, Any]) -> None:
     # An inflight write's flusher is gone: its claim is expired at once (a create stays in doubt).
-    claimed_until = 0.0 if row["state"] == "inflight" else row["claimed_until"]
-    conn.execute(
-        "INSERT INTO outbox (seq, tid, base_id, table_ref, op, record_id, fields, base, typecast, merge_on, state,"
-        " attempts, next_attempt_at, claimed_until, last_error, created_at, checksum)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (row["seq"], row["tid"], row["base_id"], row["table_ref"], row["op"], row["record_id"], row["fields"],
-         row["base"], row["typecast"], row["merge_on"], row["state"], row["attempts"], row["next_attempt_at"],
-         claimed_until, row["last_error"], row["created_at"], row.get("checksum")),
-    )
+    queue.restore_write({**row, "claimed_until": 0.0 if row["state"] == "inflight" else row["claimed_until"]})
 
 
-def _rebuild_local_creates(conn: sqlite3.Connection) -> None:
+def _rebuild_local_creates(unit: SqliteUnit) -> None:
     """Records the agent created and that are not on Airtable yet exist only in the queue: rebuild
     them so reads show them, as before the damage."""
-    creates = conn.execute(
-        "SELECT tid, record_id, MIN(created_at) AS at FROM outbox WHERE op = 'create' AND state != 'dead'"
-        " GROUP BY tid, record_id"
-    ).fetchall()
+    queue = unit.outbox
+    creates = queue.first_creates()
     for position, row in enumerate(creates, start=1_000_000_000):
         if not is_provisional(row["record_id"]):
             continue
-        view = outbox.replay(None, outbox.live_ops_for_record(conn, row["tid"], row["record_id"]))
-        conn.execute(
-            "INSERT OR IGNORE INTO records (tid, id, position, created_time, modified_time, remote, fields)"
-            " VALUES (?, ?, ?, ?, ?, NULL, ?)",
-            (row["tid"], row["record_id"], position, now_iso(row["at"]), now_iso(row["at"]),
-             None if view is None else dumps(view)),
-        )
+        view = outbox.replay(None, queue.live_ops_for_record(row["tid"], row["record_id"]))
+        unit.replica.insert_local_record(row["tid"], row["record_id"], position, now_iso(row["at"]), view)

@@ -27,7 +27,6 @@ from pathlib import Path
 from airtable_cached.config import Settings
 from airtable_cached.errors import AirtableCachedError
 from airtable_cached.ops import maintenance
-from airtable_cached.sync import outbox
 
 log = logging.getLogger("airtable_cached.ops.serve")
 
@@ -73,8 +72,8 @@ class SyncService:
     ):
         if not token:
             raise AirtableCachedError("serve-sync needs an Airtable token: --token or AIRTABLE_API_KEY")
-        from airtable_cached.api import open_store
         from airtable_cached.engine import Engine
+        from airtable_cached.runtime import open_store
         from airtable_cached.sync.core import Sync
 
         self.settings = settings.replace(flush="manual")
@@ -178,9 +177,7 @@ class SyncService:
     def targets(self) -> list[tuple[str, str]]:
         if self.tables:
             return list(self.tables)
-        rows = self.store.conn.execute(
-            "SELECT base_id, table_id, name FROM tables WHERE endpoint = ? ORDER BY tid", (self.engine.endpoint,)
-        ).fetchall()
+        rows = self.store.replica.endpoint_tables(self.engine.endpoint)
         return [(r["base_id"], r["table_id"] or r["name"]) for r in rows if r["table_id"] or r["name"]]
 
     def pull_due(self) -> None:
@@ -211,7 +208,7 @@ class SyncService:
             self._next_pull[key] = self.clock() + self.pull_every
 
     def flush(self) -> None:
-        if not outbox.has_ready(self.store.conn, self.clock()):
+        if not self.store.outbox.has_ready(self.clock(), endpoint=self.engine.endpoint):
             return
         result = self.sync.flush()
         self.stats.flushes += 1

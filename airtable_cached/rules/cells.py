@@ -9,7 +9,7 @@ Where the outcome of ``typecast`` cannot be known locally (a link given by prima
 attachment, a collaborator, a number that does not parse), :func:`convert_fields` says so and the
 caller sends that call to Airtable at once instead of guessing.
 
-The rules follow the bundled fake server's (``airtable_cached/testing.py``), which models Airtable.
+The rules follow the bundled fake server's (``airtable_cached/testing/cells.py``), which models Airtable.
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ Nothing here does I/O, so the rules that decide what a read returns can be teste
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import string
 from collections.abc import Iterable, Mapping
@@ -14,11 +13,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from airtable_cached.errors import WriteRejectedError
+from airtable_cached.rules import ids
 
 #: Provisional ids look like Airtable's (``rec`` + 14 alphanumerics) and carry a fixed marker.
 PROVISIONAL_PREFIX = "recLOCAL"
 _ALPHABET = string.ascii_letters + string.digits
-RECORD_ID_RE = re.compile(r"^rec[A-Za-z0-9]{14}$")
 
 #: Field types whose values Airtable computes: a write to them is rejected (422), and a cache cannot
 #: know their value after a local write.
@@ -38,6 +37,8 @@ COMPUTED_TYPES = frozenset(
         "aiText",
     }
 )
+
+RECORD_ID_RE = ids.RECORD_ID_RE  # where errors can import it without a cycle: rules/ids.py
 
 
 def new_provisional_id() -> str:

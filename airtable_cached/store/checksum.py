@@ -7,8 +7,9 @@ its stored text) instead of sending a value the agent did not write. Rows writte
 existed have none and are not judged.
 
 Rewrites the project itself makes (a provisional id replaced by Airtable's, a field dropped by
-Airtable-wins conflict resolution) go through :func:`rewrite`, which re-seals a row only if it was
-intact before: damage is never blessed by a later rewrite.
+Airtable-wins conflict resolution) go through ``Outbox.rewrite`` (``store/sqlite/outbox.py``), which
+re-seals a row only if it was intact before: damage is never blessed by a later rewrite. Finding and
+dead-lettering damaged writes is ``Outbox.damaged`` / ``Outbox.quarantine``.
 """
 
 from __future__ import annotations
@@ -42,33 +43,15 @@ def intact(row: sqlite3.Row | Mapping[str, Any]) -> bool:
 
 
 def rewrite(conn: sqlite3.Connection, seq: int, **changes: Any) -> None:
-    """Change sealed columns of one queued write, re-sealing it only if it was intact."""
-    row = conn.execute("SELECT * FROM outbox WHERE seq = ?", (seq,)).fetchone()
-    if row is None:
-        return
-    values = {name: row[name] for name in row.keys()}
-    was_intact = intact(row)
-    values.update(changes)
-    checksum = seal(values) if was_intact and row["checksum"] is not None else row["checksum"]
-    assignments = ", ".join(f"{name} = ?" for name in changes)
-    conn.execute(f"UPDATE outbox SET {assignments}, checksum = ? WHERE seq = ?", (*changes.values(), checksum, seq))
+    """Change sealed columns of one queued write, re-sealing it only if it was intact (the store's
+    ``Outbox.rewrite``, for callers holding a connection)."""
+    from airtable_cached.store.sqlite.outbox import SqliteOutbox
+
+    SqliteOutbox(conn).rewrite(seq, **changes)
 
 
-def broken(conn: sqlite3.Connection, base_id: str | None = None, seqs: list[int] | None = None) -> list[sqlite3.Row]:
-    """Queued writes (not dead letters; of one base, or these seqs) whose stored content no longer
-    matches their checksum."""
-    sql = "SELECT * FROM outbox WHERE state != 'dead' AND checksum IS NOT NULL"
-    params: list = []
-    if base_id is not None:
-        sql += " AND base_id = ?"
-        params.append(base_id)
-    if seqs is not None:
-        sql += " AND seq IN (SELECT value FROM json_each(?))"
-        params.append(dumps(seqs))
-    return [row for row in conn.execute(sql, params) if not intact(row)]
-
-
-def quarantine_error(row: sqlite3.Row) -> dict:
+def quarantine_error(row: Mapping[str, Any]) -> dict:
+    """The error a damaged write is dead-lettered with (``row``: as stored)."""
     return {
         "status": None,
         "body": {"error": {
@@ -78,13 +61,3 @@ def quarantine_error(row: sqlite3.Row) -> dict:
             "stored_fields": row["fields"],
         }},
     }
-
-
-def quarantine(conn: sqlite3.Connection, base_id: str | None = None, seqs: list[int] | None = None) -> list[int]:
-    """Dead-letter every damaged queued write (inside the caller's transaction); their seqs."""
-    rows = broken(conn, base_id, seqs)
-    conn.executemany(
-        "UPDATE outbox SET state = 'dead', claimed_until = NULL, last_error = ? WHERE seq = ?",
-        [(dumps(quarantine_error(row)), row["seq"]) for row in rows],
-    )
-    return [row["seq"] for row in rows]

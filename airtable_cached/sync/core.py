@@ -12,7 +12,6 @@ from __future__ import annotations
 import atexit
 import hashlib
 import hmac
-import json
 import logging
 import os
 import re
@@ -44,6 +43,8 @@ from airtable_cached.sync.refresh import Refresher, RefreshResult
 
 if TYPE_CHECKING:
     from airtable_cached.engine import Engine, TableInfo
+    from airtable_cached.store.contract import Replica
+    from airtable_cached.store.sqlite.connection import SqliteUnit
 
 log = logging.getLogger("airtable_cached")
 
@@ -258,11 +259,8 @@ class Remote:
 def log_request(store: Any, base_id: str, kind: str, method: str, status: int | None) -> None:
     """One row of the request log (``status`` and ``stats`` count what Airtable was sent)."""
     try:
-        with store.transaction() as conn:
-            conn.execute(
-                "INSERT INTO sync_log (at, base_id, kind, method, status) VALUES (?, ?, ?, ?, ?)",
-                (time.time(), base_id, kind, method.upper(), status),
-            )
+        with store.write() as unit:
+            unit.replica.log_request(time.time(), base_id, kind, method.upper(), status)
     except Exception as exc:  # noqa: BLE001 - the log is for operators; it never fails a request
         log.debug("could not log request: %s", exc)
 
@@ -520,15 +518,10 @@ class Sync:
         if self.settings.mode == "offline":
             raise OfflineError("offline mode: flush needs Airtable; the writes stay queued")
         result = FlushResult()
-        bases = [base_id] if base_id else [
-            r[0] for r in self.store.conn.execute(
-                "SELECT DISTINCT base_id FROM outbox WHERE state != 'dead' AND tid IN (SELECT tid FROM tables WHERE endpoint = ?)",
-                (self.engine.endpoint,),
-            )
-        ]
+        bases = [base_id] if base_id else self.store.outbox.bases_with_queued(self.engine.endpoint)
         for base in bases:
             result.merge(self._flush_base_if_free(base, wait_in_process=wait_in_process))
-        result.pending = self.store.conn.execute("SELECT COUNT(*) FROM outbox WHERE state != 'dead'").fetchone()[0]
+        result.pending = self.store.outbox.count_queued()
         return result
 
     def flush_writes(self, base_id: str, seqs: list[int], *, poll: float = 0.05) -> FlushResult:
@@ -544,10 +537,7 @@ class Sync:
             time.sleep(poll)  # real time: another process is at work
 
     def _still_queued(self, seqs: list[int]) -> bool:
-        marks = ",".join("?" * len(seqs))
-        return self.store.conn.execute(
-            f"SELECT 1 FROM outbox WHERE seq IN ({marks}) AND state != 'dead' LIMIT 1", seqs
-        ).fetchone() is not None
+        return self.store.outbox.any_queued(seqs)
 
     def _flush_base_if_free(self, base_id: str, *, wait_in_process: bool) -> FlushResult:
         """Flush a base unless another flusher is at it. Another process holding the base's lock is
@@ -574,21 +564,21 @@ class Sync:
         result = FlushResult()
         endpoint = self.engine.endpoint
         lease = self.settings.claim_timeout
-        with self.store.transaction() as conn:
+        with self.store.write() as unit:
             # This flusher holds the base's lock, so whoever claimed its in-flight writes is gone
             # (the kernel released its lock when it died) or was taken over (hung past its lease).
-            outbox.release_claims(conn, base_id, endpoint=endpoint)
-            self._quarantine(conn, base_id, result)  # once a flush, before anything is claimed
+            unit.outbox.release_claims(base_id, endpoint=endpoint)
+            self._quarantine(unit, base_id, result)  # once a flush, before anything is claimed
         while True:
             now = self.remote.clock()
-            with self.store.transaction() as conn:
-                ops = outbox.claim(conn, base_id, now=now, lease=lease, link_fields=self._base_link_fields(conn, base_id),
-                                   endpoint=endpoint)
+            with self.store.write() as unit:
+                ops = unit.outbox.claim(base_id, now=now, lease=lease, link_fields=self._base_link_fields(unit, base_id),
+                                        endpoint=endpoint)
                 # What is claimed is exactly what is sent: its checksums are verified once more. A
                 # damaged write is dead-lettered and the claim taken again, so what came after it
                 # (a write to a record whose create is now dead) waits as claim() decides.
-                if self._quarantine(conn, base_id, result, [op.seq for op in ops]):
-                    outbox.unclaim(conn, ops)
+                if self._quarantine(unit, base_id, result, [op.seq for op in ops]):
+                    unit.outbox.unclaim(ops)
                     continue
             if not ops:
                 return result
@@ -602,18 +592,15 @@ class Sync:
                 self._release(sends, exc, result)
                 return result
 
-    def _quarantine(self, conn: sqlite3.Connection, base_id: str, result: FlushResult,
+    def _quarantine(self, unit: SqliteUnit, base_id: str, result: FlushResult,
                     seqs: list[int] | None = None) -> set[int]:
-        """Writes whose stored bytes no longer match their checksum are dead-lettered, never sent.
-        Returns their seqs."""
-        damaged = checksum.broken(conn, base_id, seqs)
-        if not damaged:
-            return set()
-        checksum.quarantine(conn, base_id, seqs)
+        """Writes (of this endpoint's tables) whose stored bytes no longer match their checksum are
+        dead-lettered, never sent. Returns their seqs."""
+        damaged = unit.outbox.quarantine(base_id, seqs, endpoint=self.engine.endpoint)
         for row in damaged:
             log.error("queued write %s (%s of %s) no longer matches its checksum: dead-lettered, not sent",
                       row["seq"], row["op"], row["record_id"])
-            self.engine.recompute(conn, row["tid"], [row["record_id"]])
+            self.engine.recompute(unit.conn, row["tid"], [row["record_id"]])
             result.failed.append({"op": row["op"], "record_id": row["record_id"], "seqs": [row["seq"]],
                                   "status": None, "error": checksum.quarantine_error(row)["body"], "dead": True})
         return {row["seq"] for row in damaged}
@@ -643,41 +630,33 @@ class Sync:
         back to the queue, due again in ``OUTAGE_RETRY`` seconds when Airtable was out of reach (so
         the queue drains as soon as it answers), after the usual backoff otherwise. A create in
         doubt keeps its mark (and its clock bound)."""
-        seqs = [seq for send in sends for seq in send.seqs]
-        attempts = self.store.conn.execute(
-            f"SELECT MAX(attempts) FROM outbox WHERE seq IN ({','.join('?' * len(seqs))})", seqs
-        ).fetchone()[0] if seqs else 1
+        attempts = self.store.outbox.max_attempts([seq for send in sends for seq in send.seqs])
         delay = OUTAGE_RETRY if exc.unreachable else backoff(attempts or 1)
         retry_at = self.remote.clock() + delay
-        rows = []
+        errors: dict[int, Any] = {}
         for send in sends:
             error: dict[str, Any] = {"status": exc.status, "body": exc.body}
             if send.uncertain:
                 error.update(uncertain=True, created_after=send.created_after)
-            rows += [(retry_at, dumps(error), seq) for seq in send.seqs]
-        with self.store.transaction() as conn:
-            released = sum(conn.execute(
-                "UPDATE outbox SET state = 'pending', claimed_until = NULL, next_attempt_at = ?, last_error = ?"
-                " WHERE seq = ? AND state = 'inflight'", row,
-            ).rowcount for row in rows)
+            errors.update(dict.fromkeys(send.seqs, error))
+        with self.store.write() as unit:
+            released = unit.outbox.release(errors, next_attempt_at=retry_at)
         log.warning("Airtable did not answer (%s): %d write(s) stay queued, tried again in %ss",
                     exc, released, delay)
         result.failed.append({"op": "flush", "status": exc.status, "error": exc.body, "dead": False,
                               "queued": released})
 
-    def _base_link_fields(self, conn: Any, base_id: str) -> dict[int, frozenset[str]]:
-        tids = {r[0] for r in conn.execute("SELECT DISTINCT tid FROM outbox WHERE base_id = ?", (base_id,))}
-        return {tid: frozenset(pair.field for pair in links.link_pairs(conn, tid)) for tid in tids}
+    def _base_link_fields(self, unit: SqliteUnit, base_id: str) -> dict[int, frozenset[str]]:
+        tids = unit.outbox.tables_with_writes(base_id)
+        return {tid: frozenset(pair.field for pair in links.link_pairs(unit.conn, tid)) for tid in tids}
 
     def _link_fields(self, tids: set[int]) -> dict[int, frozenset[str]]:
         conn = self.store.conn
         return {tid: frozenset(pair.field for pair in links.link_pairs(conn, tid)) for tid in tids}
 
     def _renew(self, seqs: list[int], until: float) -> None:
-        with self.store.transaction() as conn:
-            conn.executemany(
-                "UPDATE outbox SET claimed_until = ? WHERE seq = ? AND state = 'inflight'", [(until, seq) for seq in seqs]
-            )
+        with self.store.write() as unit:
+            unit.outbox.renew_claims(seqs, until)
 
     def _drop_cancelled(self, sends: list[outbox.Send], result: FlushResult) -> None:
         """A create deleted before it was flushed: nothing to send, nothing to keep; unless the
@@ -693,10 +672,10 @@ class Sync:
     def _forget_cancelled(self, sends: list[outbox.Send], result: FlushResult) -> None:
         if not sends:
             return
-        with self.store.transaction() as conn:
+        with self.store.write() as unit:
             for send in sends:
-                outbox.ack(conn, send.seqs)
-                conn.execute("DELETE FROM records WHERE tid = ? AND id = ? AND remote IS NULL", (send.tid, send.record_id))
+                unit.outbox.ack(send.seqs)
+                unit.replica.delete_records(send.tid, [send.record_id], only_local=True)
                 result.sent.append({"op": "none", "record_id": send.record_id, "seqs": send.seqs})
 
     def _send_batch(self, batch: list[outbox.Send], result: FlushResult) -> None:
@@ -783,23 +762,21 @@ class Sync:
             error["uncertain"] = True  # the next flush looks for the record before re-sending it
         seqs = [seq for s in batch for seq in s.seqs]
         dead: list[outbox.Op] = []
-        with self.store.transaction() as conn:
+        with self.store.write() as unit:
             if first.kind == "delete" and _is_gone(exc):
                 # Already gone from Airtable: the delete has happened.
-                outbox.ack(conn, seqs)
-                conn.executemany("DELETE FROM records WHERE tid = ? AND id = ?", [(s.tid, s.record_id) for s in batch])
+                unit.outbox.ack(seqs)
+                for s in batch:
+                    unit.replica.delete_records(s.tid, [s.record_id])
                 result.sent.extend({"op": "delete", "record_id": s.record_id, "seqs": s.seqs} for s in batch)
                 return
             if exc.transient:
-                attempts = max(
-                    conn.execute(f"SELECT MAX(attempts) FROM outbox WHERE seq IN ({','.join('?' * len(seqs))})", seqs).fetchone()[0] or 1,
-                    1,
-                )
+                attempts = max(unit.outbox.max_attempts(seqs) or 1, 1)
                 for send in batch:  # each create in doubt keeps its own clock bound (or none)
-                    outbox.retry_later(conn, send.seqs, error={**error, "created_after": send.created_after} if doubt else error,
-                                       next_attempt_at=self.remote.clock() + backoff(attempts))
+                    unit.outbox.retry_later(send.seqs, error={**error, "created_after": send.created_after} if doubt else error,
+                                            next_attempt_at=self.remote.clock() + backoff(attempts))
             else:
-                dead = self._dead_letter_calls(conn, batch, error)
+                dead = self._dead_letter_calls(unit, batch, error)
         if not exc.transient:
             self._report_dead(dead, exc)
         for send in batch:
@@ -819,16 +796,14 @@ class Sync:
 
     def _still_claimed(self, batch: list[outbox.Send]) -> list[outbox.Send]:
         """Sends none of whose writes was dead-lettered meanwhile (with another write of its call)."""
-        seqs = [seq for s in batch for seq in s.seqs]
-        dead = {r[0] for r in self.store.conn.execute(
-            f"SELECT seq FROM outbox WHERE state = 'dead' AND seq IN ({','.join('?' * len(seqs))})", seqs
-        )} if seqs else set()
+        dead = self.store.outbox.dead_among([seq for s in batch for seq in s.seqs])
         return [s for s in batch if not dead & set(s.seqs)]
 
-    def _dead_letter_calls(self, conn: Any, batch: list[outbox.Send], error: dict) -> list[outbox.Op]:
+    def _dead_letter_calls(self, unit: SqliteUnit, batch: list[outbox.Send], error: dict) -> list[outbox.Op]:
         """Airtable refused a write: every write of the calls it belongs to is dead-lettered with it
         (a call is applied whole or not at all), and reads show Airtable's values for them again."""
-        dead = outbox.dead_letter_calls(conn, {c for s in batch for c in s.calls}, error=error)
+        dead = unit.outbox.dead_letter_calls({c for s in batch for c in s.calls}, error=error)
+        conn = unit.conn
         by_table: dict[int, set[str]] = {}
         for op in dead:
             by_table.setdefault(op.tid, set()).add(op.record_id)
@@ -862,26 +837,24 @@ class Sync:
     def _confirm(self, batch: list[outbox.Send], records: list[dict] | None, result: FlushResult) -> None:
         now = self.remote.clock()
         recompute: dict[int, set[str]] = {}  # once per table at the end (link lists read the queue)
-        with self.store.transaction() as conn:
+        with self.store.write() as unit:
+            conn = unit.conn  # for the engine and link calls that still take a connection
             for i, send in enumerate(batch):
                 if send.kind == "delete":
                     _add(recompute, links.after_confirm(self.engine, conn, send.tid, send.record_id,
-                                                        self._remote_of(conn, send.tid, send.record_id), None))
-                    conn.execute("DELETE FROM records WHERE tid = ? AND id = ?", (send.tid, send.record_id))
-                    outbox.ack(conn, send.seqs)
+                                                        _remote_fields(unit.replica, send.tid, send.record_id), None))
+                    unit.replica.delete_records(send.tid, [send.record_id])
+                    unit.outbox.ack(send.seqs)
                     result.sent.append({"op": "delete", "record_id": send.record_id, "seqs": send.seqs})
                     continue
                 assert records is not None  # Airtable answers every create and update with records
                 record = records[i]
-                before = self._remote_of(conn, send.tid, send.record_id)
+                before = _remote_fields(unit.replica, send.tid, send.record_id)
                 if send.kind == "create":
-                    self._adopt(conn, send, record, now)
+                    self._adopt(unit, send, record, now)
                 else:
-                    conn.execute(
-                        "UPDATE records SET remote = ?, synced_at = ? WHERE tid = ? AND id = ?",
-                        (dumps(record.get("fields", {})), now, send.tid, send.record_id),
-                    )
-                outbox.ack(conn, send.seqs)
+                    unit.replica.set_remote_fields(send.tid, send.record_id, record.get("fields", {}), now)
+                unit.outbox.ack(send.seqs)
                 recompute.setdefault(send.tid, set()).add(record["id"])
                 _add(recompute, links.after_confirm(self.engine, conn, send.tid, record["id"], before, record.get("fields", {})))
                 result.sent.append({"op": send.kind, "record_id": send.record_id, "id": record["id"], "seqs": send.seqs})
@@ -889,30 +862,16 @@ class Sync:
                 self.engine.recompute(conn, tid, ids)
             # Airtable has new state: which records its views hold, and in what order, is pulled again
             # (views of linked tables too: their inverse link fields changed).
-            conn.executemany("DELETE FROM views WHERE tid = ?", [(t,) for t in {send.tid for send in batch} | set(recompute)])
+            unit.replica.forget_views({send.tid for send in batch} | set(recompute))
 
     @staticmethod
-    def _remote_of(conn: Any, tid: int, record_id: str) -> dict | None:
-        row = conn.execute("SELECT remote FROM records WHERE tid = ? AND id = ?", (tid, record_id)).fetchone()
-        return json.loads(row[0]) if row is not None and row[0] is not None else None
-
-    def _adopt(self, conn, send: outbox.Send, record: dict, now: float) -> None:
+    def _adopt(unit: SqliteUnit, send: outbox.Send, record: dict, now: float) -> None:
         """Airtable made the record: its real id replaces the provisional one everywhere."""
         provisional, real = send.record_id, record["id"]
-        conn.execute("DELETE FROM records WHERE tid = ? AND id = ?", (send.tid, real))
-        conn.execute(
-            "UPDATE records SET id = ?, remote = ?, created_time = ?, synced_at = ? WHERE tid = ? AND id = ?",
-            (real, dumps(record.get("fields", {})), record.get("createdTime") or now_iso(now), now, send.tid, provisional),
-        )
-        outbox.remap_id(conn, provisional, real, send.tid)
-        mapping = {provisional: real}
-        for tid, rid, fields in conn.execute(
-            "SELECT tid, id, fields FROM records WHERE fields IS NOT NULL AND instr(fields, ?) > 0", (provisional,)
-        ).fetchall():
-            conn.execute(
-                "UPDATE records SET fields = ? WHERE tid = ? AND id = ?",
-                (dumps(replace_ids(json.loads(fields), mapping)), tid, rid),
-            )
+        unit.replica.adopt_record_id(send.tid, provisional, real, record.get("fields", {}),
+                                     record.get("createdTime") or now_iso(now), now)
+        unit.outbox.remap_id(provisional, real, send.tid)
+        unit.replica.replace_linked_id(provisional, real)
 
     def _reconcile_creates(self, batch: list[outbox.Send], result: FlushResult) -> list[outbox.Send]:
         """Creates were sent before but their answer never arrived: look for the records they
@@ -965,12 +924,12 @@ class Sync:
         ), "candidates": ids}}
         log.warning("dead-lettered %d create(s) as uncertain: %d identical records in Airtable (%s)",
                     len(sends), len(ids), ", ".join(ids[:10]))
-        with self.store.transaction() as conn:
+        with self.store.write() as unit:
             for send in sends:
                 # Each keeps its own clock bound (or none): ``queue retry`` looks for it again with it.
                 error = {"status": None, "uncertain": True, "created_after": send.created_after, "body": body}
-                outbox.dead_letter(conn, send.seqs, error=error)
-                self.engine.recompute(conn, send.tid, [send.record_id])
+                unit.outbox.dead_letter(send.seqs, error=error)
+                self.engine.recompute(unit.conn, send.tid, [send.record_id])
                 result.failed.append({"op": send.kind, "record_id": send.record_id, "seqs": send.seqs, "status": None,
                                       "error": error["body"], "dead": True})
 
@@ -992,18 +951,11 @@ class Sync:
             # time bound alone, or the whole table, still holds every candidate.
             log.info("lost-create lookup formula refused (%s); looking more widely", exc)
             found = self._lookup(first, reconcile.lookup_formula({}, {}, typecast=False, after=after))
-        conn = self.store.conn
-        seqs = [seq for s in group for seq in s.seqs]
-        queued_at = conn.execute(
-            f"SELECT MIN(created_at) FROM outbox WHERE seq IN ({','.join('?' * len(seqs))})", seqs
-        ).fetchone()[0]
+        queued_at = self.store.outbox.first_queued_at([seq for s in group for seq in s.seqs])
         # Not theirs: a record another create already adopted, or one the cache saw before these
         # creates were queued. A record a pull brought in since (a lost create's, pulled first) is.
-        taken = {r[0] for r in conn.execute("SELECT real FROM id_map WHERE tid = ?", (first.tid,))}
-        older = {r[0] for r in conn.execute(
-            "SELECT id FROM records WHERE tid = ? AND remote IS NOT NULL AND (first_seen IS NULL OR first_seen <= ?)",
-            (first.tid, queued_at if queued_at is not None else float("inf")),
-        )}
+        taken = self.store.outbox.real_ids(first.tid)
+        older = self.store.replica.remote_ids_seen_by(first.tid, queued_at if queued_at is not None else float("inf"))
         return [r for r in found if r["id"] not in taken and r["id"] not in older]
 
     def _lookup(self, send: outbox.Send, formula: str) -> list[dict]:
@@ -1074,6 +1026,12 @@ def _groups(sends: list[outbox.Send]) -> list[list[outbox.Send]]:
 def _is_plain_create(batch: list[outbox.Send]) -> bool:
     """A POST of new records: not idempotent (an upsert on key fields is)."""
     return bool(batch) and batch[0].kind == "create" and not batch[0].merge_on
+
+
+def _remote_fields(replica: Replica, tid: int, record_id: str) -> dict | None:
+    """Airtable's last known fields of a record (None: not cached, or only local)."""
+    state = replica.remote_state(tid, record_id)
+    return None if state is None else state[0]
 
 
 def _add(into: dict[int, set[str]], more: dict[int, set[str]]) -> None:
@@ -1167,7 +1125,7 @@ class AutoFlusher:
         if sync is None:
             return 0.0
         try:
-            due = outbox.next_due(sync.store.conn)
+            due = sync.store.outbox.next_due(endpoint=sync.engine.endpoint)
         except sqlite3.Error as exc:
             log.debug("could not read the queue: %s", exc)
             return self.PERIOD
@@ -1183,7 +1141,7 @@ class AutoFlusher:
             return
         with self._busy:
             try:
-                if outbox.has_ready(sync.store.conn, sync.remote.clock()):
+                if sync.store.outbox.has_ready(sync.remote.clock(), endpoint=sync.engine.endpoint):
                     sync.flush(wait_in_process=False)
             except Exception as exc:  # noqa: BLE001 - the queue keeps the writes; the next round tries again
                 log.warning("background flush failed: %s", exc)

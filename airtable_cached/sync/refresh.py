@@ -36,11 +36,11 @@ import filelock
 from airtable_cached.engine import links
 from airtable_cached.errors import RemoteError
 from airtable_cached.rules.policy import RefreshPlan, plan_refresh, volatile_fields, watermark_formula
-from airtable_cached.rules.records import clean_fields, dumps, now_iso
-from airtable_cached.sync import outbox
 
 if TYPE_CHECKING:
     from airtable_cached.engine import Engine, TableInfo
+    from airtable_cached.store.contract import Replica
+    from airtable_cached.store.sqlite.connection import SqliteUnit
     from airtable_cached.sync.core import Sync
 
 log = logging.getLogger("airtable_cached")
@@ -128,9 +128,8 @@ class Refresher:
                 kind = "full" if result.kind == "full" else "incremental"
             if setup:
                 result.requests += setup
-                with self.store.transaction() as conn:
-                    conn.execute(f"UPDATE refresh_state SET {kind}_requests = {kind}_requests + ? WHERE tid = ?",
-                                 (setup, info.tid))
+                with self.store.write() as unit:
+                    unit.replica.count_refresh_requests(info.tid, kind, setup)
             return result
 
     def _info(self, base_id: str, table: str) -> TableInfo:
@@ -163,16 +162,10 @@ class Refresher:
     def record_full(self, info: TableInfo, *, requests: int, server_start: float | None) -> None:
         """After a full pull committed: its watermark, cost, and the webhook that covers it from now."""
         now = self.engine.clock()
-        hook = self.store.conn.execute("SELECT webhook_id FROM webhooks WHERE endpoint = ? AND base_id = ? AND denied_at IS NULL",
-                                       (self.engine.endpoint, info.base_id)).fetchone()
-        with self.store.transaction() as conn:
-            self._ensure_row(conn, info.tid)
-            conn.execute(
-                "UPDATE refresh_state SET watermark = ?, last_full = ?, last_sweep = ?, hook_id = ?,"
-                " source = ?, full_pulls = full_pulls + 1, full_requests = full_requests + ? WHERE tid = ?",
-                (server_start, now, now, hook[0] if hook else None, "feed" if hook and hook[0] else "sweep",
-                 requests, info.tid),
-            )
+        hook = self.store.replica.usable_webhook_id(self.engine.endpoint, info.base_id)
+        with self.store.write() as unit:
+            unit.replica.record_full_refresh(info.tid, watermark=server_start, at=now, hook_id=hook,
+                                             source="feed" if hook else "sweep", requests=requests)
         self.engine.grant(info.base_id)
 
     # -- incremental -------------------------------------------------------------------------------
@@ -201,17 +194,11 @@ class Refresher:
         deleted = self.apply_changes(info, records, destroyed=destroyed, present=swept, started_at=started)
         requests, _first, _last = self.remote.since_mark()
         now = self.engine.clock()
-        with self.store.transaction() as conn:
-            self._ensure_row(conn, info.tid)
-            conn.execute(
-                "UPDATE refresh_state SET watermark = COALESCE(?, watermark), last_incremental = ?,"
-                " last_sweep = CASE WHEN ? THEN ? ELSE last_sweep END, source = ?,"
-                " incremental_pulls = incremental_pulls + 1, incremental_requests = incremental_requests + ? WHERE tid = ?",
-                (first_date, now, swept is not None, now, "feed" if feed else "sweep", requests, info.tid),
-            )
+        with self.store.write() as unit:
+            unit.replica.record_incremental_refresh(info.tid, watermark=first_date, at=now, swept=swept is not None,
+                                                    source="feed" if feed else "sweep", requests=requests)
             if feed is not None:
-                conn.execute("UPDATE webhooks SET cursor = MAX(cursor, ?), read_at = ? WHERE endpoint = ? AND base_id = ? AND webhook_id = ?",
-                             (feed.cursor, now, self.engine.endpoint, info.base_id, feed.hook_id))
+                unit.replica.advance_webhook(self.engine.endpoint, info.base_id, feed.hook_id, feed.cursor, now)
         self.engine.grant(info.base_id)
         log.info("refreshed %s/%s incrementally: %d changed, %d deleted, %d requests", info.base_id, table,
                  len(records), deleted, requests)
@@ -225,61 +212,38 @@ class Refresher:
         are unique). ``present``: every id Airtable listed in an id sweep (``None``: no sweep); a
         cached record missing from it is deleted, unless the queue still creates or writes it.
         Returns how many records were deleted."""
-        engine = self.engine
-        now = engine.clock()
-        deleted = 0
-        with self.store.transaction() as conn:
-            engine._resolve_conflicts(conn, info.tid, records, now, started_at)
-            position = conn.execute("SELECT COALESCE(MAX(position), -1) FROM records WHERE tid = ?", (info.tid,)).fetchone()[0]
-            for record in records:
-                fields_json = dumps(clean_fields(record.get("fields") or {}))
-                changed = conn.execute(
-                    "UPDATE records SET remote = ?, fields = ?, comment_count = ?, synced_at = ?,"
-                    " modified_time = CASE WHEN remote IS ? THEN modified_time ELSE ? END"
-                    " WHERE tid = ? AND id = ? AND (synced_at IS NULL OR synced_at <= ?)",
-                    (fields_json, fields_json, record.get("commentCount", 0), now, fields_json, now_iso(now),
-                     info.tid, record["id"], started_at),
-                ).rowcount
-                exists = changed or conn.execute("SELECT 1 FROM records WHERE tid = ? AND id = ?",
-                                                 (info.tid, record["id"])).fetchone()
-                if not exists:
-                    position += 1
-                    conn.execute(
-                        "INSERT INTO records (tid, id, position, created_time, modified_time, remote, fields, comment_count,"
-                        " synced_at, first_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (info.tid, record["id"], position, record.get("createdTime") or now_iso(now), now_iso(now),
-                         fields_json, fields_json, record.get("commentCount", 0), now, now),
-                    )
-            if destroyed:
-                deleted += conn.execute(
-                    "DELETE FROM records WHERE tid IN (SELECT tid FROM tables WHERE base_id = ? AND endpoint = ?)"
-                    " AND remote IS NOT NULL AND (synced_at IS NULL OR synced_at <= ?) AND id IN (SELECT value FROM json_each(?))",
-                    (info.base_id, self.engine.endpoint, started_at, dumps(sorted(destroyed))),
-                ).rowcount
-            if present is not None:
-                live = outbox.records_with_live_ops(conn, info.tid)
-                missing = [r[0] for r in conn.execute(
-                    "SELECT id FROM records WHERE tid = ? AND remote IS NOT NULL AND (synced_at IS NULL OR synced_at <= ?)"
-                    " AND id NOT IN (SELECT value FROM json_each(?))",
-                    (info.tid, started_at, dumps(sorted(present))),
-                )]
-                gone = [rid for rid in missing if rid not in live]
-                kept = sorted(set(missing) - set(gone))
-                if kept:
-                    log.warning("id sweep of %s/%s: %d record(s) gone from Airtable kept while queued writes name them"
-                                " (the flush will report them): %s", info.base_id, info.tid, len(kept), ", ".join(kept[:10]))
-                conn.executemany("DELETE FROM records WHERE tid = ? AND id = ?", [(info.tid, rid) for rid in gone])
-                deleted += len(gone)
+        now = self.engine.clock()
+        with self.store.write() as unit:
+            conn = unit.conn  # for the engine and link calls that still take a connection
+            self.engine._resolve_conflicts(conn, info.tid, records, now, started_at)
+            position = unit.replica.merge_changed_records(
+                info.tid, records, now=now, started_at=started_at, position=unit.replica.last_position(info.tid))
+            deleted = self._apply_deletions(unit, info, destroyed, present, started_at)
             if records:
                 # The agent's own creates keep their place after the records Airtable has.
-                for (rid,) in conn.execute(
-                    "SELECT id FROM records WHERE tid = ? AND remote IS NULL ORDER BY position", (info.tid,)
-                ).fetchall():
-                    position += 1
-                    conn.execute("UPDATE records SET position = ? WHERE tid = ? AND id = ?", (position, info.tid, rid))
-            conn.execute("UPDATE tables SET pulled_at = ?, generation = generation + 1 WHERE tid = ?", (now, info.tid))
+                unit.replica.move_local_records_after(info.tid, position)
+            unit.replica.mark_pulled(info.tid, now)
             touched = {r["id"] for r in records}
-            engine.recompute(conn, info.tid, touched & outbox.records_with_live_ops(conn, info.tid) | links.pending_targets(conn, info.tid))
+            self.engine.recompute(conn, info.tid, touched & unit.outbox.records_with_live_ops(info.tid) | links.pending_targets(conn, info.tid))
+        return deleted
+
+    def _apply_deletions(self, unit: SqliteUnit, info: TableInfo, destroyed: set[str], present: set[str] | None,
+                         started_at: float) -> int:
+        """Deletions the change feed reported, and records an id sweep no longer found (unless the
+        queue still names them); how many records were deleted."""
+        deleted = 0
+        if destroyed:
+            deleted += unit.replica.delete_destroyed_records(self.engine.endpoint, info.base_id, destroyed, started_at)
+        if present is not None:
+            live = unit.outbox.records_with_live_ops(info.tid)
+            missing = unit.replica.remote_ids_missing_from(info.tid, present, started_at)
+            gone = [rid for rid in missing if rid not in live]
+            kept = sorted(set(missing) - set(gone))
+            if kept:
+                log.warning("id sweep of %s/%s: %d record(s) gone from Airtable kept while queued writes name them"
+                            " (the flush will report them): %s", info.base_id, info.tid, len(kept), ", ".join(kept[:10]))
+            unit.replica.delete_records(info.tid, gone)
+            deleted += len(gone)
         return deleted
 
     def _fetch_unlisted(self, info: TableInfo, table: str, feed: FeedRead, listed: set[str]) -> list[dict]:
@@ -317,7 +281,7 @@ class Refresher:
         feed is off, Airtable refused it, or it could not be reached."""
         if self.settings.feed == "off" or self.settings.mode == "offline":
             return None
-        row = self.store.conn.execute("SELECT * FROM webhooks WHERE endpoint = ? AND base_id = ?", (self.engine.endpoint, base_id)).fetchone()
+        row = self.store.replica.webhook(self.engine.endpoint, base_id)
         now = self.engine.clock()
         if row is not None and row["denied_at"] is not None and now - row["denied_at"] < HOOK_RETRY_AFTER:
             return None
@@ -354,7 +318,7 @@ class Refresher:
         return made["id"]
 
     def _read_feed(self, base_id: str, hook_id: str) -> FeedRead | None:
-        row = self.store.conn.execute("SELECT cursor, expires_at FROM webhooks WHERE endpoint = ? AND base_id = ?", (self.engine.endpoint, base_id)).fetchone()
+        row = self.store.replica.webhook(self.engine.endpoint, base_id)
         read = FeedRead(hook_id, row["cursor"] if row else 1)
         while True:
             try:
@@ -390,49 +354,34 @@ class Refresher:
         if expires_at is None or server_now is None or expires_at - server_now > HOOK_REFRESH_MARGIN:
             return
         answer = self.remote.send(base_id, "POST", self._hooks_url(base_id, hook_id, "refresh"), kind="feed")
-        with self.store.transaction() as conn:
-            conn.execute("UPDATE webhooks SET expires_at = ? WHERE endpoint = ? AND base_id = ?",
-                         (_epoch(answer.get("expirationTime")), self.engine.endpoint, base_id))
+        with self.store.write() as unit:
+            unit.replica.set_webhook_expiry(self.engine.endpoint, base_id, _epoch(answer.get("expirationTime")))
 
     def _forget_coverage(self, base_id: str) -> None:
         """The feed missed something: every table of the base gets one full pull."""
-        with self.store.transaction() as conn:
-            conn.execute("UPDATE refresh_state SET hook_id = NULL WHERE tid IN"
-                         " (SELECT tid FROM tables WHERE base_id = ? AND endpoint = ?)", (base_id, self.engine.endpoint))
+        with self.store.write() as unit:
+            unit.replica.forget_feed_coverage(self.engine.endpoint, base_id)
 
     def _set_hook(self, base_id: str, hook_id: str | None, *, expires: float | None = None, denied: str | None = None,
                   cursor: int | None = None, keep_cursor: bool = False) -> None:
         now = self.engine.clock()
-        with self.store.transaction() as conn:
-            old = conn.execute("SELECT webhook_id, cursor FROM webhooks WHERE endpoint = ? AND base_id = ?",
-                               (self.engine.endpoint, base_id)).fetchone()
+        with self.store.write() as unit:
+            old = unit.replica.webhook(self.engine.endpoint, base_id)
             same = old is not None and old["webhook_id"] == hook_id and hook_id is not None
-            new_cursor = cursor if cursor is not None else (old["cursor"] if same and keep_cursor else 1)
-            conn.execute(
-                "INSERT INTO webhooks (endpoint, base_id, webhook_id, cursor, expires_at, created_at, denied_at, denied_why)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (endpoint, base_id) DO UPDATE SET webhook_id = excluded.webhook_id,"
-                " cursor = excluded.cursor, expires_at = COALESCE(excluded.expires_at, webhooks.expires_at),"
-                " created_at = CASE WHEN webhooks.webhook_id IS excluded.webhook_id THEN webhooks.created_at"
-                " ELSE excluded.created_at END, denied_at = excluded.denied_at, denied_why = excluded.denied_why",
-                (self.engine.endpoint, base_id, hook_id, new_cursor, expires, now, now if denied else None, denied),
-            )
+            new_cursor = cursor if cursor is not None else (old["cursor"] if old is not None and same and keep_cursor else 1)
+            unit.replica.save_webhook(self.engine.endpoint, base_id, hook_id, cursor=new_cursor, expires_at=expires,
+                                      now=now, denied_why=denied)
 
     def _hooks_url(self, base_id: str, *parts: str) -> str:
         return "/".join([self.settings.endpoint_url, "v0", "bases", base_id, "webhooks", *parts])
 
     # -- state -------------------------------------------------------------------------------------
     def state(self, tid: int) -> dict:
-        row = self.store.conn.execute("SELECT * FROM refresh_state WHERE tid = ?", (tid,)).fetchone()
-        return dict(row) if row is not None else {}
-
-    @staticmethod
-    def _ensure_row(conn, tid: int) -> None:
-        conn.execute("INSERT OR IGNORE INTO refresh_state (tid) VALUES (?)", (tid,))
+        return self.store.replica.refresh_state(tid)
 
     def count_stale_served(self, tid: int) -> None:
-        with self.store.transaction() as conn:
-            self._ensure_row(conn, tid)
-            conn.execute("UPDATE refresh_state SET stale_served = stale_served + 1 WHERE tid = ?", (tid,))
+        with self.store.write() as unit:
+            unit.replica.count_stale_served(tid)
 
 
 def _epoch(iso: str | None) -> float | None:
@@ -452,7 +401,7 @@ def _error_type(body: Any) -> str | None:
 
 def webhook_rows(store) -> list[dict]:
     """The webhooks this cache file keeps (for ``airtable-cached webhooks list`` and ``status``)."""
-    return [dict(r) for r in store.conn.execute("SELECT * FROM webhooks ORDER BY base_id")]
+    return store.replica.webhooks()
 
 
 __all__ = ["Refresher", "RefreshResult", "FeedRead", "webhook_rows"]
@@ -461,14 +410,13 @@ __all__ = ["Refresher", "RefreshResult", "FeedRead", "webhook_rows"]
 # -- reports (status, stats) and operations (webhooks list/remove) ---------------------------------
 
 
-def refresh_status(conn, tid: int, schema: dict | None, settings, now: float) -> dict:
+def refresh_status(replica: Replica, tid: int, schema: dict | None, settings, now: float) -> dict:
     """What ``status`` shows about a table's refreshes: last incremental and full pull, watermark,
     where deletions come from (change feed or id sweep) and how old that knowledge is, and why
     it gets full pulls on a cadence, if it does."""
-    state = conn.execute("SELECT * FROM refresh_state WHERE tid = ?", (tid,)).fetchone()
-    base = conn.execute("SELECT endpoint, base_id FROM tables WHERE tid = ?", (tid,)).fetchone()
-    hook = conn.execute("SELECT * FROM webhooks WHERE endpoint = ? AND base_id = ?", (base[0], base[1])).fetchone() if base else None
-    state = dict(state) if state is not None else {}
+    state = replica.refresh_state(tid)
+    base = replica.table(tid)
+    hook = replica.webhook(base["endpoint"], base["base_id"]) if base else None
     volatile = volatile_fields(schema)
     feed_on = bool(hook is not None and hook["webhook_id"] and state.get("hook_id") == hook["webhook_id"])
     if feed_on and hook is not None:
@@ -493,13 +441,10 @@ def refresh_status(conn, tid: int, schema: dict | None, settings, now: float) ->
     }
 
 
-def refresh_counts(conn) -> list[dict]:
+def refresh_counts(replica: Replica) -> list[dict]:
     """What ``stats`` shows: incremental and full pulls per table, the requests each kind cost,
     and stale reads answered at once (AIRTABLE_CACHED_STALE=serve)."""
-    rows = conn.execute(
-        "SELECT t.base_id, COALESCE(t.name, t.table_id) AS label, s.* FROM refresh_state s JOIN tables t USING (tid)"
-        " ORDER BY t.base_id, t.tid"
-    ).fetchall()
+    rows = replica.refresh_counts()
     return [{
         "base_id": r["base_id"], "table": r["label"],
         "full_pulls": r["full_pulls"], "full_requests": r["full_requests"],
@@ -510,9 +455,7 @@ def refresh_counts(conn) -> list[dict]:
 
 def list_webhooks(sync: Sync, bases: list[str]) -> list[dict]:
     """Every webhook Airtable has on these bases, marked ``ours`` when this cache file uses it."""
-    conn = sync.engine.store.conn
-    mine = {r["base_id"]: r["webhook_id"] for r in conn.execute(
-        "SELECT base_id, webhook_id FROM webhooks WHERE endpoint = ?", (sync.engine.endpoint,))}
+    mine = sync.engine.store.replica.webhook_ids(sync.engine.endpoint)
     out = []
     for base_id in bases:
         url = "/".join([sync.settings.endpoint_url, "v0", "bases", base_id, "webhooks"])
@@ -533,7 +476,6 @@ def remove_webhooks(sync: Sync, base_id: str, ids: list[str]) -> list[str]:
         url = "/".join([sync.settings.endpoint_url, "v0", "bases", base_id, "webhooks", hook_id])
         sync.remote.send(base_id, "DELETE", url, kind="feed")
         removed.append(hook_id)
-        with sync.engine.store.transaction() as conn:
-            conn.execute("DELETE FROM webhooks WHERE endpoint = ? AND base_id = ? AND webhook_id = ?",
-                         (sync.engine.endpoint, base_id, hook_id))
+        with sync.engine.store.write() as unit:
+            unit.replica.delete_webhook(sync.engine.endpoint, base_id, hook_id)
     return removed

@@ -50,7 +50,7 @@ def test_pulled_records_are_read_in_natural_order_and_selected(contract_store):
 def test_local_writes_hide_and_rewrite_what_reads_see(contract_store):
     tid = _table(contract_store)
     with contract_store.write() as unit:
-        unit.replica.add_local_record(tid, "recLOCAL000000001", 0, "t", {"Name": "new"})
+        unit.replica.insert_local_record(tid, "recLOCAL000000001", 0, "t", {"Name": "new"})
         unit.replica.write_fields(tid, "recLOCAL000000001", {"Name": "newer"}, "t2")
     assert contract_store.replica.record_copies(tid, "recLOCAL000000001") == {"remote": None, "fields": {"Name": "newer"}}
     with contract_store.write() as unit:
@@ -64,9 +64,9 @@ def test_a_pull_drops_records_gone_and_keeps_local_creates_after(contract_store)
     tid = _table(contract_store)
     with contract_store.write() as unit:
         unit.replica.upsert_pulled(tid, [_pulled("recA", 0), _pulled("recB", 1)], now=1.0, now_text="t", started_at=0.0)
-        unit.replica.add_local_record(tid, "recLOCAL000000001", 2, "t", {})
+        unit.replica.insert_local_record(tid, "recLOCAL000000001", 2, "t", {})
         unit.replica.drop_records_not_seen(tid, {"recB"}, started_at=2.0)
-        unit.replica.place_local_records_after(tid, 1)
+        unit.replica.move_local_records_after(tid, 0)
     assert [r["id"] for r in contract_store.replica.visible_records(tid)] == ["recB", "recLOCAL000000001"]
 
 
@@ -83,7 +83,7 @@ def test_views_grants_and_statistics(contract_store):
     assert replica.token_granted_at("key", "digest") == 4.0 and replica.token_granted_at("key", "other") is None
     assert isinstance(replica.token_salt(), bytes)
     with contract_store.write() as unit:
-        unit.replica.forget_views(tid)
+        unit.replica.forget_views([tid])
     assert contract_store.replica.known_views(tid) == []
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from airtable_cached.errors import AirtableCachedError, DiskFullError
+from airtable_cached.store.sqlite import files
 from airtable_cached.store.sqlite.outbox import SqliteOutbox
 from airtable_cached.store.sqlite.replica import SqliteReplica
 from airtable_cached.store.sqlite.schema import MIGRATIONS, PRAGMAS, SCHEMA_VERSION
@@ -195,6 +196,23 @@ class Store:
     def in_write(self) -> bool:
         """Whether the calling thread is inside ``write()`` (or ``transaction()``)."""
         return self.conn.in_transaction
+
+    # -- whole-file operations (files.py) --------------------------------------------------------
+    def backup(self, dest: Path) -> None:
+        """A consistent copy of the database, taken while others keep writing, into a new 0600 file."""
+        files.copy_database(self.path, dest)
+
+    def vacuum(self) -> None:
+        """Give the space of deleted rows back to the file system."""
+        files.compact(self.conn)
+
+    def disk_bytes(self) -> int:
+        """Bytes the database takes on disk (WAL included)."""
+        return files.disk_bytes(self.path)
+
+    def page_bytes(self) -> dict[str, int]:
+        """Bytes of the database's pages (``database``) and, of those, unused (``free``)."""
+        return files.page_bytes(self.conn)
 
     def execute(self, sql: str, params: tuple | list | dict = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)

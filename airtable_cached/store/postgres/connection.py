@@ -1,0 +1,210 @@
+"""PostgreSQL connections, transactions and schema migrations (the schema itself: ``schema.py``).
+
+One :class:`PostgresStore` per database URL and process. Connections come from a
+``psycopg_pool.ConnectionPool`` for the length of one call (outside a write) or of one transaction
+(``write()``); a forked child opens its own pool (a connection never crosses a fork). A connection
+the server dropped (a restart, a failover, an idle timeout) is replaced and the call retried, with
+tenacity, only where nothing was done on it yet: a read, or the start of a transaction. A
+transaction cut mid-way is rolled back by the server and its error raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+import psycopg_pool
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from airtable_cached.errors import AirtableCachedError
+from airtable_cached.store.postgres.outbox import PostgresOutbox
+from airtable_cached.store.postgres.replica import PostgresReplica
+from airtable_cached.store.postgres.runner import Connection, Runner
+from airtable_cached.store.postgres.schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION
+
+T = TypeVar("T")
+
+#: A dropped connection is retried this many times (a failover takes a few seconds).
+RETRY_ATTEMPTS = 5
+
+
+class StoreError(AirtableCachedError):
+    """The database cannot be used (wrong schema version, unreachable server)."""
+
+
+def redact(url: str) -> str:
+    """The URL without its password (in the authority or as a query parameter), for messages."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, host = netloc.rsplit("@", 1)
+        netloc = f"{user.split(':', 1)[0]}@{host}"
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "password"])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def retrying() -> Retrying:
+    """Retries a call whose connection the server dropped before the call did anything."""
+    return Retrying(retry=retry_if_exception_type(psycopg.OperationalError), stop=stop_after_attempt(RETRY_ATTEMPTS),
+                    wait=wait_exponential(multiplier=0.1, max=2.0), reraise=True)
+
+
+class PostgresUnit:
+    """One unit of work on one connection: the replica and the queue, in the same transaction."""
+
+    __slots__ = ("conn", "outbox", "replica")
+
+    def __init__(self, store: PostgresStore, conn: Connection):
+        self.conn = conn
+        runner = Runner(store, conn)
+        self.replica = PostgresReplica(runner)
+        self.outbox = PostgresOutbox(runner)
+
+
+class PostgresStore:
+    """A PostgreSQL database holding one cache, shared by every host pointed at it."""
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10):
+        self.url = url
+        self.location = redact(url)
+        self._sizes = (min_size, max_size)
+        self._local = threading.local()
+        self._pool_lock = threading.Lock()
+        self._pid = os.getpid()
+        self._pool: ConnectionPool[Any] | None = None
+        #: Write transactions committed through this store (any thread) since it was opened.
+        self.commits = 0
+        self.migrate()
+
+    # -- connections ---------------------------------------------------------------------------
+    @property
+    def pool(self) -> ConnectionPool[Any]:
+        """This process's pool (a forked child opens its own; the parent's is never used there)."""
+        with self._pool_lock:
+            if self._pool is None or self._pid != os.getpid():
+                self._pid, self._local = os.getpid(), threading.local()
+                self._pool = self._open_pool()
+            return self._pool
+
+    def _open_pool(self) -> ConnectionPool[Any]:
+        min_size, max_size = self._sizes
+        pool: ConnectionPool[Any] = ConnectionPool(
+            self.url, min_size=min_size, max_size=max_size, open=False, name="airtable_cached",
+            kwargs={"autocommit": True, "row_factory": dict_row}, check=ConnectionPool.check_connection)
+        try:
+            pool.open(wait=True, timeout=30)
+        except psycopg_pool.PoolTimeout as exc:
+            pool.close()
+            raise StoreError(f"cannot connect to the cache database {self.location}: {exc}") from exc
+        return pool
+
+    def call(self, fn: Callable[[Connection], T]) -> T:
+        """``fn(connection)`` on a pooled connection in autocommit, retried on a dropped connection:
+        ``fn`` must be safe to run again (a read, or a transaction of its own whose repetition is
+        harmless: a commit whose answer was lost is indistinguishable from a failure)."""
+        for attempt in retrying():
+            with attempt, self.pool.connection() as conn:
+                return fn(conn)
+        raise AssertionError("unreachable")  # pragma: no cover - reraise=True
+
+    def close(self) -> None:
+        """Nothing to close per thread: a connection goes back to the pool after each call."""
+
+    def close_all(self) -> None:
+        """Close this process's pool (a later call opens a new one)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None and self._pid == os.getpid():
+            pool.close()
+
+    # -- transactions --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction on one connection; nested use (same thread) joins the outer one."""
+        outer = getattr(self._local, "conn", None)
+        if outer is not None:
+            yield outer
+            return
+        with self._begun() as conn:
+            self._local.conn = conn
+            try:
+                with conn.transaction():
+                    yield conn
+            finally:
+                self._local.conn = None
+        self.commits += 1
+
+    @contextlib.contextmanager
+    def _begun(self) -> Iterator[Connection]:
+        """A pooled connection known to be alive: the pool checks it (``check_connection``) and
+        replaces a dropped one; a server that cannot be reached at all is retried here."""
+        pool = self.pool
+        conn: Connection | None = None
+        for attempt in retrying():
+            with attempt:
+                conn = pool.getconn()
+        assert conn is not None
+        try:
+            yield conn
+        finally:
+            pool.putconn(conn)
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[PostgresUnit]:
+        """One atomic write transaction (the contract's ``write()``); nested use joins the outer one."""
+        with self.transaction() as conn:
+            yield PostgresUnit(self, conn)
+
+    @property
+    def replica(self) -> PostgresReplica:
+        """The replica outside any transaction: each call on its own connection, committed state."""
+        return PostgresReplica(Runner(self))
+
+    @property
+    def outbox(self) -> PostgresOutbox:
+        """The queue outside any transaction: each call on its own connection, committed state."""
+        return PostgresOutbox(Runner(self))
+
+    def change_marker(self) -> tuple[int, str]:
+        """Changes whenever the database may have changed: a commit through this store, or any
+        transaction on the server that was given an id or ended since (the snapshot's xmax/xip)."""
+        row = self.call(lambda conn: conn.execute("SELECT pg_current_snapshot()::text AS s").fetchone())
+        assert row is not None
+        return self.commits, row["s"]
+
+    # -- migrations ----------------------------------------------------------------------------
+    def version(self) -> int:
+        return self.call(_version)
+
+    def migrate(self) -> None:
+        """Bring the database to :data:`SCHEMA_VERSION`, one version per transaction."""
+        while True:
+            with self.transaction() as conn:
+                conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", MIGRATION_LOCK)
+                current = _version(conn)
+                if current > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"{self.location} has schema version {current}, newer than this airtable_cached "
+                        f"understands ({SCHEMA_VERSION}); upgrade airtable_cached")
+                if current == SCHEMA_VERSION:
+                    return
+                conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY, applied_at timestamptz)")
+                conn.execute(MIGRATIONS[current + 1].encode())
+                conn.execute("INSERT INTO schema_version (version, applied_at) VALUES (%s, now())", (current + 1,))
+
+
+def _version(conn: Connection) -> int:
+    row = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL AS found").fetchone()
+    if row is None or not row["found"]:
+        return 0
+    row = conn.execute("SELECT coalesce(max(version), 0) AS v FROM schema_version").fetchone()
+    assert row is not None
+    return int(row["v"])
+
