@@ -2,7 +2,8 @@
 
 Every front-end (``api``, ``http``, ``run``) and every command (``ops``) gets its parts here:
 
-* :func:`open_store` — the process's one store for a location (a SQLite file path);
+* :func:`open_store` — the process's one store for a location (a SQLite file path, or a
+  ``postgresql://`` URL);
 * :func:`shared_runtime` — an engine and its sync, shared per (settings, token) in a process, so that
   an ORM model building a new ``Api`` on every access does not start a flusher thread each time;
 * :func:`open_runtime` — an engine and its sync for one command (``flush``, ``pull``, ``serve-sync``);
@@ -15,30 +16,45 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
-from airtable_cached.config import Settings
+from airtable_cached.config import Settings, is_postgres_url
 from airtable_cached.engine import Engine
 from airtable_cached.store.sqlite import Store
 from airtable_cached.sync.core import Sync
 
+if TYPE_CHECKING:
+    from airtable_cached.store.postgres import PostgresStore
+
+#: A store of either kind (both implement ``airtable_cached.store.contract.Store``).
+AnyStore = Union[Store, "PostgresStore"]
+
 __all__ = ["Runtime", "local_engine", "open_runtime", "open_store", "shared_runtime"]
 
-_stores: dict[str, Store] = {}
+_stores: dict[str, AnyStore] = {}
 _runtimes: dict[tuple, Runtime] = {}
 _registry_lock = threading.Lock()
 
 
-def open_store(location: str | os.PathLike[str]) -> Store:
-    """The process's one store for a location (today a SQLite file path)."""
-    from airtable_cached.store.sqlite.replica import register_sql_functions
-
+def open_store(location: str | os.PathLike[str]) -> AnyStore:
+    """The process's one store for a location (``settings.store_location``): a ``postgresql://``
+    URL opens the PostgreSQL store (shared by many hosts), anything else a SQLite file there."""
     key = str(location)
     with _registry_lock:
         store = _stores.get(key)
         if store is None:
-            store = _stores[key] = Store(location, on_connect=register_sql_functions)
+            store = _stores[key] = _new_store(key)
         return store
+
+
+def _new_store(location: str) -> AnyStore:
+    if is_postgres_url(location):
+        from airtable_cached.store.postgres import PostgresStore
+
+        return PostgresStore(location)
+    from airtable_cached.store.sqlite.replica import register_sql_functions
+
+    return Store(location, on_connect=register_sql_functions)
 
 
 class Runtime:
@@ -53,7 +69,7 @@ class Runtime:
         self._closed = False
 
     @property
-    def store(self) -> Store:
+    def store(self) -> AnyStore:
         return self.engine.store
 
     @property
@@ -100,11 +116,11 @@ class Runtime:
         return drained
 
 
-def open_runtime(settings: Settings, token: str, *, store: Store | None = None, timeout: Any = None,
+def open_runtime(settings: Settings, token: str, *, store: AnyStore | None = None, timeout: Any = None,
                  clock: Callable[[], float] | None = None, sleep: Callable[[float], None] | None = None,
                  key: tuple | None = None) -> Runtime:
     """A new engine and sync on the settings' store (or ``store``), wired to each other."""
-    store = store or open_store(settings.path)
+    store = store or open_store(settings.store_location)
     engine = Engine(store, settings, clock=clock or time.time)
     sync = Sync(engine, token, timeout=timeout, clock=clock or time.time, sleep=sleep or time.sleep)
     engine.sync = sync
@@ -132,8 +148,10 @@ def shared_runtime(settings: Settings, token: str, timeout: Any = None, clock: C
     return winner
 
 
-def local_engine(store_or_settings: Store | Settings) -> Engine:
+def local_engine(store_or_settings: AnyStore | Settings) -> Engine:
     """An engine without a sync: answers from the cache and repairs it, never asks Airtable."""
     if isinstance(store_or_settings, Settings):
-        return Engine(open_store(store_or_settings.path), store_or_settings)
-    return Engine(store_or_settings, Settings.from_env(path=store_or_settings.path))
+        return Engine(open_store(store_or_settings.store_location), store_or_settings)
+    if isinstance(store_or_settings, Store):
+        return Engine(store_or_settings, Settings.from_env(path=store_or_settings.path))
+    return Engine(store_or_settings, Settings.from_env(url=store_or_settings.url))

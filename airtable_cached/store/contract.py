@@ -15,13 +15,16 @@ The contract suite ``tests/store/`` runs the same tests against every store.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypedDict
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 from airtable_cached.store.types import Op
+
+if TYPE_CHECKING:
+    from airtable_cached.config import Settings
 
 # -- values the replica hands out (tables, records) -------------------------------------------------
 
@@ -726,8 +729,60 @@ class Unit(Protocol):
     def outbox(self) -> Outbox: ...
 
 
+# -- coordination between the processes (hosts) sharing a store ---------------------------------------
+
+
+class Pacer(Protocol):
+    """One rate budget per base for every process using the store."""
+
+    def wait_turn(self, base_id: str) -> None:
+        """Sleep until this process's turn to send one request to ``base_id``."""
+        ...
+
+    def penalise(self, base_id: str, seconds: float | None = None) -> None:
+        """Stop every process sending to ``base_id`` for ``seconds`` (the 429 lock-out by default)."""
+        ...
+
+    def close(self) -> None:
+        """Close what the calling thread opened for it."""
+        ...
+
+
+class FlushLocks(Protocol):
+    """One flusher at a time per base (a flush key), among every process using the store; a lock
+    dies with its holder, and a lease takes it from a holder that is alive but hung."""
+
+    def try_acquire(self, base_id: str) -> Any:
+        """The base's lock (a held-lock value), taken without waiting; ``None`` when a live flusher holds it."""
+        ...
+
+    def renew(self, held: Any) -> bool:
+        """Extend the lease; ``False`` if another flusher took the base over."""
+        ...
+
+    def release(self, held: Any) -> None:
+        """Give the lock back."""
+        ...
+
+
+@dataclass(frozen=True)
+class Coordination:
+    """What a store gives the sync to share Airtable with the other processes using it:
+    ``table_lock(base_id, tid, timeout)`` holds a table's refresh lock for a ``with`` block and
+    yields whether it got it within ``timeout`` seconds (one pull per table at a time)."""
+
+    pacer: Pacer
+    locks: FlushLocks
+    table_lock: Callable[[str, int, float], AbstractContextManager[bool]]
+
+
 class Store(Protocol):
     """One database holding one cache."""
+
+    def coordination(self, settings: Settings, *, clock: Callable[[], float],
+                     sleep: Callable[[float], None]) -> Coordination:
+        """The pacer, flush locks and table locks shared by every process (host) using this store."""
+        ...
 
     @property
     def location(self) -> str:

@@ -1,7 +1,7 @@
 """Talking to Airtable: pull tables into the cache, push the queue out.
 
-* :class:`Remote` sends one request: paced under the base's rate limit by a cross-process throttle
-  (diskcache), stopped for the whole base after a 429, retried on transient failures by tenacity
+* :class:`Remote` sends one request: paced under the base's rate limit by the store's cross-process
+  (cross-host, on PostgreSQL) pacer, stopped for the whole base after a 429, retried on transient failures by tenacity
   with an injectable sleep (tests never sleep for real).
 * :class:`Sync` pulls tables and views and flushes the outbox: claim, coalesce, send 10 records a
   request, then confirm (remap provisional ids), retry later, or dead-letter.
@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import diskcache
 import requests
 import tenacity
 import urllib3
@@ -32,13 +31,12 @@ import urllib3
 from airtable_cached.config import Settings, check_token
 from airtable_cached.engine import links
 from airtable_cached.errors import AirtableResponseError, OfflineError, RemoteError
-from airtable_cached.ops import safety
 from airtable_cached.rules.policy import backoff
 from airtable_cached.rules.query import ListQuery
 from airtable_cached.rules.records import dumps, now_iso, referenced_provisional_ids, replace_ids
 from airtable_cached.store import checksum
 from airtable_cached.sync import outbox, reconcile
-from airtable_cached.sync.locks import FlushLocks, HeldLock, flush_key
+from airtable_cached.sync.locks import HeldLock, flush_key
 from airtable_cached.sync.refresh import Refresher, RefreshResult
 
 if TYPE_CHECKING:
@@ -60,47 +58,6 @@ OUTAGE_RETRY = 2.0
 # -- pacing and retries ----------------------------------------------------------------------------
 
 
-class Pacer:
-    """Keeps every process using one cache file under ``rate_limit`` requests a second per base, and
-    stops them all for ``penalty`` seconds after any of them met a 429."""
-
-    def __init__(self, settings: Settings, *, clock: Callable[[], float], sleep: Callable[[float], None]):
-        self.settings = settings
-        self.clock = clock
-        self.sleep = sleep
-        safety.private_locks_dir(settings.locks_dir)  # 0700, its files 0600, like the database
-        self.cache = diskcache.Cache(str(settings.locks_dir))
-
-    def wait_turn(self, base_id: str) -> None:
-        # A 5% margin: a limiter on the other side that counts a sliding second must never see six.
-        interval = 1.05 / self.settings.rate_limit
-        # A diskcache transaction (SQLite's own lock): it dies with a process killed inside it,
-        # where a diskcache.Lock would stop every flusher of the base until it expired.
-        with self.cache.transact(retry=True):
-            now = self.clock()
-            slot = max(now, self.cache.get(f"next:{base_id}", 0.0), self.cache.get(f"penalty:{base_id}", 0.0))
-            if slot > now + self.horizon:
-                # Written by a clock that was ahead (changed system time, a test's fake clock):
-                # no real queue of waiting requests reaches that far, so start afresh.
-                slot = now
-                self.cache.delete(f"penalty:{base_id}")
-            self.cache.set(f"next:{base_id}", slot + interval, expire=3600)
-        if slot > now:
-            self.sleep(slot - now)
-
-    @property
-    def horizon(self) -> float:
-        """The furthest a legitimate turn can lie ahead: a penalty, then a long queue of requests."""
-        return max(self.settings.penalty, 60.0) + 300.0
-
-    def penalise(self, base_id: str, seconds: float | None = None) -> None:
-        until = self.clock() + (self.settings.penalty if seconds is None else seconds)
-        self.cache.set(f"penalty:{base_id}", until, expire=3600)
-
-    def close(self) -> None:
-        self.cache.close()
-
-
 class Remote:
     """One HTTP conversation with Airtable for one token. The token lives only in this object."""
 
@@ -111,8 +68,10 @@ class Remote:
         self.timeout = timeout if timeout is not None else (settings.network_timeout, settings.network_timeout)
         self.clock = clock
         self.sleep = sleep
-        self.pacer = Pacer(settings, clock=clock, sleep=sleep)
-        self.locks = FlushLocks(settings.locks_dir, self.pacer.cache, settings.claim_timeout)
+        # The rate budget, flush locks and table locks shared with every process (every host, on
+        # PostgreSQL) using the store: the store's own means (store/sqlite/locks.py, store/postgres/).
+        shared = engine.store.coordination(settings, clock=clock, sleep=sleep)
+        self.pacer, self.locks, self.table_lock = shared.pacer, shared.locks, shared.table_lock
         self._token = check_token(token)  # in memory only; scrubbed from error messages before they are stored
         # One requests.Session per thread (and per process after a fork): a Session's connection
         # pool and cookies are not meant to be shared between threads.
@@ -1157,7 +1116,7 @@ class AutoFlusher:
         sync = self._sync()
         if sync is not None:
             sync.store.close()
-            sync.remote.pacer.cache.close()
+            sync.remote.pacer.close()
             sync.remote.close_thread_session()
 
     def stop(self) -> None:

@@ -17,8 +17,9 @@ in between repeats the work, never skips it.
 * a table with lookups, rollups, counts or clock formulas gets a full pull every
   ``full_pull_every`` seconds (:func:`airtable_cached.rules.policy.volatile_fields`).
 
-Two processes finding one table stale at once send one refresh: a file lock per table (it dies with
-its process), and whoever gets it second finds the table fresh.
+Two processes finding one table stale at once send one refresh: the store's lock per table (a file
+lock beside a SQLite file, an advisory lock in PostgreSQL for every host; both die with their
+holder), and whoever gets it second finds the table fresh.
 """
 
 from __future__ import annotations
@@ -30,8 +31,6 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-import filelock
 
 from airtable_cached.engine import links
 from airtable_cached.errors import RemoteError
@@ -91,7 +90,6 @@ class Refresher:
         self.settings = sync.settings
         self.remote = sync.remote
         self._checked: set[str] = set()  # bases whose webhook this process has seen listed
-        self._locks_dir = self.settings.locks_dir / "refresh"
 
     @property
     def store(self):
@@ -139,19 +137,12 @@ class Refresher:
 
     @contextlib.contextmanager
     def _single_flight(self, info: TableInfo) -> Iterator[None]:
-        self._locks_dir.mkdir(parents=True, exist_ok=True)
-        lock = filelock.FileLock(str(self._locks_dir / f"{info.base_id}-{info.tid}.lock"), timeout=LOCK_TIMEOUT)
-        try:
-            lock.acquire()
-        except filelock.Timeout:
-            log.warning("refresh of %s/%s: another process held the table's lock for %ss; refreshing anyway",
-                        info.base_id, info.tid, LOCK_TIMEOUT)
+        # The store's table lock (store.coordination()): every process, every host on PostgreSQL.
+        with self.remote.table_lock(info.base_id, info.tid, LOCK_TIMEOUT) as held:
+            if not held:
+                log.warning("refresh of %s/%s: another process held the table's lock for %ss; refreshing anyway",
+                            info.base_id, info.tid, LOCK_TIMEOUT)
             yield
-            return
-        try:
-            yield
-        finally:
-            lock.release()
 
     # -- full pull ---------------------------------------------------------------------------------
     def _full(self, base_id: str, table: str, plan: RefreshPlan) -> RefreshResult:

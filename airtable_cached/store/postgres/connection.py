@@ -11,10 +11,11 @@ transaction cut mid-way is rolled back by the server and its error raised.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -24,10 +25,16 @@ from psycopg_pool import ConnectionPool
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from airtable_cached.errors import AirtableCachedError
+from airtable_cached.store.contract import Coordination
+from airtable_cached.store.postgres.locks import PostgresFlushLocks, table_lock
 from airtable_cached.store.postgres.outbox import PostgresOutbox
+from airtable_cached.store.postgres.pacer import PostgresPacer
 from airtable_cached.store.postgres.replica import PostgresReplica
 from airtable_cached.store.postgres.runner import Connection, Runner
 from airtable_cached.store.postgres.schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    from airtable_cached.config import Settings
 
 T = TypeVar("T")
 
@@ -123,6 +130,15 @@ class PostgresStore:
             pool, self._pool = self._pool, None
         if pool is not None and self._pid == os.getpid():
             pool.close()
+
+    # -- coordination between hosts (pacer.py, locks.py) ----------------------------------------
+    def coordination(self, settings: Settings, *, clock: Callable[[], float],
+                     sleep: Callable[[float], None]) -> Coordination:
+        """The rate budget, flush locks and table locks in the database: every host shares them.
+        The budget runs on the database's clock (``clock`` is the sync's, not the server's)."""
+        return Coordination(PostgresPacer(self, settings, sleep=sleep),
+                            PostgresFlushLocks(self, settings.claim_timeout),
+                            functools.partial(table_lock, self))
 
     # -- transactions --------------------------------------------------------------------------
     @contextlib.contextmanager

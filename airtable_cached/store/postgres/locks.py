@@ -13,10 +13,11 @@ takes the lock; the hung holder learns at its next renewal that it lost the base
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,13 +25,14 @@ import psycopg
 from psycopg.rows import dict_row
 
 if TYPE_CHECKING:
-    from airtable_cached.store.postgres.connection import PostgresStore
-    from airtable_cached.store.postgres.runner import Connection
+    from airtable_cached.store.postgres.runner import Connection, Server
 
 log = logging.getLogger("airtable_cached")
 
 #: The first key of every flush lock (advisory locks take two int4 keys): "atc" and 2.
 NAMESPACE = 0x61746302
+#: The first key of every table's refresh lock: "atc" and 3.
+TABLE_NAMESPACE = 0x61746303
 
 
 def lock_id(key: str) -> int:
@@ -51,7 +53,7 @@ class HeldLock:
 class PostgresFlushLocks:
     """The flush locks of the bases of one PostgreSQL cache (leases in ``flush_leases``)."""
 
-    def __init__(self, store: PostgresStore, lease: float, *, now: Callable[[], float] = time.time,
+    def __init__(self, store: Server, lease: float, *, now: Callable[[], float] = time.time,
                  take_over_wait: float = 10.0):
         self.store = store
         self.lease = lease
@@ -140,3 +142,38 @@ class PostgresFlushLocks:
         log.warning("the flush lock of base %s is held by a process that has not renewed it for %ss (hung?);"
                     " taking its writes over", base_id, self.lease)
         return True
+
+
+@contextlib.contextmanager
+def table_lock(store: Server, base_id: str, tid: int, timeout: float) -> Iterator[bool]:
+    """Hold the table's refresh lock, for every host, for the block: a session-level advisory lock
+    on a connection of its own (it dies with it). Yields ``False`` when it could not be taken within
+    ``timeout`` seconds or the server could not be reached (the block runs anyway: a second pull
+    costs requests, never data)."""
+    key = (TABLE_NAMESPACE, lock_id(f"{base_id} {tid}"))
+    try:
+        conn: Connection = psycopg.connect(store.url, autocommit=True, row_factory=dict_row)
+    except psycopg.OperationalError as exc:
+        log.warning("refresh lock of %s/%s: cannot reach the database (%s)", base_id, tid, exc)
+        yield False
+        return
+    with conn:
+        got = _wait_for(conn, key, timeout)
+        try:
+            yield got
+        finally:
+            if got:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+
+
+def _wait_for(conn: Connection, key: tuple[int, int], timeout: float) -> bool:
+    """Wait (at most ``timeout`` seconds) for the advisory lock ``key`` on ``conn``."""
+    try:
+        conn.execute(f"SET lock_timeout = {int(timeout * 1000)}")
+        conn.execute("SELECT pg_advisory_lock(%s, %s)", key)
+    except psycopg.errors.LockNotAvailable:
+        return False
+    except psycopg.OperationalError:
+        return False
+    return True

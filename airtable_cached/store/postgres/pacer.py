@@ -14,15 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from airtable_cached.config import Settings
-    from airtable_cached.store.postgres.connection import PostgresStore
-    from airtable_cached.store.postgres.runner import Connection
+    from airtable_cached.store.postgres.runner import Caller, Connection
 
 
 class PostgresPacer:
     """Keeps every host using one database under ``rate_limit`` requests a second per base, and
     stops them all for ``penalty`` seconds after any of them met a 429."""
 
-    def __init__(self, store: PostgresStore, settings: Settings, *, sleep: Callable[[float], None],
+    def __init__(self, store: Caller, settings: Settings, *, sleep: Callable[[float], None],
                  clock: Callable[[], float] | None = None):
         self.store = store
         self.settings = settings

@@ -18,6 +18,12 @@ class Caller(Protocol):
         ...
 
 
+class Server(Caller, Protocol):
+    """A store whose locks need connections of their own (``url``) besides pooled calls."""
+
+    url: str
+
+
 class Runner:
     """``run(fn)`` calls ``fn(connection)`` on the unit's open transaction, or (outside a write) on
     a pooled connection, retried if it was dropped."""

@@ -18,12 +18,17 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from airtable_cached.errors import AirtableCachedError, DiskFullError
-from airtable_cached.store.sqlite import files
+from airtable_cached.store.sqlite import files, locks
 from airtable_cached.store.sqlite.outbox import SqliteOutbox
 from airtable_cached.store.sqlite.replica import SqliteReplica
 from airtable_cached.store.sqlite.schema import MIGRATIONS, PRAGMAS, SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    from airtable_cached.config import Settings
+    from airtable_cached.store.contract import Coordination
 
 _serials = itertools.count(1)
 
@@ -196,6 +201,12 @@ class Store:
     def in_write(self) -> bool:
         """Whether the calling thread is inside ``write()`` (or ``transaction()``)."""
         return self.conn.in_transaction
+
+    # -- coordination between processes (locks.py) ----------------------------------------------
+    def coordination(self, settings: Settings, *, clock: Callable[[], float],
+                     sleep: Callable[[float], None]) -> Coordination:
+        """The diskcache pacer and the file locks beside the file: the processes of one machine."""
+        return locks.coordination(settings, clock=clock, sleep=sleep)
 
     # -- whole-file operations (files.py) --------------------------------------------------------
     def backup(self, dest: Path) -> None:

@@ -1,0 +1,216 @@
+"""How the processes of one machine sharing a SQLite cache file coordinate (the store's
+``coordination()``): the rate budget per base (:class:`Pacer`, a diskcache beside the file), the
+flush lock per base (:class:`FlushLocks`) and the refresh lock per table (:func:`table_lock`), both
+OS file locks.
+
+Flush locks die with their process. One flusher at a time sends a base's queued writes, across every
+process using the cache file. The lock is an OS file lock (``filelock``: ``flock`` on Unix), so the
+kernel releases it the moment its holder dies: a flusher restarted after a crash (SIGKILL, OOM, a
+container stopped) takes over at once instead of waiting out a lease. Holding the lock also proves
+that whoever claimed the base's in-flight writes is gone (see ``Sync._flush_base`` in
+``airtable_cached/sync/core.py``).
+
+A lease remains for one case the kernel cannot see: a holder that is alive but hung. The holder
+renews ``lease`` while it flushes; a flusher that finds the lock held and the lease run out moves
+the base to a new lock file (an epoch), takes that one, and the hung holder learns at its next
+renewal that it lost the base. Nobody ever waits on the lock: a flusher that cannot take it at
+once leaves the base to its holder and goes on.
+
+The PostgreSQL store's counterparts: ``airtable_cached/store/postgres/pacer.py`` and ``locks.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import diskcache
+import filelock
+
+from airtable_cached.config import Settings
+from airtable_cached.store.contract import Coordination
+
+log = logging.getLogger("airtable_cached")
+
+
+def coordination(settings: Settings, *, clock: Callable[[], float], sleep: Callable[[float], None]) -> Coordination:
+    """The pacer, flush locks and table locks of the cache file at ``settings.path``."""
+    pacer = Pacer(settings, clock=clock, sleep=sleep)
+    locks = FlushLocks(settings.locks_dir, pacer.cache, settings.claim_timeout)
+    return Coordination(pacer, locks, functools.partial(table_lock, settings.locks_dir / "refresh"))
+
+
+@contextlib.contextmanager
+def table_lock(folder: Path, base_id: str, tid: int, timeout: float) -> Iterator[bool]:
+    """Hold the table's refresh lock (a file lock) for the block; yields ``False`` when it could
+    not be taken within ``timeout`` seconds (the block runs anyway)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(str(folder / f"{base_id}-{tid}.lock"), timeout=timeout)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
+
+
+def private_locks_dir(locks_dir: Path) -> None:
+    """Create the locks folder ``0700`` and its lock database ``0600`` before anything opens them;
+    tighten an existing folder the same way."""
+    locks_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(OSError):
+        os.chmod(locks_dir, 0o700)
+    lock_db = locks_dir / "cache.db"  # diskcache's file (SQLite gives its -wal/-shm the same mode)
+    if not lock_db.exists():
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(lock_db, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    for child in locks_dir.iterdir():
+        with contextlib.suppress(OSError):
+            if child.is_file() and stat.S_IMODE(child.stat().st_mode) & 0o077:
+                os.chmod(child, 0o600)
+
+
+class Pacer:
+    """Keeps every process using one cache file under ``rate_limit`` requests a second per base, and
+    stops them all for ``penalty`` seconds after any of them met a 429."""
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], float], sleep: Callable[[float], None]):
+        self.settings = settings
+        self.clock = clock
+        self.sleep = sleep
+        private_locks_dir(settings.locks_dir)  # 0700, its files 0600, like the database
+        self.cache = diskcache.Cache(str(settings.locks_dir))
+
+    def wait_turn(self, base_id: str) -> None:
+        # A 5% margin: a limiter on the other side that counts a sliding second must never see six.
+        interval = 1.05 / self.settings.rate_limit
+        # A diskcache transaction (SQLite's own lock): it dies with a process killed inside it,
+        # where a diskcache.Lock would stop every flusher of the base until it expired.
+        with self.cache.transact(retry=True):
+            now = self.clock()
+            slot = max(now, self.cache.get(f"next:{base_id}", 0.0), self.cache.get(f"penalty:{base_id}", 0.0))
+            if slot > now + self.horizon:
+                # Written by a clock that was ahead (changed system time, a test's fake clock):
+                # no real queue of waiting requests reaches that far, so start afresh.
+                slot = now
+                self.cache.delete(f"penalty:{base_id}")
+            self.cache.set(f"next:{base_id}", slot + interval, expire=3600)
+        if slot > now:
+            self.sleep(slot - now)
+
+    @property
+    def horizon(self) -> float:
+        """The furthest a legitimate turn can lie ahead: a penalty, then a long queue of requests."""
+        return max(self.settings.penalty, 60.0) + 300.0
+
+    def penalise(self, base_id: str, seconds: float | None = None) -> None:
+        until = self.clock() + (self.settings.penalty if seconds is None else seconds)
+        self.cache.set(f"penalty:{base_id}", until, expire=3600)
+
+    def close(self) -> None:
+        self.cache.close()
+
+
+@dataclass
+class HeldLock:
+    """A base's flush lock held by this process (``base_id`` is its :func:`flush_key`)."""
+
+    base_id: str
+    epoch: int
+    lock: filelock.BaseFileLock
+
+
+class FlushLocks:
+    """The flush locks of the bases of one cache file (files in ``folder``, leases in ``cache``)."""
+
+    def __init__(self, folder: Path, cache: diskcache.Cache, lease: float, *, now: Callable[[], float] = time.time):
+        self.folder = folder
+        self.cache = cache
+        self.lease = lease
+        #: Wall time, not a test's clock: leases are compared between processes.
+        self.now = now
+
+    def try_acquire(self, base_id: str) -> HeldLock | None:
+        """The base's flush lock, taken without waiting; ``None`` when a live flusher holds it."""
+        epoch = self._epoch(base_id)
+        lock = self._file_lock(base_id, epoch)
+        if not self._take(lock):
+            taken_over = self._take_over_from_hung_holder(base_id, epoch)
+            if taken_over is None:
+                return None
+            epoch = taken_over
+            lock = self._file_lock(base_id, epoch)
+            if not self._take(lock):
+                return None
+        if self._epoch(base_id) != epoch:  # a take-over moved the base on meanwhile
+            lock.release()
+            return None
+        self.cache.set(self._lease_key(base_id), self.now() + self.lease, retry=True)
+        return HeldLock(base_id, epoch, lock)
+
+    def renew(self, held: HeldLock) -> bool:
+        """Extend the lease; ``False`` if another flusher took the base over (this one was hung)."""
+        if self._epoch(held.base_id) != held.epoch:
+            return False
+        self.cache.set(self._lease_key(held.base_id), self.now() + self.lease, retry=True)
+        return True
+
+    def release(self, held: HeldLock) -> None:
+        if self._epoch(held.base_id) == held.epoch:
+            self.cache.delete(self._lease_key(held.base_id), retry=True)
+        held.lock.release()
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _take_over_from_hung_holder(self, base_id: str, epoch: int) -> int | None:
+        """The next epoch if the holder's lease ran out (it is alive but hung), else ``None``."""
+        until = self.cache.get(self._lease_key(base_id), retry=True)
+        if until is None or until > self.now():
+            return None
+        with self.cache.transact(retry=True):  # SQLite's lock: dies with a process killed inside it
+            if self._epoch(base_id) != epoch:
+                return None  # someone else took it over first
+            self.cache.set(self._epoch_key(base_id), epoch + 1, retry=True)
+            # A fresh lease, so that a third flusher does not take over from the new holder too.
+            self.cache.set(self._lease_key(base_id), self.now() + self.lease, retry=True)
+        log.warning(
+            "the flush lock of base %s is held by a process that has not renewed it for %ss (hung?);"
+            " taking its writes over", base_id, self.lease,
+        )
+        return epoch + 1
+
+    def _file_lock(self, base_id: str, epoch: int) -> filelock.BaseFileLock:
+        # Base ids are safe file names, but an agent may pass anything as a base id: hash it.
+        digest = hashlib.sha256(base_id.encode()).hexdigest()[:16]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"flush-{digest}-{epoch}.lock"
+        return filelock.FileLock(str(path), thread_local=False, blocking=False, mode=0o600)
+
+    @staticmethod
+    def _take(lock: filelock.BaseFileLock) -> bool:
+        try:
+            lock.acquire(blocking=False)
+        except filelock.Timeout:
+            return False
+        return True
+
+    def _epoch(self, base_id: str) -> int:
+        return int(self.cache.get(self._epoch_key(base_id), 0, retry=True))
+
+    @staticmethod
+    def _epoch_key(base_id: str) -> str:
+        return f"flush-epoch:{base_id}"
+
+    @staticmethod
+    def _lease_key(base_id: str) -> str:
+        return f"flush-lease:{base_id}"
