@@ -172,7 +172,7 @@ class _Interceptor:
         from airtable_cached.runtime import open_store
         from airtable_cached.sync.core import log_request
 
-        log_request(open_store(self.settings.path), base_id, "whoami", "GET", status)
+        log_request(open_store(self.settings.store_location), base_id, "whoami", "GET", status)
 
 
 #: Seconds during which a token Airtable could not judge (network down) is not asked about again.

@@ -28,8 +28,16 @@ from airtable_cached.ops import maintenance, safety
 # -- shared options and rendering --------------------------------------------------------------------
 
 def _path_option(f: Callable) -> Callable:
+    """``--path`` (a SQLite file) and ``--url`` (a PostgreSQL database): the cache a command works on."""
+    f = click.option("--url", default=None, expose_value=False, callback=_remember_url, metavar="URL",
+                     help="A postgresql:// cache shared by many hosts (default: $AIRTABLE_CACHED_URL).")(f)
     return click.option("--path", type=click.Path(dir_okay=False, path_type=Path), default=None,
                         help="Database file (default: $AIRTABLE_CACHED_PATH, else ~/.cache/airtable_cached/cache.sqlite3).")(f)
+
+
+def _remember_url(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.meta["airtable_cached.url"] = value
 
 
 def _json_option(f: Callable) -> Callable:
@@ -61,16 +69,33 @@ def _fail_cleanly(f: Callable) -> Callable:
 
 
 def _settings(path: Path | None) -> Settings:
-    return Settings.from_env(path=path)
+    """The settings, with ``--url`` (else ``--path``: SQLite there) over the environment's."""
+    ctx = click.get_current_context(silent=True)
+    url = ctx.meta.get("airtable_cached.url") if ctx is not None else None
+    settings = Settings.from_env(path=path, url=url)
+    if path is not None and url is None:
+        settings = settings.replace(url=None)  # --path names a SQLite file, whatever the environment says
+    return settings
 
 
 def _open(path: Path | None, *, must_exist: bool = True):
     from airtable_cached.runtime import open_store
 
     settings = _settings(path)
-    if must_exist and not settings.path.exists():
+    if must_exist and settings.url is None and not settings.path.exists():
         raise _no_database(settings.path)
-    return settings, open_store(settings.path)
+    return settings, open_store(settings.store_location)
+
+
+def _refuse_on_postgres(settings: Settings, command: str, tool: str) -> None:
+    """``backup``, ``restore`` and ``salvage`` copy SQLite files: on PostgreSQL they refuse (exit 1)."""
+    if settings.url is not None:
+        from airtable_cached.store.postgres import redact
+
+        raise click.ClickException(
+            f"{command} works on a SQLite file; {redact(settings.url)} is a PostgreSQL database: use {tool} "
+            f"(e.g. `pg_dump --format=custom --file=cache.dump DBNAME`, restored with `pg_restore --clean "
+            f"--dbname=DBNAME cache.dump`)")
 
 
 def _no_database(path: Path) -> click.ClickException:
@@ -414,6 +439,7 @@ def backup(to: Path | None, keep: int | None, force: bool, path: Path | None, as
       airtable-cached backup --to /backups --keep 7
       airtable-cached backup --to /backups/before-upgrade.sqlite3 --force
     """
+    _refuse_on_postgres(_settings(path), "backup", "pg_dump")
     settings, store = _open(path)
     made = maintenance.backup(store, to, keep, force=force)
     data = {"backup": str(made), "bytes": made.stat().st_size}
@@ -439,6 +465,7 @@ def restore(backup_path: Path, yes: bool, path: Path | None, as_json: bool) -> N
       airtable-cached restore ~/.cache/airtable_cached/backups/cache-20250101T030000.000000Z.sqlite3
     """
     settings = _settings(path)
+    _refuse_on_postgres(settings, "restore", "pg_restore")
     try:
         safety.require_cache_database(backup_path)
     except safety.SafetyError as exc:
@@ -488,7 +515,10 @@ def salvage(source: Path | None, dest: Path, path: Path | None, as_json: bool) -
     Example:
       airtable-cached salvage --to /tmp/salvaged.sqlite3 && airtable-cached restore /tmp/salvaged.sqlite3 --yes
     """
-    damaged = source or _settings(path).path
+    settings = _settings(path)
+    if source is None:
+        _refuse_on_postgres(settings, "salvage", "pg_dump and pg_restore")
+    damaged = source or settings.path
     result = safety.salvage(damaged, dest)
     if as_json:
         _emit_json(result.as_dict())
@@ -501,6 +531,22 @@ def salvage(source: Path | None, dest: Path, path: Path | None, as_json: bool) -
 
 
 # -- check, stats ------------------------------------------------------------------------------------
+
+def _check_findings(settings: Settings, fix: bool, quick: bool) -> tuple[list, str]:
+    """``check``'s findings and where it looked: a SQLite file, or a PostgreSQL database."""
+    if settings.url is not None:
+        from airtable_cached.ops.check_server import check_server
+        from airtable_cached.runtime import open_store
+
+        store: Any = open_store(settings.url)
+        return check_server(store, fix=fix), store.location
+    if not settings.path.exists():
+        raise _no_database(settings.path)
+    try:
+        return maintenance.check(settings.path, fix=fix, thorough=not quick), str(settings.path)
+    except sqlite3.Error as exc:
+        return [maintenance.Finding("error", "unreadable", f"{settings.path}: {exc}")], str(settings.path)
+
 
 @main.command()
 @click.option("--fix", is_flag=True, help="Repair what is safe (permissions, orphaned writes, stale claims, old schema).")
@@ -525,19 +571,14 @@ def check(fix: bool, quick: bool, fail_on: str, path: Path | None, as_json: bool
         settings = _settings(path)
     except Exception as exc:  # noqa: BLE001 - logged or re-raised
         raise click.ClickException(str(exc)) from None
-    if not settings.path.exists():
-        raise _no_database(settings.path)
-    try:
-        findings = maintenance.check(settings.path, fix=fix, thorough=not quick)
-    except sqlite3.Error as exc:
-        findings = [maintenance.Finding("error", "unreadable", f"{settings.path}: {exc}")]
+    findings, where = _check_findings(settings, fix, quick)
     code = maintenance.exit_code(findings, fail_on=fail_on)
     if as_json:
-        _emit_json({"path": str(settings.path), "ok": code == 0, "exit_code": code,
+        _emit_json({"path": where, "ok": code == 0, "exit_code": code,
                     "findings": [f.as_dict() for f in findings]})
     else:
         if not findings:
-            click.echo(f"ok: {settings.path}")
+            click.echo(f"ok: {where}")
         for f in findings:
             mark = " (fixed)" if f.fixed else ""
             click.echo(f"{f.severity}: {f.message}{mark}", err=f.severity != "info" and not f.fixed)

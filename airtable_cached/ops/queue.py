@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from airtable_cached.config import Settings
 from airtable_cached.ops.errors import MaintenanceError
 from airtable_cached.store.contract import Outbox
 from airtable_cached.store.sqlite import Store
@@ -25,9 +24,9 @@ def queue_list(store: Store, *, base: str | None = None, state: str | None = Non
 
 
 def _engine(store: Store):
-    from airtable_cached.engine import Engine
+    from airtable_cached.runtime import local_engine
 
-    return Engine(store, Settings.from_env(path=store.path))
+    return local_engine(store)
 
 
 def _existing_seqs(queue: Outbox, ids: Iterable[int]) -> list[int]:

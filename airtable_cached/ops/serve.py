@@ -91,7 +91,7 @@ class SyncService:
         self._wait = wait or self.stop_event.wait
         self._stop_requested_at: float | None = None
         self._abandon = False
-        self.store = open_store(self.settings.path)
+        self.store = open_store(self.settings.store_location)
         self.engine = Engine(self.store, self.settings, clock=clock)
         self.sync = Sync(self.engine, token, clock=clock, sleep=self._sleep)
         self.engine.sync = self.sync
@@ -218,11 +218,16 @@ class SyncService:
             log.info("flushed: %d sent, %d failed, %d left", len(result.sent), len(result.failed), result.pending)
 
     def _newest_backup_time(self) -> float | None:
+        if self.settings.url is not None:
+            return None
         found = maintenance.list_backups(self.settings.path, self.backup_dir)
         return found[-1].stat().st_mtime if found else None
 
     def backup_if_due(self) -> None:
         if not self.backup_every:
+            return
+        if self.settings.url is not None:  # PostgreSQL: backups are pg_dump's; the log is still pruned
+            self._prune_if_due(self.backup_every)
             return
         now = self.clock()
         if self._last_backup is not None and now - self._last_backup < self.backup_every:
@@ -231,6 +236,14 @@ class SyncService:
         self._last_backup = now
         self.stats.backups.append(str(path))
         log.info("backup written: %s", path)
+        if self.keep_log_days:
+            maintenance.prune_logs(self.store, self.keep_log_days, now=now)
+
+    def _prune_if_due(self, every: float) -> None:
+        now = self.clock()
+        if self._last_backup is not None and now - self._last_backup < every:
+            return
+        self._last_backup = now
         if self.keep_log_days:
             maintenance.prune_logs(self.store, self.keep_log_days, now=now)
 

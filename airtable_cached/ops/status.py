@@ -22,7 +22,7 @@ def status(store: Store, settings: Settings, *, now: float | None = None) -> dic
     now = time.time() if now is None else now
     tables = [_table_status(store, row, settings, now) for row in store.replica.table_rows()]
     return {
-        "path": str(store.path),
+        "path": store.location,
         "schema_version": store.version(),
         "bytes": store.disk_bytes(),
         "mode": settings.mode,
