@@ -25,8 +25,10 @@ def make_table(store, base_id: str = BASE, endpoint: str = "") -> int:
     it does, the SQLite unit's connection does it."""
     tid = next(_tids)
     with store.write() as unit:
-        unit.conn.execute("INSERT INTO tables (tid, base_id, name, endpoint) VALUES (?, ?, ?, ?)",
-                          (tid, base_id, f"T{tid}", endpoint))
+        sql = "INSERT INTO tables (tid, base_id, name, endpoint) VALUES (?, ?, ?, ?)"
+        if type(store).__name__ == "PostgresStore":  # until the protocol registers tables
+            sql = sql.replace("?", "%s")
+        unit.conn.execute(sql, (tid, base_id, f"T{tid}", endpoint))
     return tid
 
 
