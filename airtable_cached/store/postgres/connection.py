@@ -209,6 +209,15 @@ class PostgresStore:
         assert row is not None
         return row["n"]
 
+    def knows_current(self, marker: tuple) -> bool:
+        """Whether ``marker`` is still this process's view without asking the server: nothing was
+        committed through this store since (another host may have: ``change_marker`` asks)."""
+        return bool(marker) and marker[0] == self.commits
+
+    def in_write(self) -> bool:
+        """Whether the calling thread is inside ``write()`` (or ``transaction()``)."""
+        return getattr(self._local, "conn", None) is not None
+
     # -- migrations ----------------------------------------------------------------------------
     def version(self) -> int:
         return self.call(_version)
