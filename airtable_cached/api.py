@@ -23,7 +23,7 @@ from pyairtable.api.types import RecordDict, RecordId, assert_typed_dict, assert
 from pyairtable.formulas import Formula, to_formula_str
 
 from airtable_cached.config import Settings, check_token
-from airtable_cached.engine.core import Engine, route
+from airtable_cached.engine import Engine, route
 from airtable_cached.errors import AirtableResponseError, reason_phrase
 from airtable_cached.runtime import Runtime, open_store, shared_runtime
 from airtable_cached.sync.core import FlushResult, Sync

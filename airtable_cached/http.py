@@ -4,7 +4,7 @@ Agents that never import pyairtable call ``requests.get("https://api.airtable.co
 with a Bearer header, then ``requests.patch(".../{record_id}", json={"fields": ...})`` per record.
 :func:`install` makes every such call (module-level ``requests.get/post/...`` and any
 ``requests.Session``, existing or new) go through :class:`CachedAdapter`, a transport adapter that
-hands record-endpoint requests to the same :class:`~airtable_cached.engine.core.Engine` the pyairtable
+hands record-endpoint requests to the same :class:`~airtable_cached.engine.Engine` the pyairtable
 front-end uses and wraps its answer in a real :class:`requests.Response` (status, headers, JSON body
 as Airtable sends them, errors included).
 
@@ -12,7 +12,7 @@ What is intercepted, and what is not:
 
 * only requests to Airtable's host: the host of ``settings.endpoint_url`` and ``api.airtable.com``;
   any other host never reaches this module's adapter;
-* of those, only the record endpoints (:func:`airtable_cached.engine.core.route`): list, listRecords, get,
+* of those, only the record endpoints (:func:`airtable_cached.engine.route`): list, listRecords, get,
   create, update, replace, upsert, delete, batch delete. Meta, comments, webhooks and the rest go to
   the adapter the session would have used anyway;
 * never the sync's own session (it is how the cache talks to Airtable): sessions marked with
@@ -45,7 +45,7 @@ from requests.structures import CaseInsensitiveDict
 from urllib3.response import HTTPResponse
 
 from airtable_cached.config import Settings
-from airtable_cached.engine.core import Engine, Route, route
+from airtable_cached.engine import Engine, Route, route
 from airtable_cached.errors import AirtableResponseError, OfflineError, WriteRejectedError, reason_phrase
 
 __all__ = ["install", "uninstall", "is_installed", "CachedAdapter", "DIRECT_ATTR", "mark_direct"]

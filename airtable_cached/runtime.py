@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from airtable_cached.config import Settings
-from airtable_cached.engine.core import Engine
+from airtable_cached.engine import Engine
 from airtable_cached.store.sqlite import Store
 from airtable_cached.sync.core import Sync
 
@@ -31,7 +31,7 @@ _registry_lock = threading.Lock()
 
 def open_store(location: str | os.PathLike[str]) -> Store:
     """The process's one store for a location (today a SQLite file path)."""
-    from airtable_cached.engine.formula_bridge import register_sql_functions
+    from airtable_cached.store.sqlite.replica import register_sql_functions
 
     key = str(location)
     with _registry_lock:

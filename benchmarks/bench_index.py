@@ -56,7 +56,7 @@ def main() -> None:
         with engine.store.transaction() as conn:
             for (index,) in conn.execute("SELECT name FROM sqlite_master WHERE type='index' AND name LIKE 'records_by_%'").fetchall():
                 conn.execute(f'DROP INDEX "{index}"')
-        engine._indexed.clear()
+        engine.indexes.indexed.clear()
 
 
 if __name__ == "__main__":

@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 from airtable_cached.config import Settings
-from airtable_cached.engine.core import Engine
-from airtable_cached.engine.formula_bridge import register_sql_functions
+from airtable_cached.engine import Engine
 from airtable_cached.store.sqlite.connection import MIGRATIONS, Store, _statements
+from airtable_cached.store.sqlite.replica import register_sql_functions
 from airtable_cached.testing import seed_leads
 
 BASE = "appBENCHbase00001"

@@ -17,10 +17,10 @@ from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_a
 
 from airtable_cached import Api
 from airtable_cached.config import Settings
-from airtable_cached.engine import core as engine_module
-from airtable_cached.engine.core import Engine
-from airtable_cached.engine.formula_bridge import register_sql_functions
+from airtable_cached.engine import Engine, apply
+from airtable_cached.engine import paging as engine_module
 from airtable_cached.store.sqlite.connection import MIGRATIONS, Store, _statements
+from airtable_cached.store.sqlite.replica import register_sql_functions
 from airtable_cached.testing import FakeAirtable
 from tests.conftest import BASE, TABLE, FakeClock
 
@@ -104,15 +104,15 @@ def test_a_schema_3_file_gets_its_existing_records_indexed(tmp_path):
 
 def test_pulled_at_is_when_the_apply_ended(api, table, clock, monkeypatch):
     """An apply that outlasts max_age must not leave the table stale for the very next read."""
-    recompute = api.engine.recompute
+    recompute = apply.recompute
 
     def slow_recompute(*args, **kwargs):
         clock.advance(api.settings.max_age + 60)  # the apply takes longer than max_age
         return recompute(*args, **kwargs)
 
-    monkeypatch.setattr(api.engine, "recompute", slow_recompute)
+    monkeypatch.setattr(apply, "recompute", slow_recompute)
     table.all()
-    monkeypatch.setattr(api.engine, "recompute", recompute)
+    monkeypatch.setattr(apply, "recompute", recompute)
     assert table.is_fresh()
 
 

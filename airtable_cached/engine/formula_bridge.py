@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from airtable_cached.errors import AirtableResponseError
+from airtable_cached.store.contract import Replica
+from airtable_cached.store.sqlite.replica import literal_path
 
 if TYPE_CHECKING:
-    from airtable_cached.engine.core import TableInfo
+    from airtable_cached.engine.tables import TableInfo
 
 log = logging.getLogger("airtable_cached")
 
@@ -66,19 +67,19 @@ def _parse(text: str):
     return _formula().parse(text)
 
 
-def remote_reason(conn: sqlite3.Connection, info: TableInfo, text: str) -> str | None:
+def remote_reason(replica: Replica, info: TableInfo, text: str) -> str | None:
     """Why ``text`` must go to Airtable (``None``: the cache answers it exactly).
 
     Raises Airtable's 422 ``INVALID_FILTER_BY_FORMULA`` for a field the schema does not have.
     """
-    reason = _reason(conn, info, text)
+    reason = _reason(replica, info, text)
     if reason and text not in _logged:
         _logged.add(text)
         log.info("formula sent to Airtable (%s): %s", reason, text)
     return reason
 
 
-def _reason(conn: sqlite3.Connection, info: TableInfo, text: str) -> str | None:
+def _reason(replica: Replica, info: TableInfo, text: str) -> str | None:
     try:
         module = _formula()
     except ImportError:
@@ -99,22 +100,22 @@ def _reason(conn: sqlite3.Connection, info: TableInfo, text: str) -> str | None:
                 raise AirtableResponseError.typed(
                     422, "INVALID_FILTER_BY_FORMULA", f"The formula for filtering records is invalid: Unknown field names: {name.lower()}"
                 )
-            if schema_fields[name].get("type") == "multipleRecordLinks" and _link_source(conn, info, schema_fields[name]):
+            if schema_fields[name].get("type") == "multipleRecordLinks" and _link_source(replica, info, schema_fields[name]):
                 continue  # the linked table is cached: its primary values are known (links.py)
             if schema_fields[name].get("type") in INEXACT_TYPES:
                 return f"field {name!r} is a {schema_fields[name]['type']} field, computed or shown differently by Airtable"
-        elif not _field_seen(conn, info, name):
+        elif not _field_seen(replica, info, name):
             return f"field {name!r} has never been seen in the cache"
     return None
 
 
-def _link_source(conn: sqlite3.Connection, info: TableInfo, spec: dict) -> tuple[int, str] | None:
+def _link_source(replica: Replica, info: TableInfo, spec: dict) -> tuple[int, str] | None:
     from airtable_cached.engine import links
 
-    return links.primary_source(conn, info.tid, spec)
+    return links.primary_source(replica, info.tid, spec)
 
 
-def link_sources(conn: sqlite3.Connection, info: TableInfo, text: str) -> dict[str, tuple[int, str]]:
+def link_sources(replica: Replica, info: TableInfo, text: str) -> dict[str, tuple[int, str]]:
     """The link fields a formula names, with where their primary values come from."""
     module = _formula()
     try:
@@ -126,32 +127,24 @@ def link_sources(conn: sqlite3.Connection, info: TableInfo, text: str) -> dict[s
         name = info.name_for_id.get(ref, ref)
         spec = info.fields_by_name.get(name)
         if spec is not None and spec.get("type") == "multipleRecordLinks":
-            source = _link_source(conn, info, spec)
+            source = _link_source(replica, info, spec)
             if source is not None:
                 found[name] = source
     return found
 
 
-def _field_seen(conn: sqlite3.Connection, info: TableInfo, name: str) -> bool:
+def _field_seen(replica: Replica, info: TableInfo, name: str) -> bool:
     """Whether any cached record of the table has a value for ``name`` (the path is bound)."""
     if info.pulled_at is None:
         return True  # not pulled yet: the pull that precedes serving will tell
-    row = conn.execute(
-        "SELECT 1 FROM records WHERE tid = ? AND json_extract(remote, ?) IS NOT NULL LIMIT 1",
-        (info.tid, json_path(name)),
-    ).fetchone()
-    return row is not None
-
-
-def json_path(name: str) -> str:
-    return '$."' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return replica.field_ever_seen(info.tid, name)
 
 
 @dataclass(frozen=True)
 class SqlFilter:
     """A formula as the engine runs it."""
 
-    #: ``AND ...`` fragment over ``r.fields`` / ``r.id`` (empty: no condition), and its parameters.
+    #: Condition over ``r.fields`` / ``r.id`` (empty: none), and its parameters (``Selection.where``).
     sql: str
     params: list
     #: Python check for what SQL cannot answer exactly (``None``: SQL says it all).
@@ -167,25 +160,19 @@ def sql_filter(info: TableInfo, text: str) -> SqlFilter:
     module = _formula()
     field_ids = tuple(sorted(info.name_for_id.items()))
     compiled = _compile(text, field_ids)
-    sql = f" AND ({compiled.sql})" if compiled.sql else ""
+    parts = [f"({compiled.sql})"] if compiled.sql else []
     equalities = indexable_equalities(info, text)
-    for name, _value in equalities:
-        sql += f" AND json_extract(r.fields, {literal_path(name)}) = ?"
+    parts += [f"json_extract(r.fields, {literal_path(name)}) = ?" for name, _value in equalities]
     # Implied by the formula, but in a form the primary key (tid, id) can answer.
     ids = record_ids_required(text) or []
     if ids:
-        sql += f" AND r.id IN ({','.join('?' * len(ids))})"
+        parts.append(f"r.id IN ({','.join('?' * len(ids))})")
+    sql = " AND ".join(parts)
     rest = compiled.residual
     check = None if rest is None else (lambda record: module.matches(rest, record))
     params = list(compiled.params) + [value for _name, value in equalities] + ids
     names = [n for n, _v in equalities]
     return SqlFilter(sql, params, check, names, bool(names or ids))
-
-
-def too_big_for_sql(exc: sqlite3.OperationalError) -> bool:
-    """Whether SQLite refused a compiled formula for its size, not for an error in it."""
-    text = str(exc).lower()
-    return any(m in text for m in ("too large", "too many sql variables", "parser stack overflow", "too deep"))
 
 
 @lru_cache(maxsize=512)
@@ -273,28 +260,6 @@ def _only_record_ids(module, node) -> bool:
         call = node.left if isinstance(node.left, module.Call) else node.right
         return sides == {module.Call, module.Literal} and call.name == "RECORD_ID" and not call.args
     return False
-
-
-def literal_path(name: str) -> str | None:
-    """The JSON path of a field as SQL literal text, or ``None`` where it cannot be exact.
-
-    Expression indexes only match expressions written identically, so this path is spliced into
-    the SQL as a quoted literal (never an identifier). SQLite compares path labels with the raw
-    JSON key, so names needing JSON escapes (quotes, backslashes, control or non-ASCII characters)
-    are left to the full scan.
-    """
-    if not name or not all(32 <= ord(ch) < 127 for ch in name) or '"' in name or "\\" in name:
-        return None
-    return "'" + ('$."' + name + '"').replace("'", "''") + "'"
-
-
-def register_sql_functions(conn: sqlite3.Connection) -> None:
-    """Give a new connection the SQL functions compiled formulas may call."""
-    try:
-        register = _formula().register_sql_functions
-    except (ImportError, AttributeError):
-        return
-    register(conn)
 
 
 def equality_formula(fields: dict) -> str | None:

@@ -21,7 +21,8 @@ import requests
 from airtable_cached.errors import AirtableResponseError, OfflineError, RemoteError
 
 if TYPE_CHECKING:
-    from airtable_cached.engine.core import Engine, TableInfo
+    from airtable_cached.engine.access import Access
+    from airtable_cached.engine.tables import TableInfo
 
 log = logging.getLogger("airtable_cached")
 
@@ -49,25 +50,23 @@ QUIET_AFTER_FAILURE = 5.0
 _unreachable_since: dict[tuple[int, str], float] = {}
 
 
-def pull_or_serve_stale(engine: Engine, info: TableInfo, table: str) -> bool:
+def pull_or_serve_stale(engine: Access, info: TableInfo, table: str) -> bool:
     """Refresh a stale table (incrementally where it can); returns False when the cache is served
     stale instead (Airtable out of reach now or moments ago). A table never pulled, or a refusal,
     raises."""
     return _pull_or_stale(engine, info, table, info.pulled_at is not None,
-                          lambda: engine._require_sync().refresh(info.base_id, table, max_age=engine.settings.max_age))
+                          lambda: engine.sync.require().refresh(info.base_id, table, max_age=engine.settings.max_age))
 
 
-def pull_view_or_serve_stale(engine: Engine, info: TableInfo, table: str, view: str) -> None:
+def pull_view_or_serve_stale(engine: Access, info: TableInfo, table: str, view: str) -> None:
     """Pull a view that is stale or was never pulled; a view pulled before is served stale when
     Airtable cannot be reached (its members and order as last seen)."""
-    pulled_before = engine.store.conn.execute(
-        "SELECT 1 FROM views WHERE tid = ? AND view = ?", (info.tid, view)
-    ).fetchone() is not None
+    pulled_before = engine.store.replica.view_pulled_at(info.tid, view) is not None
     _pull_or_stale(engine, info, f"{table} (view {view})", pulled_before,
-                   lambda: engine._require_sync().pull(info.base_id, table, view=view))
+                   lambda: engine.sync.require().pull(info.base_id, table, view=view))
 
 
-def _pull_or_stale(engine: Engine, info: TableInfo, label: str, cached: bool, pull: Callable[[], object]) -> bool:
+def _pull_or_stale(engine: Access, info: TableInfo, label: str, cached: bool, pull: Callable[[], object]) -> bool:
     key = (id(engine), info.base_id)
     failed_at = _unreachable_since.get(key)
     if cached and failed_at is not None and engine.clock() - failed_at < QUIET_AFTER_FAILURE:
@@ -87,7 +86,7 @@ def _pull_or_stale(engine: Engine, info: TableInfo, label: str, cached: bool, pu
     return True
 
 
-def serve_stale(engine: Engine, info: TableInfo, table: str, why: object) -> None:
+def serve_stale(engine: Access, info: TableInfo, table: str, why: object) -> None:
     """Log and count a read served from a stale table because Airtable could not be reached."""
     age = engine.clock() - (info.pulled_at or 0.0)
     log.warning("Airtable cannot be reached (%s): serving table %r of base %s from the cache, last pulled %.0f s ago",
@@ -95,11 +94,12 @@ def serve_stale(engine: Engine, info: TableInfo, table: str, why: object) -> Non
     engine.stats.count(info.tid, "read.stale")
 
 
-def authorize_in_background(engine: Engine, info: TableInfo, table: str) -> None:
+def authorize_in_background(engine: Access, info: TableInfo, table: str) -> None:
     """Ask Airtable whether this token may use the base, without making the write wait for it."""
-    if info.base_id in engine.authorized or engine.settings.mode == "offline" or engine.sync is None:
+    sync = engine.sync.sync
+    if info.base_id in engine.authorized or engine.settings.mode == "offline" or sync is None:
         return
-    refused = engine.sync.refused.get(info.base_id)
+    refused = sync.refused.get(info.base_id)
     if refused is not None:
         raise AirtableResponseError(refused.status, refused.body)
     key = (id(engine), info.base_id)
@@ -110,7 +110,7 @@ def authorize_in_background(engine: Engine, info: TableInfo, table: str) -> None
 
     def probe() -> None:
         try:
-            engine._authorize(info, table)
+            engine.authorize(info, table)
         except Exception as exc:  # noqa: BLE001 - a refusal is raised again by the next read
             log.warning("token may not use base %s: %s (its queued writes will be refused at flush)",
                         info.base_id, exc)

@@ -14,15 +14,15 @@ and their matching ids are remembered for the same change marker (formulas that 
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
-import msgspec
+from airtable_cached.store.contract import Store
+from airtable_cached.store.sqlite.replica import loads
 
-from airtable_cached.store.sqlite import Store
+__all__ = ["MUTABLE", "ReadModel", "TableModel", "copy_fields", "copy_record_fields", "copy_value", "loads", "with_mutable"]
 
 #: A table larger than this is read from SQLite page by page instead (its decoded copy would cost
 #: more memory than it saves time).
@@ -109,8 +109,7 @@ class ReadModel:
         ``None``: a small read goes to SQLite rather than decode the whole table). Also ``None``
         inside a write transaction (its own changes are not committed, so the marker has not moved
         yet) and for a table past ``MAX_RECORDS``."""
-        conn = self.store.conn
-        if conn.in_transaction:
+        if self.store.in_write():
             return None
         marker = self.marker()
         with self._lock:
@@ -119,19 +118,18 @@ class ReadModel:
             return model
         if not load:
             return None
-        count = conn.execute("SELECT count(*) FROM records WHERE tid = ? AND fields IS NOT NULL", (tid,)).fetchone()[0]
-        if count > MAX_RECORDS:
+        replica = self.store.replica
+        if replica.count_visible(tid) > MAX_RECORDS:
             with self._lock:
                 self._tables.pop(tid, None)
             return None
-        rows = conn.execute(
-            "SELECT id, created_time, modified_time, fields, comment_count FROM records"
-            " WHERE tid = ? AND fields IS NOT NULL ORDER BY position",
-            (tid,),
-        ).fetchall()
+        records = replica.visible_records(tid)
         if self.store.change_marker() != marker:
             return None  # another thread committed meanwhile: this read goes to SQLite
-        model = TableModel(marker, [decode(row) for row in rows])
+        model = TableModel(marker, [with_mutable(record) for record in records])
+        return self._keep(tid, marker, model)
+
+    def _keep(self, tid: int, marker: tuple, model: TableModel) -> TableModel:
         with self._lock:
             # Models decoded under an older marker are stale: dropped, not kept for later.
             self._tables = {t: m for t, m in self._tables.items() if m.marker == marker}
@@ -153,16 +151,8 @@ class ReadModel:
             return
         ids = sorted(set(record_ids))
         changed: dict[str, dict | None] = dict.fromkeys(ids)
-        conn = self.store.conn
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            for row in conn.execute(
-                "SELECT id, created_time, modified_time, fields, comment_count FROM records"
-                f" WHERE tid = ? AND fields IS NOT NULL AND id IN ({marks})",
-                [tid, *chunk],
-            ):
-                changed[row[0]] = decode(row)
+        for record_id, record in self.store.replica.visible_records_by_id(tid, ids).items():
+            changed[record_id] = with_mutable(record)
         if self.store.change_marker() != after:
             return
         model.apply(after, changed)
@@ -195,31 +185,10 @@ class ReadModel:
             self._tables.clear()
 
 
-_decoder = msgspec.json.Decoder()
-
-
-def loads(text: str) -> Any:
-    """``json.loads``, four times quicker (msgspec) for what the cache stores; anything msgspec
-    refuses (numbers out of a float's range, lone surrogates) is decoded by ``json.loads``."""
-    try:
-        return _decoder.decode(text)
-    except msgspec.DecodeError:
-        return json.loads(text)
-
-
-def decode(row: Any) -> dict:
-    """A stored row as the engine's record dict (the model's own copy: never handed out)."""
-    fields = loads(row[3])
-    record = {
-        "id": row[0],
-        "createdTime": row[1],
-        "fields": fields,
-        "commentCount": row[4],
-        # The fields a copy must copy (lists, objects); the rest are immutable and shared.
-        MUTABLE: tuple(name for name, value in fields.items() if type(value) not in _ATOMS),
-    }
-    if row[2]:
-        record["lastModifiedTime"] = row[2]
+def with_mutable(record: dict) -> dict:
+    """A decoded record as the model keeps it (its own copy: never handed out), listing the
+    fields a copy must copy (lists, objects); the rest are immutable and shared."""
+    record[MUTABLE] = tuple(name for name, value in record["fields"].items() if type(value) not in _ATOMS)
     return record
 
 

@@ -260,7 +260,7 @@ def _stale_claim_finding(conn: sqlite3.Connection, stale: list, grace: float, fi
 
 def _recomputer(path: Path) -> Callable[[sqlite3.Connection, Iterable[tuple[int, str]]], None]:
     """Rebuilds what reads see for records, on the connection it is given."""
-    from airtable_cached.engine.core import Engine
+    from airtable_cached.engine import Engine
 
     engine = Engine(_store(path), Settings.from_env(path=path))
 

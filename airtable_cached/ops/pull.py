@@ -7,7 +7,7 @@ They take the token as an argument and keep it only inside the
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from airtable_cached.config import Settings
 from airtable_cached.ops.errors import MaintenanceError
@@ -18,7 +18,7 @@ from airtable_cached.store.sqlite import Store
 
 def _sync(store: Store, settings: Settings, token: str, clock: Callable[[], float] | None = None,
           sleep: Callable[[float], None] | None = None):
-    from airtable_cached.engine.core import Engine
+    from airtable_cached.engine import Engine
     from airtable_cached.sync.core import Sync
 
     if not token:
@@ -30,7 +30,7 @@ def _sync(store: Store, settings: Settings, token: str, clock: Callable[[], floa
     return sync
 
 
-def _table_ref(row: dict) -> str:
+def _table_ref(row: Mapping) -> str:
     return row["table_id"] or row["name"]
 
 
@@ -97,7 +97,7 @@ def reseed(store: Store, settings: Settings, token: str, table: str | None = Non
     """Reset (one table or all), then pull again."""
     if not token:
         raise MaintenanceError("no Airtable token: pass --token or set AIRTABLE_API_KEY")
-    rows = [store.replica.table_row(tid) for tid in resolve_tables(store.replica, table)]
+    rows = [store.replica.table(tid) for tid in resolve_tables(store.replica, table)]
     targets = [(r["base_id"], _table_ref(r)) for r in rows if r is not None and _table_ref(r)]
     dropped = reset(store, table, include_queue=include_queue)
     pulled = []

@@ -25,7 +25,7 @@ def queue_list(store: Store, *, base: str | None = None, state: str | None = Non
 
 
 def _engine(store: Store):
-    from airtable_cached.engine.core import Engine
+    from airtable_cached.engine import Engine
 
     return Engine(store, Settings.from_env(path=store.path))
 
@@ -83,6 +83,6 @@ def queue_drop(store: Store, ids: Iterable[int] | None = None, *, include_pendin
         for tid, rid in affected:
             if not queue.has_writes(tid, rid):
                 # A record that was only ever local and has no write left: nothing will create it.
-                unit.replica.delete_record(tid, rid, only_local=True)
+                unit.replica.delete_records(tid, [rid], only_local=True)
             engine.recompute(unit.conn, tid, [rid])  # the engine still takes a connection
     return {"dropped": drop_list, "records": sorted(rid for _tid, rid in affected)}

@@ -72,7 +72,7 @@ class SyncService:
     ):
         if not token:
             raise AirtableCachedError("serve-sync needs an Airtable token: --token or AIRTABLE_API_KEY")
-        from airtable_cached.engine.core import Engine
+        from airtable_cached.engine import Engine
         from airtable_cached.runtime import open_store
         from airtable_cached.sync.core import Sync
 

@@ -17,10 +17,62 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from airtable_cached.store.types import Op
+
+# -- values the replica hands out (tables, records) -------------------------------------------------
+
+
+class TableRow(TypedDict):
+    """A cached table: its key (endpoint, base, id or name), schema once known, last pull."""
+
+    tid: int
+    endpoint: str
+    base_id: str
+    table_id: str | None
+    name: str | None
+    schema: dict | None
+    pulled_at: float | None
+
+
+class PulledRecord(TypedDict):
+    """A record as Airtable reported it, about to be stored (``fields`` already cleaned)."""
+
+    id: str
+    position: int
+    created_time: str
+    fields: dict
+    comment_count: int
+
+
+class RecordCopies(TypedDict):
+    """A record's two states: as Airtable last reported it, and as reads see it (None: absent)."""
+
+    remote: dict | None
+    fields: dict | None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which visible records of a table a listing reads, in which order: a compiled formula
+    condition (the store's dialect, over the record's ``r.fields``, ``r.id`` and ``r.created_time``;
+    empty: every record) and its parameters, optionally a view's members in the view's order."""
+
+    where: str = ""
+    params: list = field(default_factory=list)
+    view: str | None = None
+    #: An index (a field's, or the primary key) finds the rows: order without the natural-order index.
+    indexed: bool = False
+    #: The caller sorts the records itself: a view's own order is not needed.
+    sorted_later: bool = False
+
+
+class QueryTooComplex(Exception):
+    """The store cannot run a selection's condition for its size (too deep, too many parameters)."""
+
 
 
 class Replica(Protocol):
@@ -28,9 +80,52 @@ class Replica(Protocol):
     refresh state, change feeds and statistics. Every method runs in the unit it was taken from."""
 
     # -- tables, table_aliases, schema ---------------------------------------------------------
+    def table_by_alias(self, endpoint: str, base_id: str, alias: str) -> TableRow | None:
+        """The table an alias (a name or id an agent used) of this Airtable's base stands for."""
+        ...
 
-    def table_row(self, tid: int) -> dict | None:
-        """A cached table's row (tid, endpoint, base_id, table_id, name, schema_json, pulled_at...)."""
+    def table_by_id_or_name(self, endpoint: str, base_id: str, ref: str) -> TableRow | None:
+        """The first table of the base whose id or name is ``ref``."""
+        ...
+
+    def table(self, tid: int) -> TableRow | None:
+        """The cached table ``tid``."""
+        ...
+
+    def add_table(self, endpoint: str, base_id: str, table_id: str | None, name: str | None) -> int:
+        """A new cached table, never pulled; returns its tid."""
+        ...
+
+    def add_alias(self, endpoint: str, base_id: str, alias: str, tid: int) -> None:
+        """From now on ``alias`` in this base stands for table ``tid``."""
+        ...
+
+    def alias_taken(self, endpoint: str, base_id: str, alias: str) -> bool:
+        """Whether ``alias`` already stands for a table of this base."""
+        ...
+
+    def set_schema(self, tid: int, schema: dict) -> None:
+        """Keep the table's schema, and its id and name as the schema gives them."""
+        ...
+
+    def set_schema_only(self, tid: int, schema: dict) -> None:
+        """Keep the table's schema (its id and name unchanged)."""
+        ...
+
+    def has_unkeyed_tables(self) -> bool:
+        """Whether tables cached before tables were keyed by endpoint remain."""
+        ...
+
+    def adopt_unkeyed_tables(self, endpoint: str) -> int:
+        """Tables (their aliases, change feeds) not keyed by endpoint become ``endpoint``'s; returns how many tables."""
+        ...
+
+    def drop_table(self, tid: int) -> None:
+        """Forget a table (its aliases and statistics) that holds no records."""
+        ...
+
+    def linked_table(self, endpoint: str, base_id: str, table_id: str) -> TableRow | None:
+        """The first cached table of this Airtable's base with Airtable id ``table_id``."""
         ...
 
     def table_rows(self, base_id: str | None = None) -> list[dict]:
@@ -71,21 +166,92 @@ class Replica(Protocol):
         ...
 
     # -- records -------------------------------------------------------------------------------
-
-    def remote_fields(self, tid: int, record_id: str) -> dict | None:
-        """Airtable's last known fields of a record (``None``: unknown, or only local)."""
+    def has_records(self, tid: int) -> bool:
+        """Whether the table holds any record (visible or not)."""
         ...
 
-    def set_remote_fields(self, tid: int, record_id: str, fields: dict, synced_at: float) -> None:
-        """Airtable confirmed a write: its answer becomes the record's known remote state."""
+    def count_visible(self, tid: int) -> int:
+        """How many records of the table reads see."""
         ...
 
-    def delete_record(self, tid: int, record_id: str, *, only_local: bool = False) -> None:
-        """Forget a cached record (``only_local``: only if Airtable never had it)."""
+    def visible_records(self, tid: int) -> list[dict]:
+        """Every record reads see, decoded (id, createdTime, fields, commentCount, lastModifiedTime), in natural order."""
         ...
 
-    def delete_records(self, tid: int, record_ids: Iterable[str]) -> None:
-        """Forget these cached records of one table."""
+    def visible_records_by_id(self, tid: int, ids: Sequence[str]) -> dict[str, dict]:
+        """The records among ``ids`` reads see, decoded, by id."""
+        ...
+
+    def select_records(self, tid: int, selection: Selection, *, limit: int | None = None) -> list[dict]:
+        """The visible records a selection matches, decoded, in its order (the first ``limit``); raises QueryTooComplex."""
+        ...
+
+    def select_record_ids(self, tid: int, selection: Selection, *, limit: int | None = None) -> list[str]:
+        """The ids :meth:`select_records` would return."""
+        ...
+
+    def field_values(self, tid: int, name: str) -> dict[str, Any]:
+        """Each visible record's value of field ``name`` (None where it has none), by record id."""
+        ...
+
+    def field_ever_seen(self, tid: int, name: str) -> bool:
+        """Whether Airtable reported a value of field ``name`` for any record of the table."""
+        ...
+
+    def record_visibility(self, tid: int, record_id: str) -> bool | None:
+        """Whether reads see the record (False: deleted locally; None: not in the cache)."""
+        ...
+
+    def remote_state(self, tid: int, record_id: str) -> tuple[dict | None, float | None] | None:
+        """The record's fields as Airtable last reported them (None: created locally) and when; None if absent."""
+        ...
+
+    def record_copies(self, tid: int, record_id: str) -> RecordCopies | None:
+        """The record's remote fields and the fields reads see; None if absent."""
+        ...
+
+    def record_ids(self, tid: int) -> set[str]:
+        """Every record id of the table (visible or not)."""
+        ...
+
+    def last_position(self, tid: int) -> int:
+        """The highest position of the table's records (-1 when empty)."""
+        ...
+
+    def write_fields(self, tid: int, record_id: str, fields: dict, modified_time: str) -> None:
+        """The agent wrote the record: reads see ``fields``, modified at ``modified_time``."""
+        ...
+
+    def hide_record(self, tid: int, record_id: str) -> bool:
+        """The agent deleted a visible record: reads no longer see it. Returns whether it was visible."""
+        ...
+
+    def set_visible_fields(self, tid: int, record_id: str, fields: dict | None) -> None:
+        """What reads see of the record (None: nothing)."""
+        ...
+
+    def upsert_pulled(self, tid: int, records: Iterable[PulledRecord], *, now: float, now_text: str, started_at: float) -> None:
+        """Keep pulled records (remote and visible state, position), unless a flush confirmed one after ``started_at``."""
+        ...
+
+    def refresh_pulled(self, tid: int, records: Iterable[PulledRecord], *, now: float, started_at: float) -> None:
+        """Keep pulled states of records already cached (positions unchanged), unless confirmed after ``started_at``."""
+        ...
+
+    def absorb_records(self, tid: int, records: Iterable[PulledRecord], *, now: float, sent_at: float) -> None:
+        """Keep records Airtable answered to a request sent at ``sent_at``, unless confirmed after it."""
+        ...
+
+    def drop_records_not_seen(self, tid: int, seen: Iterable[str], *, started_at: float) -> None:
+        """Forget records Airtable reported before ``started_at`` that a whole pull did not see."""
+        ...
+
+    def set_remote_fields(self, tid: int, record_id: str, fields: dict, synced_at: float | None = None) -> None:
+        """The record's fields as Airtable has them now (``synced_at``: when it confirmed them; None keeps the time)."""
+        ...
+
+    def delete_records(self, tid: int, record_ids: Iterable[str], *, only_local: bool = False) -> None:
+        """Forget these cached records of one table (``only_local``: only those Airtable never had)."""
         ...
 
     def adopt_record_id(self, tid: int, provisional: str, real: str, fields: dict, created_time: str,
@@ -99,10 +265,6 @@ class Replica(Protocol):
 
     def remote_ids_seen_by(self, tid: int, at: float) -> set[str]:
         """Ids of the table's records that the cache knew from Airtable at (or before) ``at``."""
-        ...
-
-    def last_position(self, tid: int) -> int:
-        """The highest position of the table's records (-1 when it has none)."""
         ...
 
     def merge_changed_records(self, tid: int, records: list[dict], *, now: float, started_at: float,
@@ -143,6 +305,17 @@ class Replica(Protocol):
         ...
 
     # -- views, view_members -------------------------------------------------------------------
+    def view_pulled_at(self, tid: int, view: str) -> float | None:
+        """When the view was last pulled (None: never)."""
+        ...
+
+    def known_views(self, tid: int) -> list[str]:
+        """The names of the table's pulled views, sorted."""
+        ...
+
+    def replace_view(self, tid: int, view: str, record_ids: Sequence[str], *, pulled_at: float) -> None:
+        """The view's members, in its order, as pulled at ``pulled_at``."""
+        ...
 
     def forget_views(self, tids: Iterable[int]) -> None:
         """Which records these tables' views hold, and in what order, is unknown again."""
@@ -153,14 +326,43 @@ class Replica(Protocol):
         ...
 
     # -- indexes and full-text search ----------------------------------------------------------
+    def field_index(self, field: str) -> str | None:
+        """The name of the index on one field's value (None: the field cannot be indexed)."""
+        ...
+
+    def field_indexes(self) -> set[str]:
+        """The names of the field indexes that exist."""
+        ...
+
+    def add_field_index(self, field: str) -> str | None:
+        """Index one field's value (if it can be); returns the index's name."""
+        ...
+
+    def search_records(self, tid: int, words: Sequence[str]) -> list[dict]:
+        """Visible records with a word starting with each of ``words`` (any case, accents folded), best first."""
+        ...
 
     # -- conflicts -----------------------------------------------------------------------------
+    def log_conflicts(self, tid: int, record_id: str, lost: dict[str, tuple[Any, Any]], *, at: float) -> None:
+        """Log the local values dropped for Airtable's (``lost``: field -> (local, remote))."""
+        ...
 
     def prune_conflicts(self, before: float) -> int:
         """Forget conflicts logged before ``before``; how many."""
         ...
 
     # -- refresh state, change feeds (webhooks), token grants ----------------------------------
+    def token_salt(self) -> bytes:
+        """This cache's random salt for token digests."""
+        ...
+
+    def token_granted_at(self, key: str, digest: str) -> float | None:
+        """When the token with this digest was last seen to read the base ``key`` (None: never)."""
+        ...
+
+    def grant_token(self, key: str, digest: str, *, at: float) -> None:
+        """The token with this digest was seen to read the base ``key`` at ``at``."""
+        ...
 
     def refresh_state(self, tid: int) -> dict:
         """The table's refresh bookkeeping (watermark, last pulls, counters); empty if none yet."""
@@ -226,6 +428,9 @@ class Replica(Protocol):
         ...
 
     # -- sync_log and statistics ---------------------------------------------------------------
+    def add_statistics(self, counts: dict[tuple[int, str], tuple[int, float]], latencies: list[tuple[int, str, float]]) -> None:
+        """Add read counts and total milliseconds per (tid, kind), and single latencies."""
+        ...
 
     def log_request(self, at: float, base_id: str, kind: str, method: str, status: int | None) -> None:
         """One request sent to Airtable (``status`` None: no answer)."""
@@ -294,6 +499,37 @@ class Outbox(Protocol):
         ...
 
     # -- asked by the engine -------------------------------------------------------------------
+    def has_live_writes(self, tids: Sequence[int]) -> bool:
+        """Whether writes to any of these tables are queued (dead letters aside)."""
+        ...
+
+    def has_live_writes_for_base(self, base_id: str) -> bool:
+        """Whether writes to any table of the base are queued (dead letters aside)."""
+        ...
+
+    def write_states(self, seqs: Sequence[int]) -> list[dict]:
+        """The queued writes left among ``seqs``: seq, record_id, state, last_error (decoded, or None)."""
+        ...
+
+    def pending_updates(self, tid: int) -> list[dict]:
+        """The table's updates waiting to be sent (not being sent): seq, record_id, fields."""
+        ...
+
+    def live_writes_of_tables(self, tids: Sequence[int]) -> list[dict]:
+        """Queued writes of these tables (dead letters aside) in queue order: tid, op, record_id, fields (or None)."""
+        ...
+
+    def written_fields(self, tid: int, record_id: str) -> list[dict]:
+        """The fields of every write of the record in the queue (any state)."""
+        ...
+
+    def records_whose_live_writes_name(self, tid: int, record_id: str) -> set[str]:
+        """Records of ``tid`` whose queued writes (dead letters aside) name ``record_id`` in a value."""
+        ...
+
+    def real_id(self, provisional: str) -> str | None:
+        """The id Airtable gave a record created under a provisional id (None: not flushed yet)."""
+        ...
 
     # -- claiming and settling (the sync) ------------------------------------------------------
 
@@ -493,8 +729,10 @@ class Unit(Protocol):
 class Store(Protocol):
     """One database holding one cache."""
 
-    #: Where the store lives, for messages (a path, or a URL without its password).
-    location: str
+    @property
+    def location(self) -> str:
+        """Where the store lives, for messages (a path, or a URL without its password)."""
+        ...
 
     def write(self) -> AbstractContextManager[Unit]:
         """One atomic write transaction; nested use joins the outer one."""
@@ -512,6 +750,15 @@ class Store(Protocol):
 
     def change_marker(self) -> tuple:
         """A value that changes whenever the database may have changed (any process)."""
+        ...
+
+    def knows_current(self, marker: tuple) -> bool:
+        """Whether ``marker`` is still this process's view without asking the database: nothing was
+        committed through this store since, on the same connection (another process may have)."""
+        ...
+
+    def in_write(self) -> bool:
+        """Whether the calling thread is inside ``write()``."""
         ...
 
     # -- whole-file operations (a store that cannot do one raises, naming the tool that does: pg_dump) --

@@ -42,7 +42,8 @@ from airtable_cached.sync.locks import FlushLocks, HeldLock, flush_key
 from airtable_cached.sync.refresh import Refresher, RefreshResult
 
 if TYPE_CHECKING:
-    from airtable_cached.engine.core import Engine, TableInfo
+    from airtable_cached.engine import Engine, TableInfo
+    from airtable_cached.store.contract import Replica
     from airtable_cached.store.sqlite.connection import SqliteUnit
 
 log = logging.getLogger("airtable_cached")
@@ -674,7 +675,7 @@ class Sync:
         with self.store.write() as unit:
             for send in sends:
                 unit.outbox.ack(send.seqs)
-                unit.replica.delete_record(send.tid, send.record_id, only_local=True)
+                unit.replica.delete_records(send.tid, [send.record_id], only_local=True)
                 result.sent.append({"op": "none", "record_id": send.record_id, "seqs": send.seqs})
 
     def _send_batch(self, batch: list[outbox.Send], result: FlushResult) -> None:
@@ -766,7 +767,7 @@ class Sync:
                 # Already gone from Airtable: the delete has happened.
                 unit.outbox.ack(seqs)
                 for s in batch:
-                    unit.replica.delete_record(s.tid, s.record_id)
+                    unit.replica.delete_records(s.tid, [s.record_id])
                 result.sent.extend({"op": "delete", "record_id": s.record_id, "seqs": s.seqs} for s in batch)
                 return
             if exc.transient:
@@ -841,14 +842,14 @@ class Sync:
             for i, send in enumerate(batch):
                 if send.kind == "delete":
                     _add(recompute, links.after_confirm(self.engine, conn, send.tid, send.record_id,
-                                                        unit.replica.remote_fields(send.tid, send.record_id), None))
-                    unit.replica.delete_record(send.tid, send.record_id)
+                                                        _remote_fields(unit.replica, send.tid, send.record_id), None))
+                    unit.replica.delete_records(send.tid, [send.record_id])
                     unit.outbox.ack(send.seqs)
                     result.sent.append({"op": "delete", "record_id": send.record_id, "seqs": send.seqs})
                     continue
                 assert records is not None  # Airtable answers every create and update with records
                 record = records[i]
-                before = unit.replica.remote_fields(send.tid, send.record_id)
+                before = _remote_fields(unit.replica, send.tid, send.record_id)
                 if send.kind == "create":
                     self._adopt(unit, send, record, now)
                 else:
@@ -1025,6 +1026,12 @@ def _groups(sends: list[outbox.Send]) -> list[list[outbox.Send]]:
 def _is_plain_create(batch: list[outbox.Send]) -> bool:
     """A POST of new records: not idempotent (an upsert on key fields is)."""
     return bool(batch) and batch[0].kind == "create" and not batch[0].merge_on
+
+
+def _remote_fields(replica: Replica, tid: int, record_id: str) -> dict | None:
+    """Airtable's last known fields of a record (None: not cached, or only local)."""
+    state = replica.remote_state(tid, record_id)
+    return None if state is None else state[0]
 
 
 def _add(into: dict[int, set[str]], more: dict[int, set[str]]) -> None:

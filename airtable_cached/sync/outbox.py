@@ -4,23 +4,16 @@ The queue itself (append, claim, ack, retry, dead-letter, id remapping) is the s
 (``airtable_cached/store/contract.py``; in SQLite ``airtable_cached/store/sqlite/outbox.py``). On disk
 the queue always holds what the agent did; coalescing happens only when a batch is planned
 (:func:`plan`), so a crash never leaves a half-merged write behind.
-
-The four functions taking a connection first (``append``, ``ack``, ``live_ops_for_record``,
-``records_with_live_ops``) are the store's methods, kept for the engine and the refresh until they
-use ``store.write()`` / ``store.outbox``: then they go.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from airtable_cached.rules.records import apply_write
 from airtable_cached.store.claims import touches_links as _touches_links
-from airtable_cached.store.sqlite.outbox import SqliteOutbox
 from airtable_cached.store.types import Op
 
 MAX_RECORDS_PER_REQUEST = 10
@@ -51,29 +44,6 @@ class Send:
     epoch: int = 0
     #: It changes links: it keeps its place in the queue order (see :func:`chunk_requests`).
     ordered: bool = False
-
-
-# -- the store's queue, on a connection (see the module docstring) -----------------------------------
-
-
-def append(conn: sqlite3.Connection, **write: Any) -> int:
-    """:meth:`SqliteOutbox.append`."""
-    return SqliteOutbox(conn).append(**write)
-
-
-def live_ops_for_record(conn: sqlite3.Connection, tid: int, record_id: str) -> list[Op]:
-    """:meth:`SqliteOutbox.live_ops_for_record`."""
-    return SqliteOutbox(conn).live_ops_for_record(tid, record_id)
-
-
-def records_with_live_ops(conn: sqlite3.Connection, tid: int) -> set[str]:
-    """:meth:`SqliteOutbox.records_with_live_ops`."""
-    return SqliteOutbox(conn).records_with_live_ops(tid)
-
-
-def ack(conn: sqlite3.Connection, seqs: Iterable[int]) -> None:
-    """:meth:`SqliteOutbox.ack`."""
-    SqliteOutbox(conn).ack(seqs)
 
 
 # -- planning --------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from airtable_cached.errors import RemoteError
 from airtable_cached.rules.policy import RefreshPlan, plan_refresh, volatile_fields, watermark_formula
 
 if TYPE_CHECKING:
-    from airtable_cached.engine.core import Engine, TableInfo
+    from airtable_cached.engine import Engine, TableInfo
     from airtable_cached.store.contract import Replica
     from airtable_cached.store.sqlite.connection import SqliteUnit
     from airtable_cached.sync.core import Sync
@@ -415,7 +415,7 @@ def refresh_status(replica: Replica, tid: int, schema: dict | None, settings, no
     where deletions come from (change feed or id sweep) and how old that knowledge is, and why
     it gets full pulls on a cadence, if it does."""
     state = replica.refresh_state(tid)
-    base = replica.table_row(tid)
+    base = replica.table(tid)
     hook = replica.webhook(base["endpoint"], base["base_id"]) if base else None
     volatile = volatile_fields(schema)
     feed_on = bool(hook is not None and hook["webhook_id"] and state.get("hook_id") == hook["webhook_id"])

@@ -86,6 +86,34 @@ def test_a_write_that_is_not_committed_is_not_queued(contract_store, table):
     assert contract_store.outbox.list_ops() == []
 
 
+# -- asked by the engine ---------------------------------------------------------------------------
+
+
+def test_what_the_engine_asks_of_the_queue(contract_store, table):
+    other = make_table(contract_store, OTHER)
+    outbox = contract_store.outbox
+    assert not outbox.has_live_writes([table]) and not outbox.has_live_writes_for_base(BASE)
+    first = append(contract_store, table, rec(1), {"Link": [rec(2)]})
+    second = append(contract_store, table, rec(3), {"n": 3})
+    dead = append(contract_store, other, rec(4), None, op="delete", base_id=OTHER)
+    with contract_store.write() as unit:
+        unit.outbox.dead_letter([dead], error={"type": "X"})
+    assert outbox.has_live_writes([table, other]) and not outbox.has_live_writes([other])
+    assert outbox.has_live_writes_for_base(BASE) and not outbox.has_live_writes_for_base(OTHER)
+    states = {w["seq"]: w for w in outbox.write_states([first, dead, 999_999])}
+    assert set(states) == {first, dead} and states[dead]["state"] == "dead" and states[dead]["last_error"] == {"type": "X"}
+    assert states[first]["last_error"] is None and states[first]["record_id"] == rec(1)
+    assert [w["seq"] for w in outbox.pending_updates(table)] == [first, second]
+    assert [(w["record_id"], w["fields"]) for w in outbox.live_writes_of_tables([table, other])] == [
+        (rec(1), {"Link": [rec(2)]}), (rec(3), {"n": 3})]
+    assert outbox.written_fields(table, rec(3)) == [{"n": 3}] and outbox.written_fields(other, rec(4)) == []
+    assert outbox.records_whose_live_writes_name(table, rec(2)) == {rec(1)}
+    assert outbox.real_id(rec(1)) is None
+    with contract_store.write() as unit:
+        unit.outbox.remap_id(rec(1), rec(11), table)
+    assert outbox.real_id(rec(1)) == rec(11)
+
+
 # -- claiming --------------------------------------------------------------------------------------
 
 

@@ -23,7 +23,7 @@ def test_tables_are_found_by_any_of_their_names(contract_store):
     assert replica.table_tids() == [TID] and replica.base_ids() == [BASE]
     assert replica.tids_named("Leads") == [TID] == replica.tids_named("tblLEADS000000001", BASE)
     assert replica.tids_named("Leads", "appOTHER000000001") == []
-    assert replica.table_row(TID)["name"] == "Leads" and replica.table_row(99) is None
+    assert replica.table(TID)["name"] == "Leads" and replica.table(99) is None
     assert [r["tid"] for r in replica.table_rows(BASE)] == [TID] == [r["tid"] for r in replica.endpoint_tables("")]
 
 
@@ -31,11 +31,11 @@ def test_a_pull_time_is_set_and_forgotten(contract_store):
     store = _store_with_table(contract_store)
     with store.write() as unit:
         unit.replica.mark_pulled(TID, 123.0)
-    assert store.replica.table_row(TID)["pulled_at"] == 123.0
+    assert store.replica.table(TID)["pulled_at"] == 123.0
     with store.write() as unit:
         unit.replica.forget_table_pull(TID)
-    row = store.replica.table_row(TID)
-    assert (row["pulled_at"], row["schema_json"]) == (None, None)
+    row = store.replica.table(TID)
+    assert row is not None and (row["pulled_at"], row["schema"]) == (None, None)
 
 
 def test_changed_records_are_added_after_the_last_position_and_updated_in_place(contract_store):
@@ -46,7 +46,7 @@ def test_changed_records_are_added_after_the_last_position_and_updated_in_place(
         assert last == 1
         assert unit.replica.merge_changed_records(TID, [_airtable("recA", Name="A")], now=20.0, started_at=15.0,
                                                   position=last) == last
-    assert store.replica.remote_fields(TID, "recA") == {"Name": "A"}
+    assert store.replica.remote_state(TID, "recA")[0] == {"Name": "A"}
     assert store.replica.last_position(TID) == 1
     assert store.replica.record_counts(TID) == {"visible": 2, "local_only": 0}
     assert store.replica.record_count() == 2 and store.replica.records_json_bytes() > 0
@@ -58,7 +58,7 @@ def test_a_change_older_than_a_confirmed_write_does_not_undo_it(contract_store):
         unit.replica.merge_changed_records(TID, [_airtable("recA", Name="a")], now=10.0, started_at=5.0, position=-1)
         unit.replica.set_remote_fields(TID, "recA", {"Name": "confirmed"}, 30.0)
         unit.replica.merge_changed_records(TID, [_airtable("recA", Name="stale")], now=40.0, started_at=25.0, position=0)
-    assert store.replica.remote_fields(TID, "recA") == {"Name": "confirmed"}
+    assert store.replica.remote_state(TID, "recA")[0] == {"Name": "confirmed"}
 
 
 def test_deletions_found_by_the_feed_or_a_sweep(contract_store):
@@ -82,12 +82,11 @@ def test_a_local_create_is_adopted_under_airtables_id_and_links_follow(contract_
         unit.replica.move_local_records_after(TID, 10)
         unit.replica.adopt_record_id(TID, "recLOCAL", "recREAL", {"Name": "new"}, "2026-01-02T00:00:00.000Z", 50.0)
         unit.replica.replace_linked_id("recLOCAL", "recREAL")
-    assert store.replica.remote_fields(TID, "recREAL") == {"Name": "new"}
-    assert store.replica.remote_fields(TID, "recLOCAL") is None
+    assert store.replica.remote_state(TID, "recREAL")[0] == {"Name": "new"}
+    assert store.replica.remote_state(TID, "recLOCAL") is None  # it became recREAL
     assert store.replica.last_position(TID) == 12
     with store.write() as unit:
-        unit.replica.delete_record(TID, "recREAL", only_local=True)  # Airtable has it: kept
-        unit.replica.delete_record(TID, "recLINK", only_local=True)
+        unit.replica.delete_records(TID, ["recREAL", "recLINK"], only_local=True)  # Airtable has recREAL: kept
     assert store.replica.record_counts(TID) == {"visible": 1, "local_only": 0}
 
 

@@ -120,6 +120,52 @@ class PostgresOutbox:
         return {r["record_id"] for r in self._rows(
             "SELECT DISTINCT record_id FROM outbox WHERE tid = %s AND state != 'dead'", (tid,))}
 
+    # -- asked by the engine -------------------------------------------------------------------
+
+    def has_live_writes(self, tids: Sequence[int]) -> bool:
+        """Whether writes to any of these tables are queued (dead letters aside)."""
+        return self._value("SELECT 1 FROM outbox WHERE tid = ANY(%s) AND state != 'dead' LIMIT 1",
+                           (list(tids),)) is not None
+
+    def has_live_writes_for_base(self, base_id: str) -> bool:
+        """Whether writes to any table of the base are queued (dead letters aside)."""
+        return self._value("SELECT 1 FROM outbox WHERE base_id = %s AND state != 'dead' LIMIT 1",
+                           (base_id,)) is not None
+
+    def write_states(self, seqs: Sequence[int]) -> list[dict]:
+        """The queued writes left among ``seqs``: seq, record_id, state, last_error (decoded, or None)."""
+        rows = self._rows("SELECT seq, record_id, last_error, state FROM outbox WHERE seq = ANY(%s)", (list(seqs),))
+        return [{"seq": r["seq"], "record_id": r["record_id"], "state": r["state"],
+                 "last_error": json.loads(r["last_error"]) if r["last_error"] else None} for r in rows]
+
+    def pending_updates(self, tid: int) -> list[dict]:
+        """The table's updates waiting to be sent (not being sent): seq, record_id, fields."""
+        rows = self._rows("SELECT seq, record_id, fields FROM outbox WHERE tid = %s AND op = 'update'"
+                          " AND state = 'pending'", (tid,))
+        return [{"seq": r["seq"], "record_id": r["record_id"], "fields": json.loads(r["fields"] or "{}")} for r in rows]
+
+    def live_writes_of_tables(self, tids: Sequence[int]) -> list[dict]:
+        """Queued writes of these tables (dead letters aside) in queue order: tid, op, record_id, fields (or None)."""
+        rows = self._rows("SELECT tid, op, record_id, fields FROM outbox WHERE state != 'dead' AND tid = ANY(%s)"
+                          " ORDER BY seq", (list(tids),))
+        return [{"tid": r["tid"], "op": r["op"], "record_id": r["record_id"],
+                 "fields": json.loads(r["fields"]) if r["fields"] is not None else None} for r in rows]
+
+    def written_fields(self, tid: int, record_id: str) -> list[dict]:
+        """The fields of every write of the record in the queue (any state)."""
+        return [json.loads(r["fields"]) for r in self._rows(
+            "SELECT fields FROM outbox WHERE tid = %s AND record_id = %s AND fields IS NOT NULL", (tid, record_id))]
+
+    def records_whose_live_writes_name(self, tid: int, record_id: str) -> set[str]:
+        """Records of ``tid`` whose queued writes (dead letters aside) name ``record_id`` in a value."""
+        return {r["record_id"] for r in self._rows(
+            "SELECT DISTINCT record_id FROM outbox WHERE tid = %s AND state != 'dead' AND strpos(fields, %s) > 0",
+            (tid, record_id))}
+
+    def real_id(self, provisional: str) -> str | None:
+        """The id Airtable gave a record created under a provisional id (None: not flushed yet)."""
+        return self._value("SELECT real FROM id_map WHERE provisional = %s", (provisional,))
+
     # -- claiming and settling (the sync) ------------------------------------------------------
 
     def has_ready(self, now: float, *, endpoint: str | None = None) -> bool:

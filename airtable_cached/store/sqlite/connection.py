@@ -189,6 +189,14 @@ class Store:
         conn = self.conn
         return self.commits, conn.serial, conn.execute("PRAGMA data_version").fetchone()[0]
 
+    def knows_current(self, marker: tuple) -> bool:
+        """Whether ``marker`` is still this process's view as far as it knows without asking SQLite."""
+        return marker[0] == self.commits and marker[1] == self.conn.serial
+
+    def in_write(self) -> bool:
+        """Whether the calling thread is inside ``write()`` (or ``transaction()``)."""
+        return self.conn.in_transaction
+
     # -- whole-file operations (files.py) --------------------------------------------------------
     def backup(self, dest: Path) -> None:
         """A consistent copy of the database, taken while others keep writing, into a new 0600 file."""
