@@ -17,8 +17,23 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airtable_cached.rules.records import clean_fields, now_iso, replace_ids
+import psycopg
+
+from airtable_cached.rules.records import clean_fields, dumps, now_iso, replace_ids
+from airtable_cached.store.contract import PulledRecord, QueryTooComplex, RecordCopies, Selection, TableRow
 from airtable_cached.store.postgres.schema import as_jsonb, dumps_exact
+from airtable_cached.store.postgres.selection import (
+    MAX_PARAMS,
+    RECORD_COLUMNS,
+    decode_record,
+    field_expression,
+    field_index_name,
+    field_key,
+    loads,
+    selection_sql,
+    table_row,
+    too_big,
+)
 
 if TYPE_CHECKING:
     from airtable_cached.store.contract import Replica
@@ -33,6 +48,28 @@ _MERGE_INSERT = (
     "INSERT INTO records (tid, id, position, created_time, modified_time, remote_json, fields_json, fields,"
     " comment_count, synced_at, first_seen) VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s)"
     " ON CONFLICT DO NOTHING")
+_UPSERT_PULLED = (
+    "INSERT INTO records (tid, id, position, created_time, modified_time, remote_json, fields_json, fields,"
+    " comment_count, synced_at, first_seen) VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s)"
+    " ON CONFLICT (tid, id) DO UPDATE SET position = excluded.position, remote_json = excluded.remote_json,"
+    " fields_json = excluded.fields_json, fields = excluded.fields, comment_count = excluded.comment_count,"
+    " synced_at = excluded.synced_at, modified_time = CASE WHEN records.remote_json IS NOT DISTINCT FROM"
+    " excluded.remote_json THEN records.modified_time ELSE excluded.modified_time END"
+    # A flush confirmed this record after the pull began: its state is newer than the page's.
+    " WHERE (records.synced_at IS NULL OR records.synced_at <= %s)"
+    # A row the pull would leave as it is, is not rewritten (a refresh costs what changed).
+    " AND (records.remote_json IS DISTINCT FROM excluded.remote_json OR records.fields_json IS DISTINCT FROM"
+    " excluded.fields_json OR records.position IS DISTINCT FROM excluded.position"
+    " OR records.comment_count IS DISTINCT FROM excluded.comment_count)")
+_REFRESH_PULLED = (
+    "UPDATE records SET remote_json = %s, fields_json = %s, fields = %s::jsonb, synced_at = %s, comment_count = %s"
+    " WHERE tid = %s AND id = %s AND (synced_at IS NULL OR synced_at <= %s)"
+    " AND (remote_json IS DISTINCT FROM %s OR fields_json IS DISTINCT FROM %s OR comment_count IS DISTINCT FROM %s)")
+_ABSORB = (
+    "INSERT INTO records (tid, id, position, created_time, remote_json, fields_json, fields, synced_at, first_seen)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s) ON CONFLICT (tid, id) DO UPDATE SET"
+    " remote_json = excluded.remote_json, fields_json = excluded.fields_json, fields = excluded.fields,"
+    " synced_at = excluded.synced_at WHERE records.synced_at IS NULL OR records.synced_at <= %s")
 
 
 def _text(value: Any) -> str | None:
@@ -71,6 +108,11 @@ class PostgresReplica:
             return 0
         return self.runner.run(lambda conn: sum(conn.execute(query, p).rowcount for p in batch))
 
+    def _many(self, query: str, params: Sequence[Sequence[Any]]) -> None:
+        """One statement for each set of parameters, sent together (psycopg's pipeline)."""
+        if params:
+            self.runner.run(lambda conn: conn.cursor().executemany(query, params))
+
     def _in_unit(self, fn: Callable[[Connection], Any]) -> Any:
         """Several statements that must see one another: in the unit's transaction (or one of their own)."""
         def atomically(conn: Connection) -> Any:
@@ -82,9 +124,79 @@ class PostgresReplica:
 
     # -- tables, table_aliases, schema ---------------------------------------------------------
 
-    def table_row(self, tid: int) -> dict | None:
-        """A cached table's row (tid, endpoint, base_id, table_id, name, schema_json, pulled_at...)."""
-        return self._row("SELECT * FROM tables WHERE tid = %s", (tid,))
+    def table_by_alias(self, endpoint: str, base_id: str, alias: str) -> TableRow | None:
+        """The table an alias (a name or id an agent used) of this Airtable's base stands for."""
+        row = self._row("SELECT t.* FROM table_aliases a JOIN tables t USING (tid)"
+                        " WHERE a.endpoint = %s AND a.base_id = %s AND a.alias = %s", (endpoint, base_id, alias))
+        return None if row is None else table_row(row)
+
+    def table_by_id_or_name(self, endpoint: str, base_id: str, ref: str) -> TableRow | None:
+        """The first table of the base whose id or name is ``ref``."""
+        row = self._row("SELECT * FROM tables WHERE endpoint = %s AND base_id = %s AND (table_id = %s OR name = %s)"
+                        " ORDER BY tid LIMIT 1", (endpoint, base_id, ref, ref))
+        return None if row is None else table_row(row)
+
+    def table(self, tid: int) -> TableRow | None:
+        """The cached table ``tid``."""
+        row = self._row("SELECT * FROM tables WHERE tid = %s", (tid,))
+        return None if row is None else table_row(row)
+
+    def add_table(self, endpoint: str, base_id: str, table_id: str | None, name: str | None) -> int:
+        """A new cached table, never pulled; returns its tid."""
+        return int(self._value("INSERT INTO tables (endpoint, base_id, table_id, name) VALUES (%s, %s, %s, %s)"
+                               " RETURNING tid", (endpoint, base_id, table_id, name)))
+
+    def add_alias(self, endpoint: str, base_id: str, alias: str, tid: int) -> None:
+        """From now on ``alias`` in this base stands for table ``tid``."""
+        self._change("INSERT INTO table_aliases (endpoint, base_id, alias, tid) VALUES (%s, %s, %s, %s)",
+                     (endpoint, base_id, alias, tid))
+
+    def alias_taken(self, endpoint: str, base_id: str, alias: str) -> bool:
+        """Whether ``alias`` already stands for a table of this base."""
+        return self._row("SELECT 1 FROM table_aliases WHERE endpoint = %s AND base_id = %s AND alias = %s",
+                         (endpoint, base_id, alias)) is not None
+
+    def set_schema(self, tid: int, schema: dict) -> None:
+        """Keep the table's schema, and its id and name as the schema gives them."""
+        self._change("UPDATE tables SET schema_json = %s, table_id = %s, name = %s WHERE tid = %s",
+                     (dumps(schema), schema.get("id"), schema.get("name"), tid))
+
+    def set_schema_only(self, tid: int, schema: dict) -> None:
+        """Keep the table's schema (its id and name unchanged)."""
+        self._change("UPDATE tables SET schema_json = %s WHERE tid = %s", (dumps(schema), tid))
+
+    def has_unkeyed_tables(self) -> bool:
+        """Whether tables cached before tables were keyed by endpoint remain."""
+        return self._row("SELECT 1 FROM tables WHERE endpoint = '' LIMIT 1") is not None
+
+    def adopt_unkeyed_tables(self, endpoint: str) -> int:
+        """Tables (their aliases, change feeds) not keyed by endpoint become ``endpoint``'s; returns how many tables."""
+        def adopt(conn: Connection) -> int:
+            adopted = conn.execute("UPDATE tables SET endpoint = %s WHERE endpoint = ''", (endpoint,)).rowcount
+            # SQLite's UPDATE OR IGNORE: a row whose new key is taken stays as it is (then goes).
+            conn.execute("UPDATE table_aliases a SET endpoint = %s WHERE a.endpoint = '' AND NOT EXISTS ("
+                         "SELECT 1 FROM table_aliases b WHERE b.endpoint = %s AND b.base_id = a.base_id"
+                         " AND b.alias = a.alias)", (endpoint, endpoint))
+            conn.execute("DELETE FROM table_aliases WHERE endpoint = ''")
+            conn.execute("UPDATE webhooks w SET endpoint = %s WHERE w.endpoint = '' AND NOT EXISTS ("
+                         "SELECT 1 FROM webhooks o WHERE o.endpoint = %s AND o.base_id = w.base_id)", (endpoint, endpoint))
+            return adopted
+        return self._in_unit(adopt)
+
+    def drop_table(self, tid: int) -> None:
+        """Forget a table (its aliases and statistics) that holds no records."""
+        def drop(conn: Connection) -> None:
+            conn.execute("DELETE FROM table_aliases WHERE tid = %s", (tid,))
+            conn.execute("DELETE FROM stats WHERE tid = %s", (tid,))
+            conn.execute("DELETE FROM tables WHERE tid = %s", (tid,))
+        self._in_unit(drop)
+
+    def linked_table(self, endpoint: str, base_id: str, table_id: str) -> TableRow | None:
+        """The first cached table of this Airtable's base with Airtable id ``table_id``."""
+        row = self._row("SELECT * FROM tables WHERE endpoint = %s AND base_id = %s AND table_id = %s ORDER BY tid LIMIT 1",
+                        (endpoint, base_id, table_id))
+        return None if row is None else table_row(row)
+
 
     def table_rows(self, base_id: str | None = None) -> list[dict]:
         """Every cached table's row (of one base), by base and tid."""
@@ -136,24 +248,142 @@ class PostgresReplica:
 
     # -- records -------------------------------------------------------------------------------
 
-    def remote_fields(self, tid: int, record_id: str) -> dict | None:
-        """Airtable's last known fields of a record (``None``: unknown, or only local)."""
-        text = self._value("SELECT remote_json FROM records WHERE tid = %s AND id = %s", (tid, record_id))
-        return json.loads(text) if text is not None else None
+    def has_records(self, tid: int) -> bool:
+        """Whether the table holds any record (visible or not)."""
+        return self._row("SELECT 1 FROM records WHERE tid = %s LIMIT 1", (tid,)) is not None
 
-    def set_remote_fields(self, tid: int, record_id: str, fields: dict, synced_at: float) -> None:
-        """Airtable confirmed a write: its answer becomes the record's known remote state."""
-        self._change("UPDATE records SET remote_json = %s, synced_at = %s WHERE tid = %s AND id = %s",
+    def count_visible(self, tid: int) -> int:
+        """How many records of the table reads see."""
+        return int(self._value("SELECT count(*) FROM records WHERE tid = %s AND fields_json IS NOT NULL", (tid,)))
+
+    def visible_records(self, tid: int) -> list[dict]:
+        """Every record reads see, decoded (id, createdTime, fields, commentCount, lastModifiedTime), in natural order."""
+        return [decode_record(row) for row in self._rows(
+            f"SELECT {RECORD_COLUMNS} FROM records r WHERE r.tid = %s AND r.fields_json IS NOT NULL ORDER BY r.position",
+            (tid,))]
+
+    def visible_records_by_id(self, tid: int, ids: Sequence[str]) -> dict[str, dict]:
+        """The records among ``ids`` reads see, decoded, by id."""
+        rows = self._rows(f"SELECT {RECORD_COLUMNS} FROM records r WHERE r.tid = %s AND r.fields_json IS NOT NULL"
+                          " AND r.id = ANY(%s)", (tid, list(ids)))
+        return {row["id"]: decode_record(row) for row in rows}
+
+    def select_records(self, tid: int, selection: Selection, *, limit: int | None = None) -> list[dict]:
+        """The visible records a selection matches, decoded, in its order (the first ``limit``); raises QueryTooComplex."""
+        return [decode_record(row) for row in self._select(tid, selection, RECORD_COLUMNS, limit)]
+
+    def select_record_ids(self, tid: int, selection: Selection, *, limit: int | None = None) -> list[str]:
+        """The ids :meth:`select_records` would return."""
+        return [row["id"] for row in self._select(tid, selection, "r.id", limit)]
+
+    def _select(self, tid: int, selection: Selection, columns: str, limit: int | None) -> list[dict[str, Any]]:
+        query, params = selection_sql(tid, selection, columns, limit)
+        if len(params) > MAX_PARAMS:
+            raise QueryTooComplex(f"{len(params)} parameters: more than PostgreSQL binds in one statement")
+
+        def run(conn: Connection) -> list[dict[str, Any]]:
+            if conn.info.transaction_status == 0:
+                return conn.execute(query, params).fetchall()
+            with conn.transaction():  # a savepoint: a refused statement must not end the unit's transaction
+                return conn.execute(query, params).fetchall()
+        try:
+            return self.runner.run(run)
+        except psycopg.Error as exc:
+            if selection.where and too_big(exc):
+                raise QueryTooComplex(str(exc)) from exc
+            raise
+
+    def field_values(self, tid: int, name: str) -> dict[str, Any]:
+        """Each visible record's value of field ``name`` (None where it has none), by record id."""
+        return {row["id"]: loads(row["fields_json"]).get(name) for row in self._rows(
+            "SELECT id, fields_json FROM records WHERE tid = %s AND fields_json IS NOT NULL ORDER BY position", (tid,))}
+
+    def field_ever_seen(self, tid: int, name: str) -> bool:
+        """Whether Airtable reported a value of field ``name`` for any record of the table."""
+        # As SQLite's json_extract: a JSON null is no value. ``json`` (not jsonb) reads any stored text.
+        return self._row("SELECT 1 FROM records WHERE tid = %s AND remote_json IS NOT NULL"
+                         " AND json_typeof(remote_json::json -> %s) <> 'null' LIMIT 1", (tid, name)) is not None
+
+    def record_visibility(self, tid: int, record_id: str) -> bool | None:
+        """Whether reads see the record (False: deleted locally; None: not in the cache)."""
+        row = self._row("SELECT fields_json IS NOT NULL AS visible FROM records WHERE tid = %s AND id = %s", (tid, record_id))
+        return None if row is None else bool(row["visible"])
+
+    def remote_state(self, tid: int, record_id: str) -> tuple[dict | None, float | None] | None:
+        """The record's fields as Airtable last reported them (None: created locally) and when; None if absent."""
+        row = self._row("SELECT remote_json, synced_at FROM records WHERE tid = %s AND id = %s", (tid, record_id))
+        if row is None:
+            return None
+        return (None if row["remote_json"] is None else json.loads(row["remote_json"])), row["synced_at"]
+
+    def record_copies(self, tid: int, record_id: str) -> RecordCopies | None:
+        """The record's remote fields and the fields reads see; None if absent."""
+        row = self._row("SELECT remote_json, fields_json FROM records WHERE tid = %s AND id = %s", (tid, record_id))
+        if row is None:
+            return None
+        return RecordCopies(remote=None if row["remote_json"] is None else json.loads(row["remote_json"]),
+                            fields=None if row["fields_json"] is None else json.loads(row["fields_json"]))
+
+    def record_ids(self, tid: int) -> set[str]:
+        """Every record id of the table (visible or not)."""
+        return set(self._column("SELECT id FROM records WHERE tid = %s", (tid,)))
+
+    def write_fields(self, tid: int, record_id: str, fields: dict, modified_time: str) -> None:
+        """The agent wrote the record: reads see ``fields``, modified at ``modified_time``."""
+        text = dumps_exact(fields)
+        self._change(f"UPDATE records SET {_SET_FIELDS}, modified_time = %s WHERE tid = %s AND id = %s",
+                     (text, as_jsonb(text), modified_time, tid, record_id))
+
+    def hide_record(self, tid: int, record_id: str) -> bool:
+        """The agent deleted a visible record: reads no longer see it. Returns whether it was visible."""
+        return self._change("UPDATE records SET fields_json = NULL, fields = NULL WHERE tid = %s AND id = %s"
+                            " AND fields_json IS NOT NULL", (tid, record_id)) > 0
+
+    def set_visible_fields(self, tid: int, record_id: str, fields: dict | None) -> None:
+        """What reads see of the record (None: nothing)."""
+        text = _text(fields)
+        self._change(f"UPDATE records SET {_SET_FIELDS} WHERE tid = %s AND id = %s", (text, as_jsonb(text), tid, record_id))
+
+    def upsert_pulled(self, tid: int, records: Iterable[PulledRecord], *, now: float, now_text: str, started_at: float) -> None:
+        """Keep pulled records (remote and visible state, position), unless a flush confirmed one after ``started_at``."""
+        rows = []
+        for r in records:
+            text = dumps_exact(r["fields"])
+            rows.append((tid, r["id"], r["position"], r["created_time"], now_text, text, text, as_jsonb(text),
+                         r["comment_count"], now, now, started_at))
+        self._many(_UPSERT_PULLED, rows)
+
+    def refresh_pulled(self, tid: int, records: Iterable[PulledRecord], *, now: float, started_at: float) -> None:
+        """Keep pulled states of records already cached (positions unchanged), unless confirmed after ``started_at``."""
+        rows = []
+        for r in records:
+            text = dumps_exact(r["fields"])
+            rows.append((text, text, as_jsonb(text), now, r["comment_count"], tid, r["id"], started_at,
+                         text, text, r["comment_count"]))
+        self._many(_REFRESH_PULLED, rows)
+
+    def absorb_records(self, tid: int, records: Iterable[PulledRecord], *, now: float, sent_at: float) -> None:
+        """Keep records Airtable answered to a request sent at ``sent_at``, unless confirmed after it."""
+        rows = []
+        for r in records:
+            text = dumps_exact(r["fields"])
+            rows.append((tid, r["id"], r["position"], r["created_time"], text, text, as_jsonb(text), now, now, sent_at))
+        self._many(_ABSORB, rows)
+
+    def drop_records_not_seen(self, tid: int, seen: Iterable[str], *, started_at: float) -> None:
+        """Forget records Airtable reported before ``started_at`` that a whole pull did not see."""
+        self._change("DELETE FROM records WHERE tid = %s AND remote_json IS NOT NULL AND (synced_at IS NULL OR synced_at <= %s)"
+                     " AND NOT (id = ANY(%s))", (tid, started_at, sorted(seen)))
+
+    def set_remote_fields(self, tid: int, record_id: str, fields: dict, synced_at: float | None = None) -> None:
+        """The record's fields as Airtable has them now (``synced_at``: when it confirmed them; None keeps the time)."""
+        self._change("UPDATE records SET remote_json = %s, synced_at = COALESCE(%s, synced_at) WHERE tid = %s AND id = %s",
                      (dumps_exact(fields), synced_at, tid, record_id))
 
-    def delete_record(self, tid: int, record_id: str, *, only_local: bool = False) -> None:
-        """Forget a cached record (``only_local``: only if Airtable never had it)."""
-        sql = "DELETE FROM records WHERE tid = %s AND id = %s" + (" AND remote_json IS NULL" if only_local else "")
-        self._change(sql, (tid, record_id))
-
-    def delete_records(self, tid: int, record_ids: Iterable[str]) -> None:
-        """Forget these cached records of one table."""
-        self._change("DELETE FROM records WHERE tid = %s AND id = ANY(%s)", (tid, list(record_ids)))
+    def delete_records(self, tid: int, record_ids: Iterable[str], *, only_local: bool = False) -> None:
+        """Forget these cached records of one table (``only_local``: only those Airtable never had)."""
+        sql = "DELETE FROM records WHERE tid = %s AND id = ANY(%s)" + (" AND remote_json IS NULL" if only_local else "")
+        self._change(sql, (tid, list(record_ids)))
 
     def adopt_record_id(self, tid: int, provisional: str, real: str, fields: dict, created_time: str,
                         synced_at: float) -> None:
@@ -269,6 +499,24 @@ class PostgresReplica:
 
     # -- views, view_members -------------------------------------------------------------------
 
+    def view_pulled_at(self, tid: int, view: str) -> float | None:
+        """When the view was last pulled (None: never)."""
+        return self._value("SELECT pulled_at FROM views WHERE tid = %s AND view = %s", (tid, view))
+
+    def known_views(self, tid: int) -> list[str]:
+        """The names of the table's pulled views, sorted."""
+        return self._column('SELECT view FROM views WHERE tid = %s ORDER BY view COLLATE "C"', (tid,))
+
+    def replace_view(self, tid: int, view: str, record_ids: Sequence[str], *, pulled_at: float) -> None:
+        """The view's members, in its order, as pulled at ``pulled_at``."""
+        def replace(conn: Connection) -> None:
+            conn.execute("DELETE FROM view_members WHERE tid = %s AND view = %s", (tid, view))
+            conn.execute("INSERT INTO views (tid, view, pulled_at) VALUES (%s, %s, %s)"
+                         " ON CONFLICT (tid, view) DO UPDATE SET pulled_at = excluded.pulled_at", (tid, view, pulled_at))
+            conn.cursor().executemany("INSERT INTO view_members (tid, view, record_id, position) VALUES (%s, %s, %s, %s)",
+                                      [(tid, view, rid, i) for i, rid in enumerate(record_ids)])
+        self._in_unit(replace)
+
     def forget_views(self, tids: Iterable[int]) -> None:
         """Which records these tables' views hold, and in what order, is unknown again."""
         self._change("DELETE FROM views WHERE tid = ANY(%s)", (list(tids),))
@@ -282,13 +530,65 @@ class PostgresReplica:
 
     # -- indexes and full-text search ----------------------------------------------------------
 
+    def field_index(self, field: str) -> str | None:
+        """The name of the index on one field's value (None: the field cannot be indexed)."""
+        return None if field_key(field) is None else field_index_name(field)
+
+    def field_indexes(self) -> set[str]:
+        """The names of the field indexes that exist."""
+        return set(self._column("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+                                " AND tablename = 'records' AND indexname LIKE 'records\\_by\\_%%'"))
+
+    def add_field_index(self, field: str) -> str | None:
+        """Index one field's value (if it can be); returns the index's name."""
+        expression = field_expression(field, "fields")
+        if expression is None:
+            return None
+        index = field_index_name(field)
+
+        def add(conn: Connection) -> None:
+            # Hosts adding the same index at once: one creates it, the others then find it.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (index,))
+            conn.execute(f'CREATE INDEX IF NOT EXISTS "{index}" ON records (tid, {expression})')
+        self._in_unit(add)
+        return index
+
+    def search_records(self, tid: int, words: Sequence[str]) -> list[dict]:
+        """Visible records with a word starting with each of ``words`` (any case, accents folded), best first."""
+        # Each word is made only of word characters (engine/search.py): a prefix term of tsquery.
+        query = " & ".join(f"{w}:*" for w in words)
+        return [decode_record(row) for row in self._rows(
+            f"SELECT {RECORD_COLUMNS} FROM records r, to_tsquery('simple', unaccent(%s)) q"
+            " WHERE r.tid = %s AND r.fields_json IS NOT NULL AND r.body @@ q"
+            " ORDER BY ts_rank(r.body, q, 1) DESC, r.position", (query, tid))]
+
+
     # -- conflicts -----------------------------------------------------------------------------
+
+    def log_conflicts(self, tid: int, record_id: str, lost: dict[str, tuple[Any, Any]], *, at: float) -> None:
+        """Log the local values dropped for Airtable's (``lost``: field -> (local, remote))."""
+        self._many("INSERT INTO conflicts (at, tid, record_id, field, local_value, remote_value) VALUES (%s, %s, %s, %s, %s, %s)",
+                   [(at, tid, record_id, name, dumps_exact(local), dumps_exact(remote))
+                    for name, (local, remote) in sorted(lost.items())])
 
     def prune_conflicts(self, before: float) -> int:
         """Forget conflicts logged before ``before``; how many."""
         return self._change("DELETE FROM conflicts WHERE at < %s", (before,))
 
     # -- refresh state, change feeds (webhooks), token grants ----------------------------------
+
+    def token_salt(self) -> bytes:
+        """This cache's random salt for token digests."""
+        return bytes(self._value("SELECT salt FROM token_salt"))
+
+    def token_granted_at(self, key: str, digest: str) -> float | None:
+        """When the token with this digest was last seen to read the base ``key`` (None: never)."""
+        return self._value("SELECT granted_at FROM token_grants WHERE base_id = %s AND digest = %s", (key, digest))
+
+    def grant_token(self, key: str, digest: str, *, at: float) -> None:
+        """The token with this digest was seen to read the base ``key`` at ``at``."""
+        self._change("INSERT INTO token_grants (base_id, digest, granted_at) VALUES (%s, %s, %s)"
+                     " ON CONFLICT (base_id, digest) DO UPDATE SET granted_at = excluded.granted_at", (key, digest, at))
 
     def refresh_state(self, tid: int) -> dict:
         """The table's refresh bookkeeping (watermark, last pulls, counters); empty if none yet."""
@@ -388,6 +688,16 @@ class PostgresReplica:
 
     # -- sync_log and statistics ---------------------------------------------------------------
 
+    def add_statistics(self, counts: dict[tuple[int, str], tuple[int, float]], latencies: list[tuple[int, str, float]]) -> None:
+        """Add read counts and total milliseconds per (tid, kind), and single latencies."""
+        def add(conn: Connection) -> None:
+            with conn.cursor() as cur:
+                cur.executemany("INSERT INTO stats (tid, kind, count, total_ms) VALUES (%s, %s, %s, %s)"
+                                " ON CONFLICT (tid, kind) DO UPDATE SET count = stats.count + excluded.count,"
+                                " total_ms = stats.total_ms + excluded.total_ms",
+                                [(tid, kind, c, ms) for (tid, kind), (c, ms) in sorted(counts.items())])
+                cur.executemany("INSERT INTO latencies (tid, kind, ms) VALUES (%s, %s, %s)", latencies)
+        self._in_unit(add)
     def log_request(self, at: float, base_id: str, kind: str, method: str, status: int | None) -> None:
         """One request sent to Airtable (``status`` None: no answer)."""
         self._change("INSERT INTO sync_log (at, base_id, kind, method, status) VALUES (%s, %s, %s, %s, %s)",
