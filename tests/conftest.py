@@ -147,8 +147,9 @@ def requests_so_far(cassette, fake: FakeAirtable) -> int:
 # A factory takes the test's request (for the fixtures it needs).
 def _sqlite_store(request):
     from airtable_cached.store.sqlite import Store
+    from airtable_cached.store.sqlite.replica import register_sql_functions
 
-    return Store(request.getfixturevalue("tmp_path") / "cache.db")
+    return Store(request.getfixturevalue("tmp_path") / "cache.db", on_connect=register_sql_functions)
 
 
 def _postgres_store(request):

@@ -81,6 +81,7 @@ class PostgresReplica:
     """:class:`airtable_cached.store.contract.Replica` on a PostgreSQL unit (or pooled calls)."""
 
     __slots__ = ("runner",)
+    dialect = "postgres"
 
     def __init__(self, runner: Runner):
         self.runner = runner

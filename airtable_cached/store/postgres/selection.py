@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-import psycopg
 
 from airtable_cached.store.contract import Selection, TableRow
 
@@ -73,7 +72,7 @@ def selection_sql(tid: int, s: Selection, columns: str, limit: int | None) -> tu
     return sql, [tid, *s.params, *tail_params]
 
 
-def too_big(exc: psycopg.Error) -> bool:
+def too_big(exc: Exception) -> bool:
     """Whether the server refused a compiled condition for its size, not for an error in it."""
     state = getattr(exc, "sqlstate", None)
     return state in _TOO_BIG_STATES or (state == "42601" and "memory exhausted" in str(exc))
