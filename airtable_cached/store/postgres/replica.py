@@ -111,8 +111,11 @@ class PostgresReplica:
 
     def _many(self, query: str, params: Sequence[Sequence[Any]]) -> None:
         """One statement for each set of parameters, sent together (psycopg's pipeline)."""
+        def send(conn: Connection) -> None:
+            with conn.cursor() as cursor:
+                cursor.executemany(query, params)
         if params:
-            self.runner.run(lambda conn: conn.cursor().executemany(query, params))
+            self.runner.run(send)
 
     def _in_unit(self, fn: Callable[[Connection], Any]) -> Any:
         """Several statements that must see one another: in the unit's transaction (or one of their own)."""
@@ -514,8 +517,9 @@ class PostgresReplica:
             conn.execute("DELETE FROM view_members WHERE tid = %s AND view = %s", (tid, view))
             conn.execute("INSERT INTO views (tid, view, pulled_at) VALUES (%s, %s, %s)"
                          " ON CONFLICT (tid, view) DO UPDATE SET pulled_at = excluded.pulled_at", (tid, view, pulled_at))
-            conn.cursor().executemany("INSERT INTO view_members (tid, view, record_id, position) VALUES (%s, %s, %s, %s)",
-                                      [(tid, view, rid, i) for i, rid in enumerate(record_ids)])
+            with conn.cursor() as cursor:
+                cursor.executemany("INSERT INTO view_members (tid, view, record_id, position) VALUES (%s, %s, %s, %s)",
+                                   [(tid, view, rid, i) for i, rid in enumerate(record_ids)])
         self._in_unit(replace)
 
     def forget_views(self, tids: Iterable[int]) -> None:
