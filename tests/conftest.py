@@ -144,19 +144,28 @@ def requests_so_far(cassette, fake: FakeAirtable) -> int:
 # -- the storage contract suite (tests/store/) ----------------------------------------------------
 # Every test there runs against every store, as requests-cache runs one suite against every backend.
 # A store joins by adding a factory here.
-def _sqlite_store(tmp_path):
+# A factory takes the test's request (for the fixtures it needs).
+def _sqlite_store(request):
     from airtable_cached.store.sqlite import Store
+    from airtable_cached.store.sqlite.replica import register_sql_functions
 
-    return Store(tmp_path / "cache.db")
+    return Store(request.getfixturevalue("tmp_path") / "cache.db", on_connect=register_sql_functions)
 
 
-STORES = {"sqlite": _sqlite_store}
+def _postgres_store(request):
+    """A fresh database on the session's PostgreSQL server (skipped where none is installed)."""
+    from airtable_cached.store.postgres import PostgresStore
+
+    return PostgresStore(request.getfixturevalue("pg_server").create_database())
+
+
+STORES = {"sqlite": _sqlite_store, "postgres": _postgres_store}
 
 
 @pytest.fixture(params=sorted(STORES))
-def contract_store(request, tmp_path):
+def contract_store(request):
     """A fresh, empty store of each kind."""
-    opened = STORES[request.param](tmp_path)
+    opened = STORES[request.param](request)
     yield opened
     opened.close_all()
 

@@ -155,33 +155,54 @@ class SqlFilter:
     indexed: bool
 
 
-def sql_filter(info: TableInfo, text: str) -> SqlFilter:
-    """The SQL condition and Python residual that answer ``text`` exactly over the cached table."""
+def sql_filter(info: TableInfo, text: str, dialect: str = "sqlite") -> SqlFilter:
+    """The SQL condition (in the store's ``dialect``: ``Replica.dialect``) and Python residual that
+    answer ``text`` exactly over the cached table."""
     module = _formula()
     field_ids = tuple(sorted(info.name_for_id.items()))
-    compiled = _compile(text, field_ids)
+    compiled = _compile(text, field_ids, dialect)
     parts = [f"({compiled.sql})"] if compiled.sql else []
     equalities = indexable_equalities(info, text)
-    parts += [f"json_extract(r.fields, {literal_path(name)}) = ?" for name, _value in equalities]
+    parts += [_field_equals(name, dialect) for name, _value in equalities]
     # Implied by the formula, but in a form the primary key (tid, id) can answer.
     ids = record_ids_required(text) or []
+    id_params: list = []
     if ids:
-        parts.append(f"r.id IN ({','.join('?' * len(ids))})")
+        part, id_params = _id_among(ids, dialect)
+        parts.append(part)
     sql = " AND ".join(parts)
     rest = compiled.residual
     check = None if rest is None else (lambda record: module.matches(rest, record))
-    params = list(compiled.params) + [value for _name, value in equalities] + ids
+    params = list(compiled.params) + [value for _name, value in equalities] + id_params
     names = [n for n, _v in equalities]
     return SqlFilter(sql, params, check, names, bool(names or ids))
 
 
+def _field_equals(name: str, dialect: str) -> str:
+    """``{name} = ?`` written as the store's field index is (an expression index matches only
+    the same expression): SQLite's ``json_extract``, PostgreSQL's ``jsonb ->>``."""
+    if dialect == "postgres":
+        from airtable_cached.store.postgres.selection import field_expression
+
+        return f"{field_expression(name)} = %s::text"
+    return f"json_extract(r.fields, {literal_path(name)}) = ?"
+
+
+def _id_among(ids: list[str], dialect: str) -> tuple[str, list]:
+    """``r.id`` among ``ids``, and its parameters, in the store's dialect."""
+    if dialect == "postgres":
+        return "r.id = ANY(%s::text[])", [ids]
+    return f"r.id IN ({','.join('?' * len(ids))})", list(ids)
+
+
 @lru_cache(maxsize=512)
-def _compile(text: str, field_ids: tuple[tuple[str, str], ...]):
-    """Compile once per formula and table schema. Field ids (``{fldXXX}``) are rewritten to the
-    names the cache stores records by, so SQL and the evaluator see the same fields."""
+def _compile(text: str, field_ids: tuple[tuple[str, str], ...], dialect: str = "sqlite"):
+    """Compile once per formula, table schema and dialect. Field ids (``{fldXXX}``) are rewritten
+    to the names the cache stores records by, so SQL and the evaluator see the same fields."""
     module = _formula()
     node = _with_names(module, _parse(text), dict(field_ids))
-    return module.compile_where(node, fields_column="r.fields", id_column="r.id", created_column="r.created_time")
+    return module.compile_where(node, fields_column="r.fields", id_column="r.id", created_column="r.created_time",
+                                dialect=dialect)
 
 
 def _with_names(module, node, name_for_id: dict[str, str]):

@@ -223,7 +223,7 @@ class Reads:
         link_check = self._link_formula(info, query)
         if link_check is not None:
             return [r for r in model.records if link_check(r)]
-        compiled = formula_bridge.sql_filter(info, query.formula)
+        compiled = formula_bridge.sql_filter(info, query.formula, self.store.replica.dialect)
         self.indexes.filtered_on(compiled.equality_fields)
         predicate, clock_bound = self._python_predicate(info, query.formula)
 
@@ -254,7 +254,7 @@ class Reads:
         link_check = self._link_formula(info, query)
         where, params, residual, indexed = "", [], link_check, False
         if link_check is None and query.formula:
-            compiled = formula_bridge.sql_filter(info, query.formula)
+            compiled = formula_bridge.sql_filter(info, query.formula, self.store.replica.dialect)
             self.indexes.filtered_on(compiled.equality_fields)
             where, params, residual, indexed = compiled.sql, compiled.params, compiled.check, compiled.indexed
         return Selection(where, params, view=query.view, indexed=indexed, sorted_later=bool(query.sort)), residual
@@ -335,7 +335,7 @@ class Reads:
             return True
         if formula_bridge.link_sources(self.store.replica, info, query.formula):
             return False
-        return formula_bridge.sql_filter(info, query.formula).check is None
+        return formula_bridge.sql_filter(info, query.formula, self.store.replica.dialect).check is None
 
     def _next_page(self, info: TableInfo, query: ListQuery) -> dict:
         parsed = parse_offset(query.offset or "")

@@ -82,6 +82,10 @@ class Replica(Protocol):
     """The records replica: tables, schema, aliases, records, views, indexes, search, conflicts,
     refresh state, change feeds and statistics. Every method runs in the unit it was taken from."""
 
+    #: The formula compiler's dialect (``airtable_cached/formula/sql.py``) of the conditions this
+    #: store runs (``Selection.where``): "sqlite" or "postgres".
+    dialect: str
+
     # -- tables, table_aliases, schema ---------------------------------------------------------
     def table_by_alias(self, endpoint: str, base_id: str, alias: str) -> TableRow | None:
         """The table an alias (a name or id an agent used) of this Airtable's base stands for."""

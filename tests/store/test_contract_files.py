@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from airtable_cached.errors import AirtableCachedError
+
 
 def _log(store, n: int) -> None:
     with store.write() as unit:
@@ -12,7 +14,11 @@ def _log(store, n: int) -> None:
 def test_a_backup_is_a_new_private_file_holding_the_data(contract_store, tmp_path):
     _log(contract_store, 3)
     dest = tmp_path / "copy.sqlite3"
-    contract_store.backup(dest)
+    try:
+        contract_store.backup(dest)
+    except AirtableCachedError as exc:  # a store that cannot names the tool that does (PostgreSQL)
+        assert "pg_dump" in str(exc) and not dest.exists()
+        return
     assert dest.is_file() and dest.stat().st_mode & 0o077 == 0
     assert not dest.with_name(dest.name + ".partial").exists()
 

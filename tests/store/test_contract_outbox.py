@@ -20,14 +20,9 @@ _tids = itertools.count(1)
 
 
 def make_table(store, base_id: str = BASE, endpoint: str = "") -> int:
-    """A table for writes to belong to. The only store-specific step of this suite: the Replica
-    protocol does not register tables yet (its section "tables, table_aliases, schema" will); until
-    it does, the SQLite unit's connection does it."""
-    tid = next(_tids)
+    """A table for writes to belong to."""
     with store.write() as unit:
-        unit.conn.execute("INSERT INTO tables (tid, base_id, name, endpoint) VALUES (?, ?, ?, ?)",
-                          (tid, base_id, f"T{tid}", endpoint))
-    return tid
+        return unit.replica.add_table(endpoint, base_id, None, f"T{next(_tids)}")
 
 
 def append(store, tid, record_id, fields=None, *, op="update", base_id=BASE, now=NOW, call_id=None):

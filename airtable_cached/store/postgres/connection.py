@@ -15,6 +15,7 @@ import functools
 import os
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -194,6 +195,44 @@ class PostgresStore:
         row = self.call(lambda conn: conn.execute("SELECT pg_current_snapshot()::text AS s").fetchone())
         assert row is not None
         return self.commits, row["s"]
+
+    # -- whole-database operations ---------------------------------------------------------------
+    def backup(self, dest: Path) -> None:
+        """Not done here: a server's database is copied with its own tool, which this names."""
+        raise StoreError(f"{self.location} is a PostgreSQL database: back it up with pg_dump (and restore it with "
+                         f"pg_restore), not with airtable-cached backup ({dest} was not written)")
+
+    def vacuum(self) -> None:
+        """Rewrite every table to give the space of deleted rows back (``VACUUM FULL``: each table is
+        locked while it is rewritten, as SQLite's VACUUM locks the file)."""
+        self.call(lambda conn: conn.execute("VACUUM FULL"))
+
+    def disk_bytes(self) -> int:
+        """Bytes the database takes on the server's disk."""
+        return int(self._scalar("SELECT pg_database_size(current_database()) AS n"))
+
+    def page_bytes(self) -> dict[str, int]:
+        """Bytes of the database (``database``) and, of those, an estimate of the dead rows' (``free``)
+        from the server's table statistics."""
+        database = self.disk_bytes()
+        free = int(self._scalar(
+            "SELECT COALESCE(SUM(pg_table_size(relid) * n_dead_tup / GREATEST(n_live_tup + n_dead_tup, 1)), 0)::bigint"
+            " AS n FROM pg_stat_user_tables"))
+        return {"database": database, "free": max(0, min(free, database))}
+
+    def _scalar(self, query: str) -> Any:
+        row = self.call(lambda conn: conn.execute(query).fetchone())
+        assert row is not None
+        return row["n"]
+
+    def knows_current(self, marker: tuple) -> bool:
+        """Whether ``marker`` is still this process's view without asking the server: nothing was
+        committed through this store since (another host may have: ``change_marker`` asks)."""
+        return bool(marker) and marker[0] == self.commits
+
+    def in_write(self) -> bool:
+        """Whether the calling thread is inside ``write()`` (or ``transaction()``)."""
+        return getattr(self._local, "conn", None) is not None
 
     # -- migrations ----------------------------------------------------------------------------
     def version(self) -> int:

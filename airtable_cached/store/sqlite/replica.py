@@ -92,6 +92,8 @@ def json_path(name: str) -> str:
 class SqliteReplica:
     """:class:`airtable_cached.store.contract.Replica` on one SQLite connection."""
 
+    dialect = "sqlite"
+
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
 
