@@ -34,7 +34,9 @@ def _store(store_or_path: Store | str | os.PathLike) -> Store:
         return store_or_path
     from airtable_cached.runtime import open_store
 
-    return open_store(store_or_path)
+    store = open_store(store_or_path)  # a path: always a SQLite file
+    assert isinstance(store, Store)
+    return store
 
 
 def check(store_or_path: Store | str | os.PathLike, fix: bool = False, *, thorough: bool = True,

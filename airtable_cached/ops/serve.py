@@ -27,6 +27,7 @@ from pathlib import Path
 from airtable_cached.config import Settings
 from airtable_cached.errors import AirtableCachedError
 from airtable_cached.ops import maintenance
+from airtable_cached.store.sqlite import Store
 
 log = logging.getLogger("airtable_cached.ops.serve")
 
@@ -232,6 +233,7 @@ class SyncService:
         now = self.clock()
         if self._last_backup is not None and now - self._last_backup < self.backup_every:
             return
+        assert isinstance(self.store, Store)  # PostgreSQL: returned above
         path = maintenance.backup(self.store, self.backup_dir, keep=self.backup_keep)
         self._last_backup = now
         self.stats.backups.append(str(path))

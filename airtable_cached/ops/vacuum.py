@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from airtable_cached.store.sqlite import Store
+from airtable_cached.store.contract import Store
 
 #: Latency samples kept per table and kind by ``vacuum`` (percentiles need no more).
 KEEP_LATENCY_SAMPLES = 10_000
