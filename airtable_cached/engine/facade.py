@@ -18,7 +18,6 @@ registry), ``access.py`` (freshness, grants), ``reads.py``, ``search.py``, ``wri
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, Literal, TypeVar, overload
@@ -26,7 +25,6 @@ from typing import Any, Generic, Literal, TypeVar, overload
 from airtable_cached.config import Settings
 from airtable_cached.engine import apply
 from airtable_cached.engine.access import Access
-from airtable_cached.engine.links import as_unit
 from airtable_cached.engine.ports import SyncHandle, SyncPort
 from airtable_cached.engine.readmodel import ReadModel
 from airtable_cached.engine.reads import Reads
@@ -160,8 +158,9 @@ class Engine(Generic[S]):
         except (AirtableResponseError, OfflineError, OSError) as exc:  # requests errors are OSErrors
             log.info("could not read the schema of %s again: %s", table, exc)
 
-    def _refresh_schema(self, info: TableInfo) -> bool:
-        """Kept for the sync (``sync/refresh.py``): ``Access.reread_schema``."""
+    def reread_schema(self, info: TableInfo) -> bool:
+        """Read the table's schema again into ``info`` (a field added, changed or removed in
+        Airtable); whether a schema came back."""
         return self.access.reread_schema(info)
 
     def known_views(self, base_id: str, table: str) -> list[str]:
@@ -200,12 +199,9 @@ class Engine(Generic[S]):
         return self.writes.delete(base_id, table, record_ids, single=single)
 
     # -- state transitions used by the sync (apply.py) -----------------------------------------------
-    def recompute(self, unit: Unit | sqlite3.Connection, tid: int, record_ids: Iterable[str]) -> None:
-        apply.recompute(as_unit(unit), tid, record_ids)
-
-    def _resolve_conflicts(self, unit: Unit | sqlite3.Connection, tid: int, pulled: list[dict], now: float,
-                           started_at: float) -> None:
-        apply.resolve_conflicts(as_unit(unit), tid, pulled, now, started_at)
+    def recompute(self, unit: Unit, tid: int, record_ids: Iterable[str]) -> None:
+        """Rebuild what reads see for these records, in the unit of work (``apply.recompute``)."""
+        apply.recompute(unit, tid, record_ids)
 
     def apply_pull(self, base_id: str, table: str, records: list[dict], *, started_at: float,
                    schema: dict | None = None, view: str | None = None, complete: bool = True) -> None:

@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airtable_cached.errors import AirtableCachedError
-from airtable_cached.rules.records import is_provisional, now_iso
+from airtable_cached.rules.records import is_provisional, now_iso, replay
 from airtable_cached.store import checksum
 from airtable_cached.store.sqlite import files
 from airtable_cached.store.sqlite.outbox import SqliteOutbox
 from airtable_cached.store.sqlite.replica import SqliteReplica
-from airtable_cached.sync import outbox
 
 if TYPE_CHECKING:
     from airtable_cached.ops.findings import Finding
@@ -44,22 +43,6 @@ class SafetyError(AirtableCachedError):
 
 
 # -- locks folder ------------------------------------------------------------------------------------
-
-
-def private_locks_dir(locks_dir: Path) -> None:
-    """Create the locks folder ``0700`` and its lock database ``0600`` before anything opens them;
-    tighten an existing folder the same way."""
-    locks_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with contextlib.suppress(OSError):
-        os.chmod(locks_dir, 0o700)
-    lock_db = locks_dir / "cache.db"  # diskcache's file (SQLite gives its -wal/-shm the same mode)
-    if not lock_db.exists():
-        with contextlib.suppress(FileExistsError):
-            os.close(os.open(lock_db, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-    for child in locks_dir.iterdir():
-        with contextlib.suppress(OSError):
-            if child.is_file() and stat.S_IMODE(child.stat().st_mode) & 0o077:
-                os.chmod(child, 0o600)
 
 
 def locks_findings(db_path: Path, fix: bool) -> list[Finding]:
@@ -305,5 +288,5 @@ def _rebuild_local_creates(unit: SqliteUnit) -> None:
     for position, row in enumerate(creates, start=1_000_000_000):
         if not is_provisional(row["record_id"]):
             continue
-        view = outbox.replay(None, queue.live_ops_for_record(row["tid"], row["record_id"]))
+        view = replay(None, queue.live_ops_for_record(row["tid"], row["record_id"]))
         unit.replica.insert_local_record(row["tid"], row["record_id"], position, now_iso(row["at"]), view)

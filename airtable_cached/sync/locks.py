@@ -15,8 +15,11 @@ once leaves the base to its holder and goes on.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +29,22 @@ import diskcache
 import filelock
 
 log = logging.getLogger("airtable_cached")
+
+
+def private_locks_dir(locks_dir: Path) -> None:
+    """Create the locks folder ``0700`` and its lock database ``0600`` before anything opens them;
+    tighten an existing folder the same way."""
+    locks_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(OSError):
+        os.chmod(locks_dir, 0o700)
+    lock_db = locks_dir / "cache.db"  # diskcache's file (SQLite gives its -wal/-shm the same mode)
+    if not lock_db.exists():
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(lock_db, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    for child in locks_dir.iterdir():
+        with contextlib.suppress(OSError):
+            if child.is_file() and stat.S_IMODE(child.stat().st_mode) & 0o077:
+                os.chmod(child, 0o600)
 
 
 def flush_key(endpoint: str, base_id: str) -> str:
