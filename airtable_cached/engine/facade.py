@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Generic, Literal, TypeVar, overload
+from typing import Any, Generic, Literal, TypeVar, cast, overload
 
 from airtable_cached.config import Settings
 from airtable_cached.engine import apply
@@ -36,6 +36,14 @@ from airtable_cached.engine.writes import Writes
 from airtable_cached.errors import AirtableResponseError, OfflineError
 from airtable_cached.rules.query import ListQuery
 from airtable_cached.store.contract import Store, Unit
+from airtable_cached.types import (
+    RecordDeletedDict,
+    RecordDict,
+    RecordListDict,
+    RecordsDeletedDict,
+    RecordsDict,
+    UpsertResultDict,
+)
 
 log = logging.getLogger("airtable_cached")
 
@@ -167,36 +175,38 @@ class Engine(Generic[S]):
         return self.store.replica.known_views(self.table_info(base_id, table).tid)
 
     # -- reads, search, writes ---------------------------------------------------------------------
-    def list_records(self, base_id: str, table: str, query: ListQuery) -> dict:
+    def list_records(self, base_id: str, table: str, query: ListQuery) -> RecordListDict:
         self.tables.new_call()  # called directly too (not only by dispatch): ask the database again
-        return self.reads.list_records(base_id, table, query)
+        return cast(RecordListDict, self.reads.list_records(base_id, table, query))
 
-    def get_record(self, base_id: str, table: str, record_id: str, query: ListQuery) -> dict:
+    def get_record(self, base_id: str, table: str, record_id: str, query: ListQuery) -> RecordDict:
         self.tables.new_call()  # called directly too (not only by dispatch): ask the database again
-        return self.reads.get_record(base_id, table, record_id, query)
+        return cast(RecordDict, self.reads.get_record(base_id, table, record_id, query))
 
     def resolve_id(self, record_id: str) -> str:
         """A provisional id keeps working after its create was flushed: follow the id map."""
         return self.reads.resolve_id(record_id)
 
     def search(self, base_id: str, table: str, text: str, *, fields: list[str] | None = None,
-               max_records: int | None = None) -> list[dict]:
-        return self._search.search(base_id, table, text, fields=fields, max_records=max_records)
+               max_records: int | None = None) -> list[RecordDict]:
+        return cast("list[RecordDict]", self._search.search(base_id, table, text, fields=fields, max_records=max_records))
 
     def ensure_index(self, field: str) -> str | None:
         return self.indexes.ensure_index(field)
 
-    def create(self, base_id: str, table: str, body: dict) -> dict:
+    def create(self, base_id: str, table: str, body: dict) -> RecordDict | RecordsDict | UpsertResultDict:
         self.tables.new_call()  # called directly too (not only by dispatch): ask the database again
-        return self.writes.create(base_id, table, body)
+        return cast("RecordDict | RecordsDict | UpsertResultDict", self.writes.create(base_id, table, body))
 
-    def update(self, base_id: str, table: str, record_id: str | None, body: dict, *, replace: bool) -> dict:
+    def update(self, base_id: str, table: str, record_id: str | None, body: dict, *,
+               replace: bool) -> RecordDict | RecordsDict | UpsertResultDict:
         self.tables.new_call()  # called directly too (not only by dispatch): ask the database again
-        return self.writes.update(base_id, table, record_id, body, replace=replace)
+        return cast("RecordDict | RecordsDict | UpsertResultDict",
+                    self.writes.update(base_id, table, record_id, body, replace=replace))
 
-    def delete(self, base_id: str, table: str, record_ids: list[str], *, single: bool) -> dict:
+    def delete(self, base_id: str, table: str, record_ids: list[str], *, single: bool) -> RecordDeletedDict | RecordsDeletedDict:
         self.tables.new_call()  # called directly too (not only by dispatch): ask the database again
-        return self.writes.delete(base_id, table, record_ids, single=single)
+        return cast("RecordDeletedDict | RecordsDeletedDict", self.writes.delete(base_id, table, record_ids, single=single))
 
     # -- state transitions used by the sync (apply.py) -----------------------------------------------
     def recompute(self, unit: Unit, tid: int, record_ids: Iterable[str]) -> None:

@@ -18,10 +18,7 @@ def queue_list(store: Store, *, base: str | None = None, state: str | None = Non
     states = (state,) if state else ("pending", "inflight", "dead")
     items = []
     for op in store.outbox.list_ops(base_id=base, states=states):
-        item = op.as_dict()
-        item["next_attempt_at"] = op.next_attempt_at
-        item["claimed_until"] = op.claimed_until
-        items.append(item)
+        items.append({**op.as_dict(), "next_attempt_at": op.next_attempt_at, "claimed_until": op.claimed_until})
     return items
 
 

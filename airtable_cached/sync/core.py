@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from airtable_cached.engine.tables import TableInfo
     from airtable_cached.store.contract import Replica, Unit
     from airtable_cached.sync.ports import EnginePort
+    from airtable_cached.types import DeadLetterDict
 
 log = logging.getLogger("airtable_cached")
 
@@ -356,7 +357,7 @@ class Sync:
         self.remote = Remote(token, self.settings, engine, timeout=timeout, clock=clock, sleep=sleep)
         self._schema_denied: set[str] = set()
         #: Called with a dict describing each dead-lettered call (``Api(on_dead_letter=...)``).
-        self.on_dead_letter: Callable[[dict], Any] | None = None
+        self.on_dead_letter: Callable[[DeadLetterDict], Any] | None = None
         #: Bases Airtable refused this token (401, 403, 404 to a probe): writes to them are refused
         #: at once, without asking again.
         self.refused: dict[str, AirtableResponseError] = {}
@@ -827,7 +828,7 @@ class Sync:
             self.engine.refresh_schema(op.base_id, op.table_ref)
         if self.on_dead_letter is None:
             return
-        event = {"base_id": dead[0].base_id, "tables": tables, "record_ids": ids, "seqs": [op.seq for op in dead],
+        event: DeadLetterDict = {"base_id": dead[0].base_id, "tables": tables, "record_ids": ids, "seqs": [op.seq for op in dead],
                  "status": exc.status, "error": exc.body, "writes": [op.as_dict() for op in dead]}
         try:
             self.on_dead_letter(event)
