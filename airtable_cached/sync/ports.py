@@ -4,7 +4,9 @@ The sync never imports the engine's class: it is handed an object with these mem
 (``airtable_cached.engine.facade.Engine`` satisfies it). The state transitions the sync triggers on
 the cache (a pull swapped in, records absorbed, forgotten or recomputed, conflicts resolved) are not
 here: they are functions of a store or a unit of work (``airtable_cached/engine/apply.py``).
-Nor is what the sync needs of the refresher's owner (``Refresher`` is given a :class:`SyncCore`).
+
+:class:`SyncCore` is what the refresher (``sync/refresh.py``) asks of its sync (``sync/core.py``),
+so that the two modules do not import each other.
 """
 
 from __future__ import annotations
