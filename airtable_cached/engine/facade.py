@@ -208,10 +208,16 @@ class Engine(Generic[S]):
         self.tables.new_call()  # called directly too (not only by dispatch): ask the database again
         return cast("RecordDeletedDict | RecordsDeletedDict", self.writes.delete(base_id, table, record_ids, single=single))
 
-    # -- state transitions (apply.py; the sync calls them on its store or unit directly) -------------
+    # -- state transitions (apply.py; the sync calls those functions on its store or unit itself) ----
     def recompute(self, unit: Unit, tid: int, record_ids: Iterable[str]) -> None:
         """Rebuild what reads see for these records, in the unit of work (``apply.recompute``)."""
         apply.recompute(unit, tid, record_ids)
+
+    def apply_pull(self, base_id: str, table: str, records: list[dict], *, started_at: float,
+                   schema: dict | None = None, view: str | None = None, complete: bool = True) -> None:
+        """Swap in a pulled table (or view) in one transaction, then replay the queue on top."""
+        apply.apply_pull(self.store, self.table_info(base_id, table), records, endpoint=self.endpoint, clock=self.clock,
+                         started_at=started_at, schema=schema, view=view, complete=complete)
 
     def absorb(self, base_id: str, table: str, records: list[dict], *, sent_at: float | None = None) -> None:
         """Records Airtable returned to a request sent on the agent's behalf (at ``sent_at``): keep

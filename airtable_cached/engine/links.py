@@ -5,7 +5,7 @@ table A links to X of table B, X's inverse field lists R. Airtable does this at 
 must too, before the flush and before the next pull.
 
 What reads see of a record is its remote state with its own queued writes replayed on top
-(``outbox.replay``), and then, for each link field, the list that the queued writes of *both*
+(``replay`` in ``rules/records.py``), and then, for each link field, the list that the queued writes of *both*
 sides leave, in queue order (:class:`LinkState`): a record that gains a link to X (queued, not yet
 on Airtable) shows in X's inverse field, one that drops it (or is deleted) no longer does, and a
 later write of X's own list wins. Those lists are derived from the queue every time a record is
