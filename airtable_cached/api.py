@@ -27,6 +27,7 @@ from airtable_cached.engine import Engine, route
 from airtable_cached.errors import AirtableResponseError, reason_phrase
 from airtable_cached.runtime import Runtime, open_store, shared_runtime
 from airtable_cached.sync.core import FlushResult, Sync
+from airtable_cached.types import DeadLetterDict, QueuedWriteDict
 
 __all__ = ["Api", "Base", "Table", "open_store"]  # open_store: airtable_cached.runtime
 
@@ -53,7 +54,7 @@ class Api(pyairtable.Api):
         use_field_ids: bool = False,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] | None = None,
-        on_dead_letter: Callable[[dict], Any] | None = None,
+        on_dead_letter: Callable[[DeadLetterDict], Any] | None = None,
         **cache_settings: Any,
     ):
         check_token(api_key)
@@ -159,7 +160,7 @@ class Api(pyairtable.Api):
         process is flushing is left to it (``result.busy``), never waited for."""
         return self.sync.flush(base_id)
 
-    def pending(self) -> list[dict]:
+    def pending(self) -> list[QueuedWriteDict]:
         """The queued and dead-lettered writes, with attempts and last error."""
         return [op.as_dict() for op in self.engine.store.outbox.list_ops()]
 
@@ -282,7 +283,7 @@ class Table(pyairtable.api.table.Table):
         """Whether reads are served without pulling first."""
         return self._cached_api.engine.is_fresh(self.base.id, self._table_ref)
 
-    def search(self, text: str, fields: list[str] | None = None, *, max_records: int | None = None) -> list[dict]:
+    def search(self, text: str, fields: list[str] | None = None, *, max_records: int | None = None) -> list[RecordDict]:
         """Full-text search over the table's text fields (any case, word prefixes), best first.
 
         >>> leads.search("ada lovelace")

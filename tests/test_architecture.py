@@ -4,7 +4,8 @@
 * back-end packages (``store``, ``engine``, ``sync``, ``rules``, ``formula``) never import a
   front-end (``api``, ``orm``, ``http``, ``run``), the wiring (``runtime``) or the commands (``ops``);
 * each back-end package imports only the layers beneath it;
-* SQL runs only in ``airtable_cached/store/``;
+* SQL runs only in ``airtable_cached/store/``, and no connection (``.conn``) is touched outside it;
+* nothing outside ``engine/`` reaches into the engine's private parts (``engine._anything``);
 * functions stay small: the median under 10 lines, none over 60 (the formula tokenizer excepted).
 
 Imports inside functions and under ``TYPE_CHECKING`` count: a dependency is a dependency.
@@ -21,7 +22,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "airtable_cached"
 FRONT_ENDS = {"api", "orm", "http", "run"}
 
-#: What each back-end package may import besides itself, errors and config.
+#: What each back-end package may import besides itself, errors, config and types (shared by all).
 ALLOWED = {
     "rules": set(),
     "formula": {"rules"},
@@ -129,7 +130,7 @@ def test_each_back_end_package_imports_only_the_layers_beneath_it(graph):
         for module, imports in graph.items()
         if _top(module) in ALLOWED
         for imported in imports
-        if _top(imported) not in ALLOWED[_top(module)] | {_top(module), "errors", "config"}
+        if _top(imported) not in ALLOWED[_top(module)] | {_top(module), "errors", "config", "types"}
     )
     assert wrong == []
 
@@ -149,6 +150,33 @@ def test_sql_runs_only_in_the_store():
         name: lines
         for name, tree in _modules().items()
         if _top(name) not in {"store", "testing"} and (lines := _calls_sql(tree))
+    }
+    assert outside == {}
+
+
+def _attributes(tree: ast.Module) -> list[ast.Attribute]:
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Attribute)]
+
+
+def test_no_connection_is_touched_outside_the_store():
+    outside = {
+        name: lines
+        for name, tree in _modules().items()
+        if _top(name) != "store" and (lines := [a.lineno for a in _attributes(tree) if a.attr == "conn"])
+    }
+    assert outside == {}
+
+
+def _called_engine(node: ast.expr) -> bool:
+    return (isinstance(node, ast.Name) and node.id == "engine") or (isinstance(node, ast.Attribute) and node.attr == "engine")
+
+
+def test_nothing_outside_the_engine_reaches_into_its_private_parts():
+    outside = {
+        name: lines
+        for name, tree in _modules().items()
+        if _top(name) != "engine"
+        and (lines := [a.lineno for a in _attributes(tree) if a.attr.startswith("_") and _called_engine(a.value)])
     }
     assert outside == {}
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from airtable_cached.rules.records import is_provisional, new_provisional_id
+from airtable_cached.rules.records import is_provisional, new_provisional_id, replay
 from airtable_cached.store.sqlite import Store
 from airtable_cached.sync import outbox
 
@@ -270,12 +270,12 @@ def test_replay_applies_pending_writes_on_top_of_the_remote_state(store):
     add(store, "update", rid, {"Company": "New"})
     ops = ops_of(store)
     remote = {"Name": "n", "Score": 1, "Tags": ["a"]}
-    assert outbox.replay(remote, ops) == {"Name": "n", "Score": 5, "Company": "New"}
+    assert replay(remote, ops) == {"Name": "n", "Score": 5, "Company": "New"}
     assert remote == {"Name": "n", "Score": 1, "Tags": ["a"]}  # not mutated
     add(store, "replace", rid, {"Name": "only"})
-    assert outbox.replay(remote, ops_of(store)) == {"Name": "only"}
+    assert replay(remote, ops_of(store)) == {"Name": "only"}
     add(store, "delete", rid)
-    assert outbox.replay(remote, ops_of(store)) is None
+    assert replay(remote, ops_of(store)) is None
 
 
 def test_replay_of_a_create_and_of_writes_to_a_record_gone_remotely(store):
@@ -283,9 +283,9 @@ def test_replay_of_a_create_and_of_writes_to_a_record_gone_remotely(store):
     assert is_provisional(pid)
     add(store, "create", pid, {"Name": "new", "Done": False})
     add(store, "update", pid, {"Score": 2})
-    assert outbox.replay(None, ops_of(store)) == {"Name": "new", "Score": 2}
+    assert replay(None, ops_of(store)) == {"Name": "new", "Score": 2}
     gone = [outbox.Op.from_row(r) for r in store.conn.execute("SELECT * FROM outbox WHERE op = 'update'")]
-    assert outbox.replay(None, gone) is None  # an update of a record deleted on Airtable shows nothing
+    assert replay(None, gone) is None  # an update of a record deleted on Airtable shows nothing
 
 
 # -- the endpoint: one file caches several Airtables (tables.endpoint) --------------------------------

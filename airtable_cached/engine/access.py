@@ -145,7 +145,7 @@ class Access:
     def has_queued_writes(self, info: TableInfo, *, linked: bool = False) -> bool:
         """Whether writes to the table are queued (``linked``: or to a table linked to it, whose
         writes change this table's link fields too)."""
-        tids = [info.tid] + ([pair.linked_tid for pair in links.link_pairs(self.store, info.tid)] if linked else [])
+        tids = [info.tid] + ([pair.linked_tid for pair in links.link_pairs(self.store.replica, info.tid)] if linked else [])
         return self.store.outbox.has_live_writes(tids)
 
     # -- background refreshes and probes ---------------------------------------------------------

@@ -12,9 +12,8 @@ from collections.abc import Callable, Iterable
 
 from airtable_cached.engine import links
 from airtable_cached.engine.tables import TableInfo, learn_schema
-from airtable_cached.rules.records import clean_fields, dumps, now_iso
+from airtable_cached.rules.records import clean_fields, dumps, now_iso, replay
 from airtable_cached.store.contract import PulledRecord, Store, Unit
-from airtable_cached.sync.outbox import replay
 
 log = logging.getLogger("airtable_cached")
 

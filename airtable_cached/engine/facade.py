@@ -18,15 +18,13 @@ registry), ``access.py`` (freshness, grants), ``reads.py``, ``search.py``, ``wri
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Generic, Literal, TypeVar, overload
+from typing import Any, Generic, Literal, TypeVar, cast, overload
 
 from airtable_cached.config import Settings
 from airtable_cached.engine import apply
 from airtable_cached.engine.access import Access
-from airtable_cached.engine.links import as_unit
 from airtable_cached.engine.ports import SyncHandle, SyncPort
 from airtable_cached.engine.readmodel import ReadModel
 from airtable_cached.engine.reads import Reads
@@ -38,6 +36,14 @@ from airtable_cached.engine.writes import Writes
 from airtable_cached.errors import AirtableResponseError, OfflineError
 from airtable_cached.rules.query import ListQuery
 from airtable_cached.store.contract import Store, Unit
+from airtable_cached.types import (
+    RecordDeletedDict,
+    RecordDict,
+    RecordListDict,
+    RecordsDeletedDict,
+    RecordsDict,
+    UpsertResultDict,
+)
 
 log = logging.getLogger("airtable_cached")
 
@@ -160,52 +166,52 @@ class Engine(Generic[S]):
         except (AirtableResponseError, OfflineError, OSError) as exc:  # requests errors are OSErrors
             log.info("could not read the schema of %s again: %s", table, exc)
 
-    def _refresh_schema(self, info: TableInfo) -> bool:
-        """Kept for the sync (``sync/refresh.py``): ``Access.reread_schema``."""
+    def reread_schema(self, info: TableInfo) -> bool:
+        """Read the table's schema again into ``info`` (a field added, changed or removed in
+        Airtable); whether a schema came back."""
         return self.access.reread_schema(info)
 
     def known_views(self, base_id: str, table: str) -> list[str]:
         return self.store.replica.known_views(self.table_info(base_id, table).tid)
 
     # -- reads, search, writes ---------------------------------------------------------------------
-    def list_records(self, base_id: str, table: str, query: ListQuery) -> dict:
+    def list_records(self, base_id: str, table: str, query: ListQuery) -> RecordListDict:
         self.tables.new_call()  # called directly too (not only by dispatch): ask the database again
-        return self.reads.list_records(base_id, table, query)
+        return cast(RecordListDict, self.reads.list_records(base_id, table, query))
 
-    def get_record(self, base_id: str, table: str, record_id: str, query: ListQuery) -> dict:
+    def get_record(self, base_id: str, table: str, record_id: str, query: ListQuery) -> RecordDict:
         self.tables.new_call()  # called directly too (not only by dispatch): ask the database again
-        return self.reads.get_record(base_id, table, record_id, query)
+        return cast(RecordDict, self.reads.get_record(base_id, table, record_id, query))
 
     def resolve_id(self, record_id: str) -> str:
         """A provisional id keeps working after its create was flushed: follow the id map."""
         return self.reads.resolve_id(record_id)
 
     def search(self, base_id: str, table: str, text: str, *, fields: list[str] | None = None,
-               max_records: int | None = None) -> list[dict]:
-        return self._search.search(base_id, table, text, fields=fields, max_records=max_records)
+               max_records: int | None = None) -> list[RecordDict]:
+        return cast("list[RecordDict]", self._search.search(base_id, table, text, fields=fields, max_records=max_records))
 
     def ensure_index(self, field: str) -> str | None:
         return self.indexes.ensure_index(field)
 
-    def create(self, base_id: str, table: str, body: dict) -> dict:
+    def create(self, base_id: str, table: str, body: dict) -> RecordDict | RecordsDict | UpsertResultDict:
         self.tables.new_call()  # called directly too (not only by dispatch): ask the database again
-        return self.writes.create(base_id, table, body)
+        return cast("RecordDict | RecordsDict | UpsertResultDict", self.writes.create(base_id, table, body))
 
-    def update(self, base_id: str, table: str, record_id: str | None, body: dict, *, replace: bool) -> dict:
+    def update(self, base_id: str, table: str, record_id: str | None, body: dict, *,
+               replace: bool) -> RecordDict | RecordsDict | UpsertResultDict:
         self.tables.new_call()  # called directly too (not only by dispatch): ask the database again
-        return self.writes.update(base_id, table, record_id, body, replace=replace)
+        return cast("RecordDict | RecordsDict | UpsertResultDict",
+                    self.writes.update(base_id, table, record_id, body, replace=replace))
 
-    def delete(self, base_id: str, table: str, record_ids: list[str], *, single: bool) -> dict:
+    def delete(self, base_id: str, table: str, record_ids: list[str], *, single: bool) -> RecordDeletedDict | RecordsDeletedDict:
         self.tables.new_call()  # called directly too (not only by dispatch): ask the database again
-        return self.writes.delete(base_id, table, record_ids, single=single)
+        return cast("RecordDeletedDict | RecordsDeletedDict", self.writes.delete(base_id, table, record_ids, single=single))
 
-    # -- state transitions used by the sync (apply.py) -----------------------------------------------
-    def recompute(self, unit: Unit | sqlite3.Connection, tid: int, record_ids: Iterable[str]) -> None:
-        apply.recompute(as_unit(unit), tid, record_ids)
-
-    def _resolve_conflicts(self, unit: Unit | sqlite3.Connection, tid: int, pulled: list[dict], now: float,
-                           started_at: float) -> None:
-        apply.resolve_conflicts(as_unit(unit), tid, pulled, now, started_at)
+    # -- state transitions (apply.py; the sync calls those functions on its store or unit itself) ----
+    def recompute(self, unit: Unit, tid: int, record_ids: Iterable[str]) -> None:
+        """Rebuild what reads see for these records, in the unit of work (``apply.recompute``)."""
+        apply.recompute(unit, tid, record_ids)
 
     def apply_pull(self, base_id: str, table: str, records: list[dict], *, started_at: float,
                    schema: dict | None = None, view: str | None = None, complete: bool = True) -> None:

@@ -5,7 +5,7 @@ table A links to X of table B, X's inverse field lists R. Airtable does this at 
 must too, before the flush and before the next pull.
 
 What reads see of a record is its remote state with its own queued writes replayed on top
-(``outbox.replay``), and then, for each link field, the list that the queued writes of *both*
+(``replay`` in ``rules/records.py``), and then, for each link field, the list that the queued writes of *both*
 sides leave, in queue order (:class:`LinkState`): a record that gains a link to X (queued, not yet
 on Airtable) shows in X's inverse field, one that drops it (or is deleted) no longer does, and a
 later write of X's own list wins. Those lists are derived from the queue every time a record is
@@ -15,21 +15,11 @@ linked records' remote state the same way.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 from airtable_cached.rules.records import RECORD_ID_RE
 from airtable_cached.store.contract import Replica, TableRow, Unit
-
-
-def as_unit(unit: Unit | sqlite3.Connection) -> Unit:
-    """Transitional: the sync still passes a SQLite connection where a unit of work is meant."""
-    if isinstance(unit, sqlite3.Connection):
-        from airtable_cached.store.sqlite.connection import SqliteUnit
-
-        return SqliteUnit(unit)
-    return unit
 
 
 @dataclass(frozen=True)
@@ -46,9 +36,8 @@ def _linked_table(replica: Replica, row: TableRow, spec: dict) -> TableRow | Non
     return replica.linked_table(row["endpoint"], row["base_id"], (spec.get("options") or {}).get("linkedTableId") or "")
 
 
-def link_pairs(unit: Unit | sqlite3.Connection, tid: int) -> list[LinkPair]:
+def link_pairs(replica: Replica, tid: int) -> list[LinkPair]:
     """The link fields of a cached table whose inverse is known (both schemas cached)."""
-    replica = as_unit(unit).replica
     row = replica.table(tid)
     if row is None or not row["schema"]:
         return []
@@ -129,7 +118,7 @@ def link_views(unit: Unit, tid: int) -> dict[str, dict[str, list[str]]]:
     """For each link field of ``tid`` with a known inverse: the list reads see, for every record
     whose list queued writes (of either side) changed."""
     out: dict[str, dict[str, list[str]]] = {}
-    for pair in link_pairs(unit, tid):
+    for pair in link_pairs(unit.replica, tid):
         if not unit.outbox.has_live_writes([tid, pair.linked_tid]):
             continue
         state = LinkState(unit, tid, pair)
@@ -150,12 +139,11 @@ def adjust(fields: dict, record_id: str, views: dict[str, dict[str, list[str]]])
     return fields
 
 
-def targets(unit: Unit | sqlite3.Connection, tid: int, record_ids: list[str] | set[str]) -> dict[int, set[str]]:
+def targets(unit: Unit, tid: int, record_ids: list[str] | set[str]) -> dict[int, set[str]]:
     """Records on the other side of these records' links, as Airtable has them, as queued (in any
     state) and as reads see them, and records whose cells name them: every record whose inverse
     field the records may touch."""
-    unit = as_unit(unit)
-    pairs = link_pairs(unit, tid)
+    pairs = link_pairs(unit.replica, tid)
     found: dict[int, set[str]] = {}
     if not pairs:
         return found
@@ -177,23 +165,21 @@ def _known_states(unit: Unit, tid: int, record_id: str) -> list[dict]:
     return values + unit.outbox.written_fields(tid, record_id)
 
 
-def pending_targets(unit: Unit | sqlite3.Connection, tid: int) -> set[str]:
+def pending_targets(unit: Unit, tid: int) -> set[str]:
     """Records of ``tid`` whose link lists queued writes change (recomputed after a pull)."""
     found: set[str] = set()
-    for lists in link_views(as_unit(unit), tid).values():
+    for lists in link_views(unit, tid).values():
         found.update(lists)
     return found
 
 
-def after_confirm(_engine: object, unit: Unit | sqlite3.Connection, tid: int, record_id: str,
-                  before: dict | None, after: dict | None) -> dict[int, set[str]]:
+def after_confirm(unit: Unit, tid: int, record_id: str, before: dict | None,
+                  after: dict | None) -> dict[int, set[str]]:
     """Airtable applied a write of ``record_id`` (``after`` None: deleted): it updated the inverse
     fields of the records linked or unlinked, so their remote state changes the same way. Returns
-    those records (per table) for the caller to recompute. (The first argument is unused: kept
-    for the sync's calls.)"""
-    unit = as_unit(unit)
+    those records (per table) for the caller to recompute."""
     touched: dict[int, set[str]] = {}
-    for pair in link_pairs(unit, tid):
+    for pair in link_pairs(unit.replica, tid):
         old = _ids((before or {}).get(pair.field))
         new = _ids((after or {}).get(pair.field))
         changed = [x for x in old if x not in new] + [x for x in new if x not in old]

@@ -14,17 +14,36 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import requests
 
 from airtable_cached.errors import AirtableResponseError, OfflineError, RemoteError
 
 if TYPE_CHECKING:
-    from airtable_cached.engine.access import Access
+    from airtable_cached.config import Settings
+    from airtable_cached.engine.ports import SyncHandle
+    from airtable_cached.engine.stats import StatsRecorder
     from airtable_cached.engine.tables import TableInfo
+    from airtable_cached.store.contract import Store
 
 log = logging.getLogger("airtable_cached")
+
+
+class Access(Protocol):
+    """What serving through an outage needs of the engine's freshness keeper (``engine/access.py``)."""
+
+    store: Store
+    settings: Settings
+    sync: SyncHandle
+    stats: StatsRecorder
+    authorized: set[str]
+
+    def clock(self) -> float: ...
+
+    def authorize(self, info: TableInfo, table: str) -> None: ...
+
+    def start_background(self, key: object, target: Callable[[], None], name: str) -> None: ...
 
 _probing: set[tuple[int, str]] = set()
 _probing_lock = threading.Lock()

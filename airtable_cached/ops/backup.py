@@ -15,11 +15,10 @@ from pathlib import Path
 
 from airtable_cached.config import Settings
 from airtable_cached.ops import safety
+from airtable_cached.ops.backup_files import BACKUP_SUFFIX, backup_dir_for, backup_prefix, list_backups
 from airtable_cached.ops.errors import MaintenanceError
 from airtable_cached.store.sqlite import Store, files
 from airtable_cached.store.sqlite.outbox import SqliteOutbox
-
-BACKUP_SUFFIX = ".sqlite3"
 
 
 class RestoreRefused(MaintenanceError):
@@ -30,26 +29,6 @@ def utc_stamp(now: float | None = None) -> str:
     """A UTC time for file names, sortable, to the microsecond."""
     moment = datetime.now(UTC) if now is None else datetime.fromtimestamp(now, UTC)
     return moment.strftime("%Y%m%dT%H%M%S.") + f"{moment.microsecond:06d}Z"
-
-
-def backup_dir_for(db_path: str | os.PathLike) -> Path:
-    """Where backups go by default: ``backups/`` beside the database file."""
-    return Path(db_path).parent / "backups"
-
-
-def _backup_prefix(db_path: Path) -> str:
-    return db_path.stem + "-"
-
-
-def list_backups(db_path: str | os.PathLike, directory: str | os.PathLike | None = None) -> list[Path]:
-    """The backups of ``db_path`` in ``directory``, oldest first (names sort by time)."""
-    db_path = Path(db_path)
-    directory = Path(directory) if directory is not None else backup_dir_for(db_path)
-    if not directory.is_dir():
-        return []
-    prefix = _backup_prefix(db_path)
-    return sorted(p for p in directory.iterdir()
-                  if p.name.startswith(prefix) and p.name.endswith(BACKUP_SUFFIX) and p.is_file())
 
 
 # -- backup ------------------------------------------------------------------------------------------
@@ -78,7 +57,7 @@ def backup(store: Store | str | os.PathLike, to: str | os.PathLike | None = None
         store.backup(dest)
     else:  # a file not opened as a Store: copied as it is (never migrated)
         files.copy_database(db_path, dest)
-    if keep is not None and dest.parent == directory and dest.name.startswith(_backup_prefix(db_path)):
+    if keep is not None and dest.parent == directory and dest.name.startswith(backup_prefix(db_path)):
         _keep_newest(db_path, directory, dest, keep)
     return dest
 
@@ -88,7 +67,7 @@ def _backup_destination(db_path: Path, to: str | os.PathLike | None, now: float 
     target = Path(to) if to is not None else backup_dir_for(db_path)
     if (target.suffix in (".sqlite3", ".db", ".sqlite") or target.is_file()) and not target.is_dir():
         return target.parent, target
-    return target, target / f"{_backup_prefix(db_path)}{utc_stamp(now)}{BACKUP_SUFFIX}"
+    return target, target / f"{backup_prefix(db_path)}{utc_stamp(now)}{BACKUP_SUFFIX}"
 
 
 def _keep_newest(db_path: Path, directory: Path, dest: Path, keep: int) -> None:
@@ -147,8 +126,7 @@ def _hold_flush_locks(settings: Settings, bases: Iterable[str]) -> Iterator[None
     """Take every base's flush lock without waiting; refuse if a flusher holds one."""
     import diskcache
 
-    from airtable_cached.ops.safety import private_locks_dir
-    from airtable_cached.sync.locks import FlushLocks
+    from airtable_cached.sync.locks import FlushLocks, private_locks_dir
 
     private_locks_dir(settings.locks_dir)  # 0700, its files 0600, as the sync makes it
     cache = diskcache.Cache(str(settings.locks_dir))

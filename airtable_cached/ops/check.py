@@ -15,12 +15,12 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from airtable_cached.config import Settings
 from airtable_cached.ops import safety
-from airtable_cached.ops.backup import backup_dir_for, list_backups
+from airtable_cached.ops.backup_files import backup_dir_for, list_backups
 from airtable_cached.ops.findings import Finding
 from airtable_cached.rules.records import is_provisional, referenced_provisional_ids
 from airtable_cached.store.sqlite import SCHEMA_VERSION, Store, files
+from airtable_cached.store.sqlite.connection import SqliteUnit
 from airtable_cached.store.sqlite.outbox import SqliteOutbox
 
 #: An inflight claim expired longer ago than this is reported by ``check``.
@@ -261,13 +261,14 @@ def _stale_claim_finding(conn: sqlite3.Connection, stale: list, grace: float, fi
 
 
 def _recomputer(path: Path) -> Callable[[sqlite3.Connection, Iterable[tuple[int, str]]], None]:
-    """Rebuilds what reads see for records, on the connection it is given."""
-    from airtable_cached.engine import Engine
+    """Rebuilds what reads see for records, in a unit of work on the connection it is given."""
+    from airtable_cached.runtime import local_engine
 
-    engine = Engine(_store(path), Settings.from_env(path=path))
+    engine = local_engine(_store(path))
 
     def recompute(conn: sqlite3.Connection, keys: Iterable[tuple[int, str]]) -> None:
+        unit = SqliteUnit(conn)
         for tid, rid in keys:
-            engine.recompute(conn, tid, [rid])
+            engine.recompute(unit, tid, [rid])
 
     return recompute

@@ -778,9 +778,9 @@ def webhooks_list(bases: tuple[str, ...], token: str | None, path: Path | None, 
     """
     from airtable_cached.sync.refresh import list_webhooks
 
-    sync = _feed_sync(token, path)
-    names = list(bases) or sync.engine.store.replica.base_ids()
-    found = list_webhooks(sync, names)
+    with _feed_sync(token, path) as sync:
+        names = list(bases) or sync.engine.store.replica.base_ids()
+        found = list_webhooks(sync, names)
     if as_json:
         return _emit_json(found)
     rows = [[h["base_id"], h["id"], "yes" if h["ours"] else "", h["enabled"], h["notification_url"] or "(polled)",
@@ -806,7 +806,8 @@ def webhooks_remove(base: str, ids: tuple[str, ...], token: str | None, path: Pa
     """
     from airtable_cached.sync.refresh import remove_webhooks
 
-    removed = remove_webhooks(_feed_sync(token, path), base, list(ids))
+    with _feed_sync(token, path) as sync:
+        removed = remove_webhooks(sync, base, list(ids))
     if as_json:
         return _emit_json({"removed": removed})
     click.echo(f"removed {len(removed)} webhook(s) from {base}: {', '.join(removed)}")

@@ -6,28 +6,26 @@ They take the token as an argument and keep it only inside the
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 
 from airtable_cached.config import Settings
 from airtable_cached.ops.errors import MaintenanceError
 from airtable_cached.ops.reset import reset, resolve_tables
 from airtable_cached.rules.policy import TableState
+from airtable_cached.runtime import open_runtime
 from airtable_cached.store.sqlite import Store
+from airtable_cached.sync.core import Sync
 
 
+@contextlib.contextmanager
 def _sync(store: Store, settings: Settings, token: str, clock: Callable[[], float] | None = None,
-          sleep: Callable[[float], None] | None = None):
-    from airtable_cached.engine import Engine
-    from airtable_cached.sync.core import Sync
-
+          sleep: Callable[[float], None] | None = None) -> Iterator[Sync]:
+    """A sync (flushing only when asked) on ``store`` for the command, closed when it is done."""
     if not token:
         raise MaintenanceError("no Airtable token: pass --token or set AIRTABLE_API_KEY")
-    settings = settings.replace(flush="manual")
-    engine = Engine(store, settings, clock=clock or time.time)
-    sync = Sync(engine, token, clock=clock or time.time, sleep=sleep or time.sleep)
-    engine.sync = sync
-    return sync
+    with open_runtime(settings.replace(flush="manual"), token, store=store, clock=clock, sleep=sleep) as runtime:
+        yield runtime.sync
 
 
 def _table_ref(row: Mapping) -> str:
@@ -40,12 +38,12 @@ def pull(store: Store, settings: Settings, token: str, base: str | None = None, 
     """Pull tables into the cache: one table, every table of a base (those cached, or all of the
     base's tables when its schema can be read), or every cached table. Fresh tables are skipped
     unless ``force``. ``on_page(table, records)`` is called per page received (for progress bars)."""
-    sync = _sync(store, settings, token, clock, sleep)
-    now = sync.remote.clock()
-    targets = _pull_targets(store, sync, settings, base, table)
-    if on_page is not None:
-        _report_pages(sync, on_page)
-    return [_pull_one(sync, settings, base_id, ref, force, now) for base_id, ref in targets]
+    with _sync(store, settings, token, clock, sleep) as sync:
+        now = sync.remote.clock()
+        targets = _pull_targets(store, sync, settings, base, table)
+        if on_page is not None:
+            _report_pages(sync, on_page)
+        return [_pull_one(sync, settings, base_id, ref, force, now) for base_id, ref in targets]
 
 
 def _pull_targets(store: Store, sync, settings: Settings, base: str | None, table: str | None) -> list[tuple[str, str]]:
@@ -88,7 +86,8 @@ def _pull_one(sync, settings: Settings, base_id: str, ref: str, force: bool, now
 def flush(store: Store, settings: Settings, token: str, base: str | None = None, *,
           clock: Callable[[], float] | None = None, sleep: Callable[[float], None] | None = None):
     """Push the queued writes now; returns the :class:`~airtable_cached.sync.core.FlushResult`."""
-    return _sync(store, settings, token, clock, sleep).flush(base)
+    with _sync(store, settings, token, clock, sleep) as sync:
+        return sync.flush(base)
 
 
 def reseed(store: Store, settings: Settings, token: str, table: str | None = None, *,

@@ -6,7 +6,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
+from airtable_cached.engine import Engine
 from airtable_cached.ops.errors import MaintenanceError
+from airtable_cached.runtime import local_engine
 from airtable_cached.store.contract import Outbox
 from airtable_cached.store.sqlite import Store
 
@@ -16,16 +18,11 @@ def queue_list(store: Store, *, base: str | None = None, state: str | None = Non
     states = (state,) if state else ("pending", "inflight", "dead")
     items = []
     for op in store.outbox.list_ops(base_id=base, states=states):
-        item = op.as_dict()
-        item["next_attempt_at"] = op.next_attempt_at
-        item["claimed_until"] = op.claimed_until
-        items.append(item)
+        items.append({**op.as_dict(), "next_attempt_at": op.next_attempt_at, "claimed_until": op.claimed_until})
     return items
 
 
-def _engine(store: Store):
-    from airtable_cached.runtime import local_engine
-
+def _engine(store: Store) -> Engine:
     return local_engine(store)
 
 
@@ -51,7 +48,7 @@ def queue_retry(store: Store, ids: Iterable[int] | None = None) -> dict:
         waiting = [s for s in wanted if s not in dead]
         queue.make_due(waiting)
         for tid, rid in queue.records_of(dead):
-            engine.recompute(unit.conn, tid, [rid])  # the engine still takes a connection
+            engine.recompute(unit, tid, [rid])
     return {"requeued": dead, "due_now": waiting}
 
 
@@ -83,5 +80,5 @@ def queue_drop(store: Store, ids: Iterable[int] | None = None, *, include_pendin
             if not queue.has_writes(tid, rid):
                 # A record that was only ever local and has no write left: nothing will create it.
                 unit.replica.delete_records(tid, [rid], only_local=True)
-            engine.recompute(unit.conn, tid, [rid])  # the engine still takes a connection
+            engine.recompute(unit, tid, [rid])
     return {"dropped": drop_list, "records": sorted(rid for _tid, rid in affected)}

@@ -22,13 +22,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airtable_cached.errors import AirtableCachedError
-from airtable_cached.rules.records import is_provisional, now_iso
+from airtable_cached.rules.records import is_provisional, now_iso, replay
 from airtable_cached.store import checksum
 from airtable_cached.store.sqlite import files
-from airtable_cached.store.sqlite.locks import private_locks_dir  # noqa: F401  (the store makes the folder)
 from airtable_cached.store.sqlite.outbox import SqliteOutbox
 from airtable_cached.store.sqlite.replica import SqliteReplica
-from airtable_cached.sync import outbox
 
 if TYPE_CHECKING:
     from airtable_cached.ops.findings import Finding
@@ -290,5 +288,5 @@ def _rebuild_local_creates(unit: SqliteUnit) -> None:
     for position, row in enumerate(creates, start=1_000_000_000):
         if not is_provisional(row["record_id"]):
             continue
-        view = outbox.replay(None, queue.live_ops_for_record(row["tid"], row["record_id"]))
+        view = replay(None, queue.live_ops_for_record(row["tid"], row["record_id"]))
         unit.replica.insert_local_record(row["tid"], row["record_id"], position, now_iso(row["at"]), view)

@@ -73,9 +73,7 @@ class SyncService:
     ):
         if not token:
             raise AirtableCachedError("serve-sync needs an Airtable token: --token or AIRTABLE_API_KEY")
-        from airtable_cached.engine import Engine
-        from airtable_cached.runtime import open_store
-        from airtable_cached.sync.core import Sync
+        from airtable_cached.runtime import open_runtime, open_store
 
         self.settings = settings.replace(flush="manual")
         self.tables = [self._parse_table(t) for t in tables]
@@ -92,10 +90,9 @@ class SyncService:
         self._wait = wait or self.stop_event.wait
         self._stop_requested_at: float | None = None
         self._abandon = False
-        self.store = open_store(self.settings.store_location)
-        self.engine = Engine(self.store, self.settings, clock=clock)
-        self.sync = Sync(self.engine, token, clock=clock, sleep=self._sleep)
-        self.engine.sync = self.sync
+        self.runtime = open_runtime(self.settings, token, store=open_store(self.settings.store_location), clock=clock,
+                                    sleep=self._sleep)
+        self.store, self.engine, self.sync = self.runtime.store, self.runtime.engine, self.runtime.sync
         self.stats = ServeStats()
         self._next_pull: dict[tuple[str, str], float] = {}
         self._last_backup = self._newest_backup_time()
@@ -250,7 +247,7 @@ class SyncService:
             maintenance.prune_logs(self.store, self.keep_log_days, now=now)
 
     def close(self) -> None:
-        self.sync.close()
+        self.runtime.close()
 
 
 def serve(settings: Settings, token: str, **options) -> ServeStats:

@@ -10,7 +10,7 @@ import secrets
 import string
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from airtable_cached.errors import WriteRejectedError
 from airtable_cached.rules import ids
@@ -73,6 +73,29 @@ def apply_write(current: Mapping[str, Any] | None, op: str, written: Mapping[str
     merged = dict(current or {})
     merged.update(written or {})
     return clean_fields(merged)
+
+
+class QueuedWrite(Protocol):
+    """One queued write as :func:`replay` reads it (the store's ``Op`` is one)."""
+
+    @property
+    def op(self) -> str: ...
+
+    @property
+    def fields(self) -> dict | None: ...
+
+
+def replay(remote_fields: dict | None, ops: Iterable[QueuedWrite]) -> dict | None:
+    """What reads see: the remote state with the pending writes applied in order (a rebase)."""
+    current = remote_fields
+    for op in ops:
+        if op.op == "create":
+            current = apply_write(None, "create", op.fields)
+        elif current is None:
+            continue  # an update or delete of a record that is gone remotely
+        else:
+            current = apply_write(current, op.op, op.fields)
+    return current
 
 
 def dumps(value: Any) -> str:

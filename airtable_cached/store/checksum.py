@@ -42,14 +42,6 @@ def intact(row: sqlite3.Row | Mapping[str, Any]) -> bool:
         return False
 
 
-def rewrite(conn: sqlite3.Connection, seq: int, **changes: Any) -> None:
-    """Change sealed columns of one queued write, re-sealing it only if it was intact (the store's
-    ``Outbox.rewrite``, for callers holding a connection)."""
-    from airtable_cached.store.sqlite.outbox import SqliteOutbox
-
-    SqliteOutbox(conn).rewrite(seq, **changes)
-
-
 def quarantine_error(row: Mapping[str, Any]) -> dict:
     """The error a damaged write is dead-lettered with (``row``: as stored)."""
     return {

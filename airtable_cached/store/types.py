@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from airtable_cached.types import QueuedWriteDict
+
 
 @dataclass(frozen=True)
 class Op:
@@ -53,7 +55,7 @@ class Op:
             next_attempt_at=row["next_attempt_at"],
         )
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> QueuedWriteDict:
         return {
             "seq": self.seq,
             "base_id": self.base_id,

@@ -29,7 +29,7 @@ import tenacity
 import urllib3
 
 from airtable_cached.config import Settings, check_token
-from airtable_cached.engine import links
+from airtable_cached.engine import apply, links
 from airtable_cached.errors import AirtableResponseError, OfflineError, RemoteError
 from airtable_cached.rules.policy import backoff
 from airtable_cached.rules.query import ListQuery
@@ -40,9 +40,10 @@ from airtable_cached.sync.locks import HeldLock, flush_key
 from airtable_cached.sync.refresh import Refresher, RefreshResult
 
 if TYPE_CHECKING:
-    from airtable_cached.engine import Engine, TableInfo
-    from airtable_cached.store.contract import Replica
-    from airtable_cached.store.sqlite.connection import SqliteUnit
+    from airtable_cached.engine.tables import TableInfo
+    from airtable_cached.store.contract import Replica, Unit
+    from airtable_cached.sync.ports import EnginePort
+    from airtable_cached.types import DeadLetterDict
 
 log = logging.getLogger("airtable_cached")
 
@@ -61,7 +62,7 @@ OUTAGE_RETRY = 2.0
 class Remote:
     """One HTTP conversation with Airtable for one token. The token lives only in this object."""
 
-    def __init__(self, token: str, settings: Settings, engine: Engine, *, timeout: Any = None,
+    def __init__(self, token: str, settings: Settings, engine: EnginePort, *, timeout: Any = None,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):
         self.settings = settings
         self.engine = engine
@@ -309,14 +310,14 @@ os.register_at_fork(after_in_child=_reset_in_process_locks)
 
 
 class Sync:
-    def __init__(self, engine: Engine, token: str, *, timeout: Any = None,
+    def __init__(self, engine: EnginePort, token: str, *, timeout: Any = None,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):
         self.engine = engine
         self.settings = engine.settings
         self.remote = Remote(token, self.settings, engine, timeout=timeout, clock=clock, sleep=sleep)
         self._schema_denied: set[str] = set()
         #: Called with a dict describing each dead-lettered call (``Api(on_dead_letter=...)``).
-        self.on_dead_letter: Callable[[dict], Any] | None = None
+        self.on_dead_letter: Callable[[DeadLetterDict], Any] | None = None
         #: Bases Airtable refused this token (401, 403, 404 to a probe): writes to them are refused
         #: at once, without asking again.
         self.refused: dict[str, AirtableResponseError] = {}
@@ -343,9 +344,10 @@ class Sync:
         params: dict[str, Any] = {"pageSize": PULL_PAGE_SIZE, "recordMetadata[]": ["commentCount"]}
         if view:
             params["view"] = view
-        records = self._fetch_all(base_id, table, params)
+        records = self.fetch_all(base_id, table, params)
         self.engine.grant(base_id)
-        self.engine.apply_pull(base_id, table, records, started_at=started, schema=schema, view=view)
+        apply.apply_pull(self.store, self.engine.table_info(base_id, table), records, endpoint=self.engine.endpoint,
+                         clock=self.engine.clock, started_at=started, schema=schema, view=view)
         if view is None:
             requests, server_start, _last = self.remote.since_mark()
             self.refresher.record_full(info, requests=requests, server_start=server_start)
@@ -376,7 +378,7 @@ class Sync:
         self.refused.pop(base_id, None)
         return True
 
-    def _fetch_all(self, base_id: str, table: str, params: dict) -> list[dict]:
+    def fetch_all(self, base_id: str, table: str, params: dict) -> list[dict]:
         for _attempt in range(3):
             records: list[dict] = []
             page_params = dict(params)
@@ -422,7 +424,8 @@ class Sync:
         except RemoteError as exc:
             raise _as_response_error(exc) from exc
         if query.returns_full_records:
-            self.engine.absorb(info.base_id, table, page.get("records", []), sent_at=sent_at)
+            apply.absorb(self.store, self.engine.table_info(info.base_id, table), page.get("records", []),
+                         now=self.engine.clock(), sent_at=sent_at)
         return page
 
     def send_now(self, base_id: str, method: str, url: str, body: Any, *, idempotent: bool) -> Any:
@@ -551,7 +554,7 @@ class Sync:
                 self._release(sends, exc, result)
                 return result
 
-    def _quarantine(self, unit: SqliteUnit, base_id: str, result: FlushResult,
+    def _quarantine(self, unit: Unit, base_id: str, result: FlushResult,
                     seqs: list[int] | None = None) -> set[int]:
         """Writes (of this endpoint's tables) whose stored bytes no longer match their checksum are
         dead-lettered, never sent. Returns their seqs."""
@@ -559,7 +562,7 @@ class Sync:
         for row in damaged:
             log.error("queued write %s (%s of %s) no longer matches its checksum: dead-lettered, not sent",
                       row["seq"], row["op"], row["record_id"])
-            self.engine.recompute(unit.conn, row["tid"], [row["record_id"]])
+            apply.recompute(unit, row["tid"], [row["record_id"]])
             result.failed.append({"op": row["op"], "record_id": row["record_id"], "seqs": [row["seq"]],
                                   "status": None, "error": checksum.quarantine_error(row)["body"], "dead": True})
         return {row["seq"] for row in damaged}
@@ -605,13 +608,13 @@ class Sync:
         result.failed.append({"op": "flush", "status": exc.status, "error": exc.body, "dead": False,
                               "queued": released})
 
-    def _base_link_fields(self, unit: SqliteUnit, base_id: str) -> dict[int, frozenset[str]]:
+    def _base_link_fields(self, unit: Unit, base_id: str) -> dict[int, frozenset[str]]:
         tids = unit.outbox.tables_with_writes(base_id)
-        return {tid: frozenset(pair.field for pair in links.link_pairs(unit.conn, tid)) for tid in tids}
+        return {tid: frozenset(pair.field for pair in links.link_pairs(unit.replica, tid)) for tid in tids}
 
     def _link_fields(self, tids: set[int]) -> dict[int, frozenset[str]]:
-        conn = self.store.conn
-        return {tid: frozenset(pair.field for pair in links.link_pairs(conn, tid)) for tid in tids}
+        replica = self.store.replica
+        return {tid: frozenset(pair.field for pair in links.link_pairs(replica, tid)) for tid in tids}
 
     def _renew(self, seqs: list[int], until: float) -> None:
         with self.store.write() as unit:
@@ -758,18 +761,17 @@ class Sync:
         dead = self.store.outbox.dead_among([seq for s in batch for seq in s.seqs])
         return [s for s in batch if not dead & set(s.seqs)]
 
-    def _dead_letter_calls(self, unit: SqliteUnit, batch: list[outbox.Send], error: dict) -> list[outbox.Op]:
+    def _dead_letter_calls(self, unit: Unit, batch: list[outbox.Send], error: dict) -> list[outbox.Op]:
         """Airtable refused a write: every write of the calls it belongs to is dead-lettered with it
         (a call is applied whole or not at all), and reads show Airtable's values for them again."""
         dead = unit.outbox.dead_letter_calls({c for s in batch for c in s.calls}, error=error)
-        conn = unit.conn
         by_table: dict[int, set[str]] = {}
         for op in dead:
             by_table.setdefault(op.tid, set()).add(op.record_id)
         for tid, ids in by_table.items():
-            self.engine.recompute(conn, tid, ids)
-            for linked_tid, others in links.targets(conn, tid, ids).items():
-                self.engine.recompute(conn, linked_tid, others)
+            apply.recompute(unit, tid, ids)
+            for linked_tid, others in links.targets(unit, tid, ids).items():
+                apply.recompute(unit, linked_tid, others)
         return dead
 
     def _report_dead(self, dead: list[outbox.Op], exc: RemoteError) -> None:
@@ -786,7 +788,7 @@ class Sync:
             self.engine.refresh_schema(op.base_id, op.table_ref)
         if self.on_dead_letter is None:
             return
-        event = {"base_id": dead[0].base_id, "tables": tables, "record_ids": ids, "seqs": [op.seq for op in dead],
+        event: DeadLetterDict = {"base_id": dead[0].base_id, "tables": tables, "record_ids": ids, "seqs": [op.seq for op in dead],
                  "status": exc.status, "error": exc.body, "writes": [op.as_dict() for op in dead]}
         try:
             self.on_dead_letter(event)
@@ -797,10 +799,9 @@ class Sync:
         now = self.remote.clock()
         recompute: dict[int, set[str]] = {}  # once per table at the end (link lists read the queue)
         with self.store.write() as unit:
-            conn = unit.conn  # for the engine and link calls that still take a connection
             for i, send in enumerate(batch):
                 if send.kind == "delete":
-                    _add(recompute, links.after_confirm(self.engine, conn, send.tid, send.record_id,
+                    _add(recompute, links.after_confirm(unit, send.tid, send.record_id,
                                                         _remote_fields(unit.replica, send.tid, send.record_id), None))
                     unit.replica.delete_records(send.tid, [send.record_id])
                     unit.outbox.ack(send.seqs)
@@ -815,16 +816,16 @@ class Sync:
                     unit.replica.set_remote_fields(send.tid, send.record_id, record.get("fields", {}), now)
                 unit.outbox.ack(send.seqs)
                 recompute.setdefault(send.tid, set()).add(record["id"])
-                _add(recompute, links.after_confirm(self.engine, conn, send.tid, record["id"], before, record.get("fields", {})))
+                _add(recompute, links.after_confirm(unit, send.tid, record["id"], before, record.get("fields", {})))
                 result.sent.append({"op": send.kind, "record_id": send.record_id, "id": record["id"], "seqs": send.seqs})
             for tid, ids in recompute.items():
-                self.engine.recompute(conn, tid, ids)
+                apply.recompute(unit, tid, ids)
             # Airtable has new state: which records its views hold, and in what order, is pulled again
             # (views of linked tables too: their inverse link fields changed).
             unit.replica.forget_views({send.tid for send in batch} | set(recompute))
 
     @staticmethod
-    def _adopt(unit: SqliteUnit, send: outbox.Send, record: dict, now: float) -> None:
+    def _adopt(unit: Unit, send: outbox.Send, record: dict, now: float) -> None:
         """Airtable made the record: its real id replaces the provisional one everywhere."""
         provisional, real = send.record_id, record["id"]
         unit.replica.adopt_record_id(send.tid, provisional, real, record.get("fields", {}),
@@ -888,7 +889,7 @@ class Sync:
                 # Each keeps its own clock bound (or none): ``queue retry`` looks for it again with it.
                 error = {"status": None, "uncertain": True, "created_after": send.created_after, "body": body}
                 unit.outbox.dead_letter(send.seqs, error=error)
-                self.engine.recompute(unit.conn, send.tid, [send.record_id])
+                apply.recompute(unit, send.tid, [send.record_id])
                 result.failed.append({"op": send.kind, "record_id": send.record_id, "seqs": send.seqs, "status": None,
                                       "error": error["body"], "dead": True})
 

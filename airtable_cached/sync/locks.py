@@ -8,9 +8,9 @@ holder that is alive but hung.
 
 from __future__ import annotations
 
-from airtable_cached.store.sqlite.locks import FlushLocks, HeldLock
+from airtable_cached.store.sqlite.locks import FlushLocks, HeldLock, private_locks_dir
 
-__all__ = ["FlushLocks", "HeldLock", "flush_key"]
+__all__ = ["FlushLocks", "HeldLock", "flush_key", "private_locks_dir"]
 
 
 def flush_key(endpoint: str, base_id: str) -> str:

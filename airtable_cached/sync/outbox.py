@@ -12,13 +12,12 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from airtable_cached.rules.records import apply_write
 from airtable_cached.store.claims import touches_links as _touches_links
 from airtable_cached.store.types import Op
 
 MAX_RECORDS_PER_REQUEST = 10
 
-__all__ = ["MAX_RECORDS_PER_REQUEST", "Op", "Send", "chunk_requests", "components", "plan", "replay"]
+__all__ = ["MAX_RECORDS_PER_REQUEST", "Op", "Send", "chunk_requests", "components", "plan"]
 
 
 @dataclass
@@ -216,14 +215,3 @@ def components(sends: list[Send]) -> list[list[Send]]:
     return list(groups.values())
 
 
-def replay(remote_fields: dict | None, ops: Iterable[Op]) -> dict | None:
-    """What reads see: the remote state with the pending writes applied in order (a rebase)."""
-    current = remote_fields
-    for op in ops:
-        if op.op == "create":
-            current = apply_write(None, "create", op.fields)
-        elif current is None:
-            continue  # an update or delete of a record that is gone remotely
-        else:
-            current = apply_write(current, op.op, op.fields)
-    return current

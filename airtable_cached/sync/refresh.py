@@ -32,15 +32,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airtable_cached.engine import links
+from airtable_cached.engine import apply, links
 from airtable_cached.errors import RemoteError
 from airtable_cached.rules.policy import RefreshPlan, plan_refresh, volatile_fields, watermark_formula
 
 if TYPE_CHECKING:
-    from airtable_cached.engine import Engine, TableInfo
-    from airtable_cached.store.contract import Replica
-    from airtable_cached.store.sqlite.connection import SqliteUnit
-    from airtable_cached.sync.core import Sync
+    from airtable_cached.engine.tables import TableInfo
+    from airtable_cached.store.contract import Replica, Unit
+    from airtable_cached.sync.ports import EnginePort, SyncCore
 
 log = logging.getLogger("airtable_cached")
 
@@ -82,11 +81,11 @@ class FeedRead:
 
 
 class Refresher:
-    """Incremental refresh, change feed, id sweep and single flight for one :class:`Sync`."""
+    """Incremental refresh, change feed, id sweep and single flight for one sync (``sync/core.py``)."""
 
-    def __init__(self, sync: Sync):
+    def __init__(self, sync: SyncCore):
         self.sync = sync
-        self.engine: Engine = sync.engine
+        self.engine: EnginePort = sync.engine
         self.settings = sync.settings
         self.remote = sync.remote
         self._checked: set[str] = set()  # bases whose webhook this process has seen listed
@@ -171,12 +170,12 @@ class Refresher:
             self.feed_hook(info.base_id)  # a new webhook if the old one is gone, before the pull begins
             return self._full(info.base_id, table, RefreshPlan(True, False, "the change feed lost payloads"))
         if feed is not None and feed.schema_changed & {info.table_id}:
-            self.engine._refresh_schema(info)  # a field added, changed or removed in Airtable
+            self.engine.reread_schema(info)  # a field added, changed or removed in Airtable
         params: dict[str, Any] = {
             "pageSize": 100, "recordMetadata[]": ["commentCount"],
             "filterByFormula": watermark_formula(state["watermark"], self.settings.overlap),
         }
-        records = self.sync._fetch_all(info.base_id, table, params)
+        records = self.sync.fetch_all(info.base_id, table, params)
         if feed is not None and info.table_id:
             records += self._fetch_unlisted(info, table, feed, {r["id"] for r in records})
         swept = self._sweep_ids(info, table) if plan.sweep else None
@@ -205,8 +204,7 @@ class Refresher:
         Returns how many records were deleted."""
         now = self.engine.clock()
         with self.store.write() as unit:
-            conn = unit.conn  # for the engine and link calls that still take a connection
-            self.engine._resolve_conflicts(conn, info.tid, records, now, started_at)
+            apply.resolve_conflicts(unit, info.tid, records, now, started_at)
             position = unit.replica.merge_changed_records(
                 info.tid, records, now=now, started_at=started_at, position=unit.replica.last_position(info.tid))
             deleted = self._apply_deletions(unit, info, destroyed, present, started_at)
@@ -215,10 +213,10 @@ class Refresher:
                 unit.replica.move_local_records_after(info.tid, position)
             unit.replica.mark_pulled(info.tid, now)
             touched = {r["id"] for r in records}
-            self.engine.recompute(conn, info.tid, touched & unit.outbox.records_with_live_ops(info.tid) | links.pending_targets(conn, info.tid))
+            apply.recompute(unit, info.tid, touched & unit.outbox.records_with_live_ops(info.tid) | links.pending_targets(unit, info.tid))
         return deleted
 
-    def _apply_deletions(self, unit: SqliteUnit, info: TableInfo, destroyed: set[str], present: set[str] | None,
+    def _apply_deletions(self, unit: Unit, info: TableInfo, destroyed: set[str], present: set[str] | None,
                          started_at: float) -> int:
         """Deletions the change feed reported, and records an id sweep no longer found (unless the
         queue still names them); how many records were deleted."""
@@ -248,7 +246,7 @@ class Refresher:
         for i in range(0, len(wanted), 50):
             chunk = wanted[i:i + 50]
             formula = "OR(" + ",".join(f"RECORD_ID()='{rid}'" for rid in chunk) + ")"
-            found += self.sync._fetch_all(info.base_id, table, {"pageSize": 100, "recordMetadata[]": ["commentCount"],
+            found += self.sync.fetch_all(info.base_id, table, {"pageSize": 100, "recordMetadata[]": ["commentCount"],
                                                                 "filterByFormula": formula})
         if wanted:
             log.info("%s/%s: %d record(s) the change feed reported were not in the watermark list; asked by id",
@@ -263,7 +261,7 @@ class Refresher:
         primary = next((f["name"] for f in schema.get("fields", []) if f.get("id") == schema.get("primaryFieldId")), None)
         if primary is None:
             return None
-        records = self.sync._fetch_all(info.base_id, table, {"pageSize": 100, "fields[]": [primary]})
+        records = self.sync.fetch_all(info.base_id, table, {"pageSize": 100, "fields[]": [primary]})
         return {r["id"] for r in records}
 
     # -- change feed -------------------------------------------------------------------------------
@@ -444,7 +442,7 @@ def refresh_counts(replica: Replica) -> list[dict]:
     } for r in rows]
 
 
-def list_webhooks(sync: Sync, bases: list[str]) -> list[dict]:
+def list_webhooks(sync: SyncCore, bases: list[str]) -> list[dict]:
     """Every webhook Airtable has on these bases, marked ``ours`` when this cache file uses it."""
     mine = sync.engine.store.replica.webhook_ids(sync.engine.endpoint)
     out = []
@@ -459,7 +457,7 @@ def list_webhooks(sync: Sync, bases: list[str]) -> list[dict]:
     return out
 
 
-def remove_webhooks(sync: Sync, base_id: str, ids: list[str]) -> list[str]:
+def remove_webhooks(sync: SyncCore, base_id: str, ids: list[str]) -> list[str]:
     """Delete these webhooks from Airtable. Removing the one this cache file uses makes the next
     refresh create another (and pull each table of the base whole once)."""
     removed = []
