@@ -19,6 +19,11 @@ class ConfigurationError(AirtableCachedError, ValueError):
     """A setting makes no sense; the message names the setting and the value."""
 
 
+class StoreConnectionLost(AirtableCachedError, ConnectionError):
+    """The database connection dropped inside a write before its commit: nothing of the write was
+    kept, and it may be run again whole (a PostgreSQL restart or failover)."""
+
+
 class OfflineError(AirtableCachedError, ConnectionError):
     """The answer needs Airtable but the cache runs in offline mode."""
 

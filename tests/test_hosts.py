@@ -139,3 +139,57 @@ def test_three_hosts_writing_and_flushing_at_once_land_every_write_once_within_t
     assert len(records) == 90 + 45  # each create exactly once
     assert 429 not in statuses
     assert peak <= 5
+
+
+def _terminate_other_connections(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                            " WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchall()
+    return len(rows)
+
+
+def test_a_connection_dropped_mid_flush_loses_no_write_and_sends_none_twice(pg_url):
+    import threading
+
+    with FakeAirtable(seed=1, latency=0.5) as fake:
+        fake.add_table(BASE, TABLE, LEADS_SCHEMA, seed_leads(20, seed=1))
+        api = _api(fake, pg_url)
+        table = api.table(BASE, TABLE)
+        ids = [r["id"] for r in table.all()]
+        for n, rid in enumerate(ids):
+            table.update(rid, {"Company": f"after the drop {n}"})
+        made = table.batch_create([{"Full Name": f"created across the drop {n}"} for n in range(5)])
+        fake.reset_log()
+        terminated: list[int] = []
+
+        def drop_when_sending() -> None:
+            deadline = time.time() + 30
+            while time.time() < deadline and not fake.request_count(method="PATCH") + fake.request_count(method="POST"):
+                time.sleep(0.01)
+            terminated.append(_terminate_other_connections(pg_url))  # while Airtable is answering
+
+        dropper = threading.Thread(target=drop_when_sending)
+        dropper.start()
+        try:
+            api.flush()
+        except Exception:  # noqa: BLE001 - the flush may fail with its connection: the queue keeps the writes
+            pass
+        dropper.join()
+        deadline = time.time() + 60
+        while [w for w in api.pending() if w["state"] != "dead"] and time.time() < deadline:
+            api.flush()
+            time.sleep(0.2)
+        left = api.pending()
+        records = {r["id"]: r["fields"] for r in fake.records(BASE, TABLE)}
+        sent = [(r["method"], json.dumps(r["json"], sort_keys=True)) for r in fake.requests if r["method"] in ("PATCH", "POST")]
+        api.close()
+    assert terminated and terminated[0] >= 1
+    assert left == []
+    for n, rid in enumerate(ids):
+        assert records[rid]["Company"] == f"after the drop {n}"
+    created = sorted(f.get("Full Name", "") for f in records.values() if f.get("Full Name", "").startswith("created across"))
+    assert created == sorted(f"created across the drop {n}" for n in range(5))  # each exactly once
+    assert len(sent) == len(set(sent)), [(m, b[:90]) for m, b in sent]  # no request sent twice
+    assert {r["id"] for r in made}.isdisjoint(records)  # provisional ids were replaced by Airtable's

@@ -30,7 +30,7 @@ import urllib3
 
 from airtable_cached.config import Settings, check_token
 from airtable_cached.engine import apply, links
-from airtable_cached.errors import AirtableResponseError, OfflineError, RemoteError
+from airtable_cached.errors import AirtableResponseError, OfflineError, RemoteError, StoreConnectionLost
 from airtable_cached.rules.policy import backoff
 from airtable_cached.rules.query import ListQuery
 from airtable_cached.rules.records import dumps, now_iso, referenced_provisional_ids, replace_ids
@@ -54,6 +54,8 @@ MAX_URL_LENGTH = 16_000
 #: drains within seconds of Airtable answering again (an attempt costs a refused connection or
 #: one network timeout, not an Airtable request).
 OUTAGE_RETRY = 2.0
+#: Times an acknowledgement is run again when the database connection dropped before its commit.
+CONFIRM_ATTEMPTS = 5
 
 
 # -- pacing and retries ----------------------------------------------------------------------------
@@ -796,6 +798,19 @@ class Sync:
             log.exception("on_dead_letter raised")
 
     def _confirm(self, batch: list[outbox.Send], records: list[dict] | None, result: FlushResult) -> None:
+        """Airtable took the batch: acknowledge it, run again whole if the database connection dropped
+        before the commit (a PostgreSQL failover), so that the batch is never sent twice."""
+        sent = len(result.sent)
+        for attempt in range(CONFIRM_ATTEMPTS):
+            try:
+                return self._confirm_once(batch, records, result)
+            except StoreConnectionLost:
+                del result.sent[sent:]
+                if attempt == CONFIRM_ATTEMPTS - 1:
+                    raise
+                self.remote.sleep(0.2 * (attempt + 1))
+
+    def _confirm_once(self, batch: list[outbox.Send], records: list[dict] | None, result: FlushResult) -> None:
         now = self.remote.clock()
         recompute: dict[int, set[str]] = {}  # once per table at the end (link lists read the queue)
         with self.store.write() as unit:

@@ -25,7 +25,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from airtable_cached.errors import AirtableCachedError
+from airtable_cached.errors import AirtableCachedError, StoreConnectionLost
 from airtable_cached.store.contract import Coordination
 from airtable_cached.store.postgres.locks import PostgresFlushLocks, table_lock
 from airtable_cached.store.postgres.outbox import PostgresOutbox
@@ -152,7 +152,7 @@ class PostgresStore:
         with self._begun() as conn:
             self._local.conn = conn
             try:
-                with conn.transaction():
+                with conn.transaction(), _lost_before_commit(conn):  # inside: a failed commit is not "before"
                     yield conn
             finally:
                 self._local.conn = None
@@ -253,6 +253,18 @@ class PostgresStore:
                 conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY, applied_at timestamptz)")
                 conn.execute(MIGRATIONS[current + 1].encode())
                 conn.execute("INSERT INTO schema_version (version, applied_at) VALUES (%s, now())", (current + 1,))
+
+
+@contextlib.contextmanager
+def _lost_before_commit(conn: Connection) -> Iterator[None]:
+    """A connection that dropped inside the transaction's body (before its commit) raises
+    :class:`StoreConnectionLost`: the server rolled it back, so the caller may run it again."""
+    try:
+        yield
+    except psycopg.OperationalError as exc:
+        if not conn.broken:
+            raise
+        raise StoreConnectionLost(f"the database connection dropped mid-transaction ({exc}); nothing was written") from exc
 
 
 def _version(conn: Connection) -> int:
