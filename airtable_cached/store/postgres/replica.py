@@ -130,6 +130,10 @@ class PostgresReplica:
 
     def table_by_alias(self, endpoint: str, base_id: str, alias: str) -> TableRow | None:
         """The table an alias (a name or id an agent used) of this Airtable's base stands for."""
+        if self.runner.conn is not None:
+            # In a write: hold the base's table-list lock until the commit, so that two hosts
+            # finding a table missing add it once (SQLite's writes are serialised; these are not).
+            self._row("SELECT pg_advisory_xact_lock(hashtext(%s)::bigint) AS locked", (f"tables {endpoint} {base_id}",))
         row = self._row("SELECT t.* FROM table_aliases a JOIN tables t USING (tid)"
                         " WHERE a.endpoint = %s AND a.base_id = %s AND a.alias = %s", (endpoint, base_id, alias))
         return None if row is None else table_row(row)
