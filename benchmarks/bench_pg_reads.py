@@ -33,7 +33,8 @@ TABLE = "Leads"
 
 
 def _reads(table, record: dict, number: int) -> dict[str, float]:
-    formula = "{Email} = '%s'" % record["fields"]["Email"].replace("'", "\\'")
+    email = record["fields"]["Email"].replace("'", "\\'")
+    formula = f"{{Email}} = '{email}'"
     assert [r["id"] for r in table.all(formula=formula)] == [record["id"]]
     return {"get": best_of(lambda: table.get(record["id"]), number=number),
             "formula": best_of(lambda: table.all(formula=formula), number=number)}

@@ -184,6 +184,14 @@ def pg_server():
 
 
 @pytest.fixture
-def pg_url(pg_server: PgServer) -> str:
-    """The URL of a fresh, empty database on the session's server."""
-    return pg_server.create_database()
+def pg_url(pg_server: PgServer):
+    """The URL of a fresh, empty database on the session's server; the stores opened on it in this
+    process (``runtime.open_store``) are closed after the test (their pools' threads with them)."""
+    url = pg_server.create_database()
+    yield url
+    from airtable_cached import runtime
+
+    with runtime._registry_lock:
+        opened = [runtime._stores.pop(key) for key in [k for k in runtime._stores if k == url]]
+    for store in opened:
+        store.close_all()
