@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import sys
 import time
 import types
@@ -543,6 +544,25 @@ def test_request_log(fake, table):
     assert fake.requests[-1]["json"]["fields"] == {"Full Name": "Logged"}
     assert fake.request_count(method="post") == 1
     assert fake.request_count(base_id="appOther") == 0
+
+
+
+@pytest.mark.parametrize("sent", [b"", b'{"records": [{"fields": {"Full Name": "Cut'], ids=["headers-only", "half-a-body"])
+def test_a_request_cut_short_is_never_carried_out(fake, sent):
+    """A client gone before its whole body arrived (a process killed between the headers and the
+    body of a POST): Airtable never sees the request; the fake neither answers nor logs it."""
+    fake.reset_log()
+    before = len(fake.records(BASE, "Leads"))
+    body = b'{"records": [{"fields": {"Full Name": "Cut short"}}]}'
+    with socket.create_connection(("127.0.0.1", fake.port), timeout=5) as conn:
+        conn.sendall(
+            f"POST /v0/{BASE}/Leads HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + sent
+        )
+        conn.shutdown(socket.SHUT_WR)
+        assert conn.recv(1024) == b""  # closed without an answer
+    assert len(fake.records(BASE, "Leads")) == before
+    assert fake.requests == []
 
 
 # -- determinism and seed data ----------------------------------------------------------------
