@@ -14,6 +14,7 @@ import contextlib
 import functools
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
     from airtable_cached.config import Settings
 
 T = TypeVar("T")
+
+#: What the change marker asks: the server's snapshot moves with every transaction given an id.
+SNAPSHOT_QUERY = "SELECT pg_current_snapshot()::text"
 
 #: A dropped connection is retried this many times (a failover takes a few seconds).
 RETRY_ATTEMPTS = 5
@@ -87,6 +91,8 @@ class PostgresStore:
         self._pool_lock = threading.Lock()
         self._pid = os.getpid()
         self._pool: ConnectionPool[Any] | None = None
+        #: Each thread's connection asking the change marker (closed with the pool).
+        self._marker_conns: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
         #: Write transactions committed through this store (any thread) since it was opened.
         self.commits = 0
         self.migrate()
@@ -96,10 +102,17 @@ class PostgresStore:
     def pool(self) -> ConnectionPool[Any]:
         """This process's pool (a forked child opens its own; the parent's is never used there)."""
         with self._pool_lock:
-            if self._pool is None or self._pid != os.getpid():
-                self._pid, self._local = os.getpid(), threading.local()
+            self._start_afresh_after_fork()
+            if self._pool is None:
                 self._pool = self._open_pool()
             return self._pool
+
+    def _start_afresh_after_fork(self) -> None:
+        """In a forked child, forget the parent's pool and connections (never used, never closed
+        here); called under ``_pool_lock``."""
+        if self._pid != os.getpid():
+            self._pid, self._local, self._pool = os.getpid(), threading.local(), None
+            self._marker_conns = weakref.WeakSet()
 
     def _open_pool(self) -> ConnectionPool[Any]:
         min_size, max_size = self._sizes
@@ -129,7 +142,13 @@ class PostgresStore:
         """Close this process's pool (a later call opens a new one)."""
         with self._pool_lock:
             pool, self._pool = self._pool, None
-        if pool is not None and self._pid == os.getpid():
+            markers, self._marker_conns = self._marker_conns, weakref.WeakSet()
+        if self._pid != os.getpid():
+            return  # the parent's connections are the parent's to close
+        for conn in list(markers):
+            _close_quietly(conn)
+        self._local.marker_conn = None
+        if pool is not None:
             pool.close()
 
     # -- coordination between hosts (pacer.py, locks.py) ----------------------------------------
@@ -191,10 +210,42 @@ class PostgresStore:
 
     def change_marker(self) -> tuple[int, str]:
         """Changes whenever the database may have changed: a commit through this store, or any
-        transaction on the server that was given an id or ended since (the snapshot's xmax/xip)."""
-        row = self.call(lambda conn: conn.execute("SELECT pg_current_snapshot()::text AS s").fetchone())
+        transaction on the server that was given an id or ended since (the snapshot's xmax/xip).
+
+        Every read asks it, so it goes on the thread's own connection (no pool checkout, no
+        connection check: one round trip), replaced and asked again if the server dropped it."""
+        for attempt in retrying():
+            with attempt:
+                return self.commits, self._ask_snapshot()
+        raise AssertionError("unreachable")  # pragma: no cover - reraise=True
+
+    def _ask_snapshot(self) -> str:
+        conn = self._marker_connection()
+        try:
+            row = conn.execute(SNAPSHOT_QUERY).fetchone()
+        except psycopg.OperationalError:
+            self._local.marker_conn = None
+            _close_quietly(conn)
+            raise
         assert row is not None
-        return self.commits, row["s"]
+        return str(row[0])
+
+    def _marker_connection(self) -> psycopg.Connection[Any]:
+        """The calling thread's connection for :meth:`change_marker` (per thread and process, as a
+        connection never crosses a fork; closed by :meth:`close_all` or when the thread ends)."""
+        with self._pool_lock:
+            self._start_afresh_after_fork()
+        conn = getattr(self._local, "marker_conn", None)
+        if conn is None or conn.closed:
+            try:
+                conn = psycopg.connect(self.url, autocommit=True)
+            except psycopg.OperationalError as exc:
+                raise psycopg.OperationalError(f"cannot connect to {self.location}: {exc}") from None
+            self._local.marker_conn = conn
+            with self._pool_lock:
+                self._marker_conns.add(conn)
+            weakref.finalize(threading.current_thread(), _close_quietly, conn)
+        return conn
 
     # -- whole-database operations ---------------------------------------------------------------
     def backup(self, dest: Path) -> None:
@@ -265,6 +316,12 @@ def _lost_before_commit(conn: Connection) -> Iterator[None]:
         if not conn.broken:
             raise
         raise StoreConnectionLost(f"the database connection dropped mid-transaction ({exc}); nothing was written") from exc
+
+
+def _close_quietly(conn: psycopg.Connection[Any]) -> None:
+    """Close a connection that may already be broken (its error is of no use to anyone)."""
+    with contextlib.suppress(psycopg.Error):
+        conn.close()
 
 
 def _version(conn: Connection) -> int:
