@@ -91,6 +91,42 @@ def test_a_dropped_connection_is_replaced(store, pg_server):
         unit.conn.execute("INSERT INTO tables (base_id) VALUES ('appA')")
 
 
+def _connections(admin, database: str) -> set[int]:
+    rows = admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                         (database,)).fetchall()
+    return {pid for (pid,) in rows}
+
+
+def test_the_change_marker_connection_is_replaced_when_the_server_drops_it(store, pg_server):
+    store.change_marker()
+    database = store.call(lambda c: c.execute("SELECT current_database() AS d").fetchone()["d"])
+    with psycopg.connect(pg_server.url(), autocommit=True) as admin:
+        for pid in _connections(admin, database):
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    before = store.change_marker()  # asked again on a new connection, not raised
+    with store.write() as unit:
+        unit.conn.execute("INSERT INTO tables (base_id) VALUES ('appA')")
+    assert store.change_marker() != before
+
+
+def test_each_threads_change_marker_connection_is_closed_with_the_store(pg_url, pg_server):
+    store = PostgresStore(pg_url)
+    threads = [threading.Thread(target=store.change_marker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    database = store.call(lambda c: c.execute("SELECT current_database() AS d").fetchone()["d"])
+    with psycopg.connect(pg_server.url(), autocommit=True) as admin:
+        assert _connections(admin, database)
+        store.close_all()
+        for _ in range(100):  # a backend leaves pg_stat_activity a moment after its client closes
+            if not _connections(admin, database):
+                break
+            threading.Event().wait(0.05)
+        assert _connections(admin, database) == set()
+
+
 def test_full_text_is_accent_and_case_folded(store):
     with store.write() as unit:
         tid = unit.conn.execute("INSERT INTO tables (base_id) VALUES ('appA') RETURNING tid").fetchone()["tid"]
