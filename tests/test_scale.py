@@ -19,6 +19,7 @@ from airtable_cached import Api
 from airtable_cached.config import Settings
 from airtable_cached.engine import Engine, apply
 from airtable_cached.engine import paging as engine_module
+from airtable_cached.engine.readmodel import copy_record_fields, with_mutable
 from airtable_cached.store.sqlite.connection import MIGRATIONS, Store, _statements
 from airtable_cached.store.sqlite.replica import register_sql_functions
 from airtable_cached.testing import FakeAirtable
@@ -278,6 +279,23 @@ def test_a_returned_record_is_never_the_caches_own(table):
         record.clear()
     assert table.all() == before
     assert table.all(formula="NOT({Email} = '')") == [r for r in before if r["fields"].get("Email")]
+
+
+def _containers(value, found: list) -> list:
+    if isinstance(value, (list, dict)):
+        found.append(value)
+        for item in value.values() if isinstance(value, dict) else value:
+            _containers(item, found)
+    return found
+
+
+def test_a_copy_of_a_kept_record_shares_no_list_or_object_with_it():
+    files = [{"id": "att1", "url": "https://x/a.png", "thumbnails": {"small": {"url": "https://x/s.png"}}}]
+    kept = with_mutable({"id": "rec1", "createdTime": "2024-01-01T00:00:00.000Z",
+                         "fields": {"Name": "Ada", "Tags": ["a", "b"], "Files": files, "Meta": {"k": "v"}, "N": 3}})
+    copy = copy_record_fields(kept)
+    assert copy == kept["fields"]
+    assert {id(c) for c in _containers(copy, [])}.isdisjoint(id(c) for c in _containers(kept["fields"], []))
 
 
 def separate_engine(db_path, clock, fake) -> Engine:

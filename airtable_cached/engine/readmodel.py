@@ -22,7 +22,7 @@ from typing import Any
 from airtable_cached.store.contract import Store
 from airtable_cached.store.sqlite.replica import loads
 
-__all__ = ["MUTABLE", "ReadModel", "TableModel", "copy_fields", "copy_record_fields", "copy_value", "loads", "with_mutable"]
+__all__ = ["MUTABLE", "ReadModel", "TableModel", "copy_fields", "copy_kept_fields", "copy_record_fields", "copy_value", "loads", "with_mutable"]
 
 #: A table larger than this is read from SQLite page by page instead (its decoded copy would cost
 #: more memory than it saves time).
@@ -187,9 +187,20 @@ class ReadModel:
 
 def with_mutable(record: dict) -> dict:
     """A decoded record as the model keeps it (its own copy: never handed out), listing the
-    fields a copy must copy (lists, objects); the rest are immutable and shared."""
-    record[MUTABLE] = tuple(name for name, value in record["fields"].items() if type(value) not in _ATOMS)
+    fields a copy must copy: those holding lists or objects of atoms only (``.copy()`` copies them
+    whole, in C), and those nested deeper (:func:`copy_value`). Atoms are immutable and shared."""
+    flat: list[str] = []
+    nested: list[str] = []
+    for name, value in record["fields"].items():
+        if type(value) not in _ATOMS:
+            (flat if _holds_atoms_only(value) else nested).append(name)
+    record[MUTABLE] = (tuple(flat), tuple(nested))
     return record
+
+
+def _holds_atoms_only(value: list | dict) -> bool:
+    items = value.values() if type(value) is dict else value
+    return all(type(v) in _ATOMS for v in items)
 
 
 def copy_record_fields(record: dict) -> dict:
@@ -198,10 +209,18 @@ def copy_record_fields(record: dict) -> dict:
     mutable = record.get(MUTABLE)
     if mutable is None:
         return copy_fields(record["fields"])
-    fields = record["fields"].copy()
-    for name in mutable:
-        fields[name] = copy_value(fields[name])
-    return fields
+    return copy_kept_fields(record["fields"], mutable)
+
+
+def copy_kept_fields(fields: dict, mutable: tuple[tuple[str, ...], tuple[str, ...]]) -> dict:
+    """A deep copy of a model record's fields, given its :data:`MUTABLE` entry."""
+    flat, nested = mutable
+    out = fields.copy()
+    for name in flat:
+        out[name] = out[name].copy()
+    for name in nested:
+        out[name] = copy_value(out[name])
+    return out
 
 
 def copy_value(value: Any) -> Any:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from airtable_cached.engine.readmodel import MUTABLE, copy_fields, copy_record_fields, copy_value
+from airtable_cached.engine.readmodel import MUTABLE, copy_fields, copy_kept_fields, copy_record_fields
 from airtable_cached.engine.tables import TableInfo, field_name
 from airtable_cached.rules.query import ListQuery
 from airtable_cached.rules.records import project, rename_to_ids
@@ -29,12 +29,7 @@ def shape_page(info: TableInfo, records: list[dict], query: ListQuery) -> list[d
     out = []
     for record in records:
         mutable = record.get(MUTABLE)
-        if mutable is None:
-            fields = copy_fields(record["fields"])
-        else:
-            fields = record["fields"].copy()
-            for name in mutable:
-                fields[name] = copy_value(fields[name])
+        fields = copy_fields(record["fields"]) if mutable is None else copy_kept_fields(record["fields"], mutable)
         out.append({"id": record["id"], "createdTime": record["createdTime"], "fields": fields})
     return out
 
