@@ -66,6 +66,7 @@ class Engine(Generic[S]):
         self.stats.on_written = self.model.carry  # statistics change no record: the model stays
         self.access = Access(store, settings, self.tables, sync=self._sync, stats=self.stats, model=self.model, clock=clock)
         self.indexes = Indexes(store, settings)
+        self.indexes.on_written = self.model.carry  # an index changes no record either
         self.reads = Reads(store, settings, self.tables, self.access, model=self.model, stats=self.stats,
                            indexes=self.indexes, sync=self._sync, clock=clock)
         self.writes = Writes(store, settings, self.tables, self.access, self.reads, model=self.model,

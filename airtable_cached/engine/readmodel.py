@@ -147,7 +147,7 @@ class ReadModel:
         if model is None or model.marker != before:
             return
         after = self.store.change_marker()
-        if after != (before[0] + 1, *before[1:]):
+        if not self.store.moved_only_by_own_commit(before, after):
             return
         ids = sorted(set(record_ids))
         changed: dict[str, dict | None] = dict.fromkeys(ids)
@@ -173,7 +173,7 @@ class ReadModel:
         """This engine committed one transaction that changed no record (statistics, a token's
         grant): models current before it stay current, unless anything else committed too."""
         after = self.store.change_marker()
-        if after != (before[0] + 1, *before[1:]):
+        if not self.store.moved_only_by_own_commit(before, after):
             return
         with self._lock:
             models = list(self._tables.values())

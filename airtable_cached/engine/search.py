@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from typing import Any
 
 from airtable_cached.config import Settings
@@ -23,6 +24,8 @@ class Indexes:
         self._filter_uses: dict[str, int] = {}
         #: The field indexes known to exist (asked once; then kept as they are made).
         self.indexed: set[str] = store.replica.field_indexes()
+        #: Called with the change marker from before each index is made (which changes no record).
+        self.on_written: Callable[[tuple], None] | None = None
 
     def filtered_on(self, names: list[str]) -> None:
         """Agents filter on these fields by equality: index those used often enough."""
@@ -35,9 +38,12 @@ class Indexes:
         """An index on one field's value; returns its name (``None``: not indexable)."""
         index = self.store.replica.field_index(field)
         if index is not None and index not in self.indexed:
+            before = None if self.store.in_write() else self.store.change_marker()
             with self.store.write() as unit:
                 unit.replica.add_field_index(field)
             self.indexed.add(index)
+            if before is not None and self.on_written is not None:
+                self.on_written(before)
         return index
 
 

@@ -811,6 +811,11 @@ class Store(Protocol):
         """A value that changes whenever the database may have changed (any process)."""
         ...
 
+    def moved_only_by_own_commit(self, before: tuple, after: tuple) -> bool:
+        """Whether the database went from marker ``before`` to ``after`` by exactly one commit through
+        this store and nothing else (what this process's read models may patch instead of reload)."""
+        ...
+
     def knows_current(self, marker: tuple) -> bool:
         """Whether ``marker`` is still this process's view without asking the database: nothing was
         committed through this store since, on the same connection (another process may have)."""

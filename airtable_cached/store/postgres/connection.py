@@ -43,6 +43,9 @@ T = TypeVar("T")
 #: What the change marker asks: the server's snapshot moves with every transaction given an id.
 SNAPSHOT_QUERY = "SELECT pg_current_snapshot()::text"
 
+#: Own commits whose transaction ids are remembered (a marker older than these is simply stale).
+OWN_COMMITS_KEPT = 64
+
 #: A dropped connection is retried this many times (a failover takes a few seconds).
 RETRY_ATTEMPTS = 5
 
@@ -95,6 +98,9 @@ class PostgresStore:
         self._marker_conns: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
         #: Write transactions committed through this store (any thread) since it was opened.
         self.commits = 0
+        #: The transaction id of each of the latest commits, by their number in ``commits``.
+        self._own_xids: dict[int, int | None] = {}
+        self._commit_lock = threading.Lock()
         self.migrate()
 
     # -- connections ---------------------------------------------------------------------------
@@ -173,9 +179,19 @@ class PostgresStore:
             try:
                 with conn.transaction(), _lost_before_commit(conn):  # inside: a failed commit is not "before"
                     yield conn
+                    xid = _own_xid(conn)
             finally:
                 self._local.conn = None
-        self.commits += 1
+        self._count_commit(xid)
+
+    def _count_commit(self, xid: int | None) -> None:
+        """One more commit through this store, remembered with its transaction id (``None``: it wrote
+        nothing) for :meth:`moved_only_by_own_commit`."""
+        with self._commit_lock:
+            self.commits += 1
+            self._own_xids[self.commits] = xid
+            while len(self._own_xids) > OWN_COMMITS_KEPT:
+                del self._own_xids[next(iter(self._own_xids))]
 
     @contextlib.contextmanager
     def _begun(self) -> Iterator[Connection]:
@@ -214,9 +230,14 @@ class PostgresStore:
 
         Every read asks it, so it goes on the thread's own connection (no pool checkout, no
         connection check: one round trip), replaced and asked again if the server dropped it."""
+        commits = self.commits
+        try:
+            return commits, self._ask_snapshot()
+        except psycopg.OperationalError:
+            pass  # the connection was dropped (and forgotten): asked again on a new one, with backoff
         for attempt in retrying():
             with attempt:
-                return self.commits, self._ask_snapshot()
+                return commits, self._ask_snapshot()
         raise AssertionError("unreachable")  # pragma: no cover - reraise=True
 
     def _ask_snapshot(self) -> str:
@@ -276,6 +297,19 @@ class PostgresStore:
         assert row is not None
         return row["n"]
 
+    def moved_only_by_own_commit(self, before: tuple, after: tuple) -> bool:
+        """Whether the database went from ``before`` to ``after`` (two change markers) by one commit
+        through this store and nothing else: the transactions that ended in between, read from the
+        two snapshots, are at most that commit's own."""
+        if len(before) != 2 or len(after) != 2 or after[0] != before[0] + 1:
+            return False
+        with self._commit_lock:
+            if after[0] not in self._own_xids:
+                return False
+            xid = self._own_xids[after[0]]
+        ended = transactions_ended_between(before[1], after[1])
+        return ended is not None and ended <= ({xid} if xid is not None else set())
+
     def knows_current(self, marker: tuple) -> bool:
         """Whether ``marker`` is still this process's view without asking the server: nothing was
         committed through this store since (another host may have: ``change_marker`` asks)."""
@@ -322,6 +356,31 @@ def _close_quietly(conn: psycopg.Connection[Any]) -> None:
     """Close a connection that may already be broken (its error is of no use to anyone)."""
     with contextlib.suppress(psycopg.Error):
         conn.close()
+
+
+def _own_xid(conn: Connection) -> int | None:
+    """The open transaction's id, if it was given one (it wrote something)."""
+    row = conn.execute("SELECT pg_current_xact_id_if_assigned()::text AS x").fetchone()
+    return None if row is None or row["x"] is None else int(row["x"])
+
+
+def _snapshot_parts(snapshot: str) -> tuple[int, int, frozenset[int]]:
+    xmin, xmax, xip = snapshot.split(":")
+    return int(xmin), int(xmax), frozenset(int(x) for x in xip.split(",") if x)
+
+
+def transactions_ended_between(before: str, after: str, *, limit: int = 10_000) -> set[int] | None:
+    """The ids of the transactions that ended (committed or rolled back) between two snapshots of
+    ``pg_current_snapshot()`` (``xmin:xmax:in-progress``): those in progress or not yet begun at
+    ``before`` and neither at ``after``. ``None`` when more than ``limit`` ids passed (or the
+    snapshots are out of order): too many to list, and surely not one commit alone."""
+    _, xmax0, running0 = _snapshot_parts(before)
+    _, xmax1, running1 = _snapshot_parts(after)
+    if xmax1 < xmax0 or xmax1 - xmax0 > limit:
+        return None
+    ended = {x for x in running0 if x not in running1}
+    ended.update(x for x in range(xmax0, xmax1) if x not in running1)
+    return ended
 
 
 def _version(conn: Connection) -> int:

@@ -194,6 +194,11 @@ class Store:
         conn = self.conn
         return self.commits, conn.serial, conn.execute("PRAGMA data_version").fetchone()[0]
 
+    def moved_only_by_own_commit(self, before: tuple, after: tuple) -> bool:
+        """Whether the file went from ``before`` to ``after`` by one commit through this Store and
+        nothing else (another process's commit moves ``data_version``)."""
+        return after == (before[0] + 1, *before[1:])
+
     def knows_current(self, marker: tuple) -> bool:
         """Whether ``marker`` is still this process's view as far as it knows without asking SQLite."""
         return marker[0] == self.commits and marker[1] == self.conn.serial
