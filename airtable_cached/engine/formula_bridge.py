@@ -7,7 +7,6 @@ Airtable; that fallback is counted and logged once per formula.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -283,20 +282,6 @@ def _only_record_ids(module, node) -> bool:
     return False
 
 
-def equality_formula(fields: dict) -> str | None:
-    """A formula matching records with these scalar values (to find a create whose answer was lost)."""
-    parts = []
-    for name, value in fields.items():
-        ref = "{" + name.replace("}", "\\}") + "}"
-        if isinstance(value, bool):
-            parts.append(f"{ref}={'TRUE()' if value else 'FALSE()'}")
-        elif isinstance(value, (int, float)):
-            parts.append(f"{ref}={json.dumps(value)}")
-        elif isinstance(value, str) and value:
-            parts.append(f"{ref}='" + value.replace("\\", "\\\\").replace("'", "\\'") + "'")
-    if not parts:
-        return None
-    return "AND(" + ",".join(parts) + ")"
 
 
 #: Functions whose value depends on the moment of evaluation: their results are never remembered.

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -96,7 +95,3 @@ def field_expression(name: str, fields_column: str = "r.fields") -> str | None:
     """The indexed expression for a field's text value (None: the field is not indexed)."""
     key = field_key(name)
     return None if key is None else f"({fields_column} ->> {key})"
-
-
-def placeholders(values: Sequence[Any]) -> str:
-    return ",".join(["%s"] * len(values))
