@@ -56,6 +56,7 @@ _logged: set[str] = set()
 
 
 def _formula():
+    """The formula engine, imported on first use: ``import airtable_cached`` stays quick (it loads RE2)."""
     from airtable_cached import formula
 
     return formula
@@ -79,10 +80,7 @@ def remote_reason(replica: Replica, info: TableInfo, text: str) -> str | None:
 
 
 def _reason(replica: Replica, info: TableInfo, text: str) -> str | None:
-    try:
-        module = _formula()
-    except ImportError:
-        return "the formula engine is not available"
+    module = _formula()
     try:
         node = _parse(text)
     except module.FormulaError as exc:

@@ -44,10 +44,8 @@ def decode_record(row: Sequence[Any]) -> dict:
 
 def register_sql_functions(conn: sqlite3.Connection) -> None:
     """Give a new connection the SQL functions compiled formulas may call (``Store(on_connect=...)``)."""
-    try:
-        from airtable_cached.formula import register_sql_functions as register
-    except (ImportError, AttributeError):
-        return
+    from airtable_cached.formula import register_sql_functions as register
+
     register(conn)
 
 
