@@ -1,4 +1,4 @@
-"""Per-base flush locks (airtable_cached/locks.py): never waited on, released by the kernel with
+"""Per-base flush locks (airtable_cached/store/sqlite/locks.py): never waited on, released by the kernel with
 their holder, taken over on the lease only when the holder is alive but hung. Two FlushLocks over
 one folder stand for two processes (file locks conflict between open files, in one process too);
 wall time is injected."""

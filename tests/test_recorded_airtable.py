@@ -88,7 +88,8 @@ def as_batch(interaction: dict[str, Any]) -> dict[str, Any]:
 
 
 def schema_refused() -> dict[str, Any]:
-    """Airtable's answer to a schema read by a token without the scope (AIRTABLE_FACTS, errors)."""
+    """Airtable's answer to a schema read by a token without the scope: 403
+    ``INVALID_PERMISSIONS_OR_MODEL_NOT_FOUND``, in the error shape the grouparoo recordings show."""
     message = "Invalid permissions, or the requested model was not found."
     return {
         "request": {"body": None, "headers": {}, "method": "GET",

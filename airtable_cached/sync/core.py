@@ -358,7 +358,7 @@ class Sync:
     def refresh(self, base_id: str, table: str, *, max_age: float | None = None,
                 force_full: bool = False) -> RefreshResult:
         """Bring a table up to date: only what changed since its watermark when that is enough
-        (see airtable_cached/refresh.py); skipped if it is younger than ``max_age`` by the time
+        (see airtable_cached/sync/refresh.py); skipped if it is younger than ``max_age`` by the time
         this process holds the table's refresh lock."""
         return self.refresher.refresh(base_id, table, max_age=max_age, force_full=force_full)
 
