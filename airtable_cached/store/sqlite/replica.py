@@ -161,6 +161,11 @@ class SqliteReplica:
         """The bases with a cached table (any endpoint)."""
         return [r[0] for r in self.conn.execute("SELECT DISTINCT base_id FROM tables")]
 
+    def endpoint_base_ids(self) -> set[tuple[str, str]]:
+        """(endpoint, base id) of every cached table (a file from before the cache was keyed by
+        endpoint has no such column: ``sqlite3.OperationalError``)."""
+        return {(r[0], r[1]) for r in self.conn.execute("SELECT DISTINCT endpoint, base_id FROM tables")}
+
     def tids_named(self, alias: str, base_id: str | None = None) -> list[int]:
         """The tables a name, id or alias designates (in one base, or in any), sorted."""
         if base_id is None:
