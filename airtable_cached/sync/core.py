@@ -15,7 +15,6 @@ import hmac
 import logging
 import os
 import re
-import sqlite3
 import threading
 import time
 import weakref
@@ -1101,8 +1100,8 @@ class AutoFlusher:
             return 0.0
         try:
             due = sync.store.outbox.next_due(endpoint=sync.engine.endpoint)
-        except sqlite3.Error as exc:
-            log.debug("could not read the queue: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - any store's (SQLite's, PostgreSQL's): the thread must live on
+            log.warning("background flush could not read the queue (tried again in %.0f s): %s", self.PERIOD, exc)
             return self.PERIOD
         if due is None:
             return self.PERIOD
