@@ -13,7 +13,8 @@ import textwrap
 import diskcache
 import pytest
 
-from airtable_cached.sync.locks import FlushLocks, flush_key
+from airtable_cached.store.sqlite.locks import FlushLocks
+from airtable_cached.sync.locks import flush_key
 
 
 class Wall:
@@ -65,7 +66,7 @@ def test_the_lock_of_a_killed_process_is_free_at_once(tmp_path):
         f"""
         import time, diskcache
         from pathlib import Path
-        from airtable_cached.sync.locks import FlushLocks
+        from airtable_cached.store.sqlite.locks import FlushLocks
         locks = FlushLocks(Path({str(tmp_path / "locks")!r}), diskcache.Cache({str(tmp_path / "locks")!r}), 300.0)
         held = locks.try_acquire("appA")
         assert held is not None

@@ -35,12 +35,12 @@ from airtable_cached.rules.query import ListQuery
 from airtable_cached.rules.records import dumps, now_iso, referenced_provisional_ids, replace_ids
 from airtable_cached.store import checksum
 from airtable_cached.sync import outbox, reconcile
-from airtable_cached.sync.locks import HeldLock, flush_key
+from airtable_cached.sync.locks import flush_key
 from airtable_cached.sync.refresh import Refresher, RefreshResult
 
 if TYPE_CHECKING:
     from airtable_cached.engine.tables import TableInfo
-    from airtable_cached.store.contract import Replica, Unit
+    from airtable_cached.store.contract import HeldLock, Replica, Unit
     from airtable_cached.sync.ports import EnginePort
     from airtable_cached.types import DeadLetterDict
 

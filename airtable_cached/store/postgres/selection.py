@@ -14,8 +14,7 @@ import hashlib
 import json
 from typing import Any
 
-import msgspec
-
+from airtable_cached.rules.records import loads
 from airtable_cached.store.contract import Selection, TableRow
 
 #: A record's columns in the order :func:`decode_record` reads them.
@@ -25,18 +24,6 @@ MAX_PARAMS = 65535
 #: Server errors that mean a statement too big or too deep, not wrong: stack depth, program limits,
 #: and the parser running out of memory on deep nesting (reported as a syntax error).
 _TOO_BIG_STATES = {"54000", "54001"}
-
-_decoder = msgspec.json.Decoder()
-
-
-def loads(text: str) -> Any:
-    """``json.loads``, quicker (msgspec) for what the cache stores; anything msgspec refuses
-    (numbers out of a float's range, lone surrogates) is decoded by ``json.loads``."""
-    try:
-        return _decoder.decode(text)
-    except msgspec.DecodeError:
-        return json.loads(text)
-
 
 def decode_record(row: dict[str, Any]) -> dict:
     """A stored row (id, created_time, modified_time, fields_json, comment_count) as the engine's record."""
