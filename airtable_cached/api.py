@@ -11,7 +11,7 @@ from __future__ import annotations
 import json as jsonlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyairtable
@@ -236,7 +236,7 @@ class Table(pyairtable.api.table.Table):
             url = urls[key] = self.urls.record(record_id)
         return url
 
-    def iterate(self, **options: Any) -> Any:
+    def iterate(self, **options: Any) -> Iterator[list[RecordDict]]:
         if isinstance(formula := options.get("formula"), Formula):
             options["formula"] = to_formula_str(formula)
         if self.api.use_field_ids:

@@ -77,14 +77,6 @@ class AirtableResponseError(AirtableCachedError):
     def invalid_request(cls, message: str) -> AirtableResponseError:
         return cls.typed(422, "INVALID_REQUEST_UNKNOWN", message)
 
-    @classmethod
-    def table_not_found(cls, table: str) -> AirtableResponseError:
-        return cls.typed(
-            404,
-            "TABLE_NOT_FOUND",
-            f'Could not find table {table} in application',
-        )
-
 
 class RemoteError(AirtableCachedError):
     """Airtable answered a request sent by the sync with an error (or did not answer)."""

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from airtable_cached.config import Settings
 from airtable_cached.engine import Engine
+from airtable_cached.runtime import local_engine
 from airtable_cached.store.sqlite.connection import MIGRATIONS, Store, _statements
-from airtable_cached.store.sqlite.replica import register_sql_functions
 from airtable_cached.testing import seed_leads
 
 BASE = "appBENCHbase00001"
@@ -52,10 +52,12 @@ def legacy_fts(store: Store) -> None:
 
 
 def engine_for(directory: Path, name: str, *, legacy: bool) -> Engine:
-    store = Store(directory / f"{name}.sqlite3", on_connect=register_sql_functions)
+    """An engine without a sync on a new file, built as the commands build theirs (runtime.py)."""
+    engine = local_engine(Settings(path=directory / f"{name}.sqlite3", mode="offline", flush="manual", max_age=1e9))
     if legacy:
-        legacy_fts(store)
-    return Engine(store, Settings(path=store.path, mode="offline", flush="manual", max_age=1e9), clock=time.time)
+        assert isinstance(engine.store, Store)
+        legacy_fts(engine.store)
+    return engine
 
 
 def measure(size: int, directory: Path, *, legacy: bool, quick: bool) -> dict[str, float]:

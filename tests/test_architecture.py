@@ -6,6 +6,8 @@
 * each back-end package imports only the layers beneath it;
 * SQL runs only in ``airtable_cached/store/``, and no connection (``.conn``) is touched outside it;
 * nothing outside ``engine/`` reaches into the engine's private parts (``engine._anything``);
+* the engine, the sync and the front-ends reach a store only through ``store/contract.py`` (and the
+  store's shared modules), never a store's own package;
 * functions stay small: the median under 10 lines, none over 60 (the formula tokenizer excepted).
 
 Imports inside functions and under ``TYPE_CHECKING`` count: a dependency is a dependency.
@@ -131,6 +133,30 @@ def test_each_back_end_package_imports_only_the_layers_beneath_it(graph):
         if _top(module) in ALLOWED
         for imported in imports
         if _top(imported) not in ALLOWED[_top(module)] | {_top(module), "errors", "config", "types"}
+    )
+    assert wrong == []
+
+
+#: What the engine, the sync and the front-ends may import of ``store/``: the contract and the shared
+#: modules, never a store's own (``store/sqlite/``, ``store/postgres/``): they are handed a store.
+STORE_SEAM = {"airtable_cached.store.contract", "airtable_cached.store.types", "airtable_cached.store.checksum",
+              "airtable_cached.store.claims"}
+#: Known exceptions: the formula bridge writes ``{field} = value`` as each store's field index is
+#: written (an expression index matches only the same expression).
+STORE_SEAM_EXCEPTIONS = {
+    ("airtable_cached.engine.formula_bridge", "airtable_cached.store.sqlite.replica"),
+    ("airtable_cached.engine.formula_bridge", "airtable_cached.store.postgres.selection"),
+}
+
+
+def test_the_engine_the_sync_and_the_front_ends_use_a_store_only_through_its_contract(graph):
+    wrong = sorted(
+        (module, imported)
+        for module, imports in graph.items()
+        if _top(module) in {"engine", "sync"} | FRONT_ENDS
+        for imported in imports
+        if _top(imported) == "store" and imported not in STORE_SEAM
+        and (module, imported) not in STORE_SEAM_EXCEPTIONS
     )
     assert wrong == []
 

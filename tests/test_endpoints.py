@@ -102,3 +102,27 @@ def test_two_endpoints_with_one_base_id_keep_their_own_change_feed(fake, staging
         assert stage.sync.refresh(BASE, TABLE).kind == "incremental"  # the feed brings the deletion
         assert gone not in {r["id"] for r in stage_table.all()}
         assert len(prod_table.all()) == 250
+
+
+def test_the_bases_a_file_holds_by_endpoint_and_from_before_the_endpoint_key(fake, staging, db_path, tmp_path):
+    """What backup and restore lock (``files.bases_in``): (endpoint, base) of every cached table; in a
+    version-3 file, ('', base) of its tables and of its queued writes."""
+    from airtable_cached.store.sqlite.files import bases_in
+
+    with Api(fake.token, endpoint_url=fake.url, path=db_path, flush="manual") as prod, \
+            Api(staging.token, endpoint_url=staging.url, path=db_path, flush="manual") as stage:
+        prod.table(BASE, TABLE).all()
+        stage.table(BASE, TABLE).all()
+    assert bases_in(db_path) == {(fake.url, BASE), (staging.url, BASE)}
+
+    old = tmp_path / "version3.sqlite3"
+    conn = sqlite3.connect(old)
+    for version in (1, 2, 3):
+        for statement in _statements(MIGRATIONS[version]):
+            conn.execute(statement)
+    conn.execute("INSERT INTO tables (tid, base_id, name, pulled_at) VALUES (1, ?, ?, NULL)", (BASE, TABLE))
+    conn.execute("INSERT INTO outbox (tid, base_id, table_ref, op, record_id, fields, created_at)"
+                 " VALUES (2, 'appQUEUEDonly0001', 'T', 'update', 'recX', '{}', 0)")
+    conn.commit()
+    conn.close()
+    assert bases_in(old) == {("", BASE), ("", "appQUEUEDonly0001")}

@@ -166,3 +166,21 @@ def test_compile_python_is_fast():
     n = sum(1 for r in records if fn(r))
     assert n == len([i for i in range(10000) if i % 2 and i % 3])
     assert time.perf_counter() - t < 1.0
+
+
+@pytest.mark.parametrize("bug", [TypeError, KeyError, IndexError, AttributeError])
+def test_a_bug_in_a_function_raises_instead_of_becoming_an_error_value(monkeypatch, bug):
+    """Only data a function cannot compute with is ``#ERROR!``; a mistake in the code propagates."""
+    from airtable_cached.formula import functions
+
+    def broken(env, value):
+        raise bug("a mistake in the implementation")
+
+    monkeypatch.setitem(functions.FUNCTIONS, "LEN", broken)
+    with pytest.raises(bug):
+        evaluate(parse(f"LEN('{bug.__name__} probe')"), rec())
+
+
+@pytest.mark.parametrize("formula", ["1 / 0", "SQRT(-1)", "DATETIME_PARSE('not a date')", "REGEX_MATCH('a', '(')"])
+def test_data_a_function_cannot_compute_with_is_an_error_value(formula):
+    assert evaluate(parse(formula), rec()) == ERR

@@ -207,3 +207,14 @@ def test_sql_equals_evaluator(fields_list, node):
     got, cf = _select(conn, records, node)
     assert got == _expected(records, node), (to_formula(node), cf.sql, cf.params)
     # most of what is generated here compiles to SQL; the rest must still agree via the residual
+
+
+def test_the_sql_match_function_leaves_out_only_rows_whose_fields_are_not_json(caplog):
+    conn = _db([{"id": "recA", "createdTime": None, "fields": {"Name": "Ada"}}])
+    conn.execute("INSERT INTO records VALUES ('recB', NULL, '{not json')")
+    sql = "SELECT id FROM records WHERE atc_match(?, fields, id, created_time) ORDER BY id"
+    with caplog.at_level("WARNING", logger="airtable_cached.formula.sql"):
+        assert [r[0] for r in conn.execute(sql, ("{Name} != 'x'",))] == ["recA"]
+    assert "recB has unreadable fields" in caplog.text
+    with pytest.raises(sqlite3.OperationalError, match="user-defined function raised exception"):
+        conn.execute(sql, ("AND({Name} = 'Ada'",)).fetchall()  # a formula that cannot parse: an error, not "no match"

@@ -207,7 +207,7 @@ def test_the_shared_runtime_is_a_context_manager_too(fake, db_path):
     settings = Settings.from_env(path=db_path, endpoint_url=fake.url, flush="auto", batch_delay=60, rate_limit=1000)
     with shared_runtime(settings, fake.token) as runtime:
         engine, sync = runtime
-        engine.handle("POST", f"{fake.url}/v0/{BASE}/{TABLE}", body={"fields": {"Full Name": "Via The Runtime"}})
+        engine.create(BASE, TABLE, {"fields": {"Full Name": "Via The Runtime"}})
         assert sync.flusher is not None
     assert runtime.closed and "Via The Runtime" in names_in(fake), "leaving the block flushed"
     with shared_runtime(settings, fake.token) as fresh:

@@ -1,4 +1,4 @@
-"""Per-base flush locks (airtable_cached/locks.py): never waited on, released by the kernel with
+"""Per-base flush locks (airtable_cached/store/sqlite/locks.py): never waited on, released by the kernel with
 their holder, taken over on the lease only when the holder is alive but hung. Two FlushLocks over
 one folder stand for two processes (file locks conflict between open files, in one process too);
 wall time is injected."""
@@ -13,7 +13,8 @@ import textwrap
 import diskcache
 import pytest
 
-from airtable_cached.sync.locks import FlushLocks, flush_key
+from airtable_cached.store.sqlite.locks import FlushLocks
+from airtable_cached.sync.locks import flush_key
 
 
 class Wall:
@@ -65,7 +66,7 @@ def test_the_lock_of_a_killed_process_is_free_at_once(tmp_path):
         f"""
         import time, diskcache
         from pathlib import Path
-        from airtable_cached.sync.locks import FlushLocks
+        from airtable_cached.store.sqlite.locks import FlushLocks
         locks = FlushLocks(Path({str(tmp_path / "locks")!r}), diskcache.Cache({str(tmp_path / "locks")!r}), 300.0)
         held = locks.try_acquire("appA")
         assert held is not None

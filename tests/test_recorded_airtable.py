@@ -19,7 +19,9 @@ What the recordings hold, and where each kind is covered:
   ``filterByFormula`` and ``maxRecords`` (so the cache's formula engine and the fake's are checked
   against Airtable here, not against each other), get, batch create, batch update (clearing every
   field with nulls), batch delete, a 422 for a write to a computed field and the 404 of a get after
-  a delete;
+  a delete; the whole export session on table ``Empty`` (64 calls: every list, filtered list, get,
+  create, update, delete and refused write, in the order recorded) through all three; the 404
+  ``TABLE_NOT_FOUND`` of a table the base does not have;
 - ``gatsby-source-airtable/`` holds list bodies only (no requests); ``tests/test_issue9_fidelity.py``
   uses them for links.
 
@@ -35,9 +37,11 @@ cache's one schema read is answered as Airtable answers a token without ``schema
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import pyairtable
 import pytest
@@ -88,7 +92,8 @@ def as_batch(interaction: dict[str, Any]) -> dict[str, Any]:
 
 
 def schema_refused() -> dict[str, Any]:
-    """Airtable's answer to a schema read by a token without the scope (AIRTABLE_FACTS, errors)."""
+    """Airtable's answer to a schema read by a token without the scope: 403
+    ``INVALID_PERMISSIONS_OR_MODEL_NOT_FOUND``, in the error shape the grouparoo recordings show."""
     message = "Invalid permissions, or the requested model was not found."
     return {
         "request": {"body": None, "headers": {}, "method": "GET",
@@ -531,3 +536,177 @@ def test_fake_server_creates_as_airtable_recorded(fake_posts):
     )
     assert response.status_code == 200
     assert response.json()["fields"] == body_of(recorded)["fields"]
+
+
+# -- grouparoo's export, every call in the order it was recorded ----------------------------------------
+#
+# with-meta-access__export-records.yaml is one session on table Empty: it starts empty (call 0) and
+# goes through creates, updates, deletes, refused writes and, between them, gets and filtered lists
+# that show each state. Every call is made again in that order, through plain pyairtable and through
+# the cache, and each answer must be the one Airtable recorded.
+
+EXPORT_WRITES = ("POST", "PATCH", "DELETE")
+
+
+def unmangled_query(uri: str) -> list[tuple[str, str]]:
+    """The recorded query, with the batch delete's ``records[]=['rec…', …]`` (written as a Python
+    list by the conversion) read as the repeated ``records[]`` pyairtable sends."""
+    pairs = []
+    for key, value in parse_qsl(urlsplit(uri).query):
+        if key == "records[]" and value.startswith("["):
+            pairs += [(key, record_id) for record_id in ast.literal_eval(value)]
+        else:
+            pairs.append((key, value))
+    return pairs
+
+
+def same_query(r1: Any, r2: Any) -> None:
+    assert sorted(unmangled_query(r1.uri)) == sorted(unmangled_query(r2.uri))
+
+
+RECORDED.register_matcher("unmangled_query", same_query)
+
+
+def export_calls() -> list[dict[str, Any]]:
+    return interactions(EXPORT, GROUPAROO)
+
+
+def answer_of(table: Any, interaction: dict[str, Any]) -> Any:
+    """Make the recorded call on a pyairtable-shaped table; its answer, or Airtable's error body."""
+    request = interaction["request"]
+    method, uri = request["method"], request["uri"]
+    body = json.loads(request["body"]) if request["body"] else None
+    query = dict(unmangled_query(uri))
+    try:
+        if method == "GET" and urlsplit(uri).path.rstrip("/").endswith(EMPTY):
+            if "filterByFormula" in query:
+                return {"records": table.all(formula=query["filterByFormula"], max_records=int(query["maxRecords"]))}
+            return {"records": table.all()}
+        if method == "GET":
+            return table.get(urlsplit(uri).path.rsplit("/", 1)[1])
+        if method == "POST":
+            return {"records": table.batch_create([r["fields"] for r in body["records"]])}
+        if method == "PATCH":
+            return {"records": table.batch_update(body["records"])}
+        return {"records": table.batch_delete([v for k, v in unmangled_query(uri) if k == "records[]"])}
+    except requests.HTTPError as error:
+        return error.response.json()
+
+
+def test_grouparoo_export_in_order_through_plain_pyairtable():
+    with RECORDED.use_cassette(str(GROUPAROO / EXPORT), record_mode="none", filter_headers=["authorization"],
+                               match_on=("method", "scheme", "host", "route", "unmangled_query")) as tape:
+        table = g_plain(EMPTY)
+        for call in export_calls():
+            assert answer_of(table, call) == body_of(call), call["request"]["uri"]
+        assert tape.all_played
+
+
+def by_id(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {r["id"]: r for r in records}
+
+
+def test_grouparoo_export_in_order_through_the_cache(g_cached):
+    """The cache pulls the table as call 0 found it, answers every read itself, refuses the writes
+    Airtable refused (422, the same body) without sending them, and sends each write Airtable took
+    at its flush; after that flush it holds exactly the records Airtable answered. A plain list
+    (no sort, no view) is compared by id: Airtable's order there is not the order of creation, and
+    no recording says what it is."""
+    calls = export_calls()
+    sent = [c for c in calls if c["request"]["method"] in EXPORT_WRITES and c["response"]["status"]["code"] == 200]
+    api, cassette = g_cached(EMPTY, calls[0], *sent)
+    table = api.table(G_BASE, EMPTY)
+    with RECORDED.use_cassette(str(cassette), record_mode="none", match_on=("method", "route"),
+                               filter_headers=["authorization"]) as tape:
+        for call in calls[1:]:
+            method, recorded = call["request"]["method"], body_of(call)
+            answer = answer_of(table, call)
+            if method == "GET" and "records" in recorded and "filterByFormula" not in call["request"]["uri"]:
+                assert by_id(answer["records"]) == by_id(recorded["records"])
+            elif method in EXPORT_WRITES and call["response"]["status"]["code"] == 200:
+                assert api.flush().ok
+                assert [table.get(r["id"]) for r in recorded["records"] if method != "DELETE"] == \
+                    [r for r in recorded["records"] if method != "DELETE"]
+                assert method != "DELETE" or answer == recorded
+            else:
+                assert answer == recorded, call["request"]["uri"]
+        assert tape.play_count == len(sent)  # reads answered from the cache, refused writes never sent
+
+
+def fake_request_of(interaction: dict[str, Any], made: dict[str, str]) -> tuple[str, str, str | None]:
+    """The recorded request as the fake is asked it: method, path and body, with the ids of the
+    records Airtable made replaced by the fake's ids for them, and the batch delete's query unmangled."""
+    request = interaction["request"]
+    split = urlsplit(request["uri"])
+    path = split.path + ("?" + urlencode(unmangled_query(request["uri"])) if split.query else "")
+    body = request["body"]
+    for recorded_id, fake_id in made.items():
+        path, body = path.replace(recorded_id, fake_id), body.replace(recorded_id, fake_id) if body else body
+    return request["method"], path, body
+
+
+def writable_view(answer: Any, computed: set[str], made: dict[str, str]) -> Any:
+    """An answer without what the fake does not compute as Airtable does: computed fields (autoNumber,
+    formulas, createdBy, ...) and ``createdTime`` (the fake's own clock); ids as the fake's."""
+    if not isinstance(answer, dict) or "error" in answer:
+        return answer
+    if "records" in answer:
+        return {"records": [writable_view(r, computed, made) for r in answer["records"]]}
+    view = {"id": made.get(answer["id"], answer["id"])}
+    if "fields" in answer:
+        view["fields"] = {k: v for k, v in answer["fields"].items() if k not in computed}
+    return view | ({"deleted": answer["deleted"]} if "deleted" in answer else {})
+
+
+def test_fake_server_answers_grouparoo_export_in_order_as_airtable_recorded():
+    """The fake, holding table Empty with its recorded schema and no records, is asked every recorded
+    call in order: the same status, the same error bodies, the same records in filtered lists and
+    gets, and the same value in every field a call can write (computed fields aside: the fake has
+    no formulas, collaborators or Airtable's clock). A plain list is compared by id, as for the cache."""
+    from airtable_cached.testing import FakeAirtable
+    from airtable_cached.testing.cells import COMPUTED_TYPES
+
+    schema = g_table_schema(EMPTY)
+    computed = {f["name"] for f in schema["fields"] if f["type"] in COMPUTED_TYPES}
+    made: dict[str, str] = {}
+    with FakeAirtable(seed=1) as server:
+        server.add_table(G_BASE, schema["name"], schema["fields"], [], table_id=EMPTY, primary_field=schema["primaryFieldId"])
+        for call in export_calls():
+            method, path, body = fake_request_of(call, made)
+            response = requests.request(method, server.url + path, data=body, timeout=10, headers={
+                "Authorization": f"Bearer {server.token}", "Content-Type": "application/json"})
+            assert response.status_code == call["response"]["status"]["code"], path
+            if method == "POST" and response.status_code == 200:
+                made.update(zip([r["id"] for r in body_of(call)["records"]], [r["id"] for r in response.json()["records"]]))
+            answer, recorded = writable_view(response.json(), computed, {}), writable_view(body_of(call), computed, made)
+            if method == "GET" and "records" in recorded and "filterByFormula" not in path:  # order: see above
+                answer, recorded = by_id(answer["records"]), by_id(recorded["records"])
+            assert answer == recorded, path
+
+
+UNKNOWN_TABLES = [(CLIENT, 9, "Unknown Table"), ("with-meta-access__destination-mapping-options.yaml", 6, "tblBad")]
+
+
+@pytest.mark.parametrize(("cassette", "index", "table_name"), UNKNOWN_TABLES)
+def test_a_table_the_base_does_not_have_is_answered_as_airtable_answered(tmp_path, cassette, index, table_name):
+    """A list of a table (by name or id) the base does not have: Airtable's 404 ``TABLE_NOT_FOUND``,
+    from plain pyairtable, the cache (which asks Airtable: it sends the recorded request) and the fake."""
+    from airtable_cached.testing import FakeAirtable
+
+    recorded = same_call(grouparoo(cassette, index)[0], "GET", "/" + quote(table_name), status=404)
+    tape_path = write_cassette(tmp_path / "unknown.yaml", [recorded, g_schema()])
+    answers = []
+    with replay(tape_path, loose=False):
+        with pytest.raises(requests.HTTPError) as plain_error:
+            g_plain(table_name).all()
+    answers.append(plain_error.value.response)
+    with Api(TOKEN, path=tmp_path / "cache.sqlite3", flush="manual") as api, replay(tape_path, loose=True) as tape:
+        with pytest.raises(requests.HTTPError) as cached_error:
+            api.table(G_BASE, table_name).all()
+        assert tape.requests[0].uri == recorded["request"]["uri"]  # asked Airtable, which answered the 404
+    answers.append(cached_error.value.response)
+    with FakeAirtable(seed=1) as server:
+        schema = g_table_schema(EMPTY)
+        server.add_table(G_BASE, schema["name"], schema["fields"], [], table_id=EMPTY, primary_field=schema["primaryFieldId"])
+        answers.append(ask_fake(server, recorded))
+    assert [(a.status_code, a.json()) for a in answers] == [(404, body_of(recorded))] * 3

@@ -1,7 +1,7 @@
 """The fake Airtable's webhooks API (airtable_cached/testing/webhooks.py), read through pyairtable
-3.5's own webhook models (unmodified), and the pure refresh decisions in airtable_cached/policy.py.
+3.5's own webhook models (unmodified), and the pure refresh decisions in airtable_cached/rules/policy.py.
 These compare with the project's fake and with pyairtable's models, not with recorded traffic (no
-public recording of the webhooks API exists; see the shared AIRTABLE_FACTS.md)."""
+public recording of the webhooks API exists)."""
 
 from __future__ import annotations
 

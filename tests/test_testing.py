@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import re
 import socket
-import sys
 import time
-import types
 
 import pytest
 import requests
@@ -18,15 +15,6 @@ BASE = "appFAKEbase000001"
 TOKEN = "patFAKE.token"
 
 
-def _formula_engine_ready() -> bool:
-    try:
-        from airtable_cached.formula import FormulaError, matches, parse  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_formula = pytest.mark.skipif(not _formula_engine_ready(), reason="airtable_cached.formula not available yet")
 
 
 @pytest.fixture
@@ -174,7 +162,6 @@ def test_views_order_and_are_found_by_name_or_id(fake, table):
     assert {"id": vid, "name": "By score", "type": "grid"} in views
 
 
-@needs_formula
 def test_view_with_formula_filters(fake, table):
     fake.add_view(BASE, "Leads", "With email", formula="NOT({Email} = '')")
     recs = table.all(view="With email")
@@ -201,7 +188,6 @@ def test_list_records_post_fallback_for_long_urls(fake, table):
     assert all(isinstance(v, str) for x in body["records"] for v in x["fields"].values())
 
 
-@needs_formula
 def test_filter_by_formula(fake, table):
     with_email = table.all(formula="NOT({Email} = '')")
     assert with_email and all(r["fields"].get("Email") for r in with_email)
@@ -215,7 +201,6 @@ def test_filter_by_formula(fake, table):
     assert fake.request_count(method="POST", path_contains="listRecords") >= 1
 
 
-@needs_formula
 def test_formula_errors(fake):
     r = raw(fake, "GET", f"/v0/{BASE}/Leads", params={"filterByFormula": "{Nope} = 'x'"})
     assert r.status_code == 422
@@ -227,33 +212,8 @@ def test_formula_errors(fake):
     assert err["message"].startswith("The formula for filtering records is invalid")
 
 
-@pytest.fixture
-def stub_formula_engine(monkeypatch):
-    """A tiny stand-in for airtable_cached.formula, to test the fake's wiring independently of it.
-
-    It understands ``{Field} = 'value'`` and ``OR(RECORD_ID()='rec...', ...)`` only."""
-    mod = types.ModuleType("airtable_cached.formula")
-
-    class FormulaError(ValueError):
-        pass
-
-    def parse(text):
-        if text.count("(") != text.count(")"):
-            raise FormulaError("unbalanced parentheses")
-        return text.strip()
-
-    def matches(node, record, field_ids=None):
-        if node.startswith("OR(RECORD_ID()"):
-            return record["id"] in re.findall(r"'(rec\w+)'", node)
-        m = re.fullmatch(r"\{(.+?)\}\s*=\s*'(.*)'", node)
-        name = (field_ids or {}).get(m.group(1), m.group(1))
-        return record["fields"].get(name, "") == m.group(2)
-
-    mod.FormulaError, mod.parse, mod.matches = FormulaError, parse, matches
-    monkeypatch.setitem(sys.modules, "airtable_cached.formula", mod)
-
-
-def test_formula_wiring_with_a_stub_engine(fake, table, stub_formula_engine):
+def test_formula_wiring(fake, table):
+    """Field ids, views, the POST fallback for a long formula and the 422s, on the real formula engine."""
     status_id = next(f["id"] for f in fake.schema(BASE, "Leads")["fields"] if f["name"] == "Status")
     lost = table.all(formula="{Status} = 'Lost'")
     assert lost and all(r["fields"]["Status"] == "Lost" for r in lost)
@@ -272,7 +232,10 @@ def test_formula_wiring_with_a_stub_engine(fake, table, stub_formula_engine):
     assert r.json() == {"error": {"type": "INVALID_FILTER_BY_FORMULA", "message": "The formula for filtering records is invalid: Unknown field names: nope"}}
     r = raw(fake, "GET", f"/v0/{BASE}/Leads", params={"filterByFormula": "AND({Email} = ''"})
     assert r.status_code == 422
-    assert r.json()["error"]["message"] == "The formula for filtering records is invalid: unbalanced parentheses"
+    assert r.json()["error"] == {
+        "type": "INVALID_FILTER_BY_FORMULA",
+        "message": "The formula for filtering records is invalid: formula syntax error at position 16: expected ')', found end of formula",
+    }
 
 
 # -- writes -----------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The local Airtable: answers the record endpoints from the cache and the queue.
 
-``Engine.handle(method, url, params, body)`` returns the JSON Airtable would return, or raises
+``Engine.dispatch(route, params, body)`` returns the JSON Airtable would return, or raises
 :class:`AirtableResponseError` with the status and body Airtable would send. The pyairtable front-end
 (``api.py``) and the plain-HTTP front-end (``http.py``) are thin wrappers around it, so paging,
 sorting, filtering, write semantics and errors exist once.
@@ -28,7 +28,7 @@ from airtable_cached.engine.access import Access
 from airtable_cached.engine.ports import SyncHandle, SyncPort
 from airtable_cached.engine.readmodel import ReadModel
 from airtable_cached.engine.reads import Reads
-from airtable_cached.engine.routing import PLAIN_QUERY, Route, deleted_ids, json_body, list_query, route
+from airtable_cached.engine.routing import PLAIN_QUERY, Route, deleted_ids, json_body, list_query
 from airtable_cached.engine.search import Indexes, Search
 from airtable_cached.engine.stats import StatsRecorder
 from airtable_cached.engine.tables import TableInfo, Tables
@@ -96,12 +96,6 @@ class Engine(Generic[S]):
         return self.settings.endpoint_url
 
     # -- entry point -------------------------------------------------------------------------------
-    def handle(self, method: str, url: str, params: Mapping[str, Any] | None = None, body: Any = None) -> Any:
-        found = route(method, url)
-        if found is None:
-            raise ValueError(f"not a record endpoint: {method} {url}")
-        return self.dispatch(found, params or {}, body)
-
     def answered_locally(self) -> bool:
         """Whether this thread's last ``dispatch`` was answered from the cache (not by Airtable):
         such an answer is built by the engine, already in Airtable's record shape, so the

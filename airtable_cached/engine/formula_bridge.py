@@ -7,7 +7,6 @@ Airtable; that fallback is counted and logged once per formula.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,6 +56,7 @@ _logged: set[str] = set()
 
 
 def _formula():
+    """The formula engine, imported on first use: ``import airtable_cached`` stays quick (it loads RE2)."""
     from airtable_cached import formula
 
     return formula
@@ -65,6 +65,19 @@ def _formula():
 @lru_cache(maxsize=512)
 def _parse(text: str):
     return _formula().parse(text)
+
+
+@lru_cache(maxsize=512)
+def _field_refs(text: str) -> frozenset[str]:
+    """The field names or ids a formula names, found once per formula (a read asks several times,
+    and a walk of an ORM's ``OR`` of 200 record ids is not free)."""
+    return frozenset(_formula().field_names(_parse(text)))
+
+
+@lru_cache(maxsize=512)
+def _function_refs(text: str) -> frozenset[str]:
+    """The functions a formula calls (upper case), found once per formula."""
+    return frozenset(_formula().function_names(_parse(text)))
 
 
 def remote_reason(replica: Replica, info: TableInfo, text: str) -> str | None:
@@ -81,19 +94,14 @@ def remote_reason(replica: Replica, info: TableInfo, text: str) -> str | None:
 
 def _reason(replica: Replica, info: TableInfo, text: str) -> str | None:
     try:
-        module = _formula()
-    except ImportError:
-        return "the formula engine is not available"
-    try:
-        node = _parse(text)
-    except module.FormulaError as exc:
+        functions = _function_refs(text) & INEXACT_FUNCTIONS
+    except _formula().FormulaError as exc:
         return f"the formula is not understood locally ({exc})"
-    functions = module.function_names(node) & INEXACT_FUNCTIONS
     if functions:
         return f"uses {', '.join(sorted(functions))}, which the cache cannot know"
     schema_fields = info.fields_by_name
     name_for_id = info.name_for_id
-    for ref in sorted(module.field_names(node)):
+    for ref in sorted(_field_refs(text)):
         name = name_for_id.get(ref, ref)
         if schema_fields:
             if name not in schema_fields:
@@ -117,13 +125,12 @@ def _link_source(replica: Replica, info: TableInfo, spec: dict) -> tuple[int, st
 
 def link_sources(replica: Replica, info: TableInfo, text: str) -> dict[str, tuple[int, str]]:
     """The link fields a formula names, with where their primary values come from."""
-    module = _formula()
     try:
-        node = _parse(text)
-    except module.FormulaError:
+        refs = _field_refs(text)
+    except _formula().FormulaError:
         return {}
     found = {}
-    for ref in module.field_names(node):
+    for ref in refs:
         name = info.name_for_id.get(ref, ref)
         spec = info.fields_by_name.get(name)
         if spec is not None and spec.get("type") == "multipleRecordLinks":
@@ -255,6 +262,13 @@ def record_ids_required(text: str) -> list[str] | None:
     """The ids a formula is limited to when it is (or requires) ``RECORD_ID() = 'rec...'`` for
     literal ids, as pyairtable's ORM writes it; the primary key then finds the rows without a scan.
     ``None`` when the formula does not limit the ids."""
+    ids = _required_ids(text)
+    return None if ids is None else list(ids)
+
+
+@lru_cache(maxsize=512)
+def _required_ids(text: str) -> tuple[str, ...] | None:
+    """``record_ids_required``, found once per formula (a read asks several times)."""
     module = _formula()
     try:
         node = _parse(text)
@@ -262,7 +276,7 @@ def record_ids_required(text: str) -> list[str] | None:
         return None
     for part in module.conjuncts(node):
         if _only_record_ids(module, part):
-            return sorted(_record_id_literals(module, part))
+            return tuple(sorted(_record_id_literals(module, part)))
     return None
 
 
@@ -283,20 +297,6 @@ def _only_record_ids(module, node) -> bool:
     return False
 
 
-def equality_formula(fields: dict) -> str | None:
-    """A formula matching records with these scalar values (to find a create whose answer was lost)."""
-    parts = []
-    for name, value in fields.items():
-        ref = "{" + name.replace("}", "\\}") + "}"
-        if isinstance(value, bool):
-            parts.append(f"{ref}={'TRUE()' if value else 'FALSE()'}")
-        elif isinstance(value, (int, float)):
-            parts.append(f"{ref}={json.dumps(value)}")
-        elif isinstance(value, str) and value:
-            parts.append(f"{ref}='" + value.replace("\\", "\\\\").replace("'", "\\'") + "'")
-    if not parts:
-        return None
-    return "AND(" + ",".join(parts) + ")"
 
 
 #: Functions whose value depends on the moment of evaluation: their results are never remembered.

@@ -19,8 +19,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
+from airtable_cached.rules.records import loads
 from airtable_cached.store.contract import Store
-from airtable_cached.store.sqlite.replica import loads
 
 __all__ = ["MUTABLE", "ReadModel", "TableModel", "copy_fields", "copy_kept_fields", "copy_record_fields", "copy_value", "loads", "with_mutable"]
 

@@ -12,9 +12,11 @@ from .nodes import BinaryOp, Call, ErrorValue, Field, Literal, UnaryOp, walk
 from .parser import parse
 from .values import ERROR, compare, parse_datetime, to_number, to_text, truthy
 
-# What a function meets when a cell holds data it cannot compute with (Airtable shows #ERROR!).
-# Anything else (AttributeError, NameError, AssertionError...) is a bug here and propagates.
-_DATA_ERRORS = (_Err, ArithmeticError, ValueError, TypeError, LookupError, RecursionError)
+# What a function meets when a cell holds data it cannot compute with (Airtable shows #ERROR!): its
+# own _Err, arithmetic on the data (1/0, overflow), a conversion that fails (ValueError), nesting too
+# deep. Anything else (TypeError, KeyError, IndexError, AttributeError...) is a bug here and propagates
+# (tests/test_formula_eval.py, test_a_bug_in_a_function_raises_instead_of_becoming_an_error_value).
+_DATA_ERRORS = (_Err, ArithmeticError, ValueError, RecursionError)
 
 __all__ = ["Env", "compile_python", "evaluate", "matches", "field_names", "function_names"]
 
@@ -295,7 +297,7 @@ def evaluate(node, record, *, field_ids=None, now=None):
     """Evaluate a node (or formula text) for one record; data problems give an ErrorValue."""
     try:
         return _compiled(_as_node(node))(Env(record, field_ids, now))
-    except (_Err, ArithmeticError, ValueError, TypeError, RecursionError):
+    except _DATA_ERRORS:
         return ERROR
 
 

@@ -1,8 +1,10 @@
-"""Function table: arities (from formula_functions.txt) and implementations.
+"""Function table: arities (as Airtable's formula field reference gives them) and implementations.
 
 Each implementation takes ``(env, *args)`` with already evaluated arguments; errors in arguments are
-propagated by the evaluator before the call (except for functions in ``ERROR_AWARE``), and any
-Python exception raised by an implementation becomes ``#ERROR!``.
+propagated by the evaluator before the call (except by its special forms IF, SWITCH and ISERROR,
+``_SPECIAL_FORMS`` in evaluator.py). Data an implementation cannot compute with raises ``_Err`` (or
+an arithmetic or conversion ``ValueError``), which the evaluator turns into ``#ERROR!``; any other
+exception is a bug and propagates.
 """
 
 from __future__ import annotations

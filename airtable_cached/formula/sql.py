@@ -123,15 +123,18 @@ def _parse_cached(text):
 
 
 def _atc_match(formula, fields_json, rec_id, created):
+    """SQL ``atc_match(formula, fields, id, created)``: 1 where the record matches the formula.
+    Only a row whose fields are not JSON is matched by nothing (and logged); any other error raises
+    and fails the query."""
     try:
         fields = json.loads(fields_json) if fields_json else {}
-        if not isinstance(fields, dict):
-            fields = {}
-        rec = {"id": rec_id or "", "createdTime": created, "fields": fields}
-        return 1 if matches(_parse_cached(formula), rec) else 0
-    except ValueError as exc:  # a row whose fields are not JSON: matched by nothing, and said so
+    except ValueError as exc:
         log.warning("record %s has unreadable fields, left out of a formula read: %s", rec_id, exc)
         return 0
+    if not isinstance(fields, dict):
+        fields = {}
+    rec = {"id": rec_id or "", "createdTime": created, "fields": fields}
+    return 1 if matches(_parse_cached(formula), rec) else 0
 
 
 def _atc_iso(text):

@@ -126,7 +126,7 @@ def _hold_flush_locks(settings: Settings, bases: Iterable[str]) -> Iterator[None
     """Take every base's flush lock without waiting; refuse if a flusher holds one."""
     import diskcache
 
-    from airtable_cached.sync.locks import FlushLocks, private_locks_dir
+    from airtable_cached.store.sqlite.locks import FlushLocks, private_locks_dir
 
     private_locks_dir(settings.locks_dir)  # 0700, its files 0600, as the sync makes it
     cache = diskcache.Cache(str(settings.locks_dir))

@@ -152,7 +152,7 @@ def _check_version(conn: sqlite3.Connection, path: Path, fix: bool) -> list[Find
                       f"{path} has schema version {version}, older than {SCHEMA_VERSION}; it is migrated when opened",
                       detail={"found": version, "expected": SCHEMA_VERSION})
     if fix:
-        Store(path).close()
+        _store(path).close()  # opening the file migrates it
         finding.fixed = True
     return [finding]
 

@@ -822,10 +822,8 @@ def demo(args: tuple[str, ...]) -> None:
     Example:
       airtable-cached demo
     """
-    try:
-        from airtable_cached.ops.demo import main as demo_main
-    except ImportError as exc:
-        raise click.ClickException(f"the demo is not available: {exc}") from None
+    from airtable_cached.ops.demo import main as demo_main
+
     code = demo_main(list(args))
     sys.exit(code or 0)
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-SEVERITIES = ("info", "warning", "error")
-
 
 @dataclass
 class Finding:

@@ -24,7 +24,7 @@ from airtable_cached.ops.backup import (
 )
 from airtable_cached.ops.check import STALE_CLAIM_GRACE, check
 from airtable_cached.ops.errors import MaintenanceError
-from airtable_cached.ops.findings import SEVERITIES, Finding, exit_code
+from airtable_cached.ops.findings import Finding, exit_code
 from airtable_cached.ops.pull import flush, pull, reseed
 from airtable_cached.ops.queue import queue_drop, queue_list, queue_retry
 from airtable_cached.ops.reset import reset
@@ -37,7 +37,6 @@ __all__ = [
     "KEEP_LATENCY_SAMPLES",
     "LOCAL_KINDS",
     "REMOTE_KINDS",
-    "SEVERITIES",
     "STALE_CLAIM_GRACE",
     "Finding",
     "MaintenanceError",

@@ -223,9 +223,11 @@ def _sendable_writes(writes: list[dict[str, Any]], result: SalvageResult) -> lis
 
 def _write_salvaged(dest: Path, found: dict[str, list], kept: list[dict[str, Any]], result: SalvageResult) -> None:
     """A new database at ``dest`` holding the salvaged tables and writes."""
+    from airtable_cached.runtime import open_store
     from airtable_cached.store.sqlite import Store
 
-    store = Store(dest)
+    store = open_store(dest)
+    assert isinstance(store, Store)  # a path: always a SQLite file
     try:
         with store.write() as unit:
             known = _copy_tables(unit.replica, found["tables"], found["table_aliases"])

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import msgspec
+
 from airtable_cached.errors import WriteRejectedError
 from airtable_cached.rules import ids
 
@@ -96,6 +98,18 @@ def replay(remote_fields: dict | None, ops: Iterable[QueuedWrite]) -> dict | Non
         else:
             current = apply_write(current, op.op, op.fields)
     return current
+
+
+def loads(text: str) -> Any:
+    """``json.loads``, four times quicker (msgspec) for what the cache stores; anything msgspec
+    refuses (numbers out of a float's range, lone surrogates) is decoded by ``json.loads``."""
+    try:
+        return _decoder.decode(text)
+    except msgspec.DecodeError:
+        return json.loads(text)
+
+
+_decoder = msgspec.json.Decoder()
 
 
 def dumps(value: Any) -> str:

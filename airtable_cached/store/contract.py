@@ -752,12 +752,21 @@ class Pacer(Protocol):
         ...
 
 
+class HeldLock(Protocol):
+    """A base's flush lock held by this process (each store's locks module has its own)."""
+
+    @property
+    def base_id(self) -> str:
+        """The flush key the lock is held on."""
+        ...
+
+
 class FlushLocks(Protocol):
     """One flusher at a time per base (a flush key), among every process using the store; a lock
     dies with its holder, and a lease takes it from a holder that is alive but hung."""
 
     def try_acquire(self, base_id: str) -> Any:
-        """The base's lock (a held-lock value), taken without waiting; ``None`` when a live flusher holds it."""
+        """The base's lock (a :class:`HeldLock`), taken without waiting; ``None`` when a live flusher holds it."""
         ...
 
     def renew(self, held: Any) -> bool:

@@ -15,7 +15,6 @@ import hmac
 import logging
 import os
 import re
-import sqlite3
 import threading
 import time
 import weakref
@@ -36,12 +35,12 @@ from airtable_cached.rules.query import ListQuery
 from airtable_cached.rules.records import dumps, now_iso, referenced_provisional_ids, replace_ids
 from airtable_cached.store import checksum
 from airtable_cached.sync import outbox, reconcile
-from airtable_cached.sync.locks import HeldLock, flush_key
+from airtable_cached.sync.locks import flush_key
 from airtable_cached.sync.refresh import Refresher, RefreshResult
 
 if TYPE_CHECKING:
     from airtable_cached.engine.tables import TableInfo
-    from airtable_cached.store.contract import Replica, Unit
+    from airtable_cached.store.contract import HeldLock, Replica, Unit
     from airtable_cached.sync.ports import EnginePort
     from airtable_cached.types import DeadLetterDict
 
@@ -358,7 +357,7 @@ class Sync:
     def refresh(self, base_id: str, table: str, *, max_age: float | None = None,
                 force_full: bool = False) -> RefreshResult:
         """Bring a table up to date: only what changed since its watermark when that is enough
-        (see airtable_cached/refresh.py); skipped if it is younger than ``max_age`` by the time
+        (see airtable_cached/sync/refresh.py); skipped if it is younger than ``max_age`` by the time
         this process holds the table's refresh lock."""
         return self.refresher.refresh(base_id, table, max_age=max_age, force_full=force_full)
 
@@ -1101,8 +1100,8 @@ class AutoFlusher:
             return 0.0
         try:
             due = sync.store.outbox.next_due(endpoint=sync.engine.endpoint)
-        except sqlite3.Error as exc:
-            log.debug("could not read the queue: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - any store's (SQLite's, PostgreSQL's): the thread must live on
+            log.warning("background flush could not read the queue (tried again in %.0f s): %s", self.PERIOD, exc)
             return self.PERIOD
         if due is None:
             return self.PERIOD

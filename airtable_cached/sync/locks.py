@@ -1,6 +1,7 @@
-"""Per-base flush locks: what a lock is taken on (:func:`flush_key`), and the SQLite store's locks.
+"""Per-base flush locks: what a lock is taken on (:func:`flush_key`).
 
-The locks themselves are the store's (``store.coordination()``): OS file locks beside a SQLite file
+The locks themselves are the store's (``store.coordination()``, ``FlushLocks`` in
+``airtable_cached/store/contract.py``): OS file locks beside a SQLite file
 (``airtable_cached/store/sqlite/locks.py``), session-level advisory locks in PostgreSQL
 (``airtable_cached/store/postgres/locks.py``). Both die with their holder; both keep a lease for the
 holder that is alive but hung.
@@ -8,9 +9,7 @@ holder that is alive but hung.
 
 from __future__ import annotations
 
-from airtable_cached.store.sqlite.locks import FlushLocks, HeldLock, private_locks_dir
-
-__all__ = ["FlushLocks", "HeldLock", "flush_key", "private_locks_dir"]
+__all__ = ["flush_key"]
 
 
 def flush_key(endpoint: str, base_id: str) -> str:

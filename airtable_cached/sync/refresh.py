@@ -388,12 +388,7 @@ def _error_type(body: Any) -> str | None:
     return None
 
 
-def webhook_rows(store) -> list[dict]:
-    """The webhooks this cache file keeps (for ``airtable-cached webhooks list`` and ``status``)."""
-    return store.replica.webhooks()
-
-
-__all__ = ["Refresher", "RefreshResult", "FeedRead", "webhook_rows"]
+__all__ = ["Refresher", "RefreshResult", "FeedRead"]
 
 
 # -- reports (status, stats) and operations (webhooks list/remove) ---------------------------------

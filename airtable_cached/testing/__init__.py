@@ -5,7 +5,7 @@ webhooks API over real HTTP on 127.0.0.1. Pass ``fake.url`` as ``endpoint_url=``
 ``pyairtable.Api``.
 
 What it is evidence of. The fake is the project's model of Airtable, not Airtable: it is written
-from the facts in ``../shared/AIRTABLE_FACTS.md`` and the recorded traffic beside the checkout, and
+from Airtable's Web API documentation and the recorded traffic beside the checkout, and
 where Airtable's behaviour is not known it decides (marked ``MODELLING DECISION``). It also shares
 the cache's own rules: ``filterByFormula`` and view formulas are evaluated by the project's formula
 engine (``airtable_cached/formula``), and sorting, number text and date parsing use

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import re
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -93,12 +94,23 @@ def _note_choices(f: dict, items: list[str], typecast: bool, pending: Pending) -
 
 def _text(f: dict, value: Any, typecast: bool, pending: Pending) -> Any:
     if isinstance(value, str):
-        # Airtable stores rich text as Markdown ending with a newline (recorded: refine's create
-        # of "bar" answered "bar\n").
-        return value + "\n" if f["type"] == "richText" and value and not value.endswith("\n") else value
+        return _rich_text(value) if f["type"] == "richText" else value
     if typecast and _is_number(value):
         return format_number(value)
     raise cannot_accept(f)
+
+
+def _rich_text(value: str) -> str:
+    """Rich text as Airtable stores it: Markdown ending with a newline (recorded: refine's create of
+    "bar" answered "bar\n"), its "* " list items written "- " (recorded: grouparoo's create of
+    "#header\n* bullet" answered "#header\n- bullet\n")."""
+    if not value:
+        return value
+    value = _BULLET.sub("- ", value)
+    return value if value.endswith("\n") else value + "\n"
+
+
+_BULLET = re.compile(r"^\* ", re.MULTILINE)
 
 
 def _date(f: dict, value: Any, typecast: bool, pending: Pending) -> Any:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from airtable_cached.formula import FormulaError, matches, parse
 from airtable_cached.rules.records import sort_key
 from airtable_cached.testing.cells import is_empty
 from airtable_cached.testing.errors import FakeAirtableError, fail, invalid_request, unknown_field
@@ -91,10 +92,6 @@ class Reads(Model):
         return sort_records(records, sort_spec)
 
     def _filter(self, t: Table, records: list[dict], formula: str) -> list[dict]:
-        try:  # lazy: the formula engine is a separate part of the project
-            from airtable_cached.formula import FormulaError, matches
-        except ImportError as exc:
-            raise fail(500, "FAKE_AIRTABLE_NO_FORMULA_ENGINE", f"airtable_cached.formula is not available: {exc}") from None
         node = _parsed(t, formula)
         field_ids = {f["id"]: f["name"] for f in t.fields}
         out = []
@@ -225,8 +222,6 @@ def options_from_body(body: dict) -> dict:
 
 def _parsed(t: Table, formula: str) -> Any:
     """The formula's syntax tree; a 422 naming unknown fields, or saying the formula is invalid."""
-    from airtable_cached.formula import FormulaError, parse
-
     try:
         node = parse(formula)
     except FormulaError as exc:

@@ -135,10 +135,6 @@ class FakeAirtable(Control, Reads):
             self._faults.add(status, count, method=method, path_contains=path_contains, body=body,
                              retry_after=retry_after, drop_connection=drop_connection, apply=apply)
 
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
     # -- HTTP entry point -----------------------------------------------------------------------
 
     def handle_http(self, method: str, raw_path: str, headers: Any, body_bytes: bytes) -> Answer:

@@ -1,7 +1,7 @@
 """The webhooks API of the fake Airtable (``airtable_cached.testing.FakeAirtable``).
 
-What is modelled, after Airtable's Web API documentation (summarised in the shared
-AIRTABLE_FACTS.md) and pyairtable 3.5's ``pyairtable/models/webhook.py``:
+What is modelled, after Airtable's Web API documentation and pyairtable 3.5's webhook models
+(``pyairtable.models.webhook``):
 
 * ``POST /v0/bases/{base}/webhooks`` creates a webhook (``notificationUrl`` may be null: a webhook
   made only to be polled) and answers ``{id, macSecretBase64, expirationTime}``; at most

@@ -95,7 +95,11 @@ class Writes(Links):
             # PUT clears every field not given, except computed ones (which the user cannot set).
             rec["fields"] = {k: v for k, v in rec["fields"].items() if (t.field(k) or {}).get("type") in COMPUTED_TYPES}
         for k, v in converted.items():
-            if is_empty(v):
+            if v is None and (t.field(k) or {}).get("type") == "richText":
+                # MODELLING DECISION: recorded (grouparoo's update clearing every field), a rich text
+                # cleared with null reads "\n" afterwards; what a create with null gives is not recorded.
+                rec["fields"][k] = "\n"
+            elif is_empty(v):
                 rec["fields"].pop(k, None)
             else:
                 rec["fields"][k] = v

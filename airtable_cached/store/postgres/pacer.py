@@ -1,6 +1,7 @@
 """One rate budget per base for every host: the pacer and the 429 lock-out in PostgreSQL.
 
-The same interface as :class:`airtable_cached.sync.core.Pacer` (which keeps the budget in a
+The same interface (``Pacer`` in airtable_cached/store/contract.py) as the SQLite store's
+:class:`airtable_cached.store.sqlite.locks.Pacer` (which keeps the budget in a
 diskcache beside a SQLite file, for the processes of one machine). Here the budget is one row per
 base in ``rate_budget``, taken under its row lock for the few statements that hand out a turn, so N
 hosts together stay under ``rate_limit`` requests a second. Turns are on the database's clock: the

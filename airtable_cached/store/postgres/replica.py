@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from airtable_cached.rules.records import clean_fields, dumps, now_iso, replace_ids
+from airtable_cached.rules.records import clean_fields, dumps, loads, now_iso, replace_ids
 from airtable_cached.store.contract import PulledRecord, QueryTooComplex, RecordCopies, Selection, TableRow
 from airtable_cached.store.postgres.schema import as_jsonb, dumps_exact
 from airtable_cached.store.postgres.selection import (
@@ -29,7 +29,6 @@ from airtable_cached.store.postgres.selection import (
     field_expression,
     field_index_name,
     field_key,
-    loads,
     selection_sql,
     table_row,
     too_big,

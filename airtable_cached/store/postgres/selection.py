@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
 from typing import Any
 
-import msgspec
-
+from airtable_cached.rules.records import loads
 from airtable_cached.store.contract import Selection, TableRow
 
 #: A record's columns in the order :func:`decode_record` reads them.
@@ -26,18 +24,6 @@ MAX_PARAMS = 65535
 #: Server errors that mean a statement too big or too deep, not wrong: stack depth, program limits,
 #: and the parser running out of memory on deep nesting (reported as a syntax error).
 _TOO_BIG_STATES = {"54000", "54001"}
-
-_decoder = msgspec.json.Decoder()
-
-
-def loads(text: str) -> Any:
-    """``json.loads``, quicker (msgspec) for what the cache stores; anything msgspec refuses
-    (numbers out of a float's range, lone surrogates) is decoded by ``json.loads``."""
-    try:
-        return _decoder.decode(text)
-    except msgspec.DecodeError:
-        return json.loads(text)
-
 
 def decode_record(row: dict[str, Any]) -> dict:
     """A stored row (id, created_time, modified_time, fields_json, comment_count) as the engine's record."""
@@ -96,7 +82,3 @@ def field_expression(name: str, fields_column: str = "r.fields") -> str | None:
     """The indexed expression for a field's text value (None: the field is not indexed)."""
     key = field_key(name)
     return None if key is None else f"({fields_column} ->> {key})"
-
-
-def placeholders(values: Sequence[Any]) -> str:
-    return ",".join(["%s"] * len(values))

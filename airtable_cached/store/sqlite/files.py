@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from airtable_cached.store.sqlite.outbox import SqliteOutbox
+from airtable_cached.store.sqlite.replica import SqliteReplica
 
 log = logging.getLogger("airtable_cached")
 
@@ -160,11 +161,11 @@ def bases_in(path: Path) -> set[tuple[str, str]]:
     was keyed by endpoint, queued writes) of; nothing when the file cannot be read."""
     conn = raw_connect(path)
     try:
+        replica = SqliteReplica(conn)
         try:
-            return {(r[0], r[1]) for r in conn.execute("SELECT endpoint, base_id FROM tables")}
+            return replica.endpoint_base_ids()
         except sqlite3.OperationalError:  # no endpoint column yet
-            bases = {r[0] for r in conn.execute("SELECT base_id FROM tables")} | SqliteOutbox(conn).bases()
-            return {("", base_id) for base_id in bases}
+            return {("", base_id) for base_id in set(replica.base_ids()) | SqliteOutbox(conn).bases()}
     except sqlite3.Error:
         return set()
     finally:

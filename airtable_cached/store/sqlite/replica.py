@@ -12,9 +12,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import msgspec
-
-from airtable_cached.rules.records import clean_fields, dumps, now_iso, replace_ids
+from airtable_cached.rules.records import clean_fields, dumps, loads, now_iso, replace_ids
 from airtable_cached.store.contract import PulledRecord, QueryTooComplex, RecordCopies, Selection, TableRow
 
 #: Ids bound per statement (SQLite's default limit on variables is far above; this keeps plans small).
@@ -22,16 +20,6 @@ _CHUNK = 500
 #: A record's columns in the order :func:`decode_record` reads them.
 _RECORD_COLUMNS = "r.id, r.created_time, r.modified_time, r.fields, r.comment_count"
 
-_decoder = msgspec.json.Decoder()
-
-
-def loads(text: str) -> Any:
-    """``json.loads``, four times quicker (msgspec) for what the cache stores; anything msgspec
-    refuses (numbers out of a float's range, lone surrogates) is decoded by ``json.loads``."""
-    try:
-        return _decoder.decode(text)
-    except msgspec.DecodeError:
-        return json.loads(text)
 
 
 def decode_record(row: Sequence[Any]) -> dict:
@@ -44,10 +32,8 @@ def decode_record(row: Sequence[Any]) -> dict:
 
 def register_sql_functions(conn: sqlite3.Connection) -> None:
     """Give a new connection the SQL functions compiled formulas may call (``Store(on_connect=...)``)."""
-    try:
-        from airtable_cached.formula import register_sql_functions as register
-    except (ImportError, AttributeError):
-        return
+    from airtable_cached.formula import register_sql_functions as register
+
     register(conn)
 
 
@@ -162,6 +148,11 @@ class SqliteReplica:
     def base_ids(self) -> list[str]:
         """The bases with a cached table (any endpoint)."""
         return [r[0] for r in self.conn.execute("SELECT DISTINCT base_id FROM tables")]
+
+    def endpoint_base_ids(self) -> set[tuple[str, str]]:
+        """(endpoint, base id) of every cached table (a file from before the cache was keyed by
+        endpoint has no such column: ``sqlite3.OperationalError``)."""
+        return {(r[0], r[1]) for r in self.conn.execute("SELECT DISTINCT endpoint, base_id FROM tables")}
 
     def tids_named(self, alias: str, base_id: str | None = None) -> list[int]:
         """The tables a name, id or alias designates (in one base, or in any), sorted."""

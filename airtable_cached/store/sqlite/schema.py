@@ -150,7 +150,7 @@ MIGRATIONS: dict[int, str] = {
     3: """
     ALTER TABLE records ADD COLUMN first_seen REAL;
     """,
-    # A checksum of what each queued write will send (airtable_cached/checksum.py): a write whose
+    # A checksum of what each queued write will send (airtable_cached/store/checksum.py): a write whose
     # bytes changed on disk is dead-lettered instead of sent. NULL for rows written before.
     4: """
     ALTER TABLE outbox ADD COLUMN checksum TEXT;
@@ -195,7 +195,7 @@ MIGRATIONS: dict[int, str] = {
     INSERT INTO records_fts_keys (docid, tid, id) SELECT rowid, tid, id FROM records WHERE fields IS NOT NULL;
     -- Bases a token was seen to read (a pull or a probe answered), so that a new process reading
     -- a fresh cache asks Airtable nothing. Never the token: an HMAC of it keyed by this file's
-    -- own random salt (engine.py, Engine._authorize).
+    -- own random salt (airtable_cached/engine/access.py, Access.authorize).
     CREATE TABLE token_salt (salt BLOB NOT NULL);
     INSERT INTO token_salt (salt) VALUES (randomblob(32));
     CREATE TABLE token_grants (
@@ -205,7 +205,7 @@ MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (base_id, digest)
     );
     """,
-    # Incremental refresh (airtable_cached/refresh.py): per table its watermark and what its pulls
+    # Incremental refresh (airtable_cached/sync/refresh.py): per table its watermark and what its pulls
     # cost; per base the polled webhook (change feed) and its cursor.
     6: """
     CREATE TABLE refresh_state (
