@@ -141,12 +141,6 @@ def test_each_back_end_package_imports_only_the_layers_beneath_it(graph):
 #: modules, never a store's own (``store/sqlite/``, ``store/postgres/``): they are handed a store.
 STORE_SEAM = {"airtable_cached.store.contract", "airtable_cached.store.types", "airtable_cached.store.checksum",
               "airtable_cached.store.claims"}
-#: Known exceptions: the formula bridge writes ``{field} = value`` as each store's field index is
-#: written (an expression index matches only the same expression).
-STORE_SEAM_EXCEPTIONS = {
-    ("airtable_cached.engine.formula_bridge", "airtable_cached.store.sqlite.replica"),
-    ("airtable_cached.engine.formula_bridge", "airtable_cached.store.postgres.selection"),
-}
 
 
 def test_the_engine_the_sync_and_the_front_ends_use_a_store_only_through_its_contract(graph):
@@ -156,7 +150,6 @@ def test_the_engine_the_sync_and_the_front_ends_use_a_store_only_through_its_con
         if _top(module) in {"engine", "sync"} | FRONT_ENDS
         for imported in imports
         if _top(imported) == "store" and imported not in STORE_SEAM
-        and (module, imported) not in STORE_SEAM_EXCEPTIONS
     )
     assert wrong == []
 

@@ -14,8 +14,8 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from airtable_cached.errors import AirtableResponseError
+from airtable_cached.formula.sql import DIALECTS, indexable_field_name
 from airtable_cached.store.contract import Replica
-from airtable_cached.store.sqlite.replica import literal_path
 
 if TYPE_CHECKING:
     from airtable_cached.engine.tables import TableInfo
@@ -170,12 +170,12 @@ def sql_filter(info: TableInfo, text: str, dialect: str = "sqlite") -> SqlFilter
     compiled = _compile(text, field_ids, dialect)
     parts = [f"({compiled.sql})"] if compiled.sql else []
     equalities = indexable_equalities(info, text)
-    parts += [_field_equals(name, dialect) for name, _value in equalities]
+    parts += [DIALECTS[dialect].field_equals(name) for name, _value in equalities]
     # Implied by the formula, but in a form the primary key (tid, id) can answer.
     ids = record_ids_required(text) or []
     id_params: list = []
     if ids:
-        part, id_params = _id_among(ids, dialect)
+        part, id_params = DIALECTS[dialect].id_among(ids)
         parts.append(part)
     sql = " AND ".join(parts)
     rest = compiled.residual
@@ -183,23 +183,6 @@ def sql_filter(info: TableInfo, text: str, dialect: str = "sqlite") -> SqlFilter
     params = list(compiled.params) + [value for _name, value in equalities] + id_params
     names = [n for n, _v in equalities]
     return SqlFilter(sql, params, check, names, bool(names or ids))
-
-
-def _field_equals(name: str, dialect: str) -> str:
-    """``{name} = ?`` written as the store's field index is (an expression index matches only
-    the same expression): SQLite's ``json_extract``, PostgreSQL's ``jsonb ->>``."""
-    if dialect == "postgres":
-        from airtable_cached.store.postgres.selection import field_expression
-
-        return f"{field_expression(name)} = %s::text"
-    return f"json_extract(r.fields, {literal_path(name)}) = ?"
-
-
-def _id_among(ids: list[str], dialect: str) -> tuple[str, list]:
-    """``r.id`` among ``ids``, and its parameters, in the store's dialect."""
-    if dialect == "postgres":
-        return "r.id = ANY(%s::text[])", [ids]
-    return f"r.id IN ({','.join('?' * len(ids))})", list(ids)
 
 
 @lru_cache(maxsize=512)
@@ -253,7 +236,7 @@ def indexable_equalities(info: TableInfo, text: str) -> list[tuple[str, str]]:
         if not isinstance(literal.value, str) or literal.value == "":
             continue
         name = info.name_for_id.get(field.name, field.name)
-        if (schema_fields.get(name) or {}).get("type") in TEXT_TYPES and literal_path(name) is not None:
+        if (schema_fields.get(name) or {}).get("type") in TEXT_TYPES and indexable_field_name(name):
             found.append((name, literal.value))
     return found
 

@@ -91,6 +91,42 @@ class Dialect:
     def const(self, truth: bool) -> str:
         return self.true if truth else self.false
 
+    def field_value(self, name: str, fields_column: str = "r.fields") -> str | None:
+        """The expression of a field's text value as each store's field index is written (an
+        expression index matches only an expression written identically), or ``None`` for a name
+        no store indexes (see :func:`indexable_field_name`)."""
+        if not indexable_field_name(name):
+            return None
+        if self.name == "sqlite":
+            path = '$."' + name + '"'
+            return f"json_extract({fields_column}, {_quoted(path)})"
+        return f"({fields_column} ->> {_quoted(name)})"
+
+    def field_equals(self, name: str) -> str:
+        """``{name} = <parameter>`` through the field's index expression (the name must be indexable)."""
+        expression = self.field_value(name)
+        if expression is None:
+            raise ValueError(f"field {name!r} cannot be indexed: it has no index expression")
+        return f"{expression} = {self.placeholder('')[0]}"
+
+    def id_among(self, ids: list[str]) -> tuple[str, list]:
+        """``r.id`` among ``ids``, and the parameters to bind."""
+        if self.name == "sqlite":
+            return f"r.id IN ({','.join('?' * len(ids))})", list(ids)
+        return "r.id = ANY(%s::text[])", [ids]
+
+
+def indexable_field_name(name: str) -> bool:
+    """Whether a field can have an expression index in both stores: SQLite compares JSON path
+    labels with the raw key, so names needing JSON escapes (quotes, backslashes, control or
+    non-ASCII characters) are left to the full scan, on PostgreSQL too (both index the same fields)."""
+    return bool(name) and all(32 <= ord(ch) < 127 for ch in name) and '"' not in name and "\\" not in name
+
+
+def _quoted(text: str) -> str:
+    """A SQL string literal (spliced, never an identifier: the index expression must be literal)."""
+    return "'" + text.replace("'", "''") + "'"
+
 
 DIALECTS = {
     "sqlite": Dialect("sqlite", "1", "0", "IFNULL", "instr", "", True),

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from airtable_cached.formula.sql import DIALECTS, indexable_field_name
 from airtable_cached.rules.records import clean_fields, dumps, loads, now_iso, replace_ids
 from airtable_cached.store.contract import PulledRecord, QueryTooComplex, RecordCopies, Selection, TableRow
 from airtable_cached.store.postgres.schema import as_jsonb, dumps_exact
@@ -26,9 +27,7 @@ from airtable_cached.store.postgres.selection import (
     MAX_PARAMS,
     RECORD_COLUMNS,
     decode_record,
-    field_expression,
     field_index_name,
-    field_key,
     selection_sql,
     table_row,
     too_big,
@@ -540,7 +539,7 @@ class PostgresReplica:
 
     def field_index(self, field: str) -> str | None:
         """The name of the index on one field's value (None: the field cannot be indexed)."""
-        return None if field_key(field) is None else field_index_name(field)
+        return field_index_name(field) if indexable_field_name(field) else None
 
     def field_indexes(self) -> set[str]:
         """The names of the field indexes that exist."""
@@ -549,7 +548,7 @@ class PostgresReplica:
 
     def add_field_index(self, field: str) -> str | None:
         """Index one field's value (if it can be); returns the index's name."""
-        expression = field_expression(field, "fields")
+        expression = DIALECTS["postgres"].field_value(field, "fields")
         if expression is None:
             return None
         index = field_index_name(field)

@@ -67,18 +67,3 @@ def too_big(exc: Exception) -> bool:
 def field_index_name(field: str) -> str:
     """The index on one field's value: the same name as the SQLite store gives it."""
     return "records_by_" + hashlib.sha1(field.encode()).hexdigest()[:16]
-
-
-def field_key(name: str) -> str | None:
-    """A field name as a quoted SQL literal for ``fields ->> '...'`` (an expression index matches
-    only an expression written identically), or None where the SQLite store cannot index it either
-    (names that are not printable ASCII, or hold a quote or a backslash): both index the same fields."""
-    if not name or not all(32 <= ord(ch) < 127 for ch in name) or '"' in name or "\\" in name:
-        return None
-    return "'" + name.replace("'", "''") + "'"
-
-
-def field_expression(name: str, fields_column: str = "r.fields") -> str | None:
-    """The indexed expression for a field's text value (None: the field is not indexed)."""
-    key = field_key(name)
-    return None if key is None else f"({fields_column} ->> {key})"

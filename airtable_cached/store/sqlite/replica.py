@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from airtable_cached.formula.sql import DIALECTS, indexable_field_name
 from airtable_cached.rules.records import clean_fields, dumps, loads, now_iso, replace_ids
 from airtable_cached.store.contract import PulledRecord, QueryTooComplex, RecordCopies, Selection, TableRow
 
@@ -56,19 +57,6 @@ def _marks(values: Sequence[Any]) -> str:
 
 def field_index_name(field: str) -> str:
     return "records_by_" + hashlib.sha1(field.encode()).hexdigest()[:16]
-
-
-def literal_path(name: str) -> str | None:
-    """The JSON path of a field as SQL literal text, or ``None`` where it cannot be exact.
-
-    Expression indexes only match expressions written identically, so this path is spliced into
-    the SQL as a quoted literal (never an identifier). SQLite compares path labels with the raw
-    JSON key, so names needing JSON escapes (quotes, backslashes, control or non-ASCII characters)
-    are left to the full scan.
-    """
-    if not name or not all(32 <= ord(ch) < 127 for ch in name) or '"' in name or "\\" in name:
-        return None
-    return "'" + ('$."' + name + '"').replace("'", "''") + "'"
 
 
 def json_path(name: str) -> str:
@@ -457,16 +445,16 @@ class SqliteReplica:
 
     # -- indexes and full-text search ----------------------------------------------------------
     def field_index(self, field: str) -> str | None:
-        return None if literal_path(field) is None else field_index_name(field)
+        return field_index_name(field) if indexable_field_name(field) else None
     def field_indexes(self) -> set[str]:
         rows = self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'records_by_%'")
         return {row[0] for row in rows}
     def add_field_index(self, field: str) -> str | None:
-        path = literal_path(field)
-        if path is None:
+        expression = DIALECTS["sqlite"].field_value(field, "fields")
+        if expression is None:
             return None
         index = field_index_name(field)
-        self.conn.execute(f'CREATE INDEX IF NOT EXISTS "{index}" ON records (tid, json_extract(fields, {path}))')
+        self.conn.execute(f'CREATE INDEX IF NOT EXISTS "{index}" ON records (tid, {expression})')
         return index
     def search_records(self, tid: int, words: Sequence[str]) -> list[dict]:
         # Each word is made only of word characters, quoted as an FTS5 string, and bound.
