@@ -799,7 +799,11 @@ class Sync:
 
     def _confirm(self, batch: list[outbox.Send], records: list[dict] | None, result: FlushResult) -> None:
         """Airtable took the batch: acknowledge it, run again whole if the database connection dropped
-        before the commit (a PostgreSQL failover), so that the batch is never sent twice."""
+        and the store found nothing of it kept (a PostgreSQL restart or failover, before or during the
+        commit: ``airtable_cached/store/postgres/commits.py``), so that the batch is never sent twice.
+        A commit whose outcome the store could not learn (``StoreCommitUnknown``) ends the flush: its
+        writes stay claimed and are taken over as a killed flusher's are (creates looked for in
+        Airtable before they are sent again)."""
         sent = len(result.sent)
         for attempt in range(CONFIRM_ATTEMPTS):
             try:
