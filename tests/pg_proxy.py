@@ -1,7 +1,9 @@
 """A loopback TCP proxy between psycopg and the tests' PostgreSQL server that cuts a connection at
 the ``COMMIT`` of a chosen transaction: before forwarding it, after the server has answered it (the
 answer never reaches the client), or as a network partition would (the client's side closed, the
-server's left open and silent, so that its server process waits in the transaction).
+server's left open and silent, so that its server process waits in the transaction). A cut may
+also take the server out of reach (``then_down``): every connection is closed and new ones are
+refused until :meth:`CommitCutter.up`.
 
 It reads the client's half of the wire protocol (v3): the startup messages, then typed messages,
 among them simple queries (``Q``: psycopg's ``BEGIN`` and ``COMMIT``), statements parsed (``P``)
@@ -31,7 +33,8 @@ class CommitCutter:
     def __init__(self, target_port: int, target_host: str = "127.0.0.1"):
         self.target = (target_host, target_port)
         self.cuts: list[str] = []
-        self._armed: tuple[str, str] | None = None
+        self._armed: tuple[str, str, bool] | None = None
+        self.down = False  # connections are refused (and were all closed) until up()
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -46,20 +49,29 @@ class CommitCutter:
         host = f"127.0.0.1:{self.port}"
         return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
 
-    def arm(self, text: str, mode: str) -> None:
+    def arm(self, text: str, mode: str, *, then_down: bool = False) -> None:
         assert mode in MODES, mode
         with self._lock:
-            self._armed = (text, mode)
+            self._armed = (text, mode, then_down)
 
-    def _take_cut(self, statements: list[str]) -> str | None:
-        """The mode to cut this transaction with, if it is the one armed for (then disarmed)."""
+    def _take_cut(self, statements: list[str]) -> tuple[str, bool] | None:
+        """How to cut this transaction (mode, then down), if it is the one armed for (then disarmed)."""
         with self._lock:
             if self._armed is None or not any(self._armed[0] in s for s in statements):
                 return None
-            mode = self._armed[1]
+            _text, mode, then_down = self._armed
             self._armed = None
             self.cuts.append(mode)
-            return mode
+            return mode, then_down
+
+    def go_down(self) -> None:
+        """The server out of reach: every connection closed, new ones refused until :meth:`up`."""
+        self.down = True
+        for sock in list(self._sockets):
+            _close(sock)
+
+    def up(self) -> None:
+        self.down = False
 
     def close(self) -> None:
         self._closed = True
@@ -80,6 +92,9 @@ class CommitCutter:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self.down:
+                _close(client)
+                continue
             server = socket.create_connection(self.target)
             for sock in (client, server):  # each message on at once, as libpq sends it (no Nagle delay)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -97,6 +112,7 @@ class _Link:
         self.statements: dict[bytes, str] = {}  # prepared statement name -> its text
         self.transaction: list[str] = []  # the texts run since BEGIN
         self.swallow = threading.Event()  # "after": the server's answers stop reaching the client
+        self.then_down = False  # the cut takes the server out of reach
 
     def client_to_server(self) -> None:
         buffer, startup = b"", True
@@ -136,8 +152,9 @@ class _Link:
             if query == "BEGIN":
                 self.transaction = []
             elif query == "COMMIT":
-                mode = self.proxy._take_cut(self.transaction)
-                if mode is not None:
+                cut = self.proxy._take_cut(self.transaction)
+                if cut is not None:
+                    mode, self.then_down = cut
                     return self._cut(message, mode)
         self.server.sendall(message)
         return True
@@ -147,6 +164,8 @@ class _Link:
             self.swallow.set()
             self.server.sendall(commit)
             return False  # server_to_client closes both once the server has answered
+        if self.then_down:
+            self.proxy.go_down()
         _close(self.client)
         if mode == "before":
             _close(self.server)
@@ -165,6 +184,8 @@ class _Link:
             if self.swallow.is_set():
                 seen += data
                 if _COMMIT_DONE in seen:  # committed on the server; the client never hears it
+                    if self.then_down:
+                        self.proxy.go_down()
                     _close(self.client)
                     _close(self.server)
                     return

@@ -239,3 +239,63 @@ def test_demo_runs_its_cache_on_postgresql_only_when_given_url(pg_url, monkeypat
     assert demo.main(["--steps", "1", "--latency", "0", "--url", pg_url]) == 0
     assert open_store(pg_url).replica.base_ids() == [demo.BASE]
     assert "postgresql://" in capsys.readouterr().out
+
+
+QUEUE_WRITES = f"""
+import json, sys
+from airtable_cached import Api
+token, endpoint, url = sys.argv[1:4]
+api = Api(token, endpoint_url=endpoint, url=url, flush="manual", feed="off")
+table = api.table({BASE!r}, {TABLE!r})
+ids = [r["id"] for r in table.all()[:3]]
+for n, rid in enumerate(ids):
+    table.update(rid, {{"Company": "via serve-sync " + str(n)}})
+table.batch_create([{{"Full Name": "made via serve-sync " + str(n)}} for n in range(2)])
+queued = len(api.pending())
+api.close()  # manual flush: nothing sent by this process
+print(json.dumps({{"ids": ids, "queued": queued}}))
+"""
+
+
+def test_serve_sync_flushes_what_another_process_queues_in_the_postgresql_cache(leads, pg_url, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    secret_url = pg_url.replace("postgres@", "postgres:pw-never-printed@")  # trust auth: any password connects
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRTABLE_CACHED_")}
+    env.update(AIRTABLE_API_KEY=leads.token, AIRTABLE_CACHED_ENDPOINT_URL=leads.url, AIRTABLE_CACHED_FEED="off",
+               XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    serving = subprocess.Popen(
+        [sys.executable, "-m", "airtable_cached", "serve-sync", "--url", secret_url, "--table", f"{BASE}/{TABLE}",
+         "--flush-every", "0.05", "--pull-every", "3600", "--stop-grace", "0"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        writer = subprocess.run([sys.executable, "-c", QUEUE_WRITES, leads.token, leads.url, pg_url], env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert writer.returncode == 0, writer.stderr
+        written = json.loads(writer.stdout.strip().splitlines()[-1])
+
+        def landed() -> list[dict]:
+            return [r["fields"] for r in leads.records(BASE, TABLE)
+                    if "via serve-sync" in r["fields"].get("Company", "") + r["fields"].get("Full Name", "")]
+
+        deadline = time.monotonic() + 60  # real time, bounded: another process is at work
+        while len(landed()) < 5 and time.monotonic() < deadline and serving.poll() is None:
+            time.sleep(0.05)
+        serving.send_signal(signal.SIGTERM)
+        out, err = serving.communicate(timeout=60)
+    finally:
+        if serving.poll() is None:
+            serving.kill()
+            serving.wait()
+    assert serving.returncode == 0, err[-3000:]
+    assert written["queued"] == 5
+    assert sorted(f.get("Company") or f.get("Full Name") for f in landed()) == sorted(
+        [f"via serve-sync {n}" for n in range(3)] + [f"made via serve-sync {n}" for n in range(2)])  # each once
+    assert json.loads(_cli("queue", "list", "--url", pg_url, "--json").output) == []
+    assert "serve-sync stopped: 5 sent" in err
+    assert "postgresql://postgres@127.0.0.1" in err and "pg_dump" in err  # where it works, and who backs it up
+    assert "pw-never-printed" not in out + err and leads.token not in out + err

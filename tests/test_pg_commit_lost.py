@@ -5,7 +5,8 @@ transaction: before forwarding it (the server rolls back), after the server comm
 never hears so), or as a network partition (the server's process waits in the transaction until it
 is ended). Whatever the cut, the store learns whether the transaction was kept: the flush's
 acknowledgement is neither lost nor repeated (each write reaches Airtable once), and an agent's write
-is queued exactly once.
+is queued exactly once. When the database is out of reach for longer than the store asks, the
+outcome stays unknown (``StoreCommitUnknown``) and the flush's next run settles it.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import pytest
 from pg_proxy import MODES, CommitCutter
 
 from airtable_cached import Api
-from airtable_cached.errors import StoreConnectionLost
-from airtable_cached.store.postgres import PostgresStore
+from airtable_cached.errors import StoreCommitUnknown, StoreConnectionLost
+from airtable_cached.store.postgres import PostgresStore, connection
 from airtable_cached.testing import LEADS_SCHEMA, FakeAirtable, seed_leads
 
 BASE = "appLEADSbase00001"
@@ -130,3 +131,33 @@ def test_an_agents_write_whose_commit_was_cut_is_queued_once(leads, proxied, mod
     assert [f.get("Full Name") for f in records].count("made across the cut") == 1
     assert [f.get("Company") for f in records].count("updated across the cut") == 1
     assert len(sent) == 2
+
+
+@pytest.mark.parametrize("mode", ["before", "after"])
+def test_an_acknowledgement_left_unknown_is_settled_by_the_next_flush_without_sending_twice(leads, proxied, mode,
+                                                                                             monkeypatch):
+    cutter, url = proxied
+    monkeypatch.setattr(connection, "SETTLE_SECONDS", 1.0)  # how long the database is asked before giving up
+    api = _api(leads, url)
+    table = api.table(BASE, TABLE)
+    ids = [r["id"] for r in table.all()]
+    for n, rid in enumerate(ids):
+        table.update(rid, {"Company": f"across the outage {n}"})
+    table.batch_create([{"Full Name": f"created across the outage {n}"} for n in range(5)])
+    leads.reset_log()
+    cutter.arm(ACK, mode, then_down=True)  # the database out of reach from the cut on
+    with pytest.raises(StoreCommitUnknown):
+        api.flush()
+    cutter.up()
+    result = api.flush()
+    left = api.pending()
+    records = {r["id"]: r["fields"] for r in leads.records(BASE, TABLE)}
+    sent = _writes_sent(leads)
+    api.close()
+    assert cutter.cuts == [mode]
+    assert result.failed == [] and left == []
+    for n, rid in enumerate(ids):
+        assert records[rid]["Company"] == f"across the outage {n}"
+    created = [f["Full Name"] for f in records.values() if f.get("Full Name", "").startswith("created across")]
+    assert sorted(created) == sorted(f"created across the outage {n}" for n in range(5))
+    assert len(sent) == len(set(sent)) == 3  # the batch whose acknowledgement was in doubt was not sent again

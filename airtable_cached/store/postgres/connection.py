@@ -19,6 +19,7 @@ import contextlib
 import functools
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -208,10 +209,11 @@ class PostgresStore:
     def _ask_commit(self, mark: commits.CommitMark) -> bool | None:
         """Whether the transaction of ``mark`` was committed, asked on new connections for as long as
         :data:`SETTLE_SECONDS` (a server restarting or failing over does not answer at once)."""
+        deadline = time.monotonic() + SETTLE_SECONDS
         for attempt in Retrying(retry=retry_if_exception_type(psycopg.OperationalError),
                                 stop=stop_after_delay(SETTLE_SECONDS), wait=wait_exponential(multiplier=0.1, max=2.0),
                                 reraise=True):
-            with attempt, self.pool.connection() as conn:
+            with attempt, self.pool.connection(timeout=max(0.1, deadline - time.monotonic())) as conn:
                 return commits.was_committed(conn, mark)
         raise AssertionError("unreachable")  # pragma: no cover - reraise=True
 
