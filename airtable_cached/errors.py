@@ -20,8 +20,15 @@ class ConfigurationError(AirtableCachedError, ValueError):
 
 
 class StoreConnectionLost(AirtableCachedError, ConnectionError):
-    """The database connection dropped inside a write before its commit: nothing of the write was
-    kept, and it may be run again whole (a PostgreSQL restart or failover)."""
+    """The database connection dropped inside a write (in its body, or during its commit and the
+    database then said the commit was not kept): nothing of the write was kept, and it may be run
+    again whole (a PostgreSQL restart or failover)."""
+
+
+class StoreCommitUnknown(AirtableCachedError, ConnectionError):
+    """The database connection dropped during a write's commit and the database could not be asked,
+    in the time allowed, whether the commit was kept: the write may or may not have been recorded
+    (``api.pending()`` lists the queued writes). Running it again could record it twice."""
 
 
 class OfflineError(AirtableCachedError, ConnectionError):

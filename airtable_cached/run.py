@@ -118,8 +118,12 @@ _SETTING_NAMES = {f.name for f in fields(Settings)}
 
 def child_environment(settings: Mapping[str, Any], bootstrap_dir: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of the program: ``base`` (default ``os.environ``) plus the settings as
-    ``AIRTABLE_CACHED_*`` variables and the bootstrap folder first on ``PYTHONPATH``."""
+    ``AIRTABLE_CACHED_*`` variables and the bootstrap folder first on ``PYTHONPATH``. A ``path``
+    without a ``url`` drops the environment's ``AIRTABLE_CACHED_URL`` (as the other commands'
+    ``--path`` does)."""
     env = dict(os.environ if base is None else base)
+    if settings.get("path") is not None and settings.get("url") is None:
+        env.pop(ENV_PREFIX + "URL", None)  # a path given names a SQLite file, whatever the environment says
     for name, value in settings.items():
         if value is None:
             continue
@@ -194,6 +198,8 @@ def _settings_from_context(ctx: click.Context) -> dict[str, Any]:
     short_help="Run a program with its Airtable calls answered by the cache.",
 )
 @click.option("--path", type=click.Path(dir_okay=False), default=None, help="The cache database file.")
+@click.option("--url", default=None, metavar="URL",
+              help="A postgresql:// cache shared by many hosts (default: $AIRTABLE_CACHED_URL).")
 @click.option("--mode", type=click.Choice(MODES), default=None, help="How reads and writes are served (default: cache).")
 @click.option("--flush", "flush", type=click.Choice(FLUSH_MODES), default=None,
               help="auto: send writes in the background and at exit; manual: only on flush.")

@@ -1,5 +1,14 @@
 """Writes answered at once from the cache, as Airtable answers them: every write applies to what
-reads see and is queued in the same transaction; what only Airtable can answer is sent at once."""
+reads see and is queued in the same transaction; what only Airtable can answer is sent at once.
+
+A call's transaction is applied whole or not at all, also when the database connection drops (a
+PostgreSQL restart or failover): the store says whether it was kept, asking the database when the
+drop came during the commit (``airtable_cached/store/postgres/commits.py``). Not kept
+(``StoreConnectionLost``), the transaction runs again whole, so the call is queued once; kept, the
+call answers as usual. When the store cannot learn the outcome (``StoreCommitUnknown``: the database
+did not answer in time) the call raises it and is not run again, since running it again could queue
+it twice: ``api.pending()`` tells whether it was queued.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +16,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from airtable_cached.config import Settings
 from airtable_cached.engine import apply, outage
@@ -17,7 +26,7 @@ from airtable_cached.engine.readmodel import ReadModel
 from airtable_cached.engine.reads import PROVISIONAL_RE, Reads
 from airtable_cached.engine.shapes import shape_write
 from airtable_cached.engine.tables import TableInfo, Tables, field_name
-from airtable_cached.errors import AirtableResponseError, OfflineError
+from airtable_cached.errors import AirtableResponseError, OfflineError, StoreConnectionLost
 from airtable_cached.rules import cells
 from airtable_cached.rules.policy import Write, decide_write
 from airtable_cached.rules.records import (
@@ -35,6 +44,10 @@ from airtable_cached.store.contract import Store, Unit
 log = logging.getLogger("airtable_cached")
 
 MAX_RECORDS_PER_WRITE = 10
+#: Times a call's transaction runs when the database connection keeps dropping before it is kept.
+LOST_ATTEMPTS = 5
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -50,6 +63,20 @@ class WriteCall:
         if self.call_id is None:
             self.call_id = seq
         return seq
+
+
+def run_whole(call: WriteCall, transaction: Callable[[], T]) -> T:
+    """``transaction()`` (the call's one unit of work), run again whole while the store says the
+    database connection dropped and nothing of it was kept (see the module's docstring)."""
+    for attempt in range(1, LOST_ATTEMPTS + 1):
+        try:
+            return transaction()
+        except StoreConnectionLost as exc:
+            call.call_id = None  # the writes queued by the lost attempt were not kept
+            if attempt == LOST_ATTEMPTS:
+                raise
+            log.warning("the cache database's connection dropped before the write was kept (%s); writing it again", exc)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @dataclass
@@ -83,7 +110,7 @@ class Writes:
         field_sets = [self._validate_fields(info, item.get("fields") or {}, typecast, call) for item in items]
         if self._sends_now(info, call):
             return self._send_now(info, table, call, "POST", None, body)
-        seqs, created = self._create_many(info, table, field_sets, typecast, call)
+        seqs, created = run_whole(call, lambda: self._create_many(info, table, field_sets, typecast, call))
         self._after_write(info, seqs)
         shaped = [shape_write(info, r, body) for r in self._maybe_reread(info, created)]
         return shaped[0] if single else {"records": shaped}
@@ -150,7 +177,7 @@ class Writes:
         pairs = [(item["id"], self._validate_fields(info, item.get("fields") or {}, typecast, call)) for item in items]
         if self._sends_now(info, call):
             return self._send_now(info, table, call, _method(op), None, body)
-        seqs, records = self._update_many(info, table, pairs, op, typecast, call)
+        seqs, records = run_whole(call, lambda: self._update_many(info, table, pairs, op, typecast, call))
         self._after_write(info, seqs)
         return {"records": [shape_write(info, r, body) for r in self._maybe_reread(info, records)]}
 
@@ -160,7 +187,8 @@ class Writes:
         fields = self._validate_fields(info, body.get("fields") or {}, typecast, call)
         if self._sends_now(info, call):
             return self._send_now(info, table, call, _method(op), record_id, body)
-        seqs, records = self._update_many(info, table, [(record_id, fields)], op, typecast, call, batch=False)
+        seqs, records = run_whole(
+            call, lambda: self._update_many(info, table, [(record_id, fields)], op, typecast, call, batch=False))
         self._after_write(info, seqs)
         return shape_write(info, self._maybe_reread(info, records)[0], body)
 
@@ -212,7 +240,7 @@ class Writes:
         prepared = [self._prepare_upsert(info, item, merge_on, typecast, call) for item in items]
         if self._sends_now(info, call):
             return self._send_now(info, table, call, _method(op), None, body)
-        done = self._upsert_locally(info, table, prepared, merge_on, op, typecast, call)
+        done = run_whole(call, lambda: self._upsert_locally(info, table, prepared, merge_on, op, typecast, call))
         self._after_write(info, done.seqs)
         created_ids, updated_ids, records = done.created, done.updated, done.records
         if self.settings.mode == "write-through":
@@ -292,10 +320,17 @@ class Writes:
         info = self._table_for_write(base_id, table)
         if not single:
             _check_deletes(record_ids)
+        call = WriteCall()
+        seqs = run_whole(call, lambda: self._delete_many(info, table, record_ids, single, call))
+        self._after_write(info, seqs)
+        through = self.settings.mode == "write-through"
+        deleted = [{"id": self.reads.resolve_id(i) if through else i, "deleted": True} for i in record_ids]
+        return deleted[0] if single else {"records": deleted}
+
+    def _delete_many(self, info: TableInfo, table: str, record_ids: list[str], single: bool, call: WriteCall) -> list[int]:
         now = self.clock()
         seqs: list[int] = []
         deleted_ids: list[str] = []
-        call = WriteCall()
         before = self.model.marker()
         with self.store.write() as unit:
             for record_id in record_ids:
@@ -304,15 +339,12 @@ class Writes:
                 if not unit.replica.hide_record(info.tid, real_id):
                     raise AirtableResponseError.record_not_found(record_id, batch=not single)
                 seqs.append(call.queued(unit.outbox.append(
-                    tid=info.tid, base_id=base_id, table_ref=table, op="delete", record_id=real_id,
+                    tid=info.tid, base_id=info.base_id, table_ref=table, op="delete", record_id=real_id,
                     fields=None, base=None, typecast=False, now=now, call_id=call.call_id,
                 )))
             linked = apply.after_local_write(unit, info.tid, deleted_ids)
         self.model.after_write(info.tid, before, deleted_ids + sorted(linked.get(info.tid, ())))
-        self._after_write(info, seqs)
-        through = self.settings.mode == "write-through"
-        deleted = [{"id": self.reads.resolve_id(i) if through else i, "deleted": True} for i in record_ids]
-        return deleted[0] if single else {"records": deleted}
+        return seqs
 
     # -- checks ------------------------------------------------------------------------------------
     def _validate_fields(self, info: TableInfo, fields: Any, typecast: bool, call: WriteCall) -> dict:

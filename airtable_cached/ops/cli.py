@@ -539,7 +539,7 @@ def _check_findings(settings: Settings, fix: bool, quick: bool) -> tuple[list, s
         from airtable_cached.runtime import open_store
 
         store: Any = open_store(settings.url)
-        return check_server(store, fix=fix), store.location
+        return check_server(store, fix=fix, quick=quick), store.location
     if not settings.path.exists():
         raise _no_database(settings.path)
     try:
@@ -550,7 +550,8 @@ def _check_findings(settings: Settings, fix: bool, quick: bool) -> tuple[list, s
 
 @main.command()
 @click.option("--fix", is_flag=True, help="Repair what is safe (permissions, orphaned writes, stale claims, old schema).")
-@click.option("--quick", is_flag=True, help="PRAGMA quick_check instead of the full integrity_check.")
+@click.option("--quick", is_flag=True, help="PRAGMA quick_check instead of the full integrity_check "
+              "(on PostgreSQL, where the server checks its own pages, the same checks run).")
 @click.option("--fail-on", type=click.Choice(["warning", "error"]), default="warning", show_default=True,
               help="Lowest severity that makes the exit status non-zero.")
 @_path_option

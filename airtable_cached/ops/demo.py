@@ -6,6 +6,11 @@ did: reads served locally, requests saved, writes queued and flushed, and that A
 in the same state.
 
     airtable-cached demo            # or: python -m airtable_cached demo
+    airtable-cached demo --url postgresql://...   # the cache in a PostgreSQL database instead
+
+Its cache is scratch, a temporary SQLite file, unless ``--path`` or ``--url`` names one:
+``AIRTABLE_CACHED_URL`` and ``AIRTABLE_CACHED_PATH`` are not used, so that a demo never writes into
+the cache the agents of this host share.
 """
 
 from __future__ import annotations
@@ -73,7 +78,7 @@ def _run(label: str, make_table: Callable[[FakeAirtable], pyairtable.Table], ste
     return fake, stats
 
 
-def _next_run_starts_warm(fake: FakeAirtable, path: Path, out) -> bool:
+def _next_run_starts_warm(fake: FakeAirtable, location: str, out) -> bool:
     """The daily-agent set-up: ``serve-sync`` keeps the cache file fresh (incrementally) while others
     edit Airtable; the agent's next run finds it warm and its first read sends nothing."""
     from airtable_cached import Api
@@ -84,12 +89,12 @@ def _next_run_starts_warm(fake: FakeAirtable, path: Path, out) -> bool:
     fake.set_fields(BASE, TABLE, records[0]["id"], {"Status": "Qualified"})  # a colleague's edit
     fake.delete_record(BASE, TABLE, records[1]["id"])  # and a deletion
     before = fake.request_count()
-    service = SyncService(Settings.from_env(path=path, endpoint_url=fake.url, feed="webhooks"), fake.token,
+    service = SyncService(Settings.from_env(url=location, endpoint_url=fake.url, feed="webhooks"), fake.token,
                           tables=[f"{BASE}/{TABLE}"], pull_every=0, backup_every=None)
     service.cycle()
     service.close()
     refresh_requests = fake.request_count() - before
-    api = Api(fake.token, endpoint_url=fake.url, path=path, flush="manual", feed="webhooks")
+    api = Api(fake.token, endpoint_url=fake.url, url=location, flush="manual", feed="webhooks")
     before = fake.request_count()
     started = time.perf_counter()
     todo = api.table(BASE, TABLE).all(formula="AND({Email} = '', {Status} = 'New')", max_records=5)
@@ -110,15 +115,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=12, help="agent steps (default 12)")
     parser.add_argument("--latency", type=float, default=0.1, help="seconds of latency per request (default 0.1)")
     parser.add_argument("--path", type=Path, default=None, help="cache file (default: a temporary one)")
+    parser.add_argument("--url", default=None, help="a postgresql:// database for the cache (its tables stay there)")
     args = parser.parse_args(argv)
+    if args.url is not None:
+        return _demo(args, args.url, kept=True)
     if args.path is not None:
-        return _demo(args, args.path, kept=True)
+        return _demo(args, str(args.path), kept=True)
     # The cache file of a demo is scratch: removed with its folder, whatever happens.
     with tempfile.TemporaryDirectory(prefix="airtable-cached-demo-") as workdir:
-        return _demo(args, Path(workdir) / "cache.sqlite3", kept=False)
+        return _demo(args, str(Path(workdir) / "cache.sqlite3"), kept=False)
 
 
-def _demo(args: argparse.Namespace, path: Path, *, kept: bool) -> int:
+def _demo(args: argparse.Namespace, location: str, *, kept: bool) -> int:
+    """The demo with its cache at ``location``: a SQLite path or a PostgreSQL URL (given as the
+    ``url`` setting either way, which the environment's settings do not override)."""
     out = print
 
     out(f"Fake Airtable on 127.0.0.1: {args.latency * 1000:.0f} ms a request, 300 leads, no token needed.")
@@ -135,7 +145,7 @@ def _demo(args: argparse.Namespace, path: Path, *, kept: bool) -> int:
 
     def cached_table(fake: FakeAirtable):
         # The change feed on, as by default (the demo's next run shows deletions learnt from it).
-        api = Api(fake.token, endpoint_url=fake.url, path=path, flush="manual", feed="webhooks")
+        api = Api(fake.token, endpoint_url=fake.url, url=location, flush="manual", feed="webhooks")
         cached_api.append(api)
         return api.table(BASE, TABLE)
 
@@ -157,9 +167,9 @@ def _demo(args: argparse.Namespace, path: Path, *, kept: bool) -> int:
     speedup = plain["agent_seconds"] / max(cached["agent_seconds"], 1e-9)
     out(f"  agent time                          : {cached['agent_seconds']:.2f} s vs {plain['agent_seconds']:.2f} s ({speedup:.1f}x as fast)")
     out(f"  Airtable's final state              : {'identical to the plain run' if same else 'DIFFERENT from the plain run'}")
-    out(f"  cache file                          : {path if kept else 'temporary, removed now (keep one with --path)'}")
+    out(f"  cache                               : {api.engine.store.location if kept else 'temporary, removed now (keep one with --path)'}")
     api.close()
-    warm = _next_run_starts_warm(cached_fake, path, out)
+    warm = _next_run_starts_warm(cached_fake, location, out)
     plain_fake.stop()
     cached_fake.stop()
     return 0 if same and flush.ok and warm else 1

@@ -143,8 +143,10 @@ class SyncService:
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self, max_cycles: int | None = None) -> ServeStats:
-        log.info("serve-sync: database %s, pulling every %gs, flushing every %gs", self.settings.path,
+        log.info("serve-sync: database %s, pulling every %gs, flushing every %gs", self.store.location,
                  self.pull_every, self.flush_every)
+        if self.settings.url is not None and self.backup_every:
+            log.info("no backups taken here: back a PostgreSQL cache up with pg_dump (the sync log is still pruned)")
         try:
             while not self.stopping:
                 self.cycle()

@@ -29,7 +29,13 @@ import urllib3
 
 from airtable_cached.config import Settings, check_token
 from airtable_cached.engine import apply, links
-from airtable_cached.errors import AirtableResponseError, OfflineError, RemoteError, StoreConnectionLost
+from airtable_cached.errors import (
+    AirtableResponseError,
+    OfflineError,
+    RemoteError,
+    StoreCommitUnknown,
+    StoreConnectionLost,
+)
 from airtable_cached.rules.policy import backoff
 from airtable_cached.rules.query import ListQuery
 from airtable_cached.rules.records import dumps, now_iso, referenced_provisional_ids, replace_ids
@@ -324,6 +330,9 @@ class Sync:
         self.refused: dict[str, AirtableResponseError] = {}
         self._plan: list[outbox.Send] = []  # the sends of the batch being flushed
         self._settled: set[int] = set()  # id() of sends of the plan that reconciliation settled
+        #: Per base: batches Airtable took whose acknowledgement's commit was left unknown, with
+        #: Airtable's answer (see ``_confirm``).
+        self._unconfirmed: dict[str, list[tuple[list[outbox.Send], list[dict] | None]]] = {}
         self._flusher: AutoFlusher | None = None
         self._flusher_lock = threading.Lock()
         self._closed = False
@@ -527,6 +536,7 @@ class Sync:
         result = FlushResult()
         endpoint = self.engine.endpoint
         lease = self.settings.claim_timeout
+        self._confirm_left_unknown(base_id, result)
         with self.store.write() as unit:
             # This flusher holds the base's lock, so whoever claimed its in-flight writes is gone
             # (the kernel released its lock when it died) or was taken over (hung past its lease).
@@ -798,7 +808,14 @@ class Sync:
 
     def _confirm(self, batch: list[outbox.Send], records: list[dict] | None, result: FlushResult) -> None:
         """Airtable took the batch: acknowledge it, run again whole if the database connection dropped
-        before the commit (a PostgreSQL failover), so that the batch is never sent twice."""
+        and the store found nothing of it kept (a PostgreSQL restart or failover, before or during the
+        commit: ``airtable_cached/store/postgres/commits.py``), so that the batch is never sent twice.
+        A commit whose outcome the store could not learn (``StoreCommitUnknown``: the database did
+        not answer in time) ends the flush; the batch and Airtable's answer are kept in memory, and
+        this process's next flush of the base acknowledges them before anything else if they are
+        still queued (``_confirm_left_unknown``). Only if this process ends first are they taken over
+        as a killed flusher's writes are (creates looked for in Airtable before they are sent again;
+        an update or delete may be sent again, with the same values)."""
         sent = len(result.sent)
         for attempt in range(CONFIRM_ATTEMPTS):
             try:
@@ -808,6 +825,22 @@ class Sync:
                 if attempt == CONFIRM_ATTEMPTS - 1:
                     raise
                 self.remote.sleep(0.2 * (attempt + 1))
+            except StoreCommitUnknown:
+                del result.sent[sent:]
+                left = self._unconfirmed.setdefault(batch[0].base_id, [])
+                if not any(kept is batch for kept, _ in left):
+                    left.append((batch, records))
+                raise
+
+    def _confirm_left_unknown(self, base_id: str, result: FlushResult) -> None:
+        """Acknowledge the batches whose acknowledgement was left unknown (``_confirm``) and that are
+        still queued, with the answer Airtable gave then: they are never sent again. Batches no
+        longer queued were acknowledged (the commit was kept, or another flusher settled them)."""
+        for entry in list(self._unconfirmed.get(base_id, [])):
+            batch, records = entry
+            if self.store.outbox.any_queued([seq for send in batch for seq in send.seqs]):
+                self._confirm(batch, records, result)
+            self._unconfirmed[base_id].remove(entry)
 
     def _confirm_once(self, batch: list[outbox.Send], records: list[dict] | None, result: FlushResult) -> None:
         now = self.remote.clock()

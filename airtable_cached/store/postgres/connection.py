@@ -4,8 +4,13 @@ One :class:`PostgresStore` per database URL and process. Connections come from a
 ``psycopg_pool.ConnectionPool`` for the length of one call (outside a write) or of one transaction
 (``write()``); a forked child opens its own pool (a connection never crosses a fork). A connection
 the server dropped (a restart, a failover, an idle timeout) is replaced and the call retried, with
-tenacity, only where nothing was done on it yet: a read, or the start of a transaction. A
-transaction cut mid-way is rolled back by the server and its error raised.
+tenacity, only where nothing was done on it yet: a read, or the start of a transaction.
+
+A write transaction whose connection drops raises :class:`StoreConnectionLost` when nothing of it
+was kept, so that its caller may run it again whole: cut in its body, the server rolled it back;
+cut during its ``COMMIT``, the outcome is asked of the database (``commits.py``: the transaction's
+commit mark) and the transaction returns normally if it was committed. When the database cannot be
+asked within :data:`SETTLE_SECONDS`, :class:`StoreCommitUnknown` says that it may have been kept.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import contextlib
 import functools
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,10 +30,11 @@ import psycopg
 import psycopg_pool
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
 
-from airtable_cached.errors import AirtableCachedError, StoreConnectionLost
+from airtable_cached.errors import AirtableCachedError, StoreCommitUnknown, StoreConnectionLost
 from airtable_cached.store.contract import Coordination
+from airtable_cached.store.postgres import commits
 from airtable_cached.store.postgres.locks import PostgresFlushLocks, table_lock
 from airtable_cached.store.postgres.outbox import PostgresOutbox
 from airtable_cached.store.postgres.pacer import PostgresPacer
@@ -48,6 +55,8 @@ OWN_COMMITS_KEPT = 64
 
 #: A dropped connection is retried this many times (a failover takes a few seconds).
 RETRY_ATTEMPTS = 5
+#: How long the outcome of a commit whose answer was lost is asked for (a failover, a restart).
+SETTLE_SECONDS = 60.0
 
 
 class StoreError(AirtableCachedError):
@@ -169,19 +178,32 @@ class PostgresStore:
     # -- transactions --------------------------------------------------------------------------
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """A write transaction on one connection; nested use (same thread) joins the outer one."""
+        """A write transaction on one connection; nested use (same thread) joins the outer one.
+        Committed when the block ends, or :class:`StoreConnectionLost` when the connection dropped and
+        nothing was kept (see the module's docstring)."""
         outer = getattr(self._local, "conn", None)
         if outer is not None:
             yield outer
             return
-        with self._begun() as conn:
-            self._local.conn = conn
-            try:
-                with conn.transaction(), _lost_before_commit(conn):  # inside: a failed commit is not "before"
-                    yield conn
-                    xid = _own_xid(conn)
-            finally:
-                self._local.conn = None
+        mark = self._next_mark()
+        committing = False
+        xid: int | None = None
+        try:
+            with self._begun() as conn:
+                self._local.conn = conn
+                try:
+                    with conn.transaction():
+                        with _lost_before_commit(conn):  # inside: a failed commit is not "before"
+                            yield conn
+                            commits.set_mark(conn, mark)
+                            xid = _own_xid(conn)  # after the mark, which gives every transaction an id
+                        committing = True
+                finally:
+                    self._local.conn = None
+        except psycopg.OperationalError as exc:
+            if not (committing and conn.broken):
+                raise
+            self._settle_lost_commit(mark, exc)
         self._count_commit(xid)
 
     def _count_commit(self, xid: int | None) -> None:
@@ -192,6 +214,45 @@ class PostgresStore:
             self._own_xids[self.commits] = xid
             while len(self._own_xids) > OWN_COMMITS_KEPT:
                 del self._own_xids[next(iter(self._own_xids))]
+
+    def _next_mark(self) -> commits.CommitMark:
+        """The calling thread's commit mark, numbered for its next transaction (a new owner's row is
+        made first, on a connection of its own)."""
+        mark: commits.CommitMark | None = getattr(self._local, "mark", None)
+        if mark is None or not mark.usable():
+            mark = commits.CommitMark()
+            self.call(lambda conn: commits.create_owner(conn, mark))
+            self._local.mark = mark
+        mark.n += 1
+        return mark
+
+    def _settle_lost_commit(self, mark: commits.CommitMark, exc: psycopg.OperationalError) -> None:
+        """The connection dropped during the commit: return if the transaction was kept, raise
+        :class:`StoreConnectionLost` if it was not, :class:`StoreCommitUnknown` if that cannot be
+        learnt (whatever this process remembers of the database is then stale: it may have been)."""
+        try:
+            committed = self._ask_commit(mark)
+        except psycopg.OperationalError as err:
+            committed, exc = None, err
+        if committed is None:
+            with self._commit_lock:
+                self.commits += 1  # with no transaction id: never taken for an own commit alone
+            raise StoreCommitUnknown(f"the database connection dropped during a commit and {self.location} could not "
+                                     f"tell whether it was kept ({exc}); the write may have been recorded") from exc
+        if not committed:
+            raise StoreConnectionLost(f"the database connection dropped during a commit that was not kept ({exc});"
+                                      " nothing was written") from exc
+
+    def _ask_commit(self, mark: commits.CommitMark) -> bool | None:
+        """Whether the transaction of ``mark`` was committed, asked on new connections for as long as
+        :data:`SETTLE_SECONDS` (a server restarting or failing over does not answer at once)."""
+        deadline = time.monotonic() + SETTLE_SECONDS
+        for attempt in Retrying(retry=retry_if_exception_type(psycopg.OperationalError),
+                                stop=stop_after_delay(SETTLE_SECONDS), wait=wait_exponential(multiplier=0.1, max=2.0),
+                                reraise=True):
+            with attempt, self.pool.connection(timeout=max(0.1, deadline - time.monotonic())) as conn:
+                return commits.was_committed(conn, mark)
+        raise AssertionError("unreachable")  # pragma: no cover - reraise=True
 
     @contextlib.contextmanager
     def _begun(self) -> Iterator[Connection]:
@@ -326,7 +387,7 @@ class PostgresStore:
     def migrate(self) -> None:
         """Bring the database to :data:`SCHEMA_VERSION`, one version per transaction."""
         while True:
-            with self.transaction() as conn:
+            with self._begun() as conn, conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", MIGRATION_LOCK)
                 current = _version(conn)
                 if current > SCHEMA_VERSION:
@@ -334,6 +395,7 @@ class PostgresStore:
                         f"{self.location} has schema version {current}, newer than this airtable_cached "
                         f"understands ({SCHEMA_VERSION}); upgrade airtable_cached")
                 if current == SCHEMA_VERSION:
+                    commits.forget_old_marks(conn)
                     return
                 conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY, applied_at timestamptz)")
                 conn.execute(MIGRATIONS[current + 1].encode())

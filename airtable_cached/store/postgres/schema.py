@@ -16,7 +16,9 @@ latest version (``airtable_cached/store/sqlite/schema.py``), with these differen
   and the ``simple`` configuration), as SQLite's ``unicode61 remove_diacritics 2`` tokenizer does;
 * identities are ``BY DEFAULT``: salvage puts a write back under its own seq (the outbox moves the
   sequence on after it, ``outbox.py``);
-* the rate budget and the flush leases of every host live here too (``pacer.py``, ``locks.py``).
+* the rate budget and the flush leases of every host live here too (``pacer.py``, ``locks.py``);
+* every write transaction leaves a commit mark (version 4, ``commit_marks``): how a commit whose
+  answer was lost is found to have been kept or not (``connection.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import json
 import re
 from typing import Any
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: Taken (as a transaction-level advisory lock) while migrating: hosts starting at once migrate once.
 MIGRATION_LOCK = (0x61746301, 0)
@@ -258,5 +260,16 @@ MIGRATIONS: dict[int, str] = {
         RETURN false;
     END
     $$;
+    """,
+    # One row per thread of a process writing (its "owner"), whose ``n`` every write transaction of
+    # that thread sets, with its commit: whether a commit whose answer was lost was kept is whether
+    # the row holds that transaction's ``n`` (store/postgres/connection.py). Rows unused for a week
+    # are deleted when a store opens.
+    4: """
+    CREATE TABLE commit_marks (
+        owner text PRIMARY KEY,
+        n     bigint NOT NULL,
+        at    timestamptz NOT NULL DEFAULT now()
+    );
     """,
 }

@@ -1,0 +1,163 @@
+"""A PostgreSQL connection dropped during a COMMIT (issue 13: "a failover mid-flush losing nothing").
+
+The connection runs through ``tests/pg_proxy.py``, which cuts it at the COMMIT of a chosen
+transaction: before forwarding it (the server rolls back), after the server committed it (the client
+never hears so), or as a network partition (the server's process waits in the transaction until it
+is ended). Whatever the cut, the store learns whether the transaction was kept: the flush's
+acknowledgement is neither lost nor repeated (each write reaches Airtable once), and an agent's write
+is queued exactly once. When the database is out of reach for longer than the store asks, the
+outcome stays unknown (``StoreCommitUnknown``) and the flush's next run settles it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pg_proxy import MODES, CommitCutter
+
+from airtable_cached import Api
+from airtable_cached.errors import StoreCommitUnknown, StoreConnectionLost
+from airtable_cached.store.postgres import PostgresStore, connection
+from airtable_cached.testing import LEADS_SCHEMA, FakeAirtable, seed_leads
+
+BASE = "appLEADSbase00001"
+TABLE = "Leads"
+#: A statement of the flush's acknowledgement (``PostgresOutbox.ack``) and of a queued write's.
+ACK = "DELETE FROM outbox WHERE seq = ANY"
+ENQUEUE = "INSERT INTO outbox"
+
+
+@pytest.fixture
+def proxied(pg_server, pg_url):
+    """The test's database URL through a proxy that cuts a COMMIT when armed; the stores opened on
+    it in this process are closed after the test."""
+    with CommitCutter(pg_server.port) as cutter:
+        url = cutter.url(pg_url)
+        yield cutter, url
+        from airtable_cached import runtime
+
+        with runtime._registry_lock:
+            opened = [runtime._stores.pop(key) for key in [k for k in runtime._stores if k == url]]
+        for store in opened:
+            store.close_all()
+
+
+@pytest.fixture
+def leads():
+    with FakeAirtable(seed=1) as server:
+        server.add_table(BASE, TABLE, LEADS_SCHEMA, seed_leads(20, seed=1))
+        yield server
+
+
+def _api(fake: FakeAirtable, url: str) -> Api:
+    return Api(fake.token, endpoint_url=fake.url, url=url, flush="manual", feed="off")
+
+
+def _writes_sent(fake: FakeAirtable) -> list[tuple[str, str]]:
+    return [(r["method"], json.dumps(r["json"], sort_keys=True)) for r in fake.requests if r["method"] in ("PATCH", "POST")]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_unit_whose_commit_was_cut_is_kept_or_raises_connection_lost_as_the_server_decided(proxied, mode):
+    cutter, url = proxied
+    store = PostgresStore(url)
+    try:
+        with store.write() as unit:
+            tid = unit.replica.add_table("", BASE, None, TABLE)
+        cutter.arm(ENQUEUE, mode)
+        try:
+            with store.write() as unit:
+                unit.outbox.append(tid=tid, base_id=BASE, table_ref=TABLE, op="delete", record_id="recAAAAAAAAAAAAAA",
+                                   fields=None, base=None, typecast=False, now=0.0)
+            outcome = "kept"
+        except StoreConnectionLost:
+            outcome = "lost"
+        queued = store.outbox.seqs()
+    finally:
+        store.close_all()
+    assert cutter.cuts == [mode]
+    assert outcome == ("kept" if mode == "after" else "lost")
+    assert len(queued) == (1 if mode == "after" else 0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_connection_dropped_during_the_flushs_commit_loses_no_write_and_sends_none_twice(leads, proxied, mode):
+    cutter, url = proxied
+    api = _api(leads, url)
+    table = api.table(BASE, TABLE)
+    ids = [r["id"] for r in table.all()]
+    for n, rid in enumerate(ids):
+        table.update(rid, {"Company": f"across the cut {n}"})
+    made = table.batch_create([{"Full Name": f"created across the cut {n}"} for n in range(5)])
+    leads.reset_log()
+    cutter.arm(ACK, mode)
+    result = api.flush()
+    left = api.pending()
+    records = {r["id"]: r["fields"] for r in leads.records(BASE, TABLE)}
+    sent = _writes_sent(leads)
+    api.close()
+    assert cutter.cuts == [mode]
+    assert result.failed == [] and left == []
+    for n, rid in enumerate(ids):
+        assert records[rid]["Company"] == f"across the cut {n}"
+    created = sorted(f["Full Name"] for f in records.values() if f.get("Full Name", "").startswith("created across"))
+    assert created == sorted(f"created across the cut {n}" for n in range(5))  # each exactly once
+    assert len(sent) == len(set(sent)) == 3  # two PATCHes of 10 updates, one POST of 5 creates: none twice
+    assert {r["id"] for r in made}.isdisjoint(records)  # provisional ids were replaced by Airtable's
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_agents_write_whose_commit_was_cut_is_queued_once(leads, proxied, mode):
+    cutter, url = proxied
+    api = _api(leads, url)
+    table = api.table(BASE, TABLE)
+    rid = table.all()[0]["id"]
+    cutter.arm(ENQUEUE, mode)
+    table.update(rid, {"Company": "updated across the cut"})
+    cutter.arm(ENQUEUE, mode)
+    made = table.create({"Full Name": "made across the cut"})
+    queued = [(w["op"], w["record_id"]) for w in api.pending()]
+    seen = (table.get(rid)["fields"]["Company"], table.get(made["id"])["fields"]["Full Name"])
+    leads.reset_log()
+    result = api.flush()
+    records = [r["fields"] for r in leads.records(BASE, TABLE)]
+    sent = _writes_sent(leads)
+    api.close()
+    assert cutter.cuts == [mode, mode]
+    assert sorted(queued) == sorted([("update", rid), ("create", made["id"])])  # each call queued once
+    assert seen == ("updated across the cut", "made across the cut")
+    assert result.failed == []
+    assert [f.get("Full Name") for f in records].count("made across the cut") == 1
+    assert [f.get("Company") for f in records].count("updated across the cut") == 1
+    assert len(sent) == 2
+
+
+@pytest.mark.parametrize("mode", ["before", "after"])
+def test_an_acknowledgement_left_unknown_is_settled_by_the_next_flush_without_sending_twice(leads, proxied, mode,
+                                                                                             monkeypatch):
+    cutter, url = proxied
+    monkeypatch.setattr(connection, "SETTLE_SECONDS", 1.0)  # how long the database is asked before giving up
+    api = _api(leads, url)
+    table = api.table(BASE, TABLE)
+    ids = [r["id"] for r in table.all()]
+    for n, rid in enumerate(ids):
+        table.update(rid, {"Company": f"across the outage {n}"})
+    table.batch_create([{"Full Name": f"created across the outage {n}"} for n in range(5)])
+    leads.reset_log()
+    cutter.arm(ACK, mode, then_down=True)  # the database out of reach from the cut on
+    with pytest.raises(StoreCommitUnknown):
+        api.flush()
+    cutter.up()
+    result = api.flush()
+    left = api.pending()
+    records = {r["id"]: r["fields"] for r in leads.records(BASE, TABLE)}
+    sent = _writes_sent(leads)
+    api.close()
+    assert cutter.cuts == [mode]
+    assert result.failed == [] and left == []
+    for n, rid in enumerate(ids):
+        assert records[rid]["Company"] == f"across the outage {n}"
+    created = [f["Full Name"] for f in records.values() if f.get("Full Name", "").startswith("created across")]
+    assert sorted(created) == sorted(f"created across the outage {n}" for n in range(5))
+    assert len(sent) == len(set(sent)) == 3  # the batch whose acknowledgement was in doubt was not sent again
