@@ -107,8 +107,8 @@ class PostgresStore:
         self._marker_conns: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
         #: Write transactions committed through this store (any thread) since it was opened.
         self.commits = 0
-        #: The transaction id of each of the latest commits, by their number in ``commits``.
-        self._own_xids: dict[int, int | None] = {}
+        #: The ids of the transactions each of the latest commits took, by their number in ``commits``.
+        self._own_xids: dict[int, frozenset[int]] = {}
         self._commit_lock = threading.Lock()
         self.migrate()
 
@@ -204,14 +204,15 @@ class PostgresStore:
             if not (committing and conn.broken):
                 raise
             self._settle_lost_commit(mark, exc)
-        self._count_commit(xid)
+        owner_xid, self._local.owner_xid = getattr(self._local, "owner_xid", None), None
+        self._count_commit({x for x in (owner_xid, xid) if x is not None})
 
-    def _count_commit(self, xid: int | None) -> None:
-        """One more commit through this store, remembered with its transaction id (``None``: it wrote
-        nothing) for :meth:`moved_only_by_own_commit`."""
+    def _count_commit(self, xids: set[int]) -> None:
+        """One more commit through this store, remembered with the ids of the transactions it took
+        (its own, and the one that made its thread's commit mark) for :meth:`moved_only_by_own_commit`."""
         with self._commit_lock:
             self.commits += 1
-            self._own_xids[self.commits] = xid
+            self._own_xids[self.commits] = frozenset(xids)
             while len(self._own_xids) > OWN_COMMITS_KEPT:
                 del self._own_xids[next(iter(self._own_xids))]
 
@@ -221,7 +222,8 @@ class PostgresStore:
         mark: commits.CommitMark | None = getattr(self._local, "mark", None)
         if mark is None or not mark.usable():
             mark = commits.CommitMark()
-            self.call(lambda conn: commits.create_owner(conn, mark))
+            # Its own transaction, whose id goes with the next commit's (moved_only_by_own_commit).
+            self._local.owner_xid = self.call(lambda conn: _in_transaction(conn, lambda: commits.create_owner(conn, mark)))
             self._local.mark = mark
         mark.n += 1
         return mark
@@ -367,9 +369,9 @@ class PostgresStore:
         with self._commit_lock:
             if after[0] not in self._own_xids:
                 return False
-            xid = self._own_xids[after[0]]
+            own = self._own_xids[after[0]]
         ended = transactions_ended_between(before[1], after[1])
-        return ended is not None and ended <= ({xid} if xid is not None else set())
+        return ended is not None and ended <= own
 
     def knows_current(self, marker: tuple) -> bool:
         """Whether ``marker`` is still this process's view without asking the server: nothing was
@@ -418,6 +420,13 @@ def _close_quietly(conn: psycopg.Connection[Any]) -> None:
     """Close a connection that may already be broken (its error is of no use to anyone)."""
     with contextlib.suppress(psycopg.Error):
         conn.close()
+
+
+def _in_transaction(conn: Connection, fn: Callable[[], object]) -> int | None:
+    """``fn()`` in a transaction of its own on ``conn``; returns that transaction's id (if it took one)."""
+    with conn.transaction():
+        fn()
+        return _own_xid(conn)
 
 
 def _own_xid(conn: Connection) -> int | None:
