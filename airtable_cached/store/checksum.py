@@ -25,6 +25,24 @@ from airtable_cached.rules.records import dumps
 SEALED = ("tid", "base_id", "table_ref", "op", "record_id", "fields", "typecast", "merge_on")
 
 
+#: The columns a new outbox row is written with, in the order of :func:`new_row`'s values.
+NEW_ROW_COLUMNS = ("tid", "base_id", "table_ref", "op", "record_id", "fields", "base", "typecast", "merge_on",
+                   "created_at", "checksum")
+
+
+def new_row(*, tid: int, base_id: str, table_ref: str, op: str, record_id: str, fields: dict | None,
+            base: dict | None, typecast: bool, now: float, merge_on: list[str] | None) -> tuple:
+    """A queued write's column values as stored (:data:`NEW_ROW_COLUMNS`), sealed: the same in
+    every store, so that a checksum written by one is verified by any."""
+    sealed = {
+        "tid": tid, "base_id": base_id, "table_ref": table_ref, "op": op, "record_id": record_id,
+        "fields": None if fields is None else dumps(fields), "typecast": int(bool(typecast)),
+        "merge_on": dumps(merge_on) if merge_on else None,
+    }
+    return (tid, base_id, table_ref, op, record_id, sealed["fields"], None if base is None else dumps(base),
+            sealed["typecast"], sealed["merge_on"], now, seal(sealed))
+
+
 def seal(row: Mapping[str, Any] | sqlite3.Row) -> str:
     """The checksum of an outbox row (a mapping with the :data:`SEALED` columns, as stored)."""
     text = dumps([row[name] for name in SEALED])

@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 #: The states of every write the queue holds.
 ALL_STATES = ("pending", "inflight", "dead")
 _OF_ENDPOINT = " AND tid IN (SELECT tid FROM tables WHERE endpoint = %s)"
-_INSERT = ("INSERT INTO outbox (tid, base_id, table_ref, op, record_id, fields, base, typecast, merge_on, created_at,"
-           " checksum) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING seq")
+_INSERT = (f"INSERT INTO outbox ({', '.join(checksum.NEW_ROW_COLUMNS)})"
+           f" VALUES ({', '.join(['%s'] * len(checksum.NEW_ROW_COLUMNS))}) RETURNING seq")
 _RESTORE = ("INSERT INTO outbox (seq, tid, base_id, table_ref, op, record_id, fields, base, typecast, merge_on, state,"
             " attempts, next_attempt_at, claimed_until, last_error, created_at, checksum)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
@@ -79,12 +79,7 @@ class PostgresOutbox:
 
     def _in_unit(self, fn: Callable[[Connection], Any]) -> Any:
         """Several statements that must see one another: in the unit's transaction (or one of their own)."""
-        def atomically(conn: Connection) -> Any:
-            if conn.info.transaction_status != 0:  # already in the unit's transaction
-                return fn(conn)
-            with conn.transaction():
-                return fn(conn)
-        return self.runner.run(atomically)
+        return self.runner.run_atomically(fn)
 
     # -- appending (the engine) ----------------------------------------------------------------
 
@@ -93,13 +88,8 @@ class PostgresOutbox:
                call_id: int | None = None) -> int:
         """Queue one write; ``call_id`` is the seq of the first write of the same call (``None``:
         this write starts a call). Returns its seq."""
-        sealed = {
-            "tid": tid, "base_id": base_id, "table_ref": table_ref, "op": op, "record_id": record_id,
-            "fields": None if fields is None else dumps(fields), "typecast": int(bool(typecast)),
-            "merge_on": dumps(merge_on) if merge_on else None,
-        }
-        params = (tid, base_id, table_ref, op, record_id, sealed["fields"], None if base is None else dumps(base),
-                  sealed["typecast"], sealed["merge_on"], now, checksum.seal(sealed))
+        params = checksum.new_row(tid=tid, base_id=base_id, table_ref=table_ref, op=op, record_id=record_id,
+                                  fields=fields, base=base, typecast=typecast, now=now, merge_on=merge_on)
 
         def insert(conn: Connection) -> int:
             row = conn.execute(_INSERT, params).fetchone()

@@ -117,12 +117,7 @@ class PostgresReplica:
 
     def _in_unit(self, fn: Callable[[Connection], Any]) -> Any:
         """Several statements that must see one another: in the unit's transaction (or one of their own)."""
-        def atomically(conn: Connection) -> Any:
-            if conn.info.transaction_status != 0:  # already in the unit's transaction
-                return fn(conn)
-            with conn.transaction():
-                return fn(conn)
-        return self.runner.run(atomically)
+        return self.runner.run_atomically(fn)
 
     # -- tables, table_aliases, schema ---------------------------------------------------------
 

@@ -36,3 +36,13 @@ class Runner:
         if self.conn is not None:
             return fn(self.conn)
         return self.store.call(fn)
+
+    def run_atomically(self, fn: Callable[[Connection], T]) -> T:
+        """``run(fn)`` with its statements seeing one another: in the unit's transaction, or (outside
+        a write) in a transaction of its own."""
+        def atomically(conn: Connection) -> T:
+            if conn.info.transaction_status != 0:  # already in the unit's transaction
+                return fn(conn)
+            with conn.transaction():
+                return fn(conn)
+        return self.run(atomically)

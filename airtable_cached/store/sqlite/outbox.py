@@ -53,17 +53,10 @@ class SqliteOutbox:
                call_id: int | None = None) -> int:
         """Queue one write; ``call_id`` is the seq of the first write of the same call (``None``:
         this write starts a call). Returns its seq."""
-        sealed = {
-            "tid": tid, "base_id": base_id, "table_ref": table_ref, "op": op, "record_id": record_id,
-            "fields": None if fields is None else dumps(fields), "typecast": int(bool(typecast)),
-            "merge_on": dumps(merge_on) if merge_on else None,
-        }
-        cur = self.conn.execute(
-            "INSERT INTO outbox (tid, base_id, table_ref, op, record_id, fields, base, typecast, merge_on, created_at,"
-            " checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (tid, base_id, table_ref, op, record_id, sealed["fields"], None if base is None else dumps(base),
-             sealed["typecast"], sealed["merge_on"], now, checksum.seal(sealed)),
-        )
+        row = checksum.new_row(tid=tid, base_id=base_id, table_ref=table_ref, op=op, record_id=record_id,
+                               fields=fields, base=base, typecast=typecast, now=now, merge_on=merge_on)
+        cur = self.conn.execute(f"INSERT INTO outbox ({', '.join(checksum.NEW_ROW_COLUMNS)})"
+                                f" VALUES ({', '.join('?' * len(row))})", row)
         assert cur.lastrowid is not None  # an INSERT always sets it
         seq = cur.lastrowid
         self.conn.execute("UPDATE outbox SET call_id = ? WHERE seq = ?", (seq if call_id is None else call_id, seq))
