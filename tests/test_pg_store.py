@@ -163,3 +163,30 @@ def test_compose_postgres_profile_shares_one_database():
     assert len(urls) == 1 and next(iter(urls)).startswith("postgresql://")
     assert services["pg-sync"]["command"][-1] == "serve-sync"
     assert all("profiles" not in s for name, s in compose["services"].items() if name in ("sync", "agent"))
+
+
+def test_many_reading_threads_share_the_pool_past_the_marker_connections(pg_url, pg_server):
+    from airtable_cached.store.postgres.connection import MARKER_CONNECTIONS
+
+    store = PostgresStore(pg_url, max_size=2)
+    database = store.call(lambda c: c.execute("SELECT current_database() AS d").fetchone()["d"])
+    threads_n = MARKER_CONNECTIONS + 6
+    asked, all_asked, done = [], threading.Barrier(threads_n + 1), threading.Event()
+
+    def read():
+        asked.append(store.change_marker())
+        all_asked.wait()
+        done.wait()  # alive, as an agent's worker threads are, while the connections are counted
+
+    threads = [threading.Thread(target=read) for _ in range(threads_n)]
+    for t in threads:
+        t.start()
+    all_asked.wait()
+    with psycopg.connect(pg_server.url(), autocommit=True) as admin:
+        held = len(_connections(admin, database))
+    done.set()
+    for t in threads:
+        t.join()
+    store.close_all()
+    assert len(asked) == threads_n and len(set(asked)) == 1
+    assert held <= MARKER_CONNECTIONS + 2

@@ -50,6 +50,10 @@ T = TypeVar("T")
 #: What the change marker asks: the server's snapshot moves with every transaction given an id.
 SNAPSHOT_QUERY = "SELECT pg_current_snapshot()::text"
 
+#: Threads of one process that ask the change marker on a connection of their own (the rest share
+#: the pool's, a checkout dearer by about one more round trip).
+MARKER_CONNECTIONS = 8
+
 #: Own commits whose transaction ids are remembered (a marker older than these is simply stale).
 OWN_COMMITS_KEPT = 64
 
@@ -105,6 +109,7 @@ class PostgresStore:
         self._pool: ConnectionPool[Any] | None = None
         #: Each thread's connection asking the change marker (closed with the pool).
         self._marker_conns: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+        self._marker_opening = 0  # connections being opened for it (counted against the limit)
         #: Write transactions committed through this store (any thread) since it was opened.
         self.commits = 0
         #: The ids of the transactions each of the latest commits took, by their number in ``commits``.
@@ -127,7 +132,7 @@ class PostgresStore:
         here); called under ``_pool_lock``."""
         if self._pid != os.getpid():
             self._pid, self._local, self._pool = os.getpid(), threading.local(), None
-            self._marker_conns = weakref.WeakSet()
+            self._marker_conns, self._marker_opening = weakref.WeakSet(), 0
 
     def _open_pool(self) -> ConnectionPool[Any]:
         min_size, max_size = self._sizes
@@ -305,6 +310,10 @@ class PostgresStore:
 
     def _ask_snapshot(self) -> str:
         conn = self._marker_connection()
+        if conn is None:  # this process holds MARKER_CONNECTIONS already: asked on a pooled one
+            row = self.call(lambda pooled: pooled.execute(SNAPSHOT_QUERY).fetchone())
+            assert row is not None
+            return str(row["pg_current_snapshot"])
         try:
             row = conn.execute(SNAPSHOT_QUERY).fetchone()
         except psycopg.OperationalError:
@@ -314,21 +323,31 @@ class PostgresStore:
         assert row is not None
         return str(row[0])
 
-    def _marker_connection(self) -> psycopg.Connection[Any]:
+    def _marker_connection(self) -> psycopg.Connection[Any] | None:
         """The calling thread's connection for :meth:`change_marker` (per thread and process, as a
-        connection never crosses a fork; closed by :meth:`close_all` or when the thread ends)."""
+        connection never crosses a fork; closed by :meth:`close_all` or when the thread ends), or
+        ``None`` past :data:`MARKER_CONNECTIONS` threads: an agent with many threads on many hosts
+        must not exhaust the server's connections."""
+        conn = getattr(self._local, "marker_conn", None)
+        if conn is not None and not conn.closed and self._pid == os.getpid():
+            return conn
         with self._pool_lock:
             self._start_afresh_after_fork()
-        conn = getattr(self._local, "marker_conn", None)
-        if conn is None or conn.closed:
-            try:
-                conn = psycopg.connect(self.url, autocommit=True)
-            except psycopg.OperationalError as exc:
-                raise psycopg.OperationalError(f"cannot connect to {self.location}: {exc}") from None
-            self._local.marker_conn = conn
+            open_now = sum(1 for c in self._marker_conns if not c.closed)  # a dropped one is closed
+            if open_now + self._marker_opening >= MARKER_CONNECTIONS:
+                return None
+            self._marker_opening += 1
+        try:
+            conn = psycopg.connect(self.url, autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise psycopg.OperationalError(f"cannot connect to {self.location}: {exc}") from None
+        finally:
             with self._pool_lock:
-                self._marker_conns.add(conn)
-            weakref.finalize(threading.current_thread(), _close_quietly, conn)
+                self._marker_opening -= 1
+        with self._pool_lock:
+            self._marker_conns.add(conn)
+        self._local.marker_conn = conn
+        weakref.finalize(threading.current_thread(), _close_quietly, conn)
         return conn
 
     # -- whole-database operations ---------------------------------------------------------------
