@@ -17,6 +17,7 @@ import pytest
 from pg_proxy import MODES, CommitCutter
 
 from airtable_cached import Api
+from airtable_cached.engine import writes
 from airtable_cached.errors import StoreCommitUnknown, StoreConnectionLost
 from airtable_cached.store.postgres import PostgresStore, connection
 from airtable_cached.testing import LEADS_SCHEMA, FakeAirtable, seed_leads
@@ -161,3 +162,62 @@ def test_an_acknowledgement_left_unknown_is_settled_by_the_next_flush_without_se
     created = [f["Full Name"] for f in records.values() if f.get("Full Name", "").startswith("created across")]
     assert sorted(created) == sorted(f"created across the outage {n}" for n in range(5))
     assert len(sent) == len(set(sent)) == 3  # the batch whose acknowledgement was in doubt was not sent again
+
+
+#: Statements of the transactions keeping Airtable's answer to a call sent at once: the select
+#: options its typecast added (``Writes._learn_choices``), the records it answered (``apply.absorb``).
+KEEP_ANSWER = {"choices": "UPDATE tables SET schema_json", "records": "INSERT INTO records (tid, id, position"}
+
+
+@pytest.mark.parametrize("kept", sorted(KEEP_ANSWER))
+@pytest.mark.parametrize("mode", MODES)
+def test_a_call_sent_at_once_whose_answers_commit_was_cut_answers_as_airtable_did_and_is_sent_once(
+        leads, proxied, mode, kept):
+    cutter, url = proxied
+    api = _api(leads, url)
+    table = api.table(BASE, TABLE)
+    table.all()
+    leads.reset_log()
+    cutter.arm(KEEP_ANSWER[kept], mode)
+    made = table.create({"Full Name": "sent across the cut", "Status": "Brand new stage"}, typecast=True)
+    requests = [(r["method"], r["path"]) for r in leads.requests]
+    seen = table.get(made["id"])
+    table.update(made["id"], {"Status": "Brand new stage"})  # no typecast: the option is known
+    queued = [(w["op"], w["record_id"]) for w in api.pending()]
+    reads = leads.request_count(method="GET")
+    records = [r["fields"] for r in leads.records(BASE, TABLE)]
+    api.close()
+    assert cutter.cuts == [mode]
+    assert made["fields"]["Status"] == "Brand new stage" and made["id"].startswith("rec")
+    assert requests == [("POST", f"/v0/{BASE}/{TABLE}")]  # sent once, and nothing else asked of Airtable
+    assert seen == made  # read from the cache, as Airtable answered
+    assert reads == 0
+    assert queued == [("update", made["id"])]
+    assert [f.get("Full Name") for f in records].count("sent across the cut") == 1
+
+
+def test_a_call_sent_at_once_whose_answer_the_cache_cannot_keep_answers_and_says_so(leads, proxied, monkeypatch,
+                                                                                     caplog):
+    cutter, url = proxied
+    monkeypatch.setattr(connection, "SETTLE_SECONDS", 1.0)  # how long the database is asked before giving up
+    monkeypatch.setattr(writes, "KEEP_ATTEMPTS", 1)  # the database stays out of reach: not tried again
+    api = _api(leads, url)
+    table = api.table(BASE, TABLE)
+    table.all()
+    leads.reset_log()
+    cutter.arm(KEEP_ANSWER["records"], "before", then_down=True)
+    with caplog.at_level("ERROR", logger="airtable_cached"):
+        made = table.create({"Full Name": "sent across the outage", "Status": "Brand new stage"}, typecast=True)
+    posts = leads.request_count(method="POST")
+    cutter.up()
+    before_pull = [r["id"] for r in table.all()]
+    table.refresh(force=True)
+    after_pull = {r["id"]: r["fields"] for r in table.all()}
+    api.close()
+    assert cutter.cuts == ["before"]
+    assert made["fields"]["Full Name"] == "sent across the outage"
+    assert posts == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any(made["id"] in e and "after the next pull" in e for e in errors)
+    assert made["id"] not in before_pull  # the answer was not kept ...
+    assert after_pull[made["id"]] == made["fields"]  # ... and the next pull brings it
