@@ -221,3 +221,31 @@ def test_a_call_sent_at_once_whose_answer_the_cache_cannot_keep_answers_and_says
     assert any(made["id"] in e and "after the next pull" in e for e in errors)
     assert made["id"] not in before_pull  # the answer was not kept ...
     assert after_pull[made["id"]] == made["fields"]  # ... and the next pull brings it
+
+
+@pytest.mark.parametrize("mode", ["before", "after"])
+def test_a_write_through_call_whose_acknowledgement_was_left_unknown_answers_from_the_cache_and_is_sent_once(
+        leads, proxied, mode, monkeypatch, caplog):
+    cutter, url = proxied
+    monkeypatch.setattr(connection, "SETTLE_SECONDS", 1.0)  # how long the database is asked before giving up
+    api = Api(leads.token, endpoint_url=leads.url, url=url, flush="manual", feed="off", mode="write-through")
+    table = api.table(BASE, TABLE)
+    table.all()
+    leads.reset_log()
+    cutter.arm(ACK, mode, then_down=True)  # the database out of reach from the cut on
+    with caplog.at_level("ERROR", logger="airtable_cached"):
+        made = table.create({"Full Name": "written through the outage"})
+    cutter.up()
+    result = api.flush()
+    left = api.pending()
+    seen = table.get(made["id"])["fields"]
+    records = [r["fields"] for r in leads.records(BASE, TABLE)]
+    sent = _writes_sent(leads)
+    api.close()
+    assert cutter.cuts == [mode]
+    assert made["fields"] == {"Full Name": "written through the outage"}
+    assert any("write-through" in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+    assert result.failed == [] and left == []
+    assert seen["Full Name"] == "written through the outage"
+    assert [f.get("Full Name") for f in records].count("written through the outage") == 1
+    assert len(sent) == 1  # the create, never sent again

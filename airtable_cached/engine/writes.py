@@ -127,8 +127,8 @@ class Writes:
         if self._sends_now(info, call):
             return self._send_now(info, table, call, "POST", None, body)
         seqs, created = run_whole(call, lambda: self._create_many(info, table, field_sets, typecast, call))
-        self._after_write(info, seqs)
-        shaped = [shape_write(info, r, body) for r in self._maybe_reread(info, created)]
+        through = self._after_write(info, seqs)
+        shaped = [shape_write(info, r, body) for r in self._maybe_reread(info, created, through)]
         return shaped[0] if single else {"records": shaped}
 
     def _create_many(self, info: TableInfo, table: str, field_sets: list[dict], typecast: bool,
@@ -194,8 +194,8 @@ class Writes:
         if self._sends_now(info, call):
             return self._send_now(info, table, call, _method(op), None, body)
         seqs, records = run_whole(call, lambda: self._update_many(info, table, pairs, op, typecast, call))
-        self._after_write(info, seqs)
-        return {"records": [shape_write(info, r, body) for r in self._maybe_reread(info, records)]}
+        through = self._after_write(info, seqs)
+        return {"records": [shape_write(info, r, body) for r in self._maybe_reread(info, records, through)]}
 
     def _update_single(self, info: TableInfo, table: str, record_id: str, body: dict, op: str, typecast: bool) -> dict:
         call = WriteCall()
@@ -205,8 +205,8 @@ class Writes:
             return self._send_now(info, table, call, _method(op), record_id, body)
         seqs, records = run_whole(
             call, lambda: self._update_many(info, table, [(record_id, fields)], op, typecast, call, batch=False))
-        self._after_write(info, seqs)
-        return shape_write(info, self._maybe_reread(info, records)[0], body)
+        through = self._after_write(info, seqs)
+        return shape_write(info, self._maybe_reread(info, records, through)[0], body)
 
     def _require_records(self, info: TableInfo, record_ids: list[str], *, batch: bool) -> None:
         """Records a write names must exist (checked before values, in Airtable's order)."""
@@ -257,13 +257,13 @@ class Writes:
         if self._sends_now(info, call):
             return self._send_now(info, table, call, _method(op), None, body)
         done = run_whole(call, lambda: self._upsert_locally(info, table, prepared, merge_on, op, typecast, call))
-        self._after_write(info, done.seqs)
+        through = self._after_write(info, done.seqs)
         created_ids, updated_ids, records = done.created, done.updated, done.records
-        if self.settings.mode == "write-through":
+        if through:
             remapped = {r["id"]: self.reads.resolve_id(r["id"]) for r in records}
             created_ids = [remapped[i] for i in created_ids]
             updated_ids = [remapped[i] for i in updated_ids]
-            records = self._maybe_reread(info, records)
+            records = self._maybe_reread(info, records, through)
         # A record matched twice in one call is answered twice in its final state, as Airtable does.
         final = {r["id"]: r for r in records}
         return {
@@ -338,8 +338,7 @@ class Writes:
             _check_deletes(record_ids)
         call = WriteCall()
         seqs = run_whole(call, lambda: self._delete_many(info, table, record_ids, single, call))
-        self._after_write(info, seqs)
-        through = self.settings.mode == "write-through"
+        through = self._after_write(info, seqs)
         deleted = [{"id": self.reads.resolve_id(i) if through else i, "deleted": True} for i in record_ids]
         return deleted[0] if single else {"records": deleted}
 
@@ -478,12 +477,14 @@ class Writes:
         info.set_schema(schema)
 
     # -- after the write ---------------------------------------------------------------------------
-    def _after_write(self, info: TableInfo, seqs: list[int]) -> None:
-        """Write-through sends the writes now and fails the call if Airtable refused them."""
+    def _after_write(self, info: TableInfo, seqs: list[int]) -> bool:
+        """Write-through sends the writes now and fails the call if Airtable refused them. Returns
+        whether the call answers with the records as Airtable keeps them (write-through, unless the
+        flush was cut by the cache database: then the call answers from the cache as cache mode does)."""
         if decide_write(self.settings.mode) is not Write.WRITE_THROUGH or not seqs:
             if self.sync.sync is not None:
                 self.sync.sync.notify_write(len(seqs))
-            return
+            return decide_write(self.settings.mode) is Write.WRITE_THROUGH
         try:
             self.sync.require().flush_writes(info.base_id, seqs)
         except (StoreConnectionLost, StoreCommitUnknown) as exc:
@@ -493,7 +494,7 @@ class Writes:
             log.error("write-through: the cache database's connection dropped while sending writes %s (%s); they stay"
                       " queued, or were applied already, and a later flush settles them without sending them twice",
                       seqs, exc)
-            return
+            return False
         left = self.store.outbox.write_states(seqs)
         refused = [write for write in left if write["state"] == "dead"]
         if refused:
@@ -507,9 +508,10 @@ class Writes:
             # Airtable could not be reached even after retries: the write stays queued (it is durable
             # and a later flush sends it) and the call answers from the cache, as cache mode would.
             log.warning("write-through: Airtable did not confirm %d write(s) yet; they stay queued", len(left))
+        return True
 
-    def _maybe_reread(self, info: TableInfo, records: list[dict]) -> list[dict]:
-        if self.settings.mode != "write-through":
+    def _maybe_reread(self, info: TableInfo, records: list[dict], through: bool) -> list[dict]:
+        if not through:
             return records
         # A record written twice in one call is answered in each state in turn (as Airtable
         # answers): only its last answer is what Airtable stored.
