@@ -20,7 +20,7 @@ from airtable_cached import Api
 from airtable_cached.engine import writes
 from airtable_cached.errors import StoreCommitUnknown, StoreConnectionLost
 from airtable_cached.store.postgres import PostgresStore, connection
-from airtable_cached.testing import LEADS_SCHEMA, FakeAirtable, seed_leads
+from airtable_cached.testing import COMPANIES_ID, LEADS_SCHEMA, FakeAirtable, add_linked_tables, seed_leads
 
 BASE = "appLEADSbase00001"
 TABLE = "Leads"
@@ -249,3 +249,29 @@ def test_a_write_through_call_whose_acknowledgement_was_left_unknown_answers_fro
     assert seen["Full Name"] == "written through the outage"
     assert [f.get("Full Name") for f in records].count("written through the outage") == 1
     assert len(sent) == 1  # the create, never sent again
+
+
+#: A statement of a whole pull's transaction (``Replica.drop_records_not_seen``).
+PULL = "AND remote_json IS NOT NULL AND (synced_at IS NULL OR synced_at <="
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_link_sent_at_once_whose_linked_tables_pull_lost_its_commit_is_sent_once_and_cached(proxied, mode):
+    cutter, url = proxied
+    with FakeAirtable(seed=1) as fake:
+        add_linked_tables(fake, BASE)
+        api = _api(fake, url)
+        people, companies = api.table(BASE, "People"), api.table(BASE, "Companies")
+        target = people.all()[0]["id"]
+        companies.all()
+        fake.reset_log()
+        cutter.arm(PULL, mode)
+        answer = people.update(target, {"Company": ["Company 2"]}, typecast=True)
+        employees = {r["fields"]["Name"]: r["fields"].get("Employees", []) for r in companies.all()}
+        sent = _writes_sent(fake)
+        company = next(r["id"] for r in fake.records(BASE, COMPANIES_ID) if r["fields"]["Name"] == "Company 2")
+        api.close()
+    assert cutter.cuts == [mode]
+    assert len(sent) == 1  # the PATCH, once
+    assert target in employees["Company 2"]  # the inverse link, as the linked table's pull brought it
+    assert answer["fields"]["Company"] == [company]  # as Airtable answered

@@ -15,8 +15,9 @@ agent would take the failure for Airtable's and could repeat the call (a create 
 * a call sent at once (only Airtable can answer it) returns Airtable's answer. The transactions
   that keep that answer in the cache (the select options a typecast added, the records Airtable
   returned, the linked tables pulled again) are idempotent, so each runs again when the connection
-  drops, kept or not or unknown (:func:`keep_step`). If one still fails, an error names the records
-  and the call still returns Airtable's answer; the cache shows the call after the next pull of the table.
+  drops, kept or not or unknown (:func:`keep_step`). If one still fails (or Airtable refuses the
+  linked table's pull), an error names the records and the call still returns Airtable's answer;
+  the cache shows the call after the next pull of the table.
 * in write-through mode, a flush whose acknowledgement was lost or left unknown leaves the call's
   writes queued or settled by the next flush (``Sync._confirm``), never sent twice: the call
   answers from the cache, as cache mode does, and an error is logged.
