@@ -8,10 +8,24 @@ drop came during the commit (``airtable_cached/store/postgres/commits.py``). Not
 call answers as usual. When the store cannot learn the outcome (``StoreCommitUnknown``: the database
 did not answer in time) the call raises it and is not run again, since running it again could queue
 it twice: ``api.pending()`` tells whether it was queued.
+
+Once Airtable has applied a call, the call never fails because of the cache database, since the
+agent would take the failure for Airtable's and could repeat the call (a create made twice):
+
+* a call sent at once (only Airtable can answer it) returns Airtable's answer. The transactions
+  that keep that answer in the cache (the select options a typecast added, the records Airtable
+  returned, the linked tables pulled again) are idempotent, so each runs again when the connection
+  drops, kept or not or unknown (:func:`keep_step`). If one still fails (or Airtable refuses the
+  linked table's pull), an error names the records and the call still returns Airtable's answer;
+  the cache shows the call after the next pull of the table.
+* in write-through mode, a flush whose acknowledgement was lost or left unknown leaves the call's
+  writes queued or settled by the next flush (``Sync._confirm``), never sent twice: the call
+  answers from the cache, as cache mode does, and an error is logged.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -26,7 +40,7 @@ from airtable_cached.engine.readmodel import ReadModel
 from airtable_cached.engine.reads import PROVISIONAL_RE, Reads
 from airtable_cached.engine.shapes import shape_write
 from airtable_cached.engine.tables import TableInfo, Tables, field_name
-from airtable_cached.errors import AirtableResponseError, OfflineError, StoreConnectionLost
+from airtable_cached.errors import AirtableResponseError, OfflineError, StoreCommitUnknown, StoreConnectionLost
 from airtable_cached.rules import cells
 from airtable_cached.rules.policy import Write, decide_write
 from airtable_cached.rules.records import (
@@ -46,6 +60,9 @@ log = logging.getLogger("airtable_cached")
 MAX_RECORDS_PER_WRITE = 10
 #: Times a call's transaction runs when the database connection keeps dropping before it is kept.
 LOST_ATTEMPTS = 5
+#: Times a transaction keeping Airtable's answer to a call sent at once runs when the database
+#: connection drops (a commit left unknown has already waited for the database for a while).
+KEEP_ATTEMPTS = 3
 
 T = TypeVar("T")
 
@@ -111,8 +128,8 @@ class Writes:
         if self._sends_now(info, call):
             return self._send_now(info, table, call, "POST", None, body)
         seqs, created = run_whole(call, lambda: self._create_many(info, table, field_sets, typecast, call))
-        self._after_write(info, seqs)
-        shaped = [shape_write(info, r, body) for r in self._maybe_reread(info, created)]
+        through = self._after_write(info, seqs)
+        shaped = [shape_write(info, r, body) for r in self._maybe_reread(info, created, through)]
         return shaped[0] if single else {"records": shaped}
 
     def _create_many(self, info: TableInfo, table: str, field_sets: list[dict], typecast: bool,
@@ -178,8 +195,8 @@ class Writes:
         if self._sends_now(info, call):
             return self._send_now(info, table, call, _method(op), None, body)
         seqs, records = run_whole(call, lambda: self._update_many(info, table, pairs, op, typecast, call))
-        self._after_write(info, seqs)
-        return {"records": [shape_write(info, r, body) for r in self._maybe_reread(info, records)]}
+        through = self._after_write(info, seqs)
+        return {"records": [shape_write(info, r, body) for r in self._maybe_reread(info, records, through)]}
 
     def _update_single(self, info: TableInfo, table: str, record_id: str, body: dict, op: str, typecast: bool) -> dict:
         call = WriteCall()
@@ -189,8 +206,8 @@ class Writes:
             return self._send_now(info, table, call, _method(op), record_id, body)
         seqs, records = run_whole(
             call, lambda: self._update_many(info, table, [(record_id, fields)], op, typecast, call, batch=False))
-        self._after_write(info, seqs)
-        return shape_write(info, self._maybe_reread(info, records)[0], body)
+        through = self._after_write(info, seqs)
+        return shape_write(info, self._maybe_reread(info, records, through)[0], body)
 
     def _require_records(self, info: TableInfo, record_ids: list[str], *, batch: bool) -> None:
         """Records a write names must exist (checked before values, in Airtable's order)."""
@@ -241,13 +258,13 @@ class Writes:
         if self._sends_now(info, call):
             return self._send_now(info, table, call, _method(op), None, body)
         done = run_whole(call, lambda: self._upsert_locally(info, table, prepared, merge_on, op, typecast, call))
-        self._after_write(info, done.seqs)
+        through = self._after_write(info, done.seqs)
         created_ids, updated_ids, records = done.created, done.updated, done.records
-        if self.settings.mode == "write-through":
+        if through:
             remapped = {r["id"]: self.reads.resolve_id(r["id"]) for r in records}
             created_ids = [remapped[i] for i in created_ids]
             updated_ids = [remapped[i] for i in updated_ids]
-            records = self._maybe_reread(info, records)
+            records = self._maybe_reread(info, records, through)
         # A record matched twice in one call is answered twice in its final state, as Airtable does.
         final = {r["id"]: r for r in records}
         return {
@@ -322,8 +339,7 @@ class Writes:
             _check_deletes(record_ids)
         call = WriteCall()
         seqs = run_whole(call, lambda: self._delete_many(info, table, record_ids, single, call))
-        self._after_write(info, seqs)
-        through = self.settings.mode == "write-through"
+        through = self._after_write(info, seqs)
         deleted = [{"id": self.reads.resolve_id(i) if through else i, "deleted": True} for i in record_ids]
         return deleted[0] if single else {"records": deleted}
 
@@ -408,26 +424,45 @@ class Writes:
         parts = [info.base_id, table] + ([self.reads.resolve_id(record_id)] if record_id else [])
         sent_at = sync.remote.clock()
         answer = sync.send_now(info.base_id, method, sync.remote.url(*parts), sent, idempotent=method != "POST")
+        # From here on Airtable has applied the call: whatever befalls the cache, the call answers
+        # as Airtable did (raising would tell the agent that it failed, and a create repeated by
+        # the agent would be made twice in Airtable).
+        self._keep_answer(info, call, body, answer, sent_at)
+        return answer
+
+    def _keep_answer(self, info: TableInfo, call: WriteCall, body: dict, answer: Any, sent_at: float) -> None:
+        """Keep in the cache what Airtable answered to a call sent at once, one step after another,
+        each run again when the database connection dropped (every step is idempotent: see
+        :func:`keep_step`). When a step cannot be done the rest is left to the next pull: logged as
+        an error naming the records, never raised (the call happened)."""
+        records: list = answer["records"] if isinstance(answer, dict) and isinstance(answer.get("records"), list) else [answer]
+        records = [r for r in records if isinstance(r, dict)]
+        steps: list[tuple[str, Callable[[], None]]] = [("its select options and views", lambda: self._forget_views(info, call))]
+        if not (isinstance(body, dict) and body.get("returnFieldsByFieldId")):
+            steps.append(("its records", lambda: apply.absorb(self.store, info, records, now=self.clock(), sent_at=sent_at)))
+        steps += [(f"linked table {linked}", functools.partial(self._pull_linked, info, linked))
+                  for linked in _linked_written(info, body)]
+        for n, (what, step) in enumerate(steps):
+            try:
+                keep_step(step, what, sleep=self.sync.require().remote.sleep)
+            except Exception:  # noqa: BLE001 - the call happened: its answer is returned, the failure logged
+                log.exception(
+                    "Airtable applied a call sent at once to table %s (records %s), but the cache could not keep %s;"
+                    " the cache shows the call after the next pull of the table", info.name or info.table_id,
+                    [r.get("id") for r in records], ", ".join(w for w, _step in steps[n:]))
+                return
+
+    def _forget_views(self, info: TableInfo, call: WriteCall) -> None:
         with self.store.write() as unit:
             self._learn_choices(unit, info, call)
             unit.replica.forget_views([info.tid])  # Airtable re-evaluates them
-        records: list = answer["records"] if isinstance(answer, dict) and isinstance(answer.get("records"), list) else [answer]
-        if not (isinstance(body, dict) and body.get("returnFieldsByFieldId")):
-            apply.absorb(self.store, info, [r for r in records if isinstance(r, dict)], now=self.clock(), sent_at=sent_at)
-        self._pull_linked(info, body)
-        return answer
 
-    def _pull_linked(self, info: TableInfo, body: dict) -> None:
-        """Linked tables whose link fields a call sent at once wrote are pulled again."""
-        written = {name for item in (body.get("records") or [body]) if isinstance(item, dict)
-                   for name in (item.get("fields") or {})}
-        for spec in info.schema.get("fields", []) if info.schema else []:
-            linked = (spec.get("options") or {}).get("linkedTableId")
-            if spec.get("type") == "multipleRecordLinks" and linked and (spec["name"] in written or spec.get("id") in written):
-                self.sync.require().pull(info.base_id, linked)
-                tid = self.tables.info(info.base_id, linked).tid
-                with self.store.write() as unit:  # its views too: its inverse link fields changed
-                    unit.replica.forget_views([tid])
+    def _pull_linked(self, info: TableInfo, linked: str) -> None:
+        """A linked table whose link field a call sent at once wrote is pulled again."""
+        self.sync.require().pull(info.base_id, linked)
+        tid = self.tables.info(info.base_id, linked).tid
+        with self.store.write() as unit:  # its views too: its inverse link fields changed
+            unit.replica.forget_views([tid])
 
     def _learn_choices(self, unit: Unit, info: TableInfo, call: WriteCall) -> None:
         """Select options a typecast write adds exist from then on (Airtable adds them to the field)."""
@@ -443,13 +478,24 @@ class Writes:
         info.set_schema(schema)
 
     # -- after the write ---------------------------------------------------------------------------
-    def _after_write(self, info: TableInfo, seqs: list[int]) -> None:
-        """Write-through sends the writes now and fails the call if Airtable refused them."""
+    def _after_write(self, info: TableInfo, seqs: list[int]) -> bool:
+        """Write-through sends the writes now and fails the call if Airtable refused them. Returns
+        whether the call answers with the records as Airtable keeps them (write-through, unless the
+        flush was cut by the cache database: then the call answers from the cache as cache mode does)."""
         if decide_write(self.settings.mode) is not Write.WRITE_THROUGH or not seqs:
             if self.sync.sync is not None:
                 self.sync.sync.notify_write(len(seqs))
-            return
-        self.sync.require().flush_writes(info.base_id, seqs)
+            return decide_write(self.settings.mode) is Write.WRITE_THROUGH
+        try:
+            self.sync.require().flush_writes(info.base_id, seqs)
+        except (StoreConnectionLost, StoreCommitUnknown) as exc:
+            # The call's writes are queued (their transaction was kept) and Airtable may have
+            # applied them already: the call must not fail, or the agent would write them again.
+            # Its acknowledgement is settled by a later flush; the call answers from the cache.
+            log.error("write-through: the cache database's connection dropped while sending writes %s (%s); they stay"
+                      " queued, or were applied already, and a later flush settles them without sending them twice",
+                      seqs, exc)
+            return False
         left = self.store.outbox.write_states(seqs)
         refused = [write for write in left if write["state"] == "dead"]
         if refused:
@@ -463,9 +509,10 @@ class Writes:
             # Airtable could not be reached even after retries: the write stays queued (it is durable
             # and a later flush sends it) and the call answers from the cache, as cache mode would.
             log.warning("write-through: Airtable did not confirm %d write(s) yet; they stay queued", len(left))
+        return True
 
-    def _maybe_reread(self, info: TableInfo, records: list[dict]) -> list[dict]:
-        if self.settings.mode != "write-through":
+    def _maybe_reread(self, info: TableInfo, records: list[dict], through: bool) -> list[dict]:
+        if not through:
             return records
         # A record written twice in one call is answered in each state in turn (as Airtable
         # answers): only its last answer is what Airtable stored.
@@ -475,6 +522,31 @@ class Writes:
     def _reread(self, info: TableInfo, record_id: str) -> dict:
         rows = self.reads.rows_by_id(info.tid, [self.reads.resolve_id(record_id)])
         return next(iter(rows.values()))
+
+
+def keep_step(step: Callable[[], None], what: str, *, sleep: Callable[[float], None]) -> None:
+    """``step()`` (a transaction keeping Airtable's answer to a call it already applied), run again
+    when the database connection dropped, whether nothing of it was kept (``StoreConnectionLost``) or
+    nobody can tell (``StoreCommitUnknown``): it is idempotent, so running it twice is harmless. The
+    last failure is raised."""
+    for attempt in range(1, KEEP_ATTEMPTS + 1):
+        try:
+            return step()
+        except (StoreConnectionLost, StoreCommitUnknown) as exc:
+            if attempt == KEEP_ATTEMPTS:
+                raise
+            log.warning("the cache database's connection dropped while keeping %s of a call Airtable applied (%s);"
+                        " keeping it again", what, exc)
+            sleep(min(2.0, 0.2 * attempt))
+
+
+def _linked_written(info: TableInfo, body: dict) -> list[str]:
+    """The tables linked by the link fields a call writes (their inverse link fields changed)."""
+    written = {name for item in (body.get("records") or [body]) if isinstance(item, dict)
+               for name in (item.get("fields") or {})}
+    return [spec["options"]["linkedTableId"] for spec in (info.schema.get("fields", []) if info.schema else [])
+            if spec.get("type") == "multipleRecordLinks" and (spec.get("options") or {}).get("linkedTableId")
+            and (spec["name"] in written or spec.get("id") in written)]
 
 
 def _method(op: str) -> str:
