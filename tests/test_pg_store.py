@@ -92,7 +92,8 @@ def test_a_dropped_connection_is_replaced(store, pg_server):
 
 
 def _connections(admin, database: str) -> set[int]:
-    rows = admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+    rows = admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
+                         " AND backend_type = 'client backend'",  # not an autovacuum worker on it
                          (database,)).fetchall()
     return {pid for (pid,) in rows}
 
