@@ -189,6 +189,11 @@ def pg_url(pg_server: PgServer):
     process (``runtime.open_store``) are closed after the test (their pools' threads with them)."""
     url = pg_server.create_database()
     yield url
+    close_stores_opened_on(url)
+
+
+def close_stores_opened_on(url: str) -> None:
+    """Close the stores this process opened on ``url`` (``runtime.open_store``), pools and all."""
     from airtable_cached import runtime
 
     with runtime._registry_lock:

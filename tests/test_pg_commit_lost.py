@@ -21,6 +21,7 @@ from airtable_cached.engine import writes
 from airtable_cached.errors import StoreCommitUnknown, StoreConnectionLost
 from airtable_cached.store.postgres import PostgresStore, connection
 from airtable_cached.testing import COMPANIES_ID, LEADS_SCHEMA, FakeAirtable, add_linked_tables, seed_leads
+from tests.conftest import close_stores_opened_on
 
 BASE = "appLEADSbase00001"
 TABLE = "Leads"
@@ -36,12 +37,7 @@ def proxied(pg_server, pg_url):
     with CommitCutter(pg_server.port) as cutter:
         url = cutter.url(pg_url)
         yield cutter, url
-        from airtable_cached import runtime
-
-        with runtime._registry_lock:
-            opened = [runtime._stores.pop(key) for key in [k for k in runtime._stores if k == url]]
-        for store in opened:
-            store.close_all()
+        close_stores_opened_on(url)
 
 
 @pytest.fixture
@@ -57,6 +53,22 @@ def _api(fake: FakeAirtable, url: str) -> Api:
 
 def _writes_sent(fake: FakeAirtable) -> list[tuple[str, str]]:
     return [(r["method"], json.dumps(r["json"], sort_keys=True)) for r in fake.requests if r["method"] in ("PATCH", "POST")]
+
+
+def _queue_updates_and_creates(table, label: str) -> tuple[list[str], list[dict]]:
+    """An update of every record and 5 creates, queued: the records' ids and the creates' answers."""
+    ids = [r["id"] for r in table.all()]
+    for n, rid in enumerate(ids):
+        table.update(rid, {"Company": f"across {label} {n}"})
+    return ids, table.batch_create([{"Full Name": f"created across {label} {n}"} for n in range(5)])
+
+
+def _assert_each_landed_once(records: dict[str, dict], ids: list[str], label: str) -> None:
+    """Airtable's records hold every update and each create exactly once."""
+    for n, rid in enumerate(ids):
+        assert records[rid]["Company"] == f"across {label} {n}"
+    created = sorted(f["Full Name"] for f in records.values() if f.get("Full Name", "").startswith("created across"))
+    assert created == sorted(f"created across {label} {n}" for n in range(5))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -87,10 +99,7 @@ def test_a_connection_dropped_during_the_flushs_commit_loses_no_write_and_sends_
     cutter, url = proxied
     api = _api(leads, url)
     table = api.table(BASE, TABLE)
-    ids = [r["id"] for r in table.all()]
-    for n, rid in enumerate(ids):
-        table.update(rid, {"Company": f"across the cut {n}"})
-    made = table.batch_create([{"Full Name": f"created across the cut {n}"} for n in range(5)])
+    ids, made = _queue_updates_and_creates(table, "the cut")
     leads.reset_log()
     cutter.arm(ACK, mode)
     result = api.flush()
@@ -100,10 +109,7 @@ def test_a_connection_dropped_during_the_flushs_commit_loses_no_write_and_sends_
     api.close()
     assert cutter.cuts == [mode]
     assert result.failed == [] and left == []
-    for n, rid in enumerate(ids):
-        assert records[rid]["Company"] == f"across the cut {n}"
-    created = sorted(f["Full Name"] for f in records.values() if f.get("Full Name", "").startswith("created across"))
-    assert created == sorted(f"created across the cut {n}" for n in range(5))  # each exactly once
+    _assert_each_landed_once(records, ids, "the cut")
     assert len(sent) == len(set(sent)) == 3  # two PATCHes of 10 updates, one POST of 5 creates: none twice
     assert {r["id"] for r in made}.isdisjoint(records)  # provisional ids were replaced by Airtable's
 
@@ -141,10 +147,7 @@ def test_an_acknowledgement_left_unknown_is_settled_by_the_next_flush_without_se
     monkeypatch.setattr(connection, "SETTLE_SECONDS", 1.0)  # how long the database is asked before giving up
     api = _api(leads, url)
     table = api.table(BASE, TABLE)
-    ids = [r["id"] for r in table.all()]
-    for n, rid in enumerate(ids):
-        table.update(rid, {"Company": f"across the outage {n}"})
-    table.batch_create([{"Full Name": f"created across the outage {n}"} for n in range(5)])
+    ids, _made = _queue_updates_and_creates(table, "the outage")
     leads.reset_log()
     cutter.arm(ACK, mode, then_down=True)  # the database out of reach from the cut on
     with pytest.raises(StoreCommitUnknown):
@@ -157,10 +160,7 @@ def test_an_acknowledgement_left_unknown_is_settled_by_the_next_flush_without_se
     api.close()
     assert cutter.cuts == [mode]
     assert result.failed == [] and left == []
-    for n, rid in enumerate(ids):
-        assert records[rid]["Company"] == f"across the outage {n}"
-    created = [f["Full Name"] for f in records.values() if f.get("Full Name", "").startswith("created across")]
-    assert sorted(created) == sorted(f"created across the outage {n}" for n in range(5))
+    _assert_each_landed_once(records, ids, "the outage")
     assert len(sent) == len(set(sent)) == 3  # the batch whose acknowledgement was in doubt was not sent again
 
 
